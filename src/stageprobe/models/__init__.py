@@ -1,0 +1,7 @@
+"""Model adapters. Importing this package registers every family's presets and architectures."""
+
+from stageprobe.models import pixels  # noqa: F401  (registers presets)
+from stageprobe.models.base import StageInfo, StageModel, select_stages
+from stageprobe.models.registry import ARCHITECTURES, PRESETS, load_model
+
+__all__ = ["ARCHITECTURES", "PRESETS", "StageInfo", "StageModel", "load_model", "select_stages"]

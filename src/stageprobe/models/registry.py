@@ -1,0 +1,122 @@
+"""Model lookup: preset names, Hugging Face Hub ids and local directories.
+
+A model family registers itself in its own file: presets with `register_preset`, and the
+`config.json` `model_type`s it can load with `register_architecture`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stageprobe.errors import UserInputError
+from stageprobe.models.base import StageModel
+
+ModelFactory = Callable[..., StageModel]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    factory: ModelFactory
+
+
+PRESETS: dict[str, Preset] = {}
+ARCHITECTURES: dict[str, ModelFactory] = {}
+
+
+def register_preset(name: str, description: str) -> Callable[[ModelFactory], ModelFactory]:
+    def wrap(factory: ModelFactory) -> ModelFactory:
+        PRESETS[name] = Preset(name, description, factory)
+        return factory
+
+    return wrap
+
+
+def register_architecture(*model_types: str) -> Callable[[ModelFactory], ModelFactory]:
+    """`factory(name_or_path, config, device=, dtype=, trust_remote_code=)` loads that architecture."""
+
+    def wrap(factory: ModelFactory) -> ModelFactory:
+        for model_type in model_types:
+            ARCHITECTURES[model_type] = factory
+        return factory
+
+    return wrap
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"device {device!r} was asked for but CUDA is not available; use --device cpu")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """'auto' is bf16 on CUDA (the checkpoints' own dtype) and fp32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if dtype not in names:
+        raise UserInputError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(sorted(names))}")
+    return names[dtype]
+
+
+def load_model(
+    name: str,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    trust_remote_code: bool = False,
+) -> StageModel:
+    """A model by preset name, Hub id or local directory, on `device` in `dtype`."""
+    resolved_device = resolve_device(device)
+    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    if name in PRESETS:
+        return PRESETS[name].factory(device=resolved_device, dtype=resolved_dtype)
+    config = _read_config(name, trust_remote_code)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise UserInputError(
+            f"{name!r} is a {model_type!r} model, which stageprobe does not support. "
+            f"Supported architectures: {', '.join(sorted(ARCHITECTURES))}"
+        )
+    return ARCHITECTURES[model_type](
+        name, config, device=resolved_device, dtype=resolved_dtype, trust_remote_code=trust_remote_code
+    )
+
+
+def _read_config(name: str, trust_remote_code: bool) -> Any:
+    from transformers import AutoConfig
+
+    looks_like_path = Path(name).exists() or name.startswith((".", "/", "~"))
+    if "/" not in name and not looks_like_path:
+        raise UserInputError(
+            f"unknown model {name!r}. Presets: {', '.join(sorted(PRESETS))}; "
+            "or pass a Hugging Face Hub id (org/name) or a local directory with config.json"
+        )
+    if looks_like_path and not (Path(name).expanduser() / "config.json").is_file():
+        raise UserInputError(f"{name!r} is not a model directory: it has no config.json")
+    try:
+        return AutoConfig.from_pretrained(str(Path(name).expanduser()) if looks_like_path else name,
+                                          trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if "trust_remote_code" in str(error):
+            raise UserInputError(
+                f"{name!r} needs custom code from its repository; pass --trust-remote-code if you trust it"
+            ) from error
+        raise UserInputError(f"cannot read the config of {name!r}: {error}") from error
+    except OSError as error:
+        raise UserInputError(
+            f"the weights of {name!r} are not found locally and cannot be downloaded here ({error.__class__.__name__}). "
+            "Download them where there is network (`huggingface-cli download "
+            f"{name}`), then pass the local directory as the model, or set HF_HOME to the cache that holds them"
+        ) from error
