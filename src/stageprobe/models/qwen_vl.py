@@ -1,0 +1,503 @@
+"""Qwen2.5-VL and Qwen2-VL through `transformers`, every stage un-permuted to raster order.
+
+Token order inside these models is not raster order, and reading it as such silently scrambles
+every spatial probe:
+
+* the processor flattens patches in 2×2-merge-window order `(t, h/2, w/2, 2, 2)`;
+* Qwen2.5-VL's vision tower then permutes merge units into attention-window order before the
+  first block and only restores merge order *after* the merger (`reverse_indices`);
+* the LLM sees visual tokens at the `<|image_pad|>` / `<|video_pad|>` positions of the prompt.
+
+Each hook below records a tensor in the order the model holds it; `_to_raster` undoes both
+permutations so `[b, t, r, c]` is the token over pixel rows r·s…(r+1)·s, cols c·s…(c+1)·s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from stageprobe.errors import UserInputError
+from stageprobe.models.base import Clip, StageInfo, StageModel, check_same_size, select_stages
+from stageprobe.models.registry import register_architecture, register_preset
+
+DEFAULT_PROMPT = "Describe this image."
+DEFAULT_VIDEO_PROMPT = "Describe this video."
+
+
+class _StopForward(Exception):
+    """Raised from the last needed LLM layer's hook: later layers would compute unused output."""
+
+
+class QwenVLModel(StageModel):
+    """Adapter over a `Qwen2_5_VLForConditionalGeneration` or `Qwen2VLForConditionalGeneration`."""
+
+    def __init__(
+        self,
+        hf_model: nn.Module,
+        processor: Any,
+        name: str,
+        weights_id: str,
+        prompt: str = DEFAULT_PROMPT,
+        video_prompt: str = DEFAULT_VIDEO_PROMPT,
+    ) -> None:
+        self.hf_model = hf_model.eval()
+        self.processor = processor
+        self.name = name
+        self.weights_id = weights_id
+        self.prompt = prompt
+        self.video_prompt = video_prompt
+        first_param = next(hf_model.parameters())
+        self.device = first_param.device
+        self.dtype = first_param.dtype
+        config = hf_model.config
+        self.vision_config = config.vision_config
+        self.text_config = config.text_config
+        self.image_token_id = int(config.image_token_id)
+        self.video_token_id = int(config.video_token_id)
+        self.family = config.model_type
+        self._windowed = hasattr(self.vision_config, "fullatt_block_indexes")
+        self._grid_cache: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+
+    # -- geometry -------------------------------------------------------------------------
+
+    @property
+    def visual(self) -> nn.Module:
+        return self.hf_model.model.visual
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.hf_model.model.language_model
+
+    @property
+    def patch_px(self) -> int:
+        return int(self.vision_config.patch_size)
+
+    @property
+    def merge(self) -> int:
+        return int(self.vision_config.spatial_merge_size)
+
+    @property
+    def supports_video(self) -> bool:
+        return True
+
+    @property
+    def temporal_patch_size(self) -> int:
+        return int(self.vision_config.temporal_patch_size)
+
+    def patch_grid(self, height: int, width: int, frames: int = 1) -> tuple[int, int, int]:
+        """(T, H, W) patch grid the processor produces for this input size.
+
+        Asked of the processor itself (on a blank input) rather than re-derived, so a checkpoint's
+        own min/max pixel settings are honoured exactly.
+        """
+        key = (height, width, frames)
+        if key not in self._grid_cache:
+            if frames == 1:
+                blank = Image.new("RGB", (width, height))
+                grid = self.processor.image_processor(images=[blank], return_tensors="pt")["image_grid_thw"]
+            else:
+                clip = [Image.new("RGB", (width, height))] * frames
+                grid = self.processor.video_processor(
+                    videos=[clip], return_tensors="pt", do_sample_frames=False
+                )["video_grid_thw"]
+            t, h, w = (int(v) for v in grid[0])
+            self._grid_cache[key] = (t, h, w)
+        return self._grid_cache[key]
+
+    def stages_for(self, height: int, width: int, frames: int = 1) -> list[StageInfo]:
+        t, h, w = self.patch_grid(height, width, frames)
+        patch, merged = (t, h, w), (t, h // self.merge, w // self.merge)
+        stride, merged_stride = self.patch_px, self.patch_px * self.merge
+        vision_dim = self.visual.patch_embed.proj.out_channels
+        merger_dim = _last_linear(self.visual.merger).out_features
+        text_dim = int(self.text_config.hidden_size)
+        depth = len(self.visual.blocks)
+        infos = [StageInfo("vision.patch_embed", stride, vision_dim, patch, "output of the patch embedding")]
+        for i in range(depth):
+            attention = "full" if i in getattr(self.vision_config, "fullatt_block_indexes", range(depth)) else "window"
+            infos.append(StageInfo(f"vision.block.{i}", stride, vision_dim, patch, f"output of ViT block {i} ({attention} attention)"))
+        infos.append(StageInfo("vision.pre_merge", stride, vision_dim, patch, "input of the 2×2 merger (= last block output)"))
+        infos.append(StageInfo("vision.post_merge", merged_stride, merger_dim, merged, "merger output: what the LLM receives"))
+        for i in range(len(self.language_model.layers)):
+            infos.append(StageInfo(f"language.layer.{i}", merged_stride, text_dim, merged,
+                                   f"LLM decoder layer {i} output at the visual-token positions"))
+        infos.append(StageInfo("language.norm", merged_stride, text_dim, merged, "final LLM norm at the visual-token positions"))
+        return infos
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def prepare_inputs(
+        self, images: Sequence[Image.Image] | None, videos: Sequence[Clip] | None
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """Processor + chat template exactly as for a Hub checkpoint; returns (inputs, visual token id)."""
+        if (images is None) == (videos is None):
+            raise UserInputError("pass either images or videos")
+        if videos is not None:
+            clips = [list(clip) for clip in videos]
+            for clip in clips:
+                if len(clip) % self.temporal_patch_size:
+                    raise UserInputError(
+                        f"a clip has {len(clip)} frames; {self.name} groups frames in temporal patches of "
+                        f"{self.temporal_patch_size}, so pass a multiple of {self.temporal_patch_size} frames"
+                    )
+            check_same_size([frame for clip in clips for frame in clip])
+            text = self._chat_text("video", self.video_prompt)
+            inputs = self.processor(
+                text=[text] * len(clips), videos=clips, return_tensors="pt", do_sample_frames=False
+            )
+            token_id = self.video_token_id
+        else:
+            images = [im.convert("RGB") for im in images or []]
+            check_same_size(images)
+            text = self._chat_text("image", self.prompt)
+            inputs = self.processor(text=[text] * len(images), images=images, return_tensors="pt")
+            token_id = self.image_token_id
+        tensors = {k: v.to(self.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        for key in ("pixel_values", "pixel_values_videos"):
+            if key in tensors:
+                tensors[key] = tensors[key].to(self.dtype)
+        return tensors, token_id
+
+    def _chat_text(self, kind: str, prompt: str) -> str:
+        messages = [{"role": "user", "content": [{"type": kind}, {"type": "text", "text": prompt}]}]
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    # -- extraction -----------------------------------------------------------------------
+
+    def plain_forward(
+        self, images: Sequence[Image.Image] | None = None, videos: Sequence[Clip] | None = None
+    ) -> None:
+        inputs, _ = self.prepare_inputs(images, videos)
+        with torch.inference_mode():
+            self.hf_model.model(**inputs)
+
+    def extract(
+        self,
+        images: Sequence[Image.Image] | None = None,
+        videos: Sequence[Clip] | None = None,
+        stages: Sequence[str] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        inputs, token_id = self.prepare_inputs(images, videos)
+        grid_thw = inputs["video_grid_thw" if videos is not None else "image_grid_thw"]
+        pixel_key = "pixel_values_videos" if videos is not None else "pixel_values"
+        chosen = select_stages([s.name for s in self.stages_for(*self._input_hw(images, videos))], stages)
+        raw: dict[str, torch.Tensor] = {}
+        hooks = self._register_hooks(chosen, raw)
+        needs_language = any(name.startswith("language.") for name in chosen)
+        try:
+            with torch.inference_mode():
+                if needs_language:
+                    try:
+                        self.hf_model.model(**inputs)
+                    except _StopForward:
+                        pass
+                else:
+                    self.visual(inputs[pixel_key], grid_thw=grid_thw)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        window_order = self._window_order(grid_thw) if self._windowed else None
+        return {
+            name: self._to_raster(name, raw[name], grid_thw, window_order, inputs["input_ids"], token_id)
+            for name in chosen
+        }
+
+    def _input_hw(self, images: Sequence[Image.Image] | None, videos: Sequence[Clip] | None) -> tuple[int, int, int]:
+        if videos is not None:
+            h, w = check_same_size([clip[0] for clip in videos])
+            return h, w, len(videos[0])
+        h, w = check_same_size(list(images or []))
+        return h, w, 1
+
+    def _register_hooks(self, chosen: list[str], raw: dict[str, torch.Tensor]) -> list[Any]:
+        def keep_output(name: str, stop: bool = False) -> Callable[..., None]:
+            def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+                raw[name] = output[0] if isinstance(output, tuple) else output
+                if stop:
+                    raise _StopForward
+
+            return hook
+
+        def keep_input(name: str) -> Callable[..., None]:
+            def hook(_module: nn.Module, args: Any) -> None:
+                raw[name] = args[0]
+
+            return hook
+
+        last_layer = max((int(n.rsplit(".", 1)[1]) for n in chosen if n.startswith("language.layer.")), default=-1)
+        stop_early = "language.norm" not in chosen
+        hooks = []
+        for name in chosen:
+            if name == "vision.patch_embed":
+                hooks.append(self.visual.patch_embed.register_forward_hook(keep_output(name)))
+            elif name.startswith("vision.block."):
+                block = self.visual.blocks[int(name.rsplit(".", 1)[1])]
+                hooks.append(block.register_forward_hook(keep_output(name)))
+            elif name == "vision.pre_merge":
+                hooks.append(self.visual.merger.register_forward_pre_hook(keep_input(name)))
+            elif name == "vision.post_merge":
+                hooks.append(self.visual.merger.register_forward_hook(keep_output(name)))
+            elif name.startswith("language.layer."):
+                index = int(name.rsplit(".", 1)[1])
+                layer = self.language_model.layers[index]
+                hooks.append(layer.register_forward_hook(keep_output(name, stop_early and index == last_layer)))
+            elif name == "language.norm":
+                hooks.append(self.language_model.norm.register_forward_hook(keep_output(name)))
+        return hooks
+
+    def _window_order(self, grid_thw: torch.Tensor) -> torch.Tensor:
+        """Merge-unit permutation applied before the first block (window_index in transformers)."""
+        try:
+            from transformers.vision_utils import get_vision_window_index
+        except ImportError:  # transformers < 5 keeps it as a method of the vision tower
+            return self.visual.get_window_index(grid_thw)[0]
+        window_index, _ = get_vision_window_index(
+            grid_thw,
+            spatial_merge_size=self.merge,
+            window_size=int(self.vision_config.window_size),
+            patch_size=self.patch_px,
+        )
+        return window_index
+
+    def _to_raster(
+        self,
+        name: str,
+        tensor: torch.Tensor,
+        grid_thw: torch.Tensor,
+        window_order: torch.Tensor | None,
+        input_ids: torch.Tensor,
+        token_id: int,
+    ) -> torch.Tensor:
+        merge = self.merge
+        tensor = tensor.detach()
+        if name.startswith("language."):
+            positions = input_ids == token_id
+            per_item = [tensor[b][positions[b]] for b in range(tensor.shape[0])]
+            t, h, w = (int(v) for v in grid_thw[0])
+            grids = [x.reshape(t, h // merge, w // merge, -1) for x in per_item]
+            return torch.stack(grids).float().cpu()
+        in_window_order = name.startswith("vision.block.") or name in ("vision.pre_merge", "vision.post_merge")
+        if window_order is not None and in_window_order:
+            restore = torch.argsort(window_order.to(tensor.device))
+            if name == "vision.post_merge":
+                tensor = tensor[restore]
+            else:
+                unit = merge * merge
+                tensor = tensor.reshape(-1, unit, tensor.shape[-1])[restore].reshape(-1, tensor.shape[-1])
+        sizes = [int(t * h * w) for t, h, w in grid_thw.tolist()]
+        if name == "vision.post_merge":
+            sizes = [s // (merge * merge) for s in sizes]
+        grids = []
+        for chunk, (t, h, w) in zip(torch.split(tensor, sizes), grid_thw.tolist(), strict=True):
+            if name == "vision.post_merge":
+                grids.append(chunk.reshape(t, h // merge, w // merge, -1))
+            else:
+                # merge-window order (t, h/2, w/2, 2, 2) → raster (t, h, w)
+                blocks = chunk.reshape(t, h // merge, w // merge, merge, merge, -1)
+                grids.append(blocks.permute(0, 1, 3, 2, 4, 5).reshape(t, h, w, -1))
+        return torch.stack(grids).float().cpu()
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def config_summary(self) -> dict[str, Any]:
+        config_json = self.hf_model.config.to_json_string(use_diff=False)
+        return {
+            "name": self.name,
+            "weights": self.weights_id,
+            "class": type(self.hf_model).__name__,
+            "config_sha256": hashlib.sha256(config_json.encode()).hexdigest(),
+            "prompt": self.prompt,
+            "video_prompt": self.video_prompt,
+        }
+
+    def random_init_twin(self, seed: int = 1) -> QwenVLModel:
+        """The same architecture and processor with freshly initialised weights (a control)."""
+        torch.manual_seed(seed)
+        twin = type(self.hf_model)(self.hf_model.config).to(device=self.device, dtype=self.dtype)
+        return QwenVLModel(twin, self.processor, f"{self.name} (random-init twin)", f"random-init seed {seed}",
+                           self.prompt, self.video_prompt)
+
+
+def _last_linear(module: nn.Module) -> nn.Linear:
+    return [m for m in module.modules() if isinstance(m, nn.Linear)][-1]
+
+
+# -- loading ------------------------------------------------------------------------------
+
+
+def _model_class(model_type: str) -> type[nn.Module]:
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+
+    return {"qwen2_5_vl": Qwen2_5_VLForConditionalGeneration, "qwen2_vl": Qwen2VLForConditionalGeneration}[model_type]
+
+
+def _weights_id(name: str, config: Any) -> str:
+    """The Hub commit when known, else a hash of the local directory's file names and sizes."""
+    commit = getattr(config, "_commit_hash", None)
+    if commit:
+        return f"revision {commit}"
+    directory = Path(name).expanduser()
+    listing = sorted((p.name, p.stat().st_size) for p in directory.iterdir() if p.is_file())
+    return "files sha256 " + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+
+
+@register_architecture("qwen2_5_vl", "qwen2_vl")
+def load_qwen_vl(
+    name: str, config: Any, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False,
+    weights_id: str | None = None,
+) -> QwenVLModel:
+    from transformers import AutoProcessor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars are the ones users read
+    source = str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+    try:
+        hf_model = _model_class(config.model_type).from_pretrained(
+            source, dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code
+        ).to(device)
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise UserInputError(
+            f"the weights of {name!r} are not found locally ({error}). Download them where there is network, "
+            "then pass the local directory as the model"
+        ) from error
+    return QwenVLModel(hf_model, processor, name, weights_id or _weights_id(source, config))
+
+
+# -- tiny random presets --------------------------------------------------------------------
+
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+# Qwen's chat format: a default system turn, then `<|vision_start|><|image_pad|><|vision_end|>`
+# where an image goes; the processor expands each pad to one token per merged patch.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TINY_SEED = 0
+
+
+def build_tiny_tokenizer() -> Any:
+    """A byte-level BPE tokenizer (no merges: 256 byte tokens) carrying Qwen's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(QWEN_SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+def build_tiny_processor(family: str) -> Any:
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    processor_class = Qwen2_5_VLProcessor if family == "qwen2_5_vl" else Qwen2VLProcessor
+    return processor_class(
+        image_processor=Qwen2VLImageProcessor(),
+        tokenizer=build_tiny_tokenizer(),
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def tiny_config(family: str, vocab_size: int, token_ids: dict[str, int]) -> Any:
+    """Small configs that keep the real layout: windowed + full-attention ViT blocks, 2×2 merger, M-RoPE."""
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
+
+    text = {
+        "vocab_size": vocab_size, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+        # head_dim 32 → 16 rotary frequencies split over (time, height, width)
+        "rope_parameters": {"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 1_000_000.0},
+        "bos_token_id": token_ids["<|endoftext|>"], "eos_token_id": token_ids["<|im_end|>"],
+        "pad_token_id": token_ids["<|endoftext|>"],
+    }
+    special = {
+        "image_token_id": token_ids["<|image_pad|>"], "video_token_id": token_ids["<|video_pad|>"],
+        "vision_start_token_id": token_ids["<|vision_start|>"], "vision_end_token_id": token_ids["<|vision_end|>"],
+    }
+    if family == "qwen2_5_vl":
+        vision = {
+            "depth": 8, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "out_hidden_size": 128,
+            "fullatt_block_indexes": [3, 7], "window_size": 112, "patch_size": 14, "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        }
+        return Qwen2_5_VLConfig(vision_config=vision, text_config=text, **special)
+    vision = {
+        "depth": 8, "embed_dim": 64, "mlp_ratio": 2, "num_heads": 4, "hidden_size": 128, "patch_size": 14,
+        "spatial_merge_size": 2, "temporal_patch_size": 2,
+    }
+    return Qwen2VLConfig(vision_config=vision, text_config=text, **special)
+
+
+def preset_cache_dir() -> Path:
+    return Path(os.environ.get("STAGEPROBE_CACHE", Path.home() / ".cache" / "stageprobe")) / "presets"
+
+
+def build_tiny_checkpoint(family: str, directory: Path) -> Path:
+    """Write a random-weight checkpoint + processor with `save_pretrained`, like a Hub snapshot."""
+    processor = build_tiny_processor(family)
+    tokenizer = processor.tokenizer
+    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
+    config = tiny_config(family, len(tokenizer), token_ids)
+    torch.manual_seed(TINY_SEED)
+    model = _model_class(family)(config)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    try:
+        staging.rename(directory)  # atomic: a concurrent builder either wins or finds it done
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def _tiny_preset(preset: str, family: str, device: torch.device, dtype: torch.dtype) -> QwenVLModel:
+    from transformers import AutoConfig
+
+    directory = preset_cache_dir() / preset
+    if not (directory / "config.json").is_file():
+        build_tiny_checkpoint(family, directory)
+    config = AutoConfig.from_pretrained(directory)
+    model = load_qwen_vl(str(directory), config, device=device, dtype=dtype,
+                         weights_id=f"random-init (seed {TINY_SEED})")
+    model.name = preset
+    return model
+
+
+@register_preset("qwen2.5-vl-tiny", "Qwen2.5-VL architecture, small config, RANDOM weights, real processor (default)")
+def qwen25_vl_tiny(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
+    return _tiny_preset("qwen2.5-vl-tiny", "qwen2_5_vl", device, dtype)
+
+
+@register_preset("qwen2-vl-tiny", "Qwen2-VL architecture, small config, RANDOM weights, real processor")
+def qwen2_vl_tiny(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
+    return _tiny_preset("qwen2-vl-tiny", "qwen2_vl", device, dtype)
