@@ -165,3 +165,17 @@ def test_random_init_twin_has_same_geometry_other_weights(model: QwenVLModel) ->
     ours, theirs = model.extract(image, stages=["vision.post_merge"]), twin.extract(image, stages=["vision.post_merge"])
     assert ours["vision.post_merge"].shape == theirs["vision.post_merge"].shape
     assert not torch.allclose(ours["vision.post_merge"], theirs["vision.post_merge"])
+
+
+def test_7b_random_preset_has_the_published_size() -> None:
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from stageprobe.models.qwen_vl import QWEN_SPECIAL_TOKENS, build_tiny_processor, qwen25_vl_7b_config
+
+    tokenizer = build_tiny_processor("qwen2_5_vl").tokenizer
+    config = qwen25_vl_7b_config({t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS})
+    with torch.device("meta"):
+        skeleton = Qwen2_5_VLForConditionalGeneration(config)
+    # Qwen2.5-VL-7B-Instruct has 8.29 B parameters (vision tower 0.68 B + LLM and head)
+    assert abs(sum(p.numel() for p in skeleton.parameters()) / 1e9 - 8.292) < 0.001
+    assert len(skeleton.model.visual.blocks) == 32 and len(skeleton.model.language_model.layers) == 28

@@ -501,3 +501,46 @@ def qwen25_vl_tiny(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
 @register_preset("qwen2-vl-tiny", "Qwen2-VL architecture, small config, RANDOM weights, real processor")
 def qwen2_vl_tiny(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
     return _tiny_preset("qwen2-vl-tiny", "qwen2_vl", device, dtype)
+
+
+def qwen25_vl_7b_config(token_ids: dict[str, int]) -> Any:
+    """Every architecture value of `Qwen/Qwen2.5-VL-7B-Instruct`'s config.json (special-token ids
+    are our small tokenizer's, which changes no FLOP)."""
+    from transformers import Qwen2_5_VLConfig
+
+    vision = {
+        "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 3584,
+        "fullatt_block_indexes": [7, 15, 23, 31], "window_size": 112, "patch_size": 14, "spatial_merge_size": 2,
+        "temporal_patch_size": 2, "tokens_per_second": 2, "hidden_act": "silu",
+    }
+    text = {
+        "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+        "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 128000,
+        "rms_norm_eps": 1e-6, "hidden_act": "silu", "max_window_layers": 28, "use_sliding_window": False,
+        "rope_parameters": {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1_000_000.0},
+        "bos_token_id": token_ids["<|endoftext|>"], "eos_token_id": token_ids["<|im_end|>"],
+    }
+    return Qwen2_5_VLConfig(
+        vision_config=vision, text_config=text, tie_word_embeddings=False,
+        image_token_id=token_ids["<|image_pad|>"], video_token_id=token_ids["<|video_pad|>"],
+        vision_start_token_id=token_ids["<|vision_start|>"], vision_end_token_id=token_ids["<|vision_end|>"],
+    )
+
+
+@register_preset(
+    "qwen2.5-vl-7b-random",
+    "the published Qwen2.5-VL-7B architecture with RANDOM weights (bf16): real-scale cost for benchmarks only",
+)
+def qwen25_vl_7b_random(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    processor = build_tiny_processor("qwen2_5_vl")
+    token_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    config = qwen25_vl_7b_config(token_ids)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(TINY_SEED)
+    # built in place on the target device: 8 B parameters never pass through host memory on a GPU
+    with torch.device(device):
+        hf_model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+    model = QwenVLModel(hf_model, processor, "qwen2.5-vl-7b-random", f"random-init (seed {TINY_SEED})")
+    return model
