@@ -74,6 +74,64 @@ def stages(
     console.print(table)
 
 
+@app.command()
+@user_errors
+def extract(
+    model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="shapes | textures | motion | coco:PATH | images:DIR")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="feature store directory (resumed if it exists)")],
+    stages: Annotated[list[str] | None, typer.Option("--stages", "-s", help="stage glob; repeatable")] = None,
+    batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    dtype: Annotated[str, typer.Option(help="model dtype: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16")] = "auto",
+    store_dtype: Annotated[str, typer.Option(help="dtype on disk: float16 | bfloat16 | float32")] = "float16",
+    limit: Annotated[int | None, typer.Option(help="extract only the first N samples")] = None,
+    n: Annotated[int | None, typer.Option(help="number of samples of a generated dataset")] = None,
+    seed: Annotated[int, typer.Option(help="seed of a generated dataset")] = 0,
+    skip_bad: Annotated[bool, typer.Option(help="skip unreadable images (counted in the manifest)")] = False,
+    frames_as_images: Annotated[bool, typer.Option(help="seed protocol: each video frame as a separate image")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
+) -> None:
+    """Write a feature store of the model's stages over a dataset; resumes if interrupted."""
+    from stageprobe.features.extract import extract_dataset
+    from stageprobe.models import load_model
+
+    data = _dataset(dataset, n=n, seed=seed, skip_bad=skip_bad)
+    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    store = extract_dataset(loaded, data, out, stages=stages or None, batch_size=batch_size,
+                            store_dtype=store_dtype, limit=limit, frames_as_images=frames_as_images)
+    console.print(f"feature store: {out} ({len(store)} samples, {len(store.stages)} stages)")
+
+
+def _dataset(spec: str, n: int | None, seed: int, skip_bad: bool) -> Any:
+    """Pass each command-line option only to datasets that take it (generated ones take n and seed)."""
+    from stageprobe.datasets import dataset_options, load_dataset
+
+    accepted = dataset_options(spec.partition(":")[0])
+    wanted = {"n": n, "seed": seed, "skip_bad": skip_bad or None}
+    return load_dataset(spec, **{k: v for k, v in wanted.items() if v is not None and k in accepted})
+
+
+datasets_app = typer.Typer(no_args_is_help=True, help="Look at the datasets before trusting a probe.")
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("preview")
+@user_errors
+def datasets_preview(
+    name: Annotated[str, typer.Argument(help="shapes | textures | motion | coco:PATH | images:DIR")],
+    out: Annotated[Path | None, typer.Option(help="PNG to write (default: <name>-preview.png)")] = None,
+    count: Annotated[int, typer.Option("--count", help="samples on the sheet")] = 16,
+    seed: Annotated[int, typer.Option(help="seed of a generated dataset")] = 0,
+) -> None:
+    """Write a contact sheet with the targets drawn on (boxes, masks, motion arrows)."""
+    from stageprobe.datasets import write_preview
+
+    data = _dataset(name, n=count, seed=seed, skip_bad=True)
+    target = out or Path(f"{name.split(':')[0]}-preview.png")
+    console.print(f"preview: {write_preview(data, target, n=count)}")
+
+
 def main() -> None:
     app()
 
