@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -78,12 +79,14 @@ def stages(
 @user_errors
 def extract(
     model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="shapes | textures | motion | coco:PATH | images:DIR")],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="shapes | textures | motion | coco:PATH | images:DIR")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="feature store directory (resumed if it exists)")],
     stages: Annotated[list[str] | None, typer.Option("--stages", "-s", help="stage glob; repeatable")] = None,
     batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    dtype: Annotated[str, typer.Option(help="model dtype: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16")] = "auto",
+    dtype: Annotated[str, typer.Option(help="model dtype: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16")] = "auto",
     store_dtype: Annotated[str, typer.Option(help="dtype on disk: float16 | bfloat16 | float32")] = "float16",
     limit: Annotated[int | None, typer.Option(help="extract only the first N samples")] = None,
     n: Annotated[int | None, typer.Option(help="number of samples of a generated dataset")] = None,
@@ -101,6 +104,88 @@ def extract(
     store = extract_dataset(loaded, data, out, stages=stages or None, batch_size=batch_size,
                             store_dtype=store_dtype, limit=limit, frames_as_images=frames_as_images)
     console.print(f"feature store: {out} ({len(store)} samples, {len(store.stages)} stages)")
+
+
+@app.command()
+@user_errors
+def run(
+    model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")] = "qwen2.5-vl-tiny",
+    suite: Annotated[str, typer.Option(help="study to run")] = "q2",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<model>-<UTC>)")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="CPU smoke test: small datasets")] = False,
+    full: Annotated[bool, typer.Option("--full", help="large datasets: tighter confidence intervals")] = False,
+    stages: Annotated[list[str] | None, typer.Option("--stages", "-s", help="stage glob; repeatable")] = None,
+    protocol: Annotated[str, typer.Option(help="stageprobe | seed (the original pooled protocol)")] = "stageprobe",
+    seed: Annotated[int, typer.Option(help="seed of data, splits, probes and bootstrap")] = 0,
+    no_controls: Annotated[bool, typer.Option("--no-controls", help="skip pixel / random-init controls")] = False,
+    batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16")] = "auto",
+    store_dtype: Annotated[str, typer.Option(help="feature dtype on disk: float16 | bfloat16 | float32")] = "float16",
+    cache_dir: Annotated[Path | None, typer.Option(help="where feature stores live (default RUN_DIR/features)")] = None,
+    use_wandb: Annotated[bool, typer.Option("--wandb", help="log config, metrics, tables and plots to W&B")] = False,
+    wandb_project: Annotated[str, typer.Option(help="W&B project")] = "stageprobe",
+    trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
+) -> None:
+    """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
+    from pydantic import ValidationError
+
+    from stageprobe.suites.runner import RunConfig, default_run_dir, run_study
+
+    if quick and full:
+        raise UserInputError("--quick and --full exclude each other; pick one")
+    try:
+        config = RunConfig(model=model, suite=suite, size="quick" if quick else "full" if full else "default",
+                           stages=stages or None, protocol=protocol, seed=seed, controls=not no_controls,
+                           batch_size=batch_size, device=device, dtype=dtype, store_dtype=store_dtype,
+                           trust_remote_code=trust_remote_code)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise UserInputError(f"--{first['loc'][0]}: {first['msg']}") from None
+    run_dir = out or default_run_dir(model)
+    if use_wandb and importlib.util.find_spec("wandb") is None:
+        raise UserInputError("--wandb needs the wandb client: pip install 'stageprobe[wandb]'")
+    paths = run_study(config, run_dir, cache_dir)
+    if use_wandb:
+        from stageprobe.report.wandb_log import log_to_wandb
+
+        log_to_wandb(run_dir, project=wandb_project)
+    console.print(f"findings: {paths.findings}\nreport:   {paths.html}\nresults:  {paths.results}")
+
+
+@app.command()
+@user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+    """Re-render FINDINGS.md and report.html from results.yaml + metrics.csv."""
+    from stageprobe.report.render import render_report
+
+    paths = render_report(run_dir)
+    console.print(f"findings: {paths.findings}\nreport:   {paths.html}")
+
+
+@app.command()
+@user_errors
+def validate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+    """Check results.yaml against the schema, that artifacts exist and verdicts agree with metrics."""
+    from stageprobe.report.validate import validate_run
+
+    problems = validate_run(run_dir)
+    if problems:
+        for problem in problems:
+            err_console.print(f"[red]✗[/] {problem}", highlight=False)
+        raise UserInputError(f"{run_dir} failed validation with {len(problems)} problem(s) (listed above)")
+    console.print(f"[green]✓[/] {run_dir} is valid")
+
+
+@app.command()
+@user_errors
+def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run directories")]) -> None:
+    """Stage metrics of several runs side by side, with deltas against the first."""
+    from stageprobe.report.compare import compare_runs, comparison_table
+
+    if len(run_dirs) < 2:
+        raise UserInputError("compare needs at least two run directories")
+    console.print(comparison_table(compare_runs(run_dirs)))
 
 
 def _dataset(spec: str, n: int | None, seed: int, skip_bad: bool) -> Any:

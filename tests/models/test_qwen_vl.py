@@ -34,7 +34,7 @@ def with_bright_patch(size: tuple[int, int], row: int, col: int, patch: int = 14
 def most_changed_cell(features: torch.Tensor, baseline: torch.Tensor) -> tuple[int, int, int]:
     """(t, r, c) of the token whose features moved most; inputs are (T, H, W, D)."""
     change = (features - baseline).norm(dim=-1)
-    t, h, w = change.shape
+    _, h, w = change.shape
     index = int(change.argmax())
     return index // (h * w), (index // w) % h, index % w
 

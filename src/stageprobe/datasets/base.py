@@ -42,6 +42,8 @@ class Dataset(ABC):
 
     name: str
     kind: Literal["image", "video"] = "image"
+    # Names of the integer `labels` in targets; empty for unlabelled data.
+    class_names: list[str]
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -57,8 +59,12 @@ class Dataset(ABC):
         for i in range(len(self)):
             yield self[i]
 
+    def sample_split(self, index: int) -> Split:
+        """The split of sample `index`; datasets override it to avoid rendering the sample."""
+        return self[index].split
+
     def split_indices(self, split: Split) -> list[int]:
-        return [i for i in range(len(self)) if self[i].split == split]
+        return [i for i in range(len(self)) if self.sample_split(i) == split]
 
     def content_hash(self) -> str:
         """sha256 over every sample's pixels and targets: two stores of the same data share it."""

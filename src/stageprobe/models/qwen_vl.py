@@ -14,6 +14,7 @@ permutations so `[b, t, r, c]` is the token over pixel rows r·s…(r+1)·s, col
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -124,15 +125,20 @@ class QwenVLModel(StageModel):
         text_dim = int(self.text_config.hidden_size)
         depth = len(self.visual.blocks)
         infos = [StageInfo("vision.patch_embed", stride, vision_dim, patch, "output of the patch embedding")]
+        full_attention = getattr(self.vision_config, "fullatt_block_indexes", range(depth))
         for i in range(depth):
-            attention = "full" if i in getattr(self.vision_config, "fullatt_block_indexes", range(depth)) else "window"
-            infos.append(StageInfo(f"vision.block.{i}", stride, vision_dim, patch, f"output of ViT block {i} ({attention} attention)"))
-        infos.append(StageInfo("vision.pre_merge", stride, vision_dim, patch, "input of the 2×2 merger (= last block output)"))
-        infos.append(StageInfo("vision.post_merge", merged_stride, merger_dim, merged, "merger output: what the LLM receives"))
+            attention = "full" if i in full_attention else "window"
+            infos.append(StageInfo(f"vision.block.{i}", stride, vision_dim, patch,
+                                   f"output of ViT block {i} ({attention} attention)"))
+        infos.append(StageInfo("vision.pre_merge", stride, vision_dim, patch,
+                               "input of the 2×2 merger (= last block output)"))
+        infos.append(StageInfo("vision.post_merge", merged_stride, merger_dim, merged,
+                               "merger output: what the LLM receives"))
         for i in range(len(self.language_model.layers)):
             infos.append(StageInfo(f"language.layer.{i}", merged_stride, text_dim, merged,
                                    f"LLM decoder layer {i} output at the visual-token positions"))
-        infos.append(StageInfo("language.norm", merged_stride, text_dim, merged, "final LLM norm at the visual-token positions"))
+        infos.append(StageInfo("language.norm", merged_stride, text_dim, merged,
+                               "final LLM norm at the visual-token positions"))
         return infos
 
     # -- inputs ---------------------------------------------------------------------------
@@ -198,10 +204,8 @@ class QwenVLModel(StageModel):
         try:
             with torch.inference_mode():
                 if needs_language:
-                    try:
+                    with contextlib.suppress(_StopForward):
                         self.hf_model.model(**inputs)
-                    except _StopForward:
-                        pass
                 else:
                     self.visual(inputs[pixel_key], grid_thw=grid_thw)
         finally:
@@ -213,7 +217,9 @@ class QwenVLModel(StageModel):
             for name in chosen
         }
 
-    def _input_hw(self, images: Sequence[Image.Image] | None, videos: Sequence[Clip] | None) -> tuple[int, int, int]:
+    def _input_hw(
+        self, images: Sequence[Image.Image] | None, videos: Sequence[Clip] | None
+    ) -> tuple[int, int, int]:
         if videos is not None:
             h, w = check_same_size([clip[0] for clip in videos])
             return h, w, len(videos[0])

@@ -116,7 +116,8 @@ def _read_config(name: str, trust_remote_code: bool) -> Any:
         raise UserInputError(f"cannot read the config of {name!r}: {error}") from error
     except OSError as error:
         raise UserInputError(
-            f"the weights of {name!r} are not found locally and cannot be downloaded here ({error.__class__.__name__}). "
+            f"the weights of {name!r} are not found locally and cannot be downloaded here "
+            f"({error.__class__.__name__}). "
             "Download them where there is network (`huggingface-cli download "
             f"{name}`), then pass the local directory as the model, or set HF_HOME to the cache that holds them"
         ) from error

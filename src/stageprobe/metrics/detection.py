@@ -1,0 +1,163 @@
+"""Detection mAP through pycocotools' COCOeval on in-memory COCO objects.
+
+`CocoDetectionEval` runs `COCOeval.evaluate()` once (the per-image matching). Its `summary()`
+is COCOeval's own `accumulate()` + `summarize()`. For the bootstrap, `resampled()` re-does only
+the accumulation step with per-image multiplicities, because mAP is not an average of per-image
+scores: an image drawn k times contributes its detections and objects k times. This follows
+COCOeval.accumulate (101 recall thresholds, precision made monotone from the right, categories
+without objects left out) and is tested to agree with it at unit weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+METRIC_NAMES = ("map_50_95", "map_50", "map_75", "map_small", "map_medium", "map_large")
+_AREA_NAMES = ("all", "small", "medium", "large")
+
+
+@dataclass
+class Detections:
+    """One image's predictions: xyxy pixel boxes, confidence scores, integer class labels."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
+class GroundTruth:
+    """One image's objects; `areas` (e.g. mask areas) decide COCO's small/medium/large, else box areas."""
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    areas: np.ndarray | None = None
+
+
+def _quiet_coco(dataset: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
+
+
+class CocoDetectionEval:
+    """COCO bbox evaluation of one prediction set against one ground-truth set (aligned lists)."""
+
+    def __init__(self, gts: Sequence[GroundTruth], preds: Sequence[Detections], num_classes: int) -> None:
+        if len(gts) != len(preds):
+            raise ValueError(f"{len(gts)} ground-truth images but {len(preds)} prediction images")
+        images = [{"id": i + 1} for i in range(len(gts))]
+        categories = [{"id": c + 1} for c in range(num_classes)]
+        gt_anns, dt_anns = [], []
+        for i, gt in enumerate(gts):
+            xywh = _xywh(gt.boxes)
+            areas = xywh[:, 2] * xywh[:, 3] if gt.areas is None else np.asarray(gt.areas, dtype=np.float64)
+            for box, label, area in zip(xywh, np.asarray(gt.labels).ravel(), areas, strict=True):
+                gt_anns.append({"id": len(gt_anns) + 1, "image_id": i + 1, "category_id": int(label) + 1,
+                                "bbox": box.tolist(), "area": float(area), "iscrowd": 0})
+        for i, dt in enumerate(preds):
+            xywh = _xywh(dt.boxes)
+            for box, score, label in zip(xywh, np.asarray(dt.scores).ravel(), np.asarray(dt.labels).ravel(),
+                                         strict=True):
+                dt_anns.append({"id": len(dt_anns) + 1, "image_id": i + 1, "category_id": int(label) + 1,
+                                "bbox": box.tolist(), "area": float(box[2] * box[3]), "score": float(score),
+                                "iscrowd": 0})
+        self.n_images = len(gts)
+        self.coco_gt = _quiet_coco({"images": images, "categories": categories, "annotations": gt_anns})
+        self.coco_dt = _quiet_coco({"images": images, "categories": categories, "annotations": dt_anns})
+        self.cocoeval = COCOeval(self.coco_gt, self.coco_dt, iouType="bbox")
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.cocoeval.evaluate()
+        self._tables = self._matching_tables()
+
+    def summary(self) -> dict[str, float]:
+        """COCOeval's own stats; NaN where COCO reports -1 (no objects in that area range)."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.cocoeval.accumulate()
+            self.cocoeval.summarize()
+        stats = self.cocoeval.stats[:6]
+        pairs = zip(METRIC_NAMES, stats, strict=True)
+        return {name: (float(v) if v > -1 else float("nan")) for name, v in pairs}
+
+    def _matching_tables(self) -> dict[tuple[int, str], dict[str, np.ndarray]]:
+        """Per (category, area range): detections of all images sorted by score, with their image."""
+        p = self.cocoeval.params
+        max_det = p.maxDets[-1]
+        n_img, n_area = len(p.imgIds), len(p.areaRng)
+        tables = {}
+        for k in range(len(p.catIds)):
+            for a, area_name in enumerate(p.areaRngLbl):
+                scores, matched, ignored, img_of_dt, n_gt = [], [], [], [], np.zeros(n_img)
+                for i in range(n_img):
+                    e = self.cocoeval.evalImgs[k * n_area * n_img + a * n_img + i]
+                    if e is None:
+                        continue
+                    scores.append(np.asarray(e["dtScores"][:max_det]))
+                    matched.append(e["dtMatches"][:, :max_det] > 0)
+                    ignored.append(e["dtIgnore"][:, :max_det].astype(bool))
+                    img_of_dt.append(np.full(len(scores[-1]), i))
+                    n_gt[i] = np.count_nonzero(np.logical_not(e["gtIgnore"]))
+                n_thr = len(p.iouThrs)
+                if scores:
+                    s = np.concatenate(scores)
+                    order = np.argsort(-s, kind="mergesort")
+                    m = np.concatenate(matched, axis=1)[:, order]
+                    ig = np.concatenate(ignored, axis=1)[:, order]
+                    img = np.concatenate(img_of_dt)[order]
+                else:
+                    m = ig = np.zeros((n_thr, 0), dtype=bool)
+                    img = np.zeros(0, dtype=int)
+                tables[k, area_name] = {"tp": m & ~ig, "fp": ~m & ~ig, "img": img, "n_gt": n_gt}
+        return tables
+
+    def resampled(self, weights: np.ndarray) -> dict[str, float]:
+        """The six COCO stats with image i counted `weights[i]` times (a bootstrap draw)."""
+        weights = np.asarray(weights, dtype=np.float64)
+        p = self.cocoeval.params
+        rec_thrs = p.recThrs
+        per_area: dict[str, list[np.ndarray]] = {name: [] for name in _AREA_NAMES}
+        for (_, area_name), t in self._tables.items():
+            npig = float(weights @ t["n_gt"])
+            if npig == 0:
+                continue
+            w = weights[t["img"]]
+            tp = np.cumsum(t["tp"] * w, axis=1)
+            fp = np.cumsum(t["fp"] * w, axis=1)
+            precision = np.zeros((len(p.iouThrs), len(rec_thrs)))
+            for thr in range(len(p.iouThrs)):
+                rc = tp[thr] / npig
+                pr = tp[thr] / (tp[thr] + fp[thr] + np.spacing(1))
+                pr = np.maximum.accumulate(pr[::-1])[::-1]
+                idx = np.searchsorted(rc, rec_thrs, side="left")
+                valid = idx < len(pr)
+                precision[thr, valid] = pr[idx[valid]]
+            per_area[area_name].append(precision)
+        out = {}
+        iou_50 = int(np.argmin(np.abs(p.iouThrs - 0.5)))
+        iou_75 = int(np.argmin(np.abs(p.iouThrs - 0.75)))
+        for name, area, sel in (("map_50_95", "all", slice(None)), ("map_50", "all", iou_50),
+                                ("map_75", "all", iou_75), ("map_small", "small", slice(None)),
+                                ("map_medium", "medium", slice(None)), ("map_large", "large", slice(None))):
+            arrays = per_area[area]
+            out[name] = float(np.mean([a[sel] for a in arrays])) if arrays else float("nan")
+        return out
+
+
+def detection_map(gts: Sequence[GroundTruth], preds: Sequence[Detections],
+                  num_classes: int) -> dict[str, float]:
+    """mAP@[.5:.95], @0.5, @0.75 and by object size, from COCOeval."""
+    return CocoDetectionEval(gts, preds, num_classes).summary()

@@ -1,0 +1,142 @@
+"""Reconstruction quality of images given as float arrays (H, W, 3) in [0, 1].
+
+LPIPS is the `lpips` package with its AlexNet backbone. That backbone's ImageNet weights come from
+torchvision's download cache; when they are absent (offline machines) LPIPS is reported
+*unavailable* with the reason — no other distance is ever reported under its name.
+The Gram (texture) distance uses a fixed, named filter bank (`gram_gabor`: grey level plus 12
+Gabor filters), so it is the same everywhere whether or not LPIPS weights are present.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+from skimage.color import rgb2gray
+from skimage.feature import canny
+from skimage.filters import gabor_kernel
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from stageprobe.metrics.base import MetricValue
+
+ALEXNET_CHECKPOINT = "alexnet-owt-7be5be79.pth"
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean structural similarity over the RGB image (skimage, data range 1)."""
+    return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB (data range 1); +inf for identical images."""
+    if np.array_equal(a, b):
+        return float("inf")
+    return float(peak_signal_noise_ratio(a, b, data_range=1.0))
+
+
+def edge_f1(reference: np.ndarray, candidate: np.ndarray, tolerance_px: float = 1.5,
+            sigma: float = 2.0) -> float:
+    """F1 of Canny edges: a candidate edge pixel counts if a reference edge lies within
+    `tolerance_px` (Euclidean distance transform), and vice versa for recall.
+    Two edgeless images agree perfectly (1.0); one edgeless image against edges scores 0."""
+    e_ref = canny(rgb2gray(reference), sigma=sigma)
+    e_cand = canny(rgb2gray(candidate), sigma=sigma)
+    if not e_ref.any() and not e_cand.any():
+        return 1.0
+    if not e_ref.any() or not e_cand.any():
+        return 0.0
+    dist_to_ref = ndimage.distance_transform_edt(~e_ref)
+    dist_to_cand = ndimage.distance_transform_edt(~e_cand)
+    precision = float(np.mean(dist_to_ref[e_cand] <= tolerance_px))
+    recall = float(np.mean(dist_to_cand[e_ref] <= tolerance_px))
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+@functools.lru_cache(maxsize=1)
+def _gabor_bank() -> list[np.ndarray]:
+    return [np.real(gabor_kernel(frequency, theta=theta))
+            for frequency in (0.1, 0.2, 0.3) for theta in np.arange(4) * np.pi / 4]
+
+
+def _gabor_responses(image: np.ndarray) -> np.ndarray:
+    grey = rgb2gray(image)
+    maps = [grey - grey.mean()] + [ndimage.convolve(grey, k, mode="reflect") for k in _gabor_bank()]
+    return np.stack([m.ravel() for m in maps])
+
+
+def gram_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """`gram_gabor`: relative Frobenius distance between Gram matrices of grey + 12 Gabor responses."""
+    fa, fb = _gabor_responses(a), _gabor_responses(b)
+    ga, gb = fa @ fa.T / fa.shape[1], fb @ fb.T / fb.shape[1]
+    return float(np.linalg.norm(ga - gb) / (np.linalg.norm(ga) + np.linalg.norm(gb) + 1e-12))
+
+
+def lpips_weights_reason() -> str | None:
+    """None when LPIPS (AlexNet) can run offline, else why not."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_CHECKPOINT
+    if not path.exists():
+        return (f"LPIPS AlexNet backbone weights not found at {path}; they are downloaded by torchvision "
+                "and this machine has no copy (place the file there to enable LPIPS)")
+    return None
+
+
+class LpipsMetric:
+    """LPIPS distance with the `lpips` package. `net` is an `lpips.LPIPS` module; by default the
+    AlexNet one with pretrained backbone, which requires the torchvision weights on disk."""
+
+    def __init__(self, net: torch.nn.Module | None = None, device: str | torch.device = "cpu") -> None:
+        import lpips
+
+        self.device = torch.device(device)
+        if net is None:
+            reason = lpips_weights_reason()
+            if reason is not None:
+                raise RuntimeError(reason)
+            net = lpips.LPIPS(net="alex", verbose=False)
+        self.net = net.to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, a: Sequence[np.ndarray] | np.ndarray, b: Sequence[np.ndarray] | np.ndarray,
+                 batch_size: int = 32) -> np.ndarray:
+        """Per-image LPIPS of two stacks of (H, W, 3) images in [0, 1]."""
+        a_arr, b_arr = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+        out = []
+        for s in range(0, len(a_arr), batch_size):
+            ta = torch.from_numpy(a_arr[s:s + batch_size]).permute(0, 3, 1, 2).to(self.device) * 2 - 1
+            tb = torch.from_numpy(b_arr[s:s + batch_size]).permute(0, 3, 1, 2).to(self.device) * 2 - 1
+            out.append(self.net(ta, tb).flatten().cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+
+def load_lpips(device: str | torch.device = "cpu") -> LpipsMetric | MetricValue:
+    """The default LPIPS metric, or an unavailable MetricValue saying why it cannot run."""
+    reason = lpips_weights_reason()
+    if reason is not None:
+        return MetricValue.unavailable("lpips", reason)
+    return LpipsMetric(device=device)
+
+
+def reconstruction_scores(references: np.ndarray, reconstructions: np.ndarray,
+                          lpips_metric: LpipsMetric | MetricValue | None = None
+                          ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Per-image ssim, psnr, edge_f1, gram_gabor and lpips; the second dict names unavailable metrics."""
+    refs, recs = np.asarray(references, dtype=np.float64), np.asarray(reconstructions, dtype=np.float64)
+    if refs.shape != recs.shape:
+        raise ValueError(f"reference shape {refs.shape} differs from reconstruction shape {recs.shape}")
+    scores = {
+        "ssim": np.array([ssim(a, b) for a, b in zip(refs, recs, strict=True)]),
+        "psnr": np.array([psnr(a, b) for a, b in zip(refs, recs, strict=True)]),
+        "edge_f1": np.array([edge_f1(a, b) for a, b in zip(refs, recs, strict=True)]),
+        "gram_gabor": np.array([gram_distance(a, b) for a, b in zip(refs, recs, strict=True)]),
+    }
+    unavailable = {}
+    metric = load_lpips() if lpips_metric is None else lpips_metric
+    if isinstance(metric, MetricValue):
+        unavailable["lpips"] = metric.reason or "unavailable"
+    else:
+        scores["lpips"] = metric(refs, recs)
+    return scores, unavailable

@@ -1,0 +1,425 @@
+"""Generic ViT vision encoders (DINOv2, SigLIP, CLIP): the "dedicated spatial model" comparison.
+
+Each model runs with its own image processor, so the grid a stage reports is the grid the encoder
+sees after the processor's resize / center crop. Prefix tokens (CLS, registers) are dropped so
+every stage is a pure raster grid of patch tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from stageprobe.errors import UserInputError
+from stageprobe.models.base import Clip, StageInfo, StageModel, check_same_size, select_stages
+from stageprobe.models.registry import register_architecture, register_preset
+
+PRESET_SEED = 0
+PRESET_MARKER = "stageprobe_preset.json"
+
+
+@dataclass(frozen=True)
+class _Family:
+    """Where one architecture keeps the parts stageprobe reads."""
+
+    model_class: str
+    #: CLS tokens ahead of the patches; register tokens (config.num_register_tokens) follow them
+    cls_tokens: int
+    #: path from the model root to the list of encoder layers
+    layers: str
+    #: the norm the model applies to every token after the last block; None where there is none
+    final_norm: str | None
+    #: whether forward() takes `interpolate_pos_encoding` (DINOv2 always interpolates)
+    has_interpolate_flag: bool
+
+
+_DINOV2 = _Family("Dinov2Model", 1, "encoder.layer", "layernorm", False)
+_SIGLIP = _Family("SiglipVisionModel", 0, "encoder.layers", "post_layernorm", True)
+# CLIP's post_layernorm only ever sees the CLS token, so patch tokens have no final-norm stage.
+_CLIP = _Family("CLIPVisionModel", 1, "encoder.layers", None, True)
+
+FAMILIES: dict[str, _Family] = {
+    "dinov2": _DINOV2,
+    "dinov2_with_registers": _Family("Dinov2WithRegistersModel", 1, "encoder.layer", "layernorm", False),
+    # Full SigLIP / CLIP checkpoints also hold a text tower; the *VisionModel classes load the
+    # vision tower alone from them.
+    "siglip": _SIGLIP,
+    "siglip_vision_model": _SIGLIP,
+    "clip": _CLIP,
+    "clip_vision_model": _CLIP,
+}
+
+
+class VitModel(StageModel):
+    """A ViT encoder read at its embeddings, every block, and its final norm."""
+
+    def __init__(
+        self,
+        name: str,
+        hf_model: nn.Module,
+        processor: Any,
+        family: _Family,
+        device: torch.device,
+        dtype: torch.dtype,
+        weights_id: str,
+    ) -> None:
+        self.name = name
+        self.weights_id = weights_id
+        self.device = device
+        self.dtype = dtype
+        self.hf_model = hf_model.eval().to(device=device, dtype=dtype)
+        self.processor = processor
+        self.family = family
+        config = hf_model.config
+        patch_h, patch_w = _pair(config.patch_size)
+        if patch_h != patch_w:
+            raise UserInputError(
+                f"{name!r} has non-square {patch_h}×{patch_w} patches, which stageprobe does not support"
+            )
+        self.patch_px = patch_h
+        self.prefix_tokens = family.cls_tokens + getattr(config, "num_register_tokens", 0)
+        self._native_size = _pair(config.image_size)
+        # SigLIP / CLIP in transformers 4.x wrap the encoder in `vision_model`; 5.x does not.
+        root = getattr(hf_model, "vision_model", hf_model)
+        layers = root.get_submodule(family.layers)
+        self._stage_modules: dict[str, nn.Module] = {"vision.embed": root.embeddings}
+        self._stage_modules.update({f"vision.block.{i}": layer for i, layer in enumerate(layers)})
+        if family.final_norm is not None:
+            self._stage_modules["vision.final"] = root.get_submodule(family.final_norm)
+        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def processed_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the image the encoder sees for an input of this size.
+
+        Asked of the processor itself (on a blank image) rather than re-derived from its config,
+        so every resize / crop rule of every processor class is honoured.
+        """
+        if (height, width) not in self._sizes:
+            blank = Image.new("RGB", (width, height))
+            pixels = self.processor(images=[blank], return_tensors="pt")["pixel_values"]
+            self._sizes[(height, width)] = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+        return self._sizes[(height, width)]
+
+    @property
+    def default_image_size(self) -> tuple[int, int]:
+        return self.processed_size(*self._native_size)
+
+    def stages_for(self, height: int, width: int, frames: int = 1) -> list[StageInfo]:
+        if frames != 1:
+            raise UserInputError(f"{self.name!r} is an image encoder; it has no video path")
+        seen_h, seen_w = self.processed_size(height, width)
+        grid = (1, seen_h // self.patch_px, seen_w // self.patch_px)
+        dim = self.hf_model.config.hidden_size
+        # Only the first stage names the processed size: it is what tells a user their image was
+        # resized or cropped, and the later stages share its grid.
+        embed = f"patch + position embeddings of the {seen_h}×{seen_w} processed image"
+        infos = [StageInfo("vision.embed", self.patch_px, dim, grid, embed)]
+        infos += [
+            StageInfo(stage, self.patch_px, dim, grid, f"output of encoder block {i}")
+            for i, stage in enumerate(s for s in self._stage_modules if s.startswith("vision.block."))
+        ]
+        if "vision.final" in self._stage_modules:
+            infos.append(StageInfo("vision.final", self.patch_px, dim, grid, "final layer norm output"))
+        return infos
+
+    def extract(
+        self,
+        images: Sequence[Image.Image] | None = None,
+        videos: Sequence[Clip] | None = None,
+        stages: Sequence[str] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if videos is not None:
+            raise UserInputError(f"{self.name!r} is an image encoder; pass images, not videos")
+        images = list(images or [])
+        height, width = check_same_size(images)
+        infos = {info.name: info for info in self.stages_for(height, width)}
+        chosen = select_stages(list(infos), stages)
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        pixels = pixels.to(device=self.device, dtype=self.dtype)
+        kwargs: dict[str, bool] = {}
+        if self.family.has_interpolate_flag:
+            # CLIP refuses any other size unless asked to interpolate its position embeddings.
+            kwargs["interpolate_pos_encoding"] = tuple(pixels.shape[-2:]) != self._native_size
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+        try:
+            for stage in chosen:
+                handles.append(self._stage_modules[stage].register_forward_hook(_capture(captured, stage)))
+            with torch.inference_mode():
+                self.hf_model(pixel_values=pixels, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        out = {}
+        for stage in chosen:
+            _, rows, cols = infos[stage].grid
+            tokens = captured[stage][:, self.prefix_tokens :]
+            if tokens.shape[1] != rows * cols:
+                raise RuntimeError(
+                    f"{stage} of {self.name!r} has {tokens.shape[1]} patch tokens, expected {rows}×{cols}"
+                )
+            # Copied outside inference mode so callers get ordinary tensors that autograd can use.
+            out[stage] = tokens.reshape(len(tokens), 1, rows, cols, -1).to("cpu", copy=True)
+        return out
+
+    def config_summary(self) -> dict:
+        config = self.hf_model.config
+        return {
+            **super().config_summary(),
+            "architecture": config.model_type,
+            "config_sha256": config_hash(config),
+            "revision": self.weights_id,
+            "patch_px": self.patch_px,
+            "prefix_tokens": self.prefix_tokens,
+            "input_size": list(self.default_image_size),
+            "processor": type(self.processor).__name__,
+        }
+
+
+def _capture(store: dict[str, torch.Tensor], stage: str) -> Callable[..., None]:
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        # transformers 4.x encoder layers return tuples; 5.x return the hidden states alone.
+        store[stage] = output[0] if isinstance(output, tuple) else output
+
+    return hook
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    first, second = value
+    return int(first), int(second)
+
+
+def config_hash(config: Any) -> str:
+    """Hash of the encoder's config, blind to where it was loaded from, by which version, and which
+    head class (`architectures`) it was saved under."""
+    skip = ("_name_or_path", "transformers_version", "architectures")
+    fields = {k: v for k, v in config.to_dict().items() if k not in skip}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@register_architecture(*FAMILIES)
+def load_vit(
+    name: str, config: Any, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False
+) -> VitModel:
+    """Any DINOv2 / SigLIP / CLIP checkpoint, by Hub id or local directory."""
+    local = Path(name).expanduser()
+    source = str(local) if local.exists() else name
+    hf_model, processor = _load_pretrained(source, config.model_type, trust_remote_code)
+    return VitModel(
+        name, hf_model, processor, FAMILIES[config.model_type], device, dtype, _weights_id(source)
+    )
+
+
+def _load_pretrained(source: str, model_type: str, trust_remote_code: bool) -> tuple[nn.Module, Any]:
+    import transformers
+
+    family = FAMILIES[model_type]
+    try:
+        with _quiet_transformers():
+            # The load report would list a full checkpoint's text tower as "unexpected"; that is
+            # intended here, and the keys that matter (missing vision weights) are checked below.
+            hf_model, info = getattr(transformers, family.model_class).from_pretrained(
+                source, output_loading_info=True, trust_remote_code=trust_remote_code
+            )
+        processor = transformers.AutoImageProcessor.from_pretrained(
+            source, trust_remote_code=trust_remote_code
+        )
+    except OSError as error:
+        raise UserInputError(
+            f"cannot load the {model_type} weights or image processor of {source!r}: {error}. "
+            "A model directory needs config.json, the weights (*.safetensors) and preprocessor_config.json; "
+            "for a Hub id, download it where there is network and pass the local directory"
+        ) from error
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise UserInputError(
+            f"{source!r} lacks {len(missing)} weights of its vision encoder (e.g. {missing[0]}); "
+            "its features would be random. Point stageprobe at a complete checkpoint"
+        )
+    return hf_model, processor
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Errors only and no progress bars while loading: tiny checkpoints load in milliseconds."""
+    from transformers.utils import logging
+
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def _weights_id(source: str) -> str:
+    """The Hub commit of a cached checkpoint, or a content hash of a local directory's weights."""
+    local = Path(source)
+    if not local.is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "config.json")
+        # Cached files live in .../snapshots/<commit sha>/
+        return f"revision:{Path(cached).parent.name}" if isinstance(cached, str) else "revision:unknown"
+    digest = hashlib.sha256()
+    for path in sorted(local.glob("*.safetensors")) + sorted(local.glob("*.bin")):
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
+# --- tiny random presets --------------------------------------------------------------------------
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("STAGEPROBE_CACHE") or Path.home() / ".cache" / "stageprobe")
+
+
+def _preset_dir(name: str, model_config: Any, processor: Any) -> Path:
+    """A saved checkpoint for a preset, built once and rebuilt when its recipe changes.
+
+    The recipe hash (config + processor + seed) sits next to the weights, so a cache left by an
+    older recipe is never mistaken for the current one.
+    """
+    recipe = hashlib.sha256(
+        (model_config.to_json_string(use_diff=False) + processor.to_json_string() + str(PRESET_SEED)).encode()
+    ).hexdigest()
+    target = cache_root() / "presets" / name
+    if _recipe_of(target) == recipe:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside the target and renamed into place, so an interrupted or concurrent build never
+    # leaves a half-written checkpoint under the preset's name.
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        import transformers
+
+        with torch.random.fork_rng(devices=[]), _quiet_transformers():
+            torch.manual_seed(PRESET_SEED)
+            model = getattr(transformers, model_config.architectures[0])(model_config)
+            model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        (staging / PRESET_MARKER).write_text(json.dumps({"preset": name, "recipe": recipe}))
+        if target.exists():
+            shutil.rmtree(target)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if _recipe_of(target) != recipe:  # another process won the race with the same recipe
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _recipe_of(directory: Path) -> str | None:
+    try:
+        return json.loads((directory / PRESET_MARKER).read_text())["recipe"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _load_preset(
+    name: str, build: Callable[[], tuple[Any, Any]], device: torch.device, dtype: torch.dtype
+) -> VitModel:
+    """The preset through the same from_pretrained path a Hub checkpoint takes."""
+    model_config, processor = build()
+    directory = _preset_dir(name, model_config, processor)
+    hf_model, processor = _load_pretrained(str(directory), model_config.model_type, trust_remote_code=False)
+    return VitModel(name, hf_model, processor, FAMILIES[model_config.model_type], device, dtype, "random")
+
+
+_TINY = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64}
+# Token ids inside the tiny vocabulary, or transformers warns that the defaults fall outside it.
+_TINY_TEXT = {
+    **_TINY,
+    "num_hidden_layers": 1,
+    "vocab_size": 128,
+    "max_position_embeddings": 16,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
+
+def _dinov2_tiny() -> tuple[Any, Any]:
+    from transformers import BitImageProcessor, Dinov2WithRegistersConfig
+
+    config = Dinov2WithRegistersConfig(
+        **_TINY,
+        patch_size=14,
+        image_size=224,
+        num_register_tokens=2,
+        architectures=["Dinov2WithRegistersModel"],
+    )
+    # The processor of facebook/dinov2-*: shortest edge to 256, then a 224 center crop.
+    processor = BitImageProcessor(
+        size={"shortest_edge": 256},
+        crop_size={"height": 224, "width": 224},
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    return config, processor
+
+
+def _siglip_tiny() -> tuple[Any, Any]:
+    from transformers import SiglipConfig, SiglipImageProcessor
+
+    # A full two-tower checkpoint, like google/siglip-*, so loading exercises the vision-tower split.
+    config = SiglipConfig(
+        text_config=_TINY_TEXT,
+        vision_config={**_TINY, "patch_size": 16, "image_size": 224},
+        architectures=["SiglipModel"],
+    )
+    return config, SiglipImageProcessor(size={"height": 224, "width": 224})
+
+
+def _clip_tiny() -> tuple[Any, Any]:
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(
+        text_config=_TINY_TEXT,
+        vision_config={**_TINY, "patch_size": 16, "image_size": 224},
+        projection_dim=32,
+        architectures=["CLIPModel"],
+    )
+    return config, CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+
+
+@register_preset(
+    "dinov2-tiny",
+    "DINOv2-with-registers architecture (2 registers, 3 blocks, 14 px patches), "
+    "random weights, built offline",
+)
+def dinov2_tiny(device: torch.device, dtype: torch.dtype) -> VitModel:
+    return _load_preset("dinov2-tiny", _dinov2_tiny, device, dtype)
+
+
+@register_preset(
+    "siglip-tiny", "SigLIP architecture (3 blocks, 16 px patches), random weights, built offline"
+)
+def siglip_tiny(device: torch.device, dtype: torch.dtype) -> VitModel:
+    return _load_preset("siglip-tiny", _siglip_tiny, device, dtype)
+
+
+@register_preset("clip-tiny", "CLIP architecture (3 blocks, 16 px patches), random weights, built offline")
+def clip_tiny(device: torch.device, dtype: torch.dtype) -> VitModel:
+    return _load_preset("clip-tiny", _clip_tiny, device, dtype)

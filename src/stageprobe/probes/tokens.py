@@ -1,0 +1,62 @@
+"""Token-grid helpers shared by the gradient-trained probes: PCA reduction and 2-D positions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from stageprobe.probes.base import ProbeData
+
+
+class PCAReducer:
+    """Centred projection onto the top principal directions of the training tokens.
+
+    A linear map fit on train only; it keeps gradient-trained probes CPU-cheap on wide stages
+    (e.g. 2352-dim merged pixels) without adding capacity. Dims ≤ `dim` pass through centred.
+    """
+
+    def __init__(self, tokens: torch.Tensor, dim: int) -> None:
+        x = tokens.reshape(-1, tokens.shape[-1])
+        self.mean = x.float().mean(0)
+        if x.shape[1] <= dim:
+            self.basis = torch.eye(x.shape[1])
+            return
+        gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+        for s in range(0, len(x), 1 << 16):
+            chunk = x[s:s + (1 << 16)].float() - self.mean
+            gram += (chunk.T @ chunk).double()
+        _, vectors = torch.linalg.eigh(gram)
+        self.basis = vectors[:, -dim:].flip(1).float()
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        shape = tokens.shape
+        x = tokens.reshape(-1, shape[-1])
+        starts = range(0, len(x), 1 << 16)
+        out = torch.cat([(x[s:s + (1 << 16)].float() - self.mean) @ self.basis for s in starts])
+        return out.reshape(*shape[:-1], self.basis.shape[1])
+
+
+def time_mean_tokens(data: ProbeData) -> torch.Tensor:
+    """(N, H·W, D) tokens in raster order, averaged over time."""
+    x = data.features
+    x = x.float().mean(1) if x.shape[1] > 1 else x[:, 0]
+    return x.reshape(len(data), -1, x.shape[-1])
+
+
+def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
+    """(H·W, dim) fixed 2-D sinusoidal position code: half the channels for rows, half for columns,
+    positions normalised to [0, 1] so grids of any size share one scale."""
+    if dim % 4:
+        raise ValueError(f"2-D sinusoidal code needs dim divisible by 4, got {dim}")
+    quarter = dim // 4
+    # From half a cycle to 16 cycles per image side: coarse to finer than a 32-token grid resolves.
+    freqs = 2 * math.pi * torch.exp(torch.linspace(math.log(0.5), math.log(16.0), quarter))
+    rows = (torch.arange(height).float() + 0.5) / height
+    cols = (torch.arange(width).float() + 0.5) / width
+    r, c = torch.meshgrid(rows, cols, indexing="ij")
+    parts = []
+    for coord in (r.reshape(-1), c.reshape(-1)):
+        angle = coord[:, None] * freqs[None]
+        parts += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat(parts, 1)

@@ -1,0 +1,93 @@
+"""`stageprobe compare RUN_A RUN_B …`: stage metrics of several runs side by side, with deltas."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+from stageprobe.report.fmt import fmt, fmt_ci
+from stageprobe.report.render import load_run
+from stageprobe.report.schema import MetricRow, stage_sort_key
+
+Key = tuple[str, str, str, str, str]  # experiment, stage, probe, metric, control
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    experiment: str
+    stage: str
+    probe: str
+    metric: str
+    control: str
+    rows: tuple[MetricRow | None, ...]  # one per run, None where the run lacks it
+
+    @property
+    def values(self) -> tuple[float | None, ...]:
+        return tuple(r.value if r is not None else None for r in self.rows)
+
+    @property
+    def deltas(self) -> tuple[float | None, ...]:
+        """Each run minus the first run; None for the first run or a missing value."""
+        base = self.values[0]
+        return tuple(None if i == 0 or base is None or v is None else v - base
+                     for i, v in enumerate(self.values))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    runs: tuple[str, ...]
+    rows: tuple[CompareRow, ...]
+
+
+def compare_runs(run_dirs: Sequence[str | Path], controls: Sequence[str] = ("none",),
+                 metrics: Sequence[str] | None = None) -> Comparison:
+    """Align every (experiment, stage, probe, metric, control) across runs; the first run is the base."""
+    labels: list[str] = []
+    per_run: list[dict[Key, MetricRow]] = []
+    for run_dir in run_dirs:
+        results, rows = load_run(run_dir)
+        labels.append(f"{Path(run_dir).name} ({results.get('model', '?')})")
+        per_run.append({(r.experiment, r.stage, r.probe, r.metric, r.control): r for r in rows
+                        if r.control in controls and (metrics is None or r.metric in metrics)})
+    keys = sorted({k for run in per_run for k in run},
+                  key=lambda k: (k[0], k[3], stage_sort_key(k[1]), k[2], k[4]))
+    table = tuple(CompareRow(*key, rows=tuple(run.get(key) for run in per_run)) for key in keys)
+    return Comparison(tuple(labels), table)
+
+
+def _cell(row: MetricRow | None) -> str:
+    if row is None:
+        return "—"
+    if row.value is None:
+        return "n/a"
+    ci = fmt_ci(row.ci_low, row.ci_high)
+    return fmt(row.value) + (f"\n[dim]{ci}[/]" if ci else "")
+
+
+def _delta(delta: float | None) -> str:
+    if delta is None:
+        return "—"
+    colour = "green" if delta > 0 else ("red" if delta < 0 else "dim")
+    return f"[{colour}]{'+' if delta >= 0 else ''}{fmt(delta)}[/]"
+
+
+def comparison_table(comparison: Comparison, title: str = "Stage metrics across runs") -> Table:
+    """A rich table: one column per run, then Δ columns against the first run."""
+    table = Table(title=title, show_lines=False)
+    for header in ("experiment", "stage", "probe", "metric"):
+        table.add_column(header, no_wrap=True)
+    with_control = any(r.control != "none" for r in comparison.rows)
+    if with_control:
+        table.add_column("control")
+    for label in comparison.runs:
+        table.add_column(label, justify="right")
+    for label in comparison.runs[1:]:
+        table.add_column(f"Δ {label}", justify="right")
+    for row in comparison.rows:
+        cells = [row.experiment, row.stage, row.probe, row.metric] + ([row.control] if with_control else [])
+        cells += [_cell(r) for r in row.rows] + [_delta(d) for d in row.deltas[1:]]
+        table.add_row(*cells)
+    return table

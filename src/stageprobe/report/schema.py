@@ -1,0 +1,290 @@
+"""The report's inputs (`MetricRow`, `RunContext`) and the schema of `results.yaml`.
+
+The suite runner measures; everything in `stageprobe.report` only reads these types, so the
+same rows always give the same verdicts, findings and pages.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Control = Literal["none", "pixels", "random-init", "control-task", "token-shuffle", "selectivity"]
+CONTROLS: tuple[Control, ...] = (
+    "none", "pixels", "random-init", "control-task", "token-shuffle", "selectivity",
+)
+
+ExperimentStatus = Literal["completed", "in_progress", "skipped", "failed"]
+RunStatus = Literal["not_started", "in_progress", "completed", "blocked", "failed", "pivoted"]
+Recommendation = Literal["proceed", "pivot", "investigate", "block"]
+Protocol = Literal["stageprobe", "seed"]
+
+EXPERIMENTS: tuple[str, ...] = ("e_q2_1", "e_q2_2", "e_q2_3", "e_q2_4", "e_q2_5", "e_q2_6")
+EXPERIMENT_TITLES: dict[str, str] = {
+    "e_q2_1": "Pre-merge ViT analysis",
+    "e_q2_2": "Post-merge analysis",
+    "e_q2_3": "LLM layer-wise decay",
+    "e_q2_4": "Detection probe (mAP)",
+    "e_q2_5": "Fine-grained detail probe",
+    "e_q2_6": "Temporal information probe",
+}
+
+# Probes that read tokens at their grid positions. The decision matrix uses only these:
+# a pooled probe discards position (defect 1 of the seed harness), so it cannot say whether
+# the merger keeps location.
+SPATIAL_PROBES: tuple[str, ...] = ("dense-linear", "attention")
+POOLED_PROBE = "pooled-linear"
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "experiment", "stage", "probe", "metric", "value", "ci_low", "ci_high", "n", "control", "model",
+    "unavailable_reason", "note",
+)
+
+
+class MetricRow(BaseModel):
+    """One measured number: a metric of one probe at one stage, for the model or a control.
+
+    `value` is None when the metric could not be measured; `unavailable_reason` then says why
+    (never a substitute number under the metric's name). Non-finite values are stored as
+    unavailable, because a NaN in a table reads like a measurement.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    experiment: str
+    stage: str
+    probe: str
+    metric: str
+    value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = Field(default=0, ge=0)
+    control: Control = "none"
+    model: str = ""
+    unavailable_reason: str | None = None
+    note: str = ""
+
+    @field_validator("experiment", "stage", "probe", "metric")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("must not be empty")
+        return text.strip()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite_or_unavailable(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in ("value", "ci_low", "ci_high"):
+            number = data.get(key)
+            if isinstance(number, float) and not math.isfinite(number):
+                data[key] = None
+                if key == "value" and not data.get("unavailable_reason"):
+                    data["unavailable_reason"] = f"non-finite value ({number})"
+        if data.get("value") is None:
+            # A CI without a point estimate is meaningless; keep the row honest.
+            data["ci_low"] = data["ci_high"] = None
+            if not data.get("unavailable_reason"):
+                data["unavailable_reason"] = "not measured (no reason given)"
+        return data
+
+    @model_validator(mode="after")
+    def _ci_ordered(self) -> MetricRow:
+        if (self.ci_low is None) != (self.ci_high is None):
+            raise ValueError("ci_low and ci_high must both be given or both be missing")
+        if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
+            raise ValueError(f"ci_low {self.ci_low} > ci_high {self.ci_high}")
+        return self
+
+    @property
+    def available(self) -> bool:
+        return self.value is not None
+
+    @property
+    def has_ci(self) -> bool:
+        return self.ci_low is not None and self.ci_high is not None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class RunContext:
+    """What the report needs to know about a run besides its numbers.
+
+    `artifacts` maps an experiment id (or "summary") to paths relative to the run directory.
+    `training_curves` maps a name such as "e_q2_1/vision.pre_merge/dense-linear" to named
+    series ({"train_loss": [...], "val_loss": [...]}); `write_run_report` plots them.
+    """
+
+    model: str
+    weights_random: bool
+    suite: str = "q2"
+    protocol: Protocol = "stageprobe"
+    stages: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    experiment_status: dict[str, ExperimentStatus] = field(default_factory=dict)
+    experiment_errors: dict[str, str] = field(default_factory=dict)
+    artifacts: dict[str, list[str]] = field(default_factory=dict)
+    training_curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    executed_by: str = ""
+    claim: str = ""
+    issues: list[str] = field(default_factory=list)
+    blockers: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("stageprobe", "seed"):
+            raise ValueError(f"protocol must be 'stageprobe' or 'seed', not {self.protocol!r}")
+        unknown = [key for key in self.experiment_status if not re.fullmatch(r"e_q\d+_\d+", key)]
+        if unknown:
+            raise ValueError(f"unknown experiment ids in experiment_status: {unknown}")
+
+
+# ---------------------------------------------------------------------------------------------
+# results.yaml schema. Seed-compatible keys first (the original harness's result schema:
+# flat numeric success_criteria and per-experiment metrics), then stageprobe's own keys.
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ExperimentResult(_Loose):
+    status: ExperimentStatus
+    finding: str = ""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    artifacts: list[str] = Field(default_factory=list)
+    best_stages: dict[str, str] = Field(default_factory=dict)
+
+
+class ResultsSection(_Loose):
+    experiments: dict[str, ExperimentResult]
+
+
+class Assessment(_Loose):
+    success_criteria_met: bool
+    confidence: Literal["high", "medium", "low"]
+    confidence_notes: str = ""
+
+
+class VerdictEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    label: str
+    status: Literal["PASS", "FAIL", "UNAVAILABLE"]
+    display: str
+    target: str
+    value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_crosses_target: bool = False
+    stage: str | None = None
+    probe: str | None = None
+    experiment: str | None = None
+    reason: str | None = None
+
+
+class DecisionEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    colour: Literal["GREEN", "YELLOW", "RED", "UNAVAILABLE"]
+    probe: str | None = None
+    target: float
+    pre_merge_iou: float | None = None
+    pre_merge_ci: list[float] | None = None
+    post_merge_iou: float | None = None
+    post_merge_ci: list[float] | None = None
+    conclusive: bool
+    pixel_ceiling: float | None = None
+    reason: str
+
+
+class ResultsFile(_Loose):
+    experiment_id: str
+    claim: str
+    status: RunStatus
+    executed_by: str
+    started_at: str
+    completed_at: str | None = None
+    success_criteria: dict[str, float]
+    results: ResultsSection
+    assessment: Assessment
+    recommendation: Recommendation
+    recommendation_notes: str = ""
+    blockers: list[str] = Field(default_factory=list)
+    issues: list[str] = Field(default_factory=list)
+    # stageprobe keys
+    model: str
+    weights_random: bool
+    protocol: Protocol
+    suite: str
+    stages: list[str]
+    controls: dict[str, Any]
+    verdicts: dict[str, VerdictEntry]
+    decision_matrix: DecisionEntry
+    stage_metrics: dict[str, Any]
+    artifacts: list[str] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _completed_has_end(self) -> ResultsFile:
+        if self.status == "completed" and not self.completed_at:
+            raise ValueError("status is 'completed' but completed_at is missing")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage order and grids, shared by tables, plots and the pixel-baseline lookup.
+
+_STAGE_ORDER: tuple[tuple[str, int], ...] = (
+    ("pixels.patch", 0), ("pixels.merged", 1), ("vision.patch_embed", 2), ("vision.embed", 2),
+    ("vision.block.", 3), ("vision.pre_merge", 4), ("vision.final", 4), ("vision.post_merge", 5),
+    ("language.layer.", 6), ("language.norm", 7),
+)
+
+
+def stage_sort_key(stage: str) -> tuple[int, int, str]:
+    """Pipeline order: pixels, patch embedding, ViT blocks, pre-merge, post-merge, LLM layers."""
+    for prefix, rank in _STAGE_ORDER:
+        if prefix.endswith("."):
+            if stage.startswith(prefix) and stage[len(prefix):].isdigit():
+                return rank, int(stage[len(prefix):]), stage
+        elif stage == prefix:
+            return rank, 0, stage
+    return 99, 0, stage
+
+
+def sort_stages(stages: list[str] | set[str] | tuple[str, ...]) -> list[str]:
+    return sorted(set(stages), key=stage_sort_key)
+
+
+def pixel_stage_for(stage: str) -> str:
+    """The pixel-baseline stage on the same token grid: 28 px after the merger, 14 px before."""
+    if stage == "vision.post_merge" or stage.startswith("language."):
+        return "pixels.merged"
+    return "pixels.patch"
+
+
+CONTROL_DESCRIPTIONS: dict[str, str] = {
+    "pixels": "pixel baseline: raw pixels of each 14 px / 28 px patch on the same grid (the ceiling)",
+    "random-init": "same architecture with random weights (what architecture + probe give without learning)",
+    "control-task": "same probe trained on labels permuted across images (Hewitt & Liang, 2019)",
+    "selectivity": "task score minus control-task score",
+    "token-shuffle": "tokens of each image permuted before probing (a spatial probe must drop)",
+}
+
+# Metrics where a smaller number is the better one; everything else is higher-is-better.
+LOWER_IS_BETTER: frozenset[str] = frozenset({"lpips", "gram_distance", "iou_drop"})

@@ -1,0 +1,34 @@
+"""`write_preview` draws a contact sheet for every kind of dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stageprobe.datasets import load_dataset, write_preview
+from stageprobe.datasets.preview import BOX_COLOR, THUMB_PX
+
+
+@pytest.mark.parametrize(
+    ("spec", "options"),
+    [("shapes", {"n": 5}), ("motion", {"n": 4, "frames": 4}), ("textures", {"n": 4, "image_size": 64})],
+)
+def test_preview_writes_a_grid_png(tmp_path: Path, spec: str, options: dict[str, object]) -> None:
+    out = write_preview(load_dataset(spec, **options), tmp_path / "deep" / "preview.png", n=4)
+    with Image.open(out) as sheet:
+        assert sheet.format == "PNG" and sheet.size[0] == 2 * THUMB_PX
+
+
+def test_preview_draws_the_boxes(tmp_path: Path) -> None:
+    out = write_preview(load_dataset("shapes", n=1), tmp_path / "one.png", n=1)
+    pixels = np.asarray(Image.open(out).convert("RGB"))
+    assert np.any(np.all(pixels == BOX_COLOR, axis=-1))
+
+
+def test_preview_of_an_unlabelled_folder(tmp_path: Path) -> None:
+    Image.new("RGB", (40, 30), (0, 0, 255)).save(tmp_path / "x.png")
+    out = write_preview(load_dataset(f"images:{tmp_path}"), tmp_path / "sheet.png")
+    assert Image.open(out).size == (THUMB_PX, THUMB_PX + 14)

@@ -1,0 +1,57 @@
+"""The registry: spec strings, options, errors, and rebuilding from spec()."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stageprobe.datasets import DATASETS, dataset_from_spec, dataset_options, load_dataset
+from stageprobe.errors import UserInputError
+
+
+def test_every_dataset_is_registered() -> None:
+    assert {"shapes", "textures", "motion", "coco", "images"} <= set(DATASETS)
+    assert "n" in dataset_options("shapes") and "skip_bad" in dataset_options("images")
+
+
+def test_unknown_dataset_names_the_choices() -> None:
+    expected = r"unknown dataset 'shape'; use one of: coco:PATH, images:DIR, motion, shapes, textures"
+    with pytest.raises(UserInputError, match=expected):
+        load_dataset("shape")
+
+
+def test_unknown_option_lists_the_valid_ones() -> None:
+    with pytest.raises(UserInputError, match=r"no option colour.*options are: n, seed"):
+        load_dataset("shapes", colour="red")
+
+
+def test_argument_rules() -> None:
+    with pytest.raises(UserInputError, match="coco:PATH"):
+        load_dataset("coco")
+    with pytest.raises(UserInputError, match="takes no argument"):
+        load_dataset("shapes:/tmp")
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_dataset("coco:/nonexistent/instances_val2017.json")
+
+
+def test_command_line_strings_are_converted() -> None:
+    dataset = load_dataset("shapes", n="5", noise="2.5", allow_overlap="true")
+    assert len(dataset) == 5 and dataset.spec()["options"]["noise"] == 2.5
+    assert dataset.spec()["options"]["allow_overlap"] is True
+    with pytest.raises(UserInputError, match="n='many' must be a int"):
+        load_dataset("shapes", n="many")
+    with pytest.raises(UserInputError, match="must be an integer"):
+        load_dataset("shapes", n=2.5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "options"),
+    [("shapes", {"n": 3, "seed": 2, "image_size": 128, "max_size": 40}),
+     ("textures", {"n": 4, "image_size": 64}),
+     ("motion", {"n": 2, "image_size": 112, "frames": 4})],
+)
+def test_spec_is_json_and_rebuilds_the_same_data(spec: str, options: dict[str, object]) -> None:
+    dataset = load_dataset(spec, **options)
+    written = json.loads(json.dumps(dataset.spec()))
+    assert dataset_from_spec(written).content_hash() == dataset.content_hash()

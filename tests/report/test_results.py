@@ -1,0 +1,138 @@
+"""metrics.csv and results.yaml: round trips, seed keys, clear errors on damage."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import synthetic_context, synthetic_rows
+
+from stageprobe.errors import UserInputError
+from stageprobe.report import (
+    MetricRow,
+    ResultsFile,
+    build_results,
+    load_results_yaml,
+    read_metrics_csv,
+    write_metrics_csv,
+    write_results_yaml,
+)
+
+SEED_KEYS = (
+    "experiment_id",
+    "claim",
+    "status",
+    "executed_by",
+    "started_at",
+    "completed_at",
+    "success_criteria",
+    "results",
+    "assessment",
+    "recommendation",
+    "recommendation_notes",
+    "blockers",
+    "issues",
+)
+
+
+def test_metrics_csv_round_trip_is_exact(tmp_path: Path) -> None:
+    rows = synthetic_rows()
+    rows.append(
+        MetricRow(
+            experiment="e_q2_5",
+            stage="vision.block.0",
+            probe="decoder",
+            metric="lpips",
+            value=None,
+            unavailable_reason='weights "alexnet", offline',
+            note="a, b",
+        )
+    )
+    path = write_metrics_csv(rows, tmp_path / "metrics.csv")
+    back = read_metrics_csv(path)
+    assert sorted(back, key=repr) == sorted(rows, key=repr)
+    header = path.read_text().splitlines()[0].split(",")
+    assert header[:11] == [
+        "experiment",
+        "stage",
+        "probe",
+        "metric",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n",
+        "control",
+        "model",
+        "unavailable_reason",
+    ]
+
+
+def test_non_finite_value_becomes_unavailable() -> None:
+    r = MetricRow(
+        experiment="e_q2_1", stage="s", probe="p", metric="iou", value=math.nan, ci_low=0.1, ci_high=0.2
+    )
+    assert r.value is None and r.ci_low is None and "non-finite" in (r.unavailable_reason or "")
+
+
+def test_damaged_metrics_csv_names_line_and_column(tmp_path: Path) -> None:
+    path = write_metrics_csv(synthetic_rows()[:3], tmp_path / "metrics.csv")
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace(lines[2].split(",")[4], "abc", 1)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserInputError, match=r"line 3: column 'value' is not a number: 'abc'"):
+        read_metrics_csv(path)
+    path.write_text("stage,probe\nx,y\n")
+    with pytest.raises(UserInputError, match="missing column"):
+        read_metrics_csv(path)
+
+
+def test_results_have_seed_keys_and_stageprobe_keys(tmp_path: Path) -> None:
+    results = build_results(synthetic_rows(), synthetic_context())
+    for key in SEED_KEYS:
+        assert key in results, key
+    for key in (
+        "model",
+        "weights_random",
+        "stages",
+        "controls",
+        "stage_metrics",
+        "decision_matrix",
+        "config",
+        "env",
+        "verdicts",
+    ):
+        assert key in results, key
+    assert results["experiment_id"] == "q2-information-preservation"
+    assert set(results["results"]["experiments"]) == {f"e_q2_{i}" for i in range(1, 7)}
+    for entry in results["results"]["experiments"].values():
+        assert {"status", "finding", "metrics", "artifacts"} <= set(entry)
+        assert all(isinstance(v, float) for v in entry["metrics"].values())  # seed schema: numbers only
+    assert results["success_criteria"]["bbox_iou_threshold"] == 0.7
+    assert results["weights_random"] is True
+    assert results["recommendation"] in ("proceed", "pivot", "investigate", "block")
+    assert set(results["controls"]) == {
+        "pixels",
+        "random-init",
+        "control-task",
+        "selectivity",
+        "token-shuffle",
+    }
+    ResultsFile.model_validate(results)
+    path = write_results_yaml(results, tmp_path / "results.yaml")
+    assert load_results_yaml(path) == yaml.safe_load(path.read_text())
+    assert load_results_yaml(path)["verdicts"] == results["verdicts"]
+
+
+def test_damaged_results_yaml_is_a_clear_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "results.yaml"
+    path.write_text("experiment_id: q2\nresults: [unclosed\n")
+    with pytest.raises(UserInputError, match=r"not valid YAML at line \d+, column \d+"):
+        load_results_yaml(path)
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(UserInputError, match="must hold a mapping"):
+        load_results_yaml(path)
+    path.write_text("!!python/object:os.system {}\n")  # safe_load refuses arbitrary objects
+    with pytest.raises(UserInputError, match="not valid YAML"):
+        load_results_yaml(path)
