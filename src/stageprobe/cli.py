@@ -89,6 +89,7 @@ def extract(
     dtype: Annotated[str, typer.Option(help="model dtype: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16")] = "auto",
     store_dtype: Annotated[str, typer.Option(help="dtype on disk: float16 | bfloat16 | float32")] = "float16",
     limit: Annotated[int | None, typer.Option(help="extract only the first N samples")] = None,
+    shard_size: Annotated[int, typer.Option(help="samples per shard file (host memory holds about 3 shards)")] = 64,
     n: Annotated[int | None, typer.Option(help="number of samples of a generated dataset")] = None,
     seed: Annotated[int, typer.Option(help="seed of a generated dataset")] = 0,
     skip_bad: Annotated[bool, typer.Option(help="skip unreadable images (counted in the manifest)")] = False,
@@ -102,7 +103,8 @@ def extract(
     data = _dataset(dataset, n=n, seed=seed, skip_bad=skip_bad)
     loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     store = extract_dataset(loaded, data, out, stages=stages or None, batch_size=batch_size,
-                            store_dtype=store_dtype, limit=limit, frames_as_images=frames_as_images)
+                            store_dtype=store_dtype, shard_size=shard_size, limit=limit,
+                            frames_as_images=frames_as_images)
     console.print(f"feature store: {out} ({len(store)} samples, {len(store.stages)} stages)")
 
 
@@ -186,6 +188,29 @@ def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run
     if len(run_dirs) < 2:
         raise UserInputError("compare needs at least two run directories")
     console.print(comparison_table(compare_runs(run_dirs)))
+
+
+@app.command()
+@user_errors
+def bench(
+    model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")] = "qwen2.5-vl-tiny",
+    images: Annotated[int, typer.Option(help="images in the timed batch (448×448 shapes)")] = 16,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    repeats: Annotated[int, typer.Option(help="timed repeats after a warm-up (median reported)")] = 3,
+    rss_images: Annotated[int, typer.Option(help="images of the small RSS run (large: 10×); 0 skips it")] = 16,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Performance benchmark: extraction overhead, speedup over the seed protocol, probe speed, memory."""
+    from stageprobe.bench import BenchSettings, bench_table, run_bench
+
+    if images < 1 or repeats < 1 or rss_images < 0:
+        raise UserInputError("--images and --repeats must be at least 1, --rss-images at least 0")
+    settings = BenchSettings(model=model, images=images, device=device, repeats=repeats, rss_images=rss_images)
+    result = run_bench(settings, log=lambda line: err_console.print(f"[dim]bench: {line}[/]"))
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    console.print(bench_table(result))
 
 
 def _dataset(spec: str, n: int | None, seed: int, skip_bad: bool) -> Any:

@@ -3,7 +3,7 @@
 The model runs in the calling thread, one `model.extract` per batch capturing every requested
 stage at once (METHODOLOGY defect 10); a writer thread serialises finished shards to disk behind
 a bounded queue, so the model does not wait for the disk and memory holds at most a few shards
-whatever the dataset size.
+whatever the dataset size. Under torchrun the ranks split the shards (see `distributed.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,14 @@ from rich.progress import (
 import stageprobe
 from stageprobe.datasets.base import Dataset, Sample
 from stageprobe.errors import UserInputError
+from stageprobe.features.distributed import (
+    Ranks,
+    barrier,
+    broadcast_from_main,
+    check_model_device,
+    gather,
+    init_distributed,
+)
 from stageprobe.features.store import (
     MANIFEST_NAME,
     STORE_DTYPES,
@@ -71,6 +80,10 @@ IDENTITY_FIELDS: dict[str, str] = {
     "store_dtype": "store dtype",
     "shard_size": "shard size",
 }
+
+#: How long rank 0 waits for other ranks' shard records to appear: a shared filesystem (NFS) may
+#: show another node's new files a few seconds late.
+RECORD_WAIT_S = 30.0
 
 
 @dataclass
@@ -143,6 +156,9 @@ def extract_dataset(
     go through the model's video path; `frames_as_images=True` feeds each frame as a separate
     image and stacks the features on T (the original harness's protocol, kept for comparison).
     On CUDA out-of-memory the batch is halved down to 1.
+
+    Launched by torchrun (RANK / WORLD_SIZE set), each rank extracts its share of the shards into
+    the same `out_dir`, which must be on a filesystem all ranks see; every rank returns the store.
     """
     if batch_size < 1:
         raise UserInputError(f"batch size must be at least 1, got {batch_size}")
@@ -150,6 +166,9 @@ def extract_dataset(
         raise UserInputError(f"shard size must be at least 1, got {shard_size}")
     if limit is not None and limit < 1:
         raise UserInputError(f"--limit must be at least 1, got {limit}")
+    ranks = init_distributed()
+    if ranks is not None:
+        check_model_device(ranks, model.device)
     dtype_name = resolve_store_dtype(store_dtype)
     num_samples = len(dataset) if limit is None else min(limit, len(dataset))
     if num_samples == 0:
@@ -197,17 +216,15 @@ def extract_dataset(
             "complete": False,
             "samples": None,  # keys and splits in order, written when every shard is done
         }
-    root.mkdir(parents=True, exist_ok=True)
-    remove_temp_files(root)
-
     ranges = shard_ranges(num_samples, shard_size)
-    manifest_stages = manifest["stages"]
-    todo = [i for i, rows in enumerate(ranges)
-            if manifest_stages is None or verified_record(root, i, rows, stage_names) is None]
-    if todo and manifest["complete"]:
-        # A finished store with a damaged shard: mark it unfinished until the shard is rebuilt.
-        manifest["complete"] = False
-        write_json_atomic(root / MANIFEST_NAME, manifest)
+    main = ranks is None or ranks.is_main
+    if ranks is not None:
+        # Also the point after which rank 0 may write: every rank has read the directory by now.
+        _check_same_identity(gather(identity), ranks)
+    todo = _prepare_store(root, manifest, ranges, stage_names) if main else []
+    if ranks is not None:
+        todo, manifest = broadcast_from_main((todo, manifest))
+        todo = ranks.share(todo)
     run = _ExtractionRun(
         model=model, dataset=dataset, root=root, manifest=manifest, mode=mode, input_size=input_size,
         stage_names=stage_names, stride_px={info.name: info.stride_px for info in infos},
@@ -215,12 +232,17 @@ def extract_dataset(
         store_dtype=STORE_DTYPES[dtype_name],
     )
     console = Console(stderr=True)
+    # One bar, rank 0's, counting its own share: N interleaved bars would be unreadable.
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=console, disable=not progress,
+        TimeRemainingColumn(), console=console, disable=not (progress and main),
     ) as bar:
-        done_samples = num_samples - sum(len(ranges[i]) for i in todo)
-        task = bar.add_task(f"{model.name} on {_dataset_name(dataset)}", total=num_samples,
+        rank_note = "" if ranks is None else f" (rank 0 of {ranks.world_size}, its shards only)"
+        if ranks is None:
+            total, done_samples = num_samples, num_samples - sum(len(ranges[i]) for i in todo)
+        else:
+            total, done_samples = sum(len(ranges[i]) for i in todo), 0
+        task = bar.add_task(f"{model.name} on {_dataset_name(dataset)}{rank_note}", total=total,
                             completed=done_samples)
 
         def advance(count: int) -> None:
@@ -234,16 +256,63 @@ def extract_dataset(
             writer.close()
         writer.raise_error()
 
-    records = [read_record(root, i) for i in range(len(ranges))]
-    if any(record is None for record in records):
-        raise RuntimeError(f"shard records missing in {root} after extraction")
+    if ranks is not None:
+        barrier()  # every rank's shards are on disk
+    if main:
+        _finish_manifest(root, manifest, len(ranges), ranks)
+    if ranks is not None:
+        barrier()  # no rank opens the store before its finished manifest is written
+    return FeatureStore.open(root)
+
+
+def _prepare_store(root: Path, manifest: dict[str, Any], ranges: list[range], stage_names: list[str]) -> list[int]:
+    """Create the directory, drop temporaries and list the shards still to extract (rank 0 only)."""
+    root.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(root)
+    manifest_stages = manifest["stages"]
+    todo = [i for i, rows in enumerate(ranges)
+            if manifest_stages is None or verified_record(root, i, rows, stage_names) is None]
+    if todo and manifest["complete"]:
+        # A finished store with a damaged shard: mark it unfinished until the shard is rebuilt.
+        manifest["complete"] = False
+        write_json_atomic(root / MANIFEST_NAME, manifest)
+    return todo
+
+
+def _finish_manifest(root: Path, manifest: dict[str, Any], num_shards: int, ranks: Ranks | None) -> None:
+    """Record every sample's key and split from the shard records and mark the store complete."""
+    records = [read_record(root, i) for i in range(num_shards)]
+    deadline = time.monotonic() + (RECORD_WAIT_S if ranks is not None else 0.0)
+    while any(record is None for record in records) and time.monotonic() < deadline:
+        time.sleep(1.0)
+        records = [record or read_record(root, i) for i, record in enumerate(records)]
+    missing = [i for i, record in enumerate(records) if record is None]
+    if missing and ranks is not None:
+        raise UserInputError(
+            f"rank 0 cannot see the records of shard(s) {missing} that other ranks wrote in {root}: "
+            "on several nodes --out must be a directory every node shares (NFS, Lustre, …); "
+            "rerun the same command to resume"
+        )
+    if missing:
+        raise RuntimeError(f"shard records missing in {root} after extraction: {missing}")
     manifest["samples"] = {
         "keys": [key for record in records if record for key in record.keys],
         "splits": [split for record in records if record for split in record.splits],
     }
     manifest["complete"] = True
     write_json_atomic(root / MANIFEST_NAME, manifest)
-    return FeatureStore.open(root)
+
+
+def _check_same_identity(identities: list[dict[str, Any]], ranks: Ranks) -> None:
+    """Every rank must extract the same data with the same model and settings as rank 0."""
+    for rank, identity in enumerate(identities):
+        for field_name, label in IDENTITY_FIELDS.items():
+            if identity[field_name] != identities[0][field_name]:
+                raise UserInputError(
+                    f"rank {rank} of {ranks.world_size} has a different {label} than rank 0: "
+                    f"{_short(identity[field_name])} vs {_short(identities[0][field_name])}. Every rank "
+                    "must run the same command on the same model files and data"
+                )
 
 
 @dataclass
@@ -329,7 +398,8 @@ class _ExtractionRun:
     def _allocate(self, features: dict[str, torch.Tensor], rows: int) -> dict[str, torch.Tensor]:
         if self.manifest["stages"] is None:
             # A new store: its manifest is written before any shard, so every shard on disk is
-            # covered by a manifest a resume can check against.
+            # covered by a manifest a resume can check against. Under torchrun each rank writes
+            # it before its own first shard: same model, same stage shapes, so the same bytes.
             self.manifest["stages"] = [self._layout(stage, features[stage]).to_json()
                                        for stage in self.stage_names]
             write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
@@ -339,7 +409,9 @@ class _ExtractionRun:
 
     def _layout(self, stage: str, grid: torch.Tensor) -> StageLayout:
         t, h, w, d = grid.shape[1:]
-        source_dtype = str(grid.dtype).removeprefix("torch.")
+        # The model's compute dtype, not the grid's: adapters hand back float32 copies, so a bf16
+        # model on CUDA would otherwise be recorded as float32.
+        source_dtype = str(self.model.dtype).removeprefix("torch.")
         return StageLayout(stage, (t, h, w, d), self.stride_px[stage], source_dtype, self.descriptions[stage])
 
     def _store(self, buffers: dict[str, torch.Tensor], stage: str, grid: torch.Tensor, start: int) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,12 @@ def resolve_store_dtype(name: str) -> str:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file + fsync + rename, so readers and resumes never see half a file."""
-    temp = path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
+    """Write via a temporary file + fsync + rename, so readers and resumes never see half a file.
+
+    The temporary's name carries host and pid: ranks on different nodes writing one file of a
+    shared store (the initial manifest) may have the same pid.
+    """
+    temp = path.with_name(f".{path.name}{TEMP_MARKER}{socket.gethostname()}-{os.getpid()}")
     with open(temp, "wb") as handle:
         handle.write(data)
         handle.flush()
