@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ from torch import nn
 
 from stageprobe.errors import UserInputError
 from stageprobe.models.base import Clip, StageInfo, StageModel, check_same_size, select_stages
-from stageprobe.models.registry import register_architecture, register_preset
+from stageprobe.models.registry import preset_cache_dir, register_architecture, register_preset
 
 DEFAULT_PROMPT = "Describe this image."
 DEFAULT_VIDEO_PROMPT = "Describe this video."
@@ -329,8 +328,9 @@ class QwenVLModel(StageModel):
 
     def random_init_twin(self, seed: int = 1) -> QwenVLModel:
         """The same architecture and processor with freshly initialised weights (a control)."""
-        torch.manual_seed(seed)
-        twin = type(self.hf_model)(self.hf_model.config).to(device=self.device, dtype=self.dtype)
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream stays untouched
+            torch.manual_seed(seed)
+            twin = type(self.hf_model)(self.hf_model.config).to(device=self.device, dtype=self.dtype)
         return QwenVLModel(twin, self.processor, f"{self.name} (random-init twin)", f"random-init seed {seed}",
                            self.prompt, self.video_prompt)
 
@@ -463,18 +463,15 @@ def tiny_config(family: str, vocab_size: int, token_ids: dict[str, int]) -> Any:
     return Qwen2VLConfig(vision_config=vision, text_config=text, **special)
 
 
-def preset_cache_dir() -> Path:
-    return Path(os.environ.get("STAGEPROBE_CACHE", Path.home() / ".cache" / "stageprobe")) / "presets"
-
-
 def build_tiny_checkpoint(family: str, directory: Path) -> Path:
     """Write a random-weight checkpoint + processor with `save_pretrained`, like a Hub snapshot."""
     processor = build_tiny_processor(family)
     tokenizer = processor.tokenizer
     token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
     config = tiny_config(family, len(tokenizer), token_ids)
-    torch.manual_seed(TINY_SEED)
-    model = _model_class(family)(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = _model_class(family)(config)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
     model.save_pretrained(staging)
@@ -544,9 +541,9 @@ def qwen25_vl_7b_random(device: torch.device, dtype: torch.dtype) -> QwenVLModel
     token_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     config = qwen25_vl_7b_config(token_ids)
     config._attn_implementation = "sdpa"
-    torch.manual_seed(TINY_SEED)
     # built in place on the target device: 8 B parameters never pass through host memory on a GPU
-    with torch.device(device):
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(TINY_SEED)
         hf_model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
     model = QwenVLModel(hf_model, processor, "qwen2.5-vl-7b-random", f"random-init (seed {TINY_SEED})")
     return model

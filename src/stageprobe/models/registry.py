@@ -6,6 +6,7 @@ A model family registers itself in its own file: presets with `register_preset`,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,11 @@ def register_architecture(*model_types: str) -> Callable[[ModelFactory], ModelFa
         return factory
 
     return wrap
+
+
+def preset_cache_dir() -> Path:
+    """Where presets built offline are saved (`$STAGEPROBE_CACHE/presets`, default ~/.cache/stageprobe)."""
+    return Path(os.environ.get("STAGEPROBE_CACHE") or Path.home() / ".cache" / "stageprobe") / "presets"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -24,7 +24,7 @@ from torch import nn
 
 from stageprobe.errors import UserInputError
 from stageprobe.models.base import Clip, StageInfo, StageModel, check_same_size, select_stages
-from stageprobe.models.registry import register_architecture, register_preset
+from stageprobe.models.registry import preset_cache_dir, register_architecture, register_preset
 
 PRESET_SEED = 0
 PRESET_MARKER = "stageprobe_preset.json"
@@ -289,10 +289,6 @@ def _weights_id(source: str) -> str:
 # --- tiny random presets --------------------------------------------------------------------------
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("STAGEPROBE_CACHE") or Path.home() / ".cache" / "stageprobe")
-
-
 def _preset_dir(name: str, model_config: Any, processor: Any) -> Path:
     """A saved checkpoint for a preset, built once and rebuilt when its recipe changes.
 
@@ -302,7 +298,7 @@ def _preset_dir(name: str, model_config: Any, processor: Any) -> Path:
     recipe = hashlib.sha256(
         (model_config.to_json_string(use_diff=False) + processor.to_json_string() + str(PRESET_SEED)).encode()
     ).hexdigest()
-    target = cache_root() / "presets" / name
+    target = preset_cache_dir() / name
     if _recipe_of(target) == recipe:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from stageprobe.probes import attention, dense_linear, pooled_linear  # noqa: F401  (registers the probes)
+from stageprobe.probes import (  # noqa: F401  (importing registers the probes)
+    attention,
+    decoder,
+    dense_linear,
+    pooled_linear,
+    relation,
+    temporal,
+)
 from stageprobe.probes.base import TASKS, ProbeData, ProbeResult, register_probe, registered_probes
 from stageprobe.probes.controls import CONTROLS, apply_control
+from stageprobe.probes.training import default_device, small_model_threads
 
 __all__ = ["CONTROLS", "TASKS", "ProbeData", "ProbeResult", "fit_probe", "register_probe",
            "registered_probes", "split_probe_data"]
@@ -35,7 +43,10 @@ def fit_probe(name: str, task: str, train: ProbeData, val: ProbeData, test: Prob
         raise ValueError(f"probe {name!r} does not do task {task!r}; it does {list(entry.tasks)}")
     if control is not None:
         train, val, test = apply_control(control, train, val, test, seed)
-    result = entry.fn(task, train, val, test, seed, **options)
+    # Probe-sized linear algebra (a d×d eigendecomposition, small batches) runs up to 60× slower
+    # with a second OpenMP thread spinning on a busy 2-core machine (measured), so one thread.
+    with small_model_threads(default_device()):
+        result = entry.fn(task, train, val, test, seed, **options)
     result.control = control
     result.seed = seed
     return result

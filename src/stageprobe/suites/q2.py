@@ -34,36 +34,40 @@ class ExperimentSpec:
     probes: tuple[ProbeSpec, ...]
     #: at most this many LLM layers, evenly spaced (the seed read "some LLM layers" here)
     max_language_layers: int | None = None
+    #: metric-name prefixes not reported here (box probes also score mAP, which E-Q2.4 owns)
+    skip_metrics: tuple[str, ...] = ()
 
 
 POOLED_BOXES = ProbeSpec("pooled-linear", "boxes", seed_protocol=True)
 DENSE_BOXES = ProbeSpec("dense-linear", "boxes", controls=SPATIAL_CONTROLS)
 RELATION = ProbeSpec("relation", "relation", controls=("control-task",))
-POOLED_RELATION = ProbeSpec("relation", "relation", seed_protocol=True, options={"variant": "pooled"})
+POOLED_RELATION = ProbeSpec("relation-pooled", "relation", seed_protocol=True)
 
 PATCH_STAGES = ("vision.patch_embed", "vision.embed", "vision.block.*", "vision.pre_merge", "vision.final",
                 "pixels.patch")
 MERGE_STAGES = ("vision.pre_merge", "vision.post_merge", "pixels.patch", "pixels.merged")
 LANGUAGE_STAGES = ("language.layer.*",)
+MOTION_TASKS = ("direction", "speed", "order")
 
 Q2: tuple[ExperimentSpec, ...] = (
     ExperimentSpec("e_q2_1", "Pre-merge ViT analysis", "shapes", PATCH_STAGES,
-                   (POOLED_BOXES, DENSE_BOXES, RELATION, POOLED_RELATION)),
+                   (POOLED_BOXES, DENSE_BOXES, RELATION, POOLED_RELATION), skip_metrics=("map",)),
     ExperimentSpec("e_q2_2", "Post-merge analysis", "shapes", MERGE_STAGES,
-                   (POOLED_BOXES, DENSE_BOXES, RELATION, POOLED_RELATION)),
-    ExperimentSpec("e_q2_3", "LLM layer-wise decay", "shapes", LANGUAGE_STAGES, (POOLED_BOXES, DENSE_BOXES)),
+                   (POOLED_BOXES, DENSE_BOXES, RELATION, POOLED_RELATION), skip_metrics=("map",)),
+    ExperimentSpec("e_q2_3", "LLM layer-wise decay", "shapes", LANGUAGE_STAGES, (POOLED_BOXES, DENSE_BOXES),
+                   skip_metrics=("map",)),
     ExperimentSpec("e_q2_4", "Detection probe (mAP)", "shapes",
                    ("vision.pre_merge", "vision.post_merge", "vision.final", "pixels.merged", *LANGUAGE_STAGES),
                    (ProbeSpec("attention", "boxes"),), max_language_layers=4),
     ExperimentSpec("e_q2_5", "Fine-grained detail probe", "textures",
                    ("vision.*", "pixels.*", *LANGUAGE_STAGES),
-                   (ProbeSpec("decoder", "reconstruction"),
-                    ProbeSpec("pooled-decoder", "reconstruction", seed_protocol=True)),
+                   (ProbeSpec("decoder", "reconstruction", controls=("control-task",)),
+                    ProbeSpec("decoder-pooled", "reconstruction", seed_protocol=True)),
                    max_language_layers=3),
     ExperimentSpec("e_q2_6", "Temporal information probe", "motion",
                    ("vision.post_merge", "pixels.merged", *LANGUAGE_STAGES),
-                   tuple(ProbeSpec("temporal", task, controls=("control-task",), seed_protocol=True)
-                         for task in ("direction", "speed", "order"))),
+                   tuple(ProbeSpec("temporal-dense", task, controls=("control-task",)) for task in MOTION_TASKS)
+                   + tuple(ProbeSpec("temporal", task, seed_protocol=True) for task in MOTION_TASKS)),
 )
 
 #: samples per dataset; `quick` is a CPU smoke test, `default` the study, `full` tighter CIs
@@ -73,13 +77,6 @@ SIZES: dict[Size, dict[str, int]] = {
     "full": {"shapes": 2000, "textures": 600, "motion": 1200},
 }
 
-DATASET_OPTIONS: dict[str, dict[str, Any]] = {
-    "shapes": {},
-    "textures": {},
-    "motion": {},
-}
-
-
 def probes_for(spec: ExperimentSpec, protocol: ProtocolName) -> tuple[ProbeSpec, ...]:
     """`seed` keeps only the original pooled probes, so users see how the protocol changes the answer."""
     if protocol == "seed":
@@ -87,10 +84,14 @@ def probes_for(spec: ExperimentSpec, protocol: ProtocolName) -> tuple[ProbeSpec,
     return spec.probes
 
 
-def thin_language_layers(stages: list[str], limit: int | None) -> list[str]:
-    """Keep at most `limit` LLM layers, evenly spaced and always including the first and last."""
-    layers = [s for s in stages if s.startswith("language.layer.")]
-    if limit is None or len(layers) <= limit:
+#: `--quick` reads a few evenly spaced blocks and layers: a smoke test of every code path
+QUICK_STAGE_LIMITS = {"vision.block.": 3, "language.layer.": 2}
+
+
+def thin_stages(stages: list[str], prefix: str, limit: int | None) -> list[str]:
+    """Keep at most `limit` stages starting with `prefix`, evenly spaced, first and last included."""
+    family = [s for s in stages if s.startswith(prefix)]
+    if limit is None or len(family) <= limit:
         return stages
-    picks = {layers[round(i * (len(layers) - 1) / (limit - 1))] for i in range(limit)} if limit > 1 else {layers[0]}
-    return [s for s in stages if not s.startswith("language.layer.") or s in picks]
+    picks = {family[round(i * (len(family) - 1) / (limit - 1))] for i in range(limit)} if limit > 1 else {family[0]}
+    return [s for s in stages if not s.startswith(prefix) or s in picks]

@@ -22,32 +22,39 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
+from rich.progress import Progress, TimeElapsedColumn
 
 import stageprobe
-from stageprobe.datasets import Dataset, load_dataset
+from stageprobe.datasets import Dataset, Sample, load_dataset
 from stageprobe.errors import UserInputError
 from stageprobe.features.extract import extract_dataset
 from stageprobe.features.store import FeatureStore
 from stageprobe.metrics.base import MetricValue
 from stageprobe.metrics.irs import irs
 from stageprobe.models import StageModel, load_model, select_stages
-from stageprobe.probes import ProbeResult, fit_probe, split_probe_data
+from stageprobe.probes import ProbeData, ProbeResult, fit_probe, split_probe_data
+from stageprobe.probes.temporal import labels_for
 from stageprobe.report import plots
 from stageprobe.report.render import ReportPaths, write_run_report
 from stageprobe.report.schema import MetricRow, RunContext
 from stageprobe.stats import bootstrap_ci, bootstrap_map_ci, paired_bootstrap_diff
 from stageprobe.suites.q2 import (
     Q2,
+    QUICK_STAGE_LIMITS,
     SIZES,
     ExperimentSpec,
     ProbeSpec,
     ProtocolName,
     Size,
     probes_for,
-    thin_language_layers,
+    thin_stages,
 )
 
 console = Console(stderr=True)
+
+
+# (headline score, stage, fitted result, its test split): what the artifacts of a probe draw
+BestStage = tuple[float, str, ProbeResult, ProbeData]
 
 
 class RunConfig(BaseModel):
@@ -170,8 +177,11 @@ class StudyRun:
             wanted.update(select_stages(available, [pattern]) if _matches(available, pattern) else [])
         if self.config.stages and which != "pixels":
             wanted &= set(select_stages(available, self.config.stages))
-        stages = [s for s in available if s in wanted]
-        return thin_language_layers(stages, spec.max_language_layers)
+        stages = thin_stages([s for s in available if s in wanted], "language.layer.", spec.max_language_layers)
+        if self.config.size == "quick":
+            for prefix, limit in QUICK_STAGE_LIMITS.items():
+                stages = thin_stages(stages, prefix, limit)
+        return stages
 
     def store(self, which: str, dataset_name: str) -> FeatureStore:
         """Features of every stage any experiment reads from this dataset, extracted in one pass."""
@@ -195,37 +205,39 @@ class StudyRun:
         dataset = self.dataset(spec.dataset)
         samples = list(dataset)
         images = _image_array(samples) if spec.dataset == "textures" else None
-        best: dict[str, tuple[float, str, ProbeResult]] = {}
-        for which in self.variants():
-            stages = self.experiment_stages(spec, which)
-            if not stages:
-                continue
-            store = self.store(which, spec.dataset)
-            for stage in stages:
-                splits = split_probe_data(store.load(stage), samples, images)
-                for probe in probes_for(spec, self.config.protocol):
-                    if which != "main" and probe.seed_protocol and self.config.protocol != "seed":
-                        continue  # controls are read against the honest probes
-                    self._probe_stage(spec, which, stage, probe, splits, outcome, best, iou_by_stage)
+        best: dict[str, BestStage] = {}
+        # extraction first: its own progress bar cannot nest inside the probing one
+        plan = [(which, self.store(which, spec.dataset), self.experiment_stages(spec, which))
+                for which in self.variants() if self.experiment_stages(spec, which)]
+        probes = probes_for(spec, self.config.protocol)
+        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task(f"{spec.id} probes", total=sum(len(stages) for _, _, stages in plan) * len(probes))
+            for which, store, stages in plan:
+                for stage in stages:
+                    splits = split_probe_data(store.load(stage), samples, images)
+                    for probe in probes:
+                        progress.update(task, description=f"{spec.id} {probe.probe} @ {stage} ({which})")
+                        self._probe_stage(spec, which, stage, probe, splits, outcome, best, iou_by_stage)
+                        progress.advance(task)
         self._experiment_extras(spec, outcome, iou_by_stage)
         outcome.artifacts += self._artifacts(spec, best, samples)
         return outcome
 
     def _probe_stage(self, spec: ExperimentSpec, which: str, stage: str, probe: ProbeSpec,
                      splits: dict[str, Any], outcome: ExperimentOutcome,
-                     best: dict[str, tuple[float, str, ProbeResult]], iou_by_stage: dict[str, np.ndarray]) -> None:
+                     best: dict[str, BestStage], iou_by_stage: dict[str, np.ndarray]) -> None:
         control = {"main": "none", "pixels": "pixels", "random-init": "random-init"}[which]
         model_name = self.model(which).name
-        label = probe.probe if not probe.options.get("variant") else f"{probe.probe}-{probe.options['variant']}"
+        label = probe.probe
         result = fit_probe(probe.probe, probe.task, splits["train"], splits["val"], splits["test"],
                            seed=self.config.seed, **probe.options)
-        rows = self._rows(spec.id, stage, label, result, control, model_name)
+        rows = self._rows(spec, stage, label, result, control, model_name)
         outcome.rows += rows
         if which == "main":
             outcome.curves[f"{spec.id}/{stage}/{label}/{probe.task}"] = result.history
-            headline = _headline(rows)
-            if headline is not None and (label not in best or headline > best[label][0]):
-                best[label] = (headline, stage, result)
+            headline, key = _headline(rows), f"{label}/{probe.task}"
+            if headline is not None and (key not in best or headline > best[key][0]):
+                best[key] = (headline, stage, result, splits["test"])
         if which in ("main", "pixels") and probe.probe == "dense-linear" and "matched_iou" in result.per_item:
                 iou_by_stage[stage] = result.per_item["matched_iou"]
         if which != "main":
@@ -233,16 +245,18 @@ class StudyRun:
         for name in probe.controls:
             controlled = fit_probe(probe.probe, probe.task, splits["train"], splits["val"], splits["test"],
                                    seed=self.config.seed, control=name, **probe.options)
-            control_rows = self._rows(spec.id, stage, label, controlled, name, model_name)
+            control_rows = self._rows(spec, stage, label, controlled, name, model_name)
             outcome.rows += control_rows
             if name == "control-task":
                 outcome.rows += self._selectivity(spec.id, stage, label, result, controlled, model_name)
 
-    def _rows(self, experiment: str, stage: str, probe: str, result: ProbeResult, control: str,
+    def _rows(self, spec: ExperimentSpec, stage: str, probe: str, result: ProbeResult, control: str,
               model: str) -> list[MetricRow]:
-        rows = []
+        experiment, rows = spec.id, []
         n = len(next(iter(result.per_item.values()))) if result.per_item else 0
         for raw_name, value in result.metrics.items():
+            if raw_name.startswith(spec.skip_metrics):
+                continue
             metric = METRIC_NAMES.get(raw_name, raw_name)
             low = high = None
             if raw_name in result.per_item and np.isfinite(result.per_item[raw_name]).any():
@@ -254,6 +268,8 @@ class StudyRun:
             rows.append(MetricRow(experiment=experiment, stage=stage, probe=probe, metric=metric, value=value,
                                   ci_low=low, ci_high=high, n=n, control=control, model=model))
         for raw_name, reason in result.unavailable.items():
+            if raw_name.startswith(spec.skip_metrics):
+                continue
             rows.append(MetricRow(experiment=experiment, stage=stage, probe=probe,
                                   metric=METRIC_NAMES.get(raw_name, raw_name), value=None, n=n, control=control,
                                   model=model, unavailable_reason=reason))
@@ -323,29 +339,40 @@ class StudyRun:
 
     # -- artifacts --------------------------------------------------------------------------
 
-    def _artifacts(self, spec: ExperimentSpec, best: dict[str, tuple[float, str, ProbeResult]],
-                   samples: list[Any]) -> list[str]:
+    def _artifacts(self, spec: ExperimentSpec, best: dict[str, BestStage], samples: list[Sample]) -> list[str]:
+        """Predictions of each probe at its best stage, drawn over the test images."""
+        by_key = {sample.key: sample for sample in samples}
         written: list[str] = []
-        test = [s for s in samples if s.split == "test"][:8]
-        for label, (_, stage, result) in best.items():
-            path = self.artifacts_dir / f"{spec.id}_{label}_{stage}.png"
-            predictions = result.predictions
-            if "boxes" in predictions and test and test[0].image is not None:
-                plots.save_box_overlay([s.image for s in test], [np.asarray(s.target["boxes"]) for s in test],
-                                       list(predictions["boxes"])[: len(test)], path,
-                                       title=f"{spec.id} {label} at {stage}: ground truth (green) vs predicted")
-                written.append(str(path.relative_to(self.out)))
-            elif "reconstructions" in predictions and test:
-                reconstructions = list(predictions["reconstructions"])[: len(test)]
-                plots.save_reconstruction_grid([s.image for s in test], reconstructions, path,
-                                               title=f"{spec.id} {label} at {stage}")
-                written.append(str(path.relative_to(self.out)))
-            elif "confusion" in predictions:
-                plots.save_confusion_matrix(np.asarray(predictions["confusion"]), predictions.get("labels", []),
-                                            path, title=f"{spec.id} {label} at {stage}")
-                written.append(str(path.relative_to(self.out)))
-        (self.experiments_dir / f"{spec.id}_analysis.json").write_text(json.dumps(
-            {label: {"best_stage": stage, "headline": value} for label, (value, stage, _) in best.items()}, indent=2))
+        for key, (_, stage, result, test) in best.items():
+            path = self.artifacts_dir / f"{spec.id}_{key.replace('/', '_')}_{stage}.png"
+            title = f"{spec.id} {result.probe} ({result.task}) at {stage}"
+            predictions, shown = result.predictions, min(8, len(test))
+            if "detections" in predictions:
+                images = [by_key[key].image for key in test.keys[:shown]]
+                truth = [np.asarray(t["boxes"]) for t in test.targets[:shown]]
+                detections = predictions["detections"][:shown]
+                if result.probe == "attention":
+                    plots.save_detection_overlay(images, truth, [d.boxes for d in detections],
+                                                 [d.scores for d in detections], path, title=title)
+                else:
+                    plots.save_box_overlay(images, truth, [d.boxes for d in detections], path, title=title)
+            elif "reconstructions" in predictions:
+                originals = [by_key[key].image for key in test.keys[:shown]]
+                plots.save_reconstruction_grid(originals, list(predictions["reconstructions"][:shown]), path,
+                                               title=title)
+            elif result.task in ("direction", "speed", "order"):
+                truth, predicted = labels_for(result.task, test), np.asarray(predictions[result.task])
+                classes = int(max(truth.max(), predicted.max())) + 1
+                matrix = np.zeros((classes, classes), dtype=int)
+                np.add.at(matrix, (truth, predicted), 1)
+                names = [str(c) for c in range(classes)] if result.task != "order" else ["natural", "reversed"]
+                plots.save_confusion_matrix(matrix, names, path, title=title)
+            else:
+                continue
+            written.append(str(path.relative_to(self.out)))
+        analysis = {key: {"best_stage": stage, "headline": value} for key, (value, stage, _, _) in best.items()}
+        (self.artifacts_dir / f"{spec.id}_analysis.json").write_text(json.dumps(analysis, indent=2))
+        written.append(f"artifacts/{spec.id}_analysis.json")
         return written
 
     # -- the whole study -------------------------------------------------------------------
