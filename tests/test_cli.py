@@ -53,7 +53,8 @@ def test_hub_id_not_available_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unsupported_architecture(tmp_path: Path) -> None:
     from transformers import BertConfig
 
-    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(tmp_path)
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    config.save_pretrained(tmp_path)
     code, out = invoke("stages", str(tmp_path))
     assert code == 2
     assert "'bert' model" in out and "qwen2_5_vl" in out
