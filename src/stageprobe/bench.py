@@ -39,7 +39,7 @@ from rich.table import Table
 
 from stageprobe.datasets import Sample, load_dataset
 from stageprobe.models import StageModel, load_model
-from stageprobe.suites.q2 import Q2, thin_language_layers
+from stageprobe.suites.q2 import Q2, thin_stages
 
 IMAGE_SIZE = 448
 #: metric → (target, "max" if the value must not exceed it, "min" if it must reach it)
@@ -87,7 +87,7 @@ def seed_protocol_reads(model: StageModel) -> Counter[str]:
     reads: Counter[str] = Counter()
     for spec in Q2:
         wanted = [s for s in available if any(fnmatch.fnmatchcase(s, p) for p in spec.stages)]
-        reads.update(thin_language_layers(wanted, spec.max_language_layers))
+        reads.update(thin_stages(wanted, "language.layer.", spec.max_language_layers))
     return reads
 
 

@@ -22,6 +22,13 @@ class PCAReducer:
         if x.shape[1] <= dim:
             self.basis = torch.eye(x.shape[1])
             return
+        if len(x) < x.shape[1]:
+            # Few wide rows: the SVD of the rows costs n²·d instead of d³ for the Gram eigenproblem.
+            _, _, vh = torch.linalg.svd(x.float() - self.mean, full_matrices=False)
+            self.basis = vh[:dim].T.contiguous()
+            if self.basis.shape[1] < dim:
+                self.basis = torch.cat([self.basis, torch.zeros(x.shape[1], dim - self.basis.shape[1])], 1)
+            return
         gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
         for s in range(0, len(x), 1 << 16):
             chunk = x[s:s + (1 << 16)].float() - self.mean

@@ -10,13 +10,17 @@ Seeds fix every random choice; the device is the GPU when one is present.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+# Wider features are randomly projected to this many dimensions before the Gram matrix: its cost
+# grows with D², and 4704-dim merged video pixels made one CPU fit take minutes.
+MAX_RIDGE_DIM = 1024
 # λ is relative to the mean eigenvalue of the standardised Gram matrix (= number of rows).
 LAMBDA_GRID = tuple(10.0**k for k in range(-6, 2))
 _CHUNK_ROWS = 1 << 16
@@ -58,9 +62,17 @@ def argmax_accuracy(pred: torch.Tensor, target: torch.Tensor) -> float:
 class RidgeSolver:
     """Ridge regression from one design matrix `x` (n, d) to any number of target sets."""
 
-    def __init__(self, x: torch.Tensor, device: torch.device | None = None) -> None:
+    def __init__(self, x: torch.Tensor, device: torch.device | None = None, max_dim: int = MAX_RIDGE_DIM,
+                 seed: int = 0) -> None:
         self.device = device or default_device()
-        self.x = x.reshape(len(x), -1)
+        x = x.reshape(len(x), -1)
+        self.projection: torch.Tensor | None = None
+        if x.shape[1] > max_dim:
+            # Seeded Gaussian projection (Johnson–Lindenstrauss): still a linear map of the features.
+            generator = torch.Generator().manual_seed(seed)
+            self.projection = torch.randn(x.shape[1], max_dim, generator=generator) / max_dim**0.5
+            x = self._project(x)
+        self.x = x
         n, d = self.x.shape
         if n < 2:
             raise ValueError("ridge needs at least two training rows")
@@ -79,6 +91,13 @@ class RidgeSolver:
         self.eigval, self.eigvec = torch.linalg.eigh(corr)
         self.eigval = self.eigval.clamp_min(0)
 
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        if self.projection is None:
+            return x
+        p = self.projection.to(self.device)
+        return torch.cat([(x[s:s + _CHUNK_ROWS].to(self.device, torch.float32) @ p).cpu()
+                          for s in range(0, len(x), _CHUNK_ROWS)])
+
     def _cross(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Vᵀ·Xsᵀ·(Y − ȳ) and ȳ, with Xs the standardised design matrix."""
         y = y.reshape(self.n, -1).to(self.device, torch.float64)
@@ -94,6 +113,8 @@ class RidgeSolver:
         w_std = self.eigvec @ (q / (self.eigval + lam * self.n)[:, None])
         weight = w_std / self.scale[:, None]
         bias = y_mean - self.mean @ weight
+        if self.projection is not None:
+            weight = self.projection.to(weight) @ weight
         return LinearMap(weight.float().cpu(), bias.float().cpu())
 
     def fit(self, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
@@ -132,6 +153,19 @@ class RidgeSolver:
         return maps, history
 
 
+@contextlib.contextmanager
+def small_model_threads(device: torch.device) -> Iterator[None]:
+    """One intra-op thread on CPU while training small probes: their ops are too small to split,
+    and on a shared machine a second spinning thread made a step 30× slower (measured)."""
+    previous = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train_module(
     module: torch.nn.Module,
     batch_loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
@@ -149,6 +183,14 @@ def train_module(
     `batch_loss(module, indices)` returns the mean loss of those training items; `val_loss(module)`
     the loss on the whole val split (called under no_grad, module in eval mode).
     """
+    with small_model_threads(next(module.parameters()).device):
+        return _train(module, batch_loss, val_loss, n_train, seed, batch_size, max_epochs, patience, lr,
+                      weight_decay)
+
+
+def _train(module: torch.nn.Module, batch_loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+           val_loss: Callable[[torch.nn.Module], float], n_train: int, seed: int, batch_size: int,
+           max_epochs: int, patience: int, lr: float, weight_decay: float) -> dict[str, list[float]]:
     generator = seed_everything(seed)
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_loss": []}
@@ -162,7 +204,7 @@ def train_module(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         module.eval()
         with torch.no_grad():
             current = val_loss(module)

@@ -22,8 +22,6 @@ from stageprobe.report.schema import (
     sort_stages,
 )
 from stageprobe.report.targets import (
-    POST_MERGE,
-    PRE_MERGE,
     TARGETS_BY_KEY,
     Advice,
     Decision,
@@ -31,6 +29,7 @@ from stageprobe.report.targets import (
     best_row,
     compute_verdicts,
     decide,
+    merge_pair,
     recommend,
 )
 
@@ -114,31 +113,33 @@ def _against(key: str, verdicts: Mapping[str, Verdict]) -> str:
 
 
 def _finding_e_q2_1(rows: list[MetricRow], all_rows: Sequence[MetricRow], verdicts: Verdicts) -> str:
-    pre = spatial_row(rows, PRE_MERGE)
-    pooled = best_row(rows, "iou", stages=[PRE_MERGE], probes=[POOLED_PROBE])
-    vision = [r for r in rows if r.stage.startswith("vision.") and r.stage != POST_MERGE]
+    pre_stage, post_stage = merge_pair(all_rows)
+    pre = spatial_row(rows, pre_stage)
+    pooled = best_row(rows, "iou", stages=[pre_stage], probes=[POOLED_PROBE])
+    vision = [r for r in rows if r.stage.startswith(("vision.", "pixels.")) and r.stage != post_stage]
     best = best_row(vision, "iou", probes=SPATIAL_PROBES) or best_row(vision, "iou")
     parts = [_at(pre, "Pre-merge bbox IoU")]
     if pooled is not None and pooled is not pre:
         parts.append(f"the pooled-linear probe (seed protocol) gets {fmt_row(pooled)} on the same tokens")
     if best is not None and best is not pre:
         parts.append(_at(best, "best vision stage"))
-    ceiling = best_row(all_rows, "iou", stages=["pixels.patch", PRE_MERGE], control="pixels",
+    ceiling = best_row(all_rows, "iou", stages=["pixels.patch", pre_stage], control="pixels",
                        probes=[pre.probe] if pre else None)
     if ceiling is not None:
         parts.append(f"pixel baseline {fmt_row(ceiling)} ({ceiling.probe})")
     relation = best_row(rows, "relation_acc")
     if relation is not None:
         parts.append(_at(relation, "relative-position accuracy") + f", {_against('relation_acc', verdicts)}")
-    patch = best_row(rows, "patch_class_acc", stages=[PRE_MERGE]) or best_row(rows, "patch_class_acc")
+    patch = best_row(rows, "patch_class_acc", stages=[pre_stage]) or best_row(rows, "patch_class_acc")
     if patch is not None:
         parts.append(_at(patch, "per-patch class accuracy"))
     return "; ".join(parts) + "."
 
 
 def _finding_e_q2_2(rows: list[MetricRow], all_rows: Sequence[MetricRow], verdicts: Verdicts) -> str:
-    post = spatial_row(rows, POST_MERGE)
-    pre = spatial_row(rows, PRE_MERGE) or spatial_row(model_rows(all_rows, "e_q2_1"), PRE_MERGE)
+    pre_stage, post_stage = merge_pair(all_rows)
+    post = spatial_row(rows, post_stage)
+    pre = spatial_row(rows, pre_stage) or spatial_row(model_rows(all_rows, "e_q2_1"), pre_stage)
     parts = [_at(post, "Post-merge bbox IoU")]
     if pre is not None:
         parts.append(_at(pre, "against pre-merge"))
@@ -148,7 +149,7 @@ def _finding_e_q2_2(rows: list[MetricRow], all_rows: Sequence[MetricRow], verdic
     ratio = best_row(rows, "compression_ratio")
     if ratio is not None:
         parts.append(f"token compression ratio {fmt(ratio.value)}")
-    shuffle = best_row(all_rows, "iou", stages=[POST_MERGE], control="token-shuffle",
+    shuffle = best_row(all_rows, "iou", stages=[post_stage], control="token-shuffle",
                        probes=[post.probe] if post else None)
     if shuffle is not None:
         parts.append(f"with tokens shuffled the same probe gets {fmt_row(shuffle)}")
@@ -156,6 +157,7 @@ def _finding_e_q2_2(rows: list[MetricRow], all_rows: Sequence[MetricRow], verdic
 
 
 def _finding_e_q2_3(rows: list[MetricRow], all_rows: Sequence[MetricRow], verdicts: Verdicts) -> str:
+    _, post_stage = merge_pair(all_rows)
     layers = sort_stages({r.stage for r in rows if r.stage.startswith("language.") and r.metric == "iou"})
     if not layers:
         return "No LLM layer reported a bbox IoU."
@@ -166,7 +168,7 @@ def _finding_e_q2_3(rows: list[MetricRow], all_rows: Sequence[MetricRow], verdic
         parts.append(_at(best, "best layer"))
     if per_layer[-1] is not per_layer[0] and per_layer[-1] is not best:
         parts.append(_at(per_layer[-1], "last layer"))
-    post = spatial_row(model_rows(all_rows, "e_q2_2"), POST_MERGE) or spatial_row(rows, POST_MERGE)
+    post = spatial_row(model_rows(all_rows, "e_q2_2"), post_stage) or spatial_row(rows, post_stage)
     if post is not None:
         parts.append(f"the merger output it starts from has {fmt_row(post)}")
     return "; ".join(parts) + "."

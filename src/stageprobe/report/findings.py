@@ -70,6 +70,12 @@ CONTROL_COLUMNS: tuple[tuple[str, str], ...] = (
 BAR_WIDTH = 20
 
 
+def weights_phrase(meta: RunMeta) -> str:
+    if meta.model == "pixels":
+        return "no weights: the raw-pixel baseline"
+    return "random weights" if meta.weights_random else "trained weights"
+
+
 def experiment_heading(experiment: str) -> str:
     number = experiment.rsplit("_", 1)[-1]
     return f"E-Q2.{number}: {EXPERIMENT_TITLES.get(experiment, experiment)}"
@@ -207,8 +213,7 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
     doc.add(
         Para(f"**Status:** {str(results.get('status', MISSING)).replace('_', ' ').capitalize()}"),
         Para(f"**Date:** {_date(results)}"),
-        Para(f"**Model:** `{meta.model}` ({'random weights' if meta.weights_random else 'trained weights'}, "
-             f"protocol `{meta.protocol}`)"),
+        Para(f"**Model:** `{meta.model}` ({weights_phrase(meta)}, protocol `{meta.protocol}`)"),
         Para(f"**Recommendation:** {analysis.advice.headline}"),
         Rule(), Heading(2, "The Question"), Para(QUESTION),
         Heading(2, "The Answer"), *[Para(p) for p in _answer(analysis, rows)],

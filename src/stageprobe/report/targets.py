@@ -191,23 +191,33 @@ def _describe(row: MetricRow) -> str:
     return f"{row.probe} IoU at {row.stage} is {fmt(row.value)}" + (f" {ci}" if ci else "")
 
 
+def merge_pair(rows: Sequence[MetricRow]) -> tuple[str, str]:
+    """The stages on either side of the 2×2 merge: the model's own, or — when the model studied is
+    the pixel baseline itself — its 14 px and 28 px patches, which play the same roles."""
+    own = {r.stage for r in rows if r.control == "none"}
+    if PRE_MERGE not in own and POST_MERGE not in own and "pixels.patch" in own:
+        return "pixels.patch", "pixels.merged"
+    return PRE_MERGE, POST_MERGE
+
+
 def decide(rows: Sequence[MetricRow], target: float = BBOX_IOU.threshold) -> Decision:
     """GREEN / YELLOW / RED from the spatial probes' IoU before and after the 2×2 merger."""
     probes: tuple[str, ...] = SPATIAL_PROBES
-    pre = best_row(rows, "iou", stages=[PRE_MERGE], probes=probes)
-    post = best_row(rows, "iou", stages=[POST_MERGE], probes=probes)
+    pre_stage, post_stage = merge_pair(rows)
+    pre = best_row(rows, "iou", stages=[pre_stage], probes=probes)
+    post = best_row(rows, "iou", stages=[post_stage], probes=probes)
     pooled_only = False
     if pre is None and post is None:
         # Only the seed protocol's pooled probe was run: usable for a colour, but flagged.
-        pre = best_row(rows, "iou", stages=[PRE_MERGE], probes=[POOLED_PROBE])
-        post = best_row(rows, "iou", stages=[POST_MERGE], probes=[POOLED_PROBE])
+        pre = best_row(rows, "iou", stages=[pre_stage], probes=[POOLED_PROBE])
+        post = best_row(rows, "iou", stages=[post_stage], probes=[POOLED_PROBE])
         pooled_only = pre is not None or post is not None
     used_probes = [r.probe for r in (pre, post) if r is not None]
-    ceiling = best_row(rows, "iou", stages=["pixels.patch", PRE_MERGE], probes=used_probes or None,
+    ceiling = best_row(rows, "iou", stages=["pixels.patch", pre_stage], probes=used_probes or None,
                        control="pixels")
     t = fmt_target(target)
     if pre is None or post is None:
-        missing = [s for s, r in ((PRE_MERGE, pre), (POST_MERGE, post)) if r is None]
+        missing = [s for s, r in ((pre_stage, pre), (post_stage, post)) if r is None]
         return Decision("UNAVAILABLE", pre, post, False, pooled_only, ceiling,
                         f"no spatial-probe IoU at {', '.join(missing)}: the decision matrix needs both "
                         "sides of the 2×2 merger")

@@ -323,13 +323,14 @@ class StudyRun:
             def value(metric: str, at: dict[str, MetricRow] = at) -> MetricValue:
                 row = at.get(metric)
                 if row is None or row.value is None:
-                    reason = row.unavailable_reason if row is not None else f"{metric} not measured at this stage"
-                    return MetricValue(None, reason)
-                return MetricValue(row.value)
+                    reason = row.unavailable_reason if row is not None else "not measured at this stage"
+                    return MetricValue.unavailable(metric, reason or "not measured")
+                return MetricValue(metric, row.value)
 
             iou = iou_by_stage.get(stage)
-            iou_value = (MetricValue(float(np.nanmean(iou))) if iou is not None
-                         else MetricValue(None, "no box IoU measured at this stage (E-Q2.1–3 do not read it)"))
+            no_iou = "no box IoU measured at this stage (E-Q2.1–3 do not read it)"
+            iou_value = (MetricValue("iou", float(np.nanmean(iou))) if iou is not None
+                         else MetricValue.unavailable("iou", no_iou))
             score = irs(iou_value, value("lpips"), value("edge_f1"))
             out.append(MetricRow(experiment=experiment, stage=stage, probe="decoder", metric="irs", value=score.value,
                                  n=at["edge_f1"].n if "edge_f1" in at else 0, control=control, model=model,

@@ -1,0 +1,111 @@
+from itertools import pairwise
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage import data as skdata
+from skimage.transform import resize
+
+from stageprobe.metrics import (
+    LpipsMetric,
+    MetricValue,
+    edge_f1,
+    gram_distance,
+    irs,
+    load_lpips,
+    lpips_weights_reason,
+    psnr,
+    reconstruction_scores,
+    ssim,
+)
+
+SIGMAS = (1.0, 2.0, 4.0)
+
+
+def _photo(name: str) -> np.ndarray:
+    image = getattr(skdata, name)()
+    if image.ndim == 2:
+        image = np.stack([image] * 3, -1)
+    return resize(image[..., :3], (128, 128), anti_aliasing=True).astype(np.float64)
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    return ndimage.gaussian_filter(image, sigma=(sigma, sigma, 0))
+
+
+@pytest.fixture(scope="module")
+def random_lpips() -> LpipsMetric:
+    import lpips
+    import torch
+
+    torch.manual_seed(0)
+    return LpipsMetric(lpips.LPIPS(net="alex", pnet_rand=True, verbose=False))
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_identity_scores(name: str, random_lpips: LpipsMetric) -> None:
+    x = _photo(name)
+    assert ssim(x, x) == pytest.approx(1.0)
+    assert edge_f1(x, x) == pytest.approx(1.0)
+    assert psnr(x, x) == float("inf")
+    assert gram_distance(x, x) == pytest.approx(0.0, abs=1e-12)
+    assert random_lpips([x], [x])[0] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_scores_worsen_monotonically_with_blur(name: str, random_lpips: LpipsMetric) -> None:
+    x = _photo(name)
+    blurred = [_blur(x, s) for s in SIGMAS]
+    ssims = [ssim(x, b) for b in blurred]
+    edges = [edge_f1(x, b) for b in blurred]
+    psnrs = [psnr(x, b) for b in blurred]
+    lp = random_lpips([x] * len(blurred), blurred)
+    assert all(a > b for a, b in pairwise(ssims)), ssims
+    assert all(a > b for a, b in pairwise(edges)), edges
+    assert all(a > b for a, b in pairwise(psnrs)), psnrs
+    assert all(a < b for a, b in pairwise(lp)), lp
+    assert ssims[0] < 1 and edges[0] < 1 and lp[0] > 0
+
+
+def test_edge_f1_tolerates_one_pixel_shift_only() -> None:
+    x = _photo("astronaut")
+    assert edge_f1(x, np.roll(x, 1, axis=1)) > 0.9
+    assert edge_f1(x, np.roll(x, 6, axis=1)) < 0.6
+
+
+def test_lpips_is_unavailable_not_substituted_without_weights() -> None:
+    reason = lpips_weights_reason()
+    metric = load_lpips()
+    if reason is None:
+        assert isinstance(metric, LpipsMetric)
+        return
+    assert isinstance(metric, MetricValue) and metric.value is None and "weights" in metric.reason
+    x = _photo("astronaut")[None]
+    scores, unavailable = reconstruction_scores(x, x)
+    assert "lpips" not in scores and "lpips" in unavailable
+
+
+def test_reconstruction_scores_with_given_lpips(random_lpips: LpipsMetric) -> None:
+    x = np.stack([_photo("astronaut"), _photo("coffee")])
+    scores, unavailable = reconstruction_scores(x, x, random_lpips)
+    assert not unavailable
+    assert set(scores) == {"ssim", "psnr", "edge_f1", "gram_gabor", "lpips"}
+    assert scores["lpips"].shape == (2,)
+
+
+def test_irs_formula_and_unavailability() -> None:
+    value = irs(MetricValue("iou", 0.85), MetricValue("lpips", 0.3), MetricValue("edge_f1", 0.8)).value
+    assert value == pytest.approx(1.0)
+    value = irs(MetricValue("iou", 0.5), MetricValue("lpips", 0.2), MetricValue("edge_f1", 0.4)).value
+    assert value == pytest.approx(0.4 * 0.5 / 0.85 + 0.3 * 0.8 / 0.7 + 0.3 * 0.4 / 0.8)
+    missing = irs(MetricValue("iou", 0.5), MetricValue.unavailable("lpips", "no weights"),
+                  MetricValue("edge_f1", 0.4))
+    assert missing.value is None and "lpips: no weights" in (missing.reason or "")
+    assert str(missing).startswith("unavailable (")
+
+
+def test_metric_value_needs_value_xor_reason() -> None:
+    with pytest.raises(ValueError):
+        MetricValue("x", None)
+    with pytest.raises(ValueError):
+        MetricValue("x", 1.0, "both")
