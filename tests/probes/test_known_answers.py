@@ -39,18 +39,6 @@ def test_dense_reads_pixels_and_pooled_does_not(pixel_features: FeatureGetter) -
     _box_checks(pixel_features, 600)
 
 
-def _attention_map(get: FeatureGetter, n: int, **options: object) -> float:
-    _, splits = get("shapes", "pixels.merged", n)
-    result = fit_probe("attention", "boxes", splits["train"], splits["val"], splits["test"], seed=0, **options)
-    return result.metrics["map_50"]
-
-
-@pytest.mark.slow
-def test_attention_detects_on_merged_pixels(pixel_features: FeatureGetter) -> None:
-    value = _attention_map(pixel_features, 600)
-    assert value >= 0.5, value
-
-
 def _temporal_checks(get: FeatureGetter, n: int, full: bool) -> None:
     """`temporal-dense` reads direction, order (and, in full, speed) from merged video pixels, and
     its fitted predictor follows a time reversal of the test clips: the order label flips and the
