@@ -187,7 +187,8 @@ def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run
 
     if len(run_dirs) < 2:
         raise UserInputError("compare needs at least two run directories")
-    console.print(comparison_table(compare_runs(run_dirs)))
+    # one column per run plus deltas: never squeeze it into a pipe's default 80 columns
+    Console(width=max(console.width, 220)).print(comparison_table(compare_runs(run_dirs)))
 
 
 @app.command()

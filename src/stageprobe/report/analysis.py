@@ -186,14 +186,20 @@ def _finding_e_q2_4(rows: list[MetricRow], all_rows: Sequence[MetricRow], verdic
     return "; ".join(parts) + "."
 
 
-def _finding_e_q2_5(rows: list[MetricRow], all_rows: Sequence[MetricRow], verdicts: Verdicts) -> str:
+def _verdict_parts(keys: Sequence[str], verdicts: Verdicts, prefix: str = "") -> list[str]:
+    """Each target's best measured value against its target, or why it is unavailable."""
     parts = []
-    for key in ("lpips", "edge_f1", "irs"):
+    for key in keys:
         verdict = verdicts[key]
         if verdict.row is None:
             parts.append(f"{verdict.target.label} unavailable ({verdict.reason})")
         else:
-            parts.append(_at(verdict.row, f"best {verdict.target.label}") + f", {_against(key, verdicts)}")
+            parts.append(_at(verdict.row, f"{prefix}{verdict.target.label}") + f", {_against(key, verdicts)}")
+    return parts
+
+
+def _finding_e_q2_5(rows: list[MetricRow], all_rows: Sequence[MetricRow], verdicts: Verdicts) -> str:
+    parts = _verdict_parts(("lpips", "edge_f1", "irs"), verdicts, prefix="best ")
     ssim = best_row(rows, "ssim")
     if ssim is not None:
         parts.append(_at(ssim, "best SSIM"))
@@ -201,14 +207,7 @@ def _finding_e_q2_5(rows: list[MetricRow], all_rows: Sequence[MetricRow], verdic
 
 
 def _finding_e_q2_6(rows: list[MetricRow], all_rows: Sequence[MetricRow], verdicts: Verdicts) -> str:
-    parts = []
-    for key in ("direction_acc", "speed_acc", "order_acc"):
-        verdict = verdicts[key]
-        if verdict.row is None:
-            parts.append(f"{verdict.target.label} unavailable ({verdict.reason})")
-        else:
-            parts.append(_at(verdict.row, verdict.target.label) + f", {_against(key, verdicts)}")
-    return "; ".join(parts) + "."
+    return "; ".join(_verdict_parts(("direction_acc", "speed_acc", "order_acc"), verdicts)) + "."
 
 
 _FINDERS = {

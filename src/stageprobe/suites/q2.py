@@ -86,6 +86,12 @@ def probes_for(spec: ExperimentSpec, protocol: ProtocolName) -> tuple[ProbeSpec,
 
 #: `--quick` reads a few evenly spaced blocks and layers: a smoke test of every code path
 QUICK_STAGE_LIMITS = {"vision.block.": 3, "language.layer.": 2}
+#: ... and trains the gradient-trained probes for fewer epochs (their numbers are then a floor)
+QUICK_PROBE_OPTIONS: dict[str, dict[str, Any]] = {
+    "decoder": {"epochs": 5},
+    "decoder-pooled": {"epochs": 5},
+    "attention": {"epochs": 10},
+}
 
 
 def thin_stages(stages: list[str], prefix: str, limit: int | None) -> list[str]:

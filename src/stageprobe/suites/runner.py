@@ -40,6 +40,7 @@ from stageprobe.report.schema import MetricRow, RunContext
 from stageprobe.stats import bootstrap_ci, bootstrap_map_ci, paired_bootstrap_diff
 from stageprobe.suites.q2 import (
     Q2,
+    QUICK_PROBE_OPTIONS,
     QUICK_STAGE_LIMITS,
     SIZES,
     ExperimentSpec,
@@ -97,7 +98,7 @@ class ExperimentOutcome:
 
 
 # Probe metric names → the report's names (the seed's vocabulary).
-METRIC_NAMES = {"matched_iou": "iou", "patch_acc": "patch_class_acc"}
+METRIC_NAMES = {"matched_iou": "iou", "patch_acc": "patch_class_acc", "map_50_95": "map"}
 
 
 def default_run_dir(model: str) -> Path:
@@ -229,8 +230,9 @@ class StudyRun:
         control = {"main": "none", "pixels": "pixels", "random-init": "random-init"}[which]
         model_name = self.model(which).name
         label = probe.probe
+        options = {**probe.options, **(QUICK_PROBE_OPTIONS.get(probe.probe, {}) if self.config.size == "quick" else {})}
         result = fit_probe(probe.probe, probe.task, splits["train"], splits["val"], splits["test"],
-                           seed=self.config.seed, **probe.options)
+                           seed=self.config.seed, **options)
         rows = self._rows(spec, stage, label, result, control, model_name)
         outcome.rows += rows
         if which == "main":
@@ -244,7 +246,7 @@ class StudyRun:
             return
         for name in probe.controls:
             controlled = fit_probe(probe.probe, probe.task, splits["train"], splits["val"], splits["test"],
-                                   seed=self.config.seed, control=name, **probe.options)
+                                   seed=self.config.seed, control=name, **options)
             control_rows = self._rows(spec, stage, label, controlled, name, model_name)
             outcome.rows += control_rows
             if name == "control-task":

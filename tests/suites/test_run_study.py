@@ -1,0 +1,128 @@
+"""`stageprobe run` end to end: the study on the default model and on the pixel baseline,
+validation of what it wrote, and resume after a kill."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+CLI = [sys.executable, "-m", "stageprobe"]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    done = run_cli("run", "--quick", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def pixels_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "pixels"
+    done = run_cli("run", "--quick", "--model", "pixels", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def metric_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_quick_run_writes_a_valid_run_directory(tiny_run: Path) -> None:
+    for name in ("results.yaml", "metrics.csv", "FINDINGS.md", "report.html", "config.yaml", "env.json"):
+        assert (tiny_run / name).is_file(), name
+    checked = run_cli("validate", str(tiny_run))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    results = yaml.safe_load((tiny_run / "results.yaml").read_text())
+    experiments = results["results"]["experiments"]
+    assert sorted(experiments) == [f"e_q2_{i}" for i in range(1, 7)]
+    assert all(e["status"] == "completed" for e in experiments.values())
+    assert results["recommendation"] in ("proceed", "pivot", "investigate", "block")
+    findings = (tiny_run / "FINDINGS.md").read_text()
+    assert "random" in findings.lower()
+
+
+def test_every_stage_is_read_with_its_controls(tiny_run: Path) -> None:
+    rows = metric_rows(tiny_run)
+    stages = {r["stage"] for r in rows if r["control"] == "none"}
+    assert {"vision.patch_embed", "vision.pre_merge", "vision.post_merge", "language.layer.0"} <= stages
+    dense = [r for r in rows if r["probe"] == "dense-linear" and r["metric"] == "iou" and r["experiment"] == "e_q2_1"]
+    controls = {r["control"] for r in dense}
+    assert {"none", "pixels", "control-task", "token-shuffle", "selectivity"} <= controls
+    measured = [r for r in rows if r["value"] and r["control"] == "none" and r["metric"] == "iou"]
+    assert measured and all(r["ci_low"] and r["ci_high"] for r in measured)
+    assert all(float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"]) for r in measured)
+
+
+def test_every_number_in_findings_is_a_measured_number(tiny_run: Path) -> None:
+    measured = set()
+    for row in metric_rows(tiny_run):
+        for key in ("value", "ci_low", "ci_high"):
+            if row[key]:
+                measured.add(f"{float(row[key]):.3f}")
+                measured.add(f"{-float(row[key]):.3f}")
+    findings = (tiny_run / "FINDINGS.md").read_text()
+    printed = re.findall(r"(?<![\w.])-?\d+\.\d{3}(?![\d])", findings)
+    assert printed, "FINDINGS.md prints no measured number"
+    assert [p for p in printed if p not in measured] == []
+
+
+def test_pixel_baseline_localises_with_dense_probe_not_pooled(pixels_run: Path) -> None:
+    rows = [r for r in metric_rows(pixels_run) if r["experiment"] == "e_q2_1" and r["metric"] == "iou"
+            and r["control"] == "none" and r["stage"] == "pixels.patch"]
+    dense = next(float(r["value"]) for r in rows if r["probe"] == "dense-linear")
+    pooled = next(float(r["value"]) for r in rows if r["probe"] == "pooled-linear")
+    assert dense > 0.7 > pooled
+    findings = (pixels_run / "FINDINGS.md").read_text()
+    assert "pooled-linear probe (seed protocol) gets" in findings
+
+
+def test_damaged_results_fail_validation_with_a_clear_message(pixels_run: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for item in pixels_run.iterdir():
+        if item.is_file():
+            (damaged / item.name).write_bytes(item.read_bytes())
+    (damaged / "artifacts").symlink_to(pixels_run / "artifacts")
+    text = (damaged / "results.yaml").read_text().replace("recommendation:", "recommendation_broken:", 1)
+    (damaged / "results.yaml").write_text(text)
+    checked = run_cli("validate", str(damaged))
+    assert checked.returncode == 2
+    assert "recommendation" in checked.stderr
+    assert "Traceback" not in checked.stderr
+
+
+def test_killed_run_resumes_to_the_same_metrics(pixels_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    process = subprocess.Popen([*CLI, "run", "--quick", "--model", "pixels", "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (out / "experiments" / "e_q2_2.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "results.yaml").exists(), "the run finished before it could be killed"
+    resumed = run_cli("run", "--quick", "--model", "pixels", "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "finished earlier, kept" in resumed.stderr
+
+    def numbers(run_dir: Path) -> list[tuple[str, ...]]:
+        return sorted((r["experiment"], r["stage"], r["probe"], r["metric"], r["control"], r["value"], r["ci_low"],
+                       r["ci_high"]) for r in metric_rows(run_dir))
+
+    assert numbers(out) == numbers(pixels_run)
