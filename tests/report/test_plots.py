@@ -11,7 +11,7 @@ from PIL import Image
 from stageprobe.report import plots
 
 
-def _png(path: Path) -> tuple[int, int]:
+def assert_png(path: Path) -> tuple[int, int]:
     with Image.open(path) as image:
         assert image.format == "PNG"
         return image.size
@@ -19,13 +19,13 @@ def _png(path: Path) -> tuple[int, int]:
 
 def test_summary_plots(tmp_path: Path) -> None:
     rows = synthetic_rows()
-    assert _png(plots.plot_decay_curves(rows, tmp_path / "a" / "decay.png"))[0] > 600
-    assert _png(plots.plot_stage_heatmap(rows, tmp_path / "heat.png"))[1] > 200
+    assert assert_png(plots.plot_decay_curves(rows, tmp_path / "a" / "decay.png"))[0] > 600
+    assert assert_png(plots.plot_stage_heatmap(rows, tmp_path / "heat.png"))[1] > 200
 
 
 def test_summary_plots_with_nothing_measured(tmp_path: Path) -> None:
-    _png(plots.plot_decay_curves([], tmp_path / "decay.png"))
-    _png(plots.plot_stage_heatmap([], tmp_path / "heat.png"))
+    assert_png(plots.plot_decay_curves([], tmp_path / "decay.png"))
+    assert_png(plots.plot_stage_heatmap([], tmp_path / "heat.png"))
 
 
 def test_image_helpers(tmp_path: Path) -> None:
@@ -36,14 +36,14 @@ def test_image_helpers(tmp_path: Path) -> None:
         (rng.random((64, 64, 3)) * 255).astype(np.uint8),
     ]
     boxes = [np.array([[4, 4, 30, 30]]), np.array([[10, 10, 50, 40], [1, 1, 5, 5]]), np.zeros((0, 4))]
-    _png(plots.save_box_overlay(images, boxes, [b + 2 for b in boxes], tmp_path / "boxes.png"))
+    assert_png(plots.save_box_overlay(images, boxes, [b + 2 for b in boxes], tmp_path / "boxes.png"))
     scores = [np.array([0.9]), np.array([0.2, 0.8]), np.zeros(0)]
-    _png(plots.save_detection_overlay(images, boxes, boxes, scores, tmp_path / "det.png"))
-    _png(plots.save_reconstruction_grid(images, images[::-1], tmp_path / "recon.png"))
-    _png(plots.save_reconstruction_grid(images[:1], images[:1], tmp_path / "recon1.png"))
+    assert_png(plots.save_detection_overlay(images, boxes, boxes, scores, tmp_path / "det.png"))
+    assert_png(plots.save_reconstruction_grid(images, images[::-1], tmp_path / "recon.png"))
+    assert_png(plots.save_reconstruction_grid(images[:1], images[:1], tmp_path / "recon1.png"))
     labels = ["left", "right", "up", "down"]
-    _png(plots.save_confusion_matrix(rng.integers(0, 20, (4, 4)), labels, tmp_path / "cm.png"))
-    _png(
+    assert_png(plots.save_confusion_matrix(rng.integers(0, 20, (4, 4)), labels, tmp_path / "cm.png"))
+    assert_png(
         plots.save_training_curves(
             {"a": {"train_loss": [1, 0.5], "val_loss": [1.2, 0.7]}, "b": {"loss": [3, 2, 1]}},
             tmp_path / "curves.png",

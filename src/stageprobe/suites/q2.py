@@ -6,7 +6,7 @@ not part of its study (a ViT has no LLM layers; the pixel baseline has only `pix
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Size = Literal["quick", "default", "full"]
@@ -22,7 +22,6 @@ class ProbeSpec:
     controls: tuple[str, ...] = ()
     #: kept under `--protocol seed` (the original harness's pooled probes)
     seed_protocol: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
