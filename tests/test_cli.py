@@ -98,3 +98,20 @@ def test_run_rejects_contradicting_sizes(tmp_path: Path) -> None:
     code, out = invoke("run", "--quick", "--full", "--out", str(tmp_path / "run"))
     assert code == 2
     assert "--quick and --full" in out
+
+
+def test_device_map_on_a_preset_or_under_torchrun_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = invoke("extract", "--model", "qwen2.5-vl-tiny", "--dataset", "shapes", "--n", "4",
+                       "--out", str(tmp_path / "store"), "--device-map", "auto")
+    assert code == 2 and "--device-map" in out and "checkpoint" in out
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, out = invoke("extract", "--model", "qwen2.5-vl-tiny", "--dataset", "shapes", "--n", "4",
+                       "--out", str(tmp_path / "store"), "--device-map", "auto")
+    assert code == 2 and "torchrun" in out
+    assert not (tmp_path / "store").exists()
+
+
+def test_probe_workers_below_one_is_refused(tmp_path: Path) -> None:
+    code, out = invoke("run", "--quick", "--probe-workers", "0", "--out", str(tmp_path / "run"))
+    assert code == 2 and "--probe-workers" in out
+    assert not (tmp_path / "run").exists()

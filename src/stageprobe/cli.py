@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -85,6 +86,8 @@ def extract(
     out: Annotated[Path, typer.Option("--out", "-o", help="feature store directory (resumed if it exists)")],
     stages: Annotated[list[str] | None, typer.Option("--stages", "-s", help="stage glob; repeatable")] = None,
     batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
+    device_map: Annotated[str | None, typer.Option(
+        help="split a checkpoint over several GPUs with accelerate: auto | balanced | sequential")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option(help="model dtype: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16")] = "auto",
     store_dtype: Annotated[str, typer.Option(help="dtype on disk: float16 | bfloat16 | float32")] = "float16",
@@ -100,8 +103,14 @@ def extract(
     from stageprobe.features.extract import extract_dataset
     from stageprobe.models import load_model
 
+    if device_map is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserInputError(
+            "--device-map splits one model over every GPU of one process; under torchrun each rank uses its "
+            "own GPU. Run one process with --device-map, or torchrun without it"
+        )
     data = _dataset(dataset, n=n, seed=seed, skip_bad=skip_bad)
-    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                        device_map=device_map)
     store = extract_dataset(loaded, data, out, stages=stages or None, batch_size=batch_size,
                             store_dtype=store_dtype, shard_size=shard_size, limit=limit,
                             frames_as_images=frames_as_images)
@@ -121,6 +130,10 @@ def run(
     seed: Annotated[int, typer.Option(help="seed of data, splits, probes and bootstrap")] = 0,
     no_controls: Annotated[bool, typer.Option("--no-controls", help="skip pixel / random-init controls")] = False,
     batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
+    probe_workers: Annotated[int | None, typer.Option(
+        help="processes fitting probes at once (default: one per core on CPU, up to 4; one on a GPU)")] = None,
+    device_map: Annotated[str | None, typer.Option(
+        help="split a checkpoint over several GPUs with accelerate: auto | balanced | sequential")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16")] = "auto",
     store_dtype: Annotated[str, typer.Option(help="feature dtype on disk: float16 | bfloat16 | float32")] = "float16",
@@ -139,11 +152,13 @@ def run(
     try:
         config = RunConfig(model=model, suite=suite, size="quick" if quick else "full" if full else "default",
                            stages=stages or None, protocol=protocol, seed=seed, controls=not no_controls,
-                           batch_size=batch_size, device=device, dtype=dtype, store_dtype=store_dtype,
+                           batch_size=batch_size, probe_workers=probe_workers, device=device,
+                           device_map=device_map, dtype=dtype, store_dtype=store_dtype,
                            trust_remote_code=trust_remote_code)
     except ValidationError as error:
         first = error.errors()[0]
-        raise UserInputError(f"--{first['loc'][0]}: {first['msg']}") from None
+        option = str(first["loc"][0]).replace("_", "-")
+        raise UserInputError(f"--{option}: {first['msg']}") from None
     run_dir = out or default_run_dir(model)
     if use_wandb and importlib.util.find_spec("wandb") is None:
         raise UserInputError("--wandb needs the wandb client: pip install 'stageprobe[wandb]'")

@@ -12,6 +12,7 @@ from PIL import Image
 import stageprobe as sp
 from stageprobe.errors import UserInputError
 from stageprobe.models.qwen_vl import QwenVLModel
+from stageprobe.models.registry import preset_cache_dir
 
 PRESETS = ["qwen2.5-vl-tiny", "qwen2-vl-tiny"]
 GREY = (128, 128, 128)
@@ -179,3 +180,39 @@ def test_7b_random_preset_has_the_published_size() -> None:
     # Qwen2.5-VL-7B-Instruct has 8.29 B parameters (vision tower 0.68 B + LLM and head)
     assert abs(sum(p.numel() for p in skeleton.parameters()) / 1e9 - 8.292) < 0.001
     assert len(skeleton.model.visual.blocks) == 32 and len(skeleton.model.language_model.layers) == 28
+
+
+# the LLM offloaded to disk: accelerate's hooks load its weights at each forward
+BY_MODULE = {"model.visual": "cpu", "model.language_model": "disk", "lm_head": "cpu"}
+
+
+@pytest.mark.parametrize("device_map", ["auto", BY_MODULE])
+def test_checkpoint_loaded_with_a_device_map_extracts_the_same_features(
+    model: QwenVLModel, tmp_path: Path, device_map: str | dict[str, str]
+) -> None:
+    # No GPU here: "auto" puts every module on the CPU, the explicit map splits CPU and disk. Both
+    # go through accelerate's loading, the second through its per-module hooks; not a GPU split.
+    model.hf_model.save_pretrained(tmp_path)
+    model.processor.save_pretrained(tmp_path)
+    mapped = sp.load_model(str(tmp_path), device="cpu", device_map=device_map)
+    assert isinstance(mapped, QwenVLModel)
+    assert mapped.device == torch.device("cpu")
+    if device_map == BY_MODULE:
+        assert mapped.hf_model.hf_device_map == BY_MODULE
+        assert {p.device.type for p in mapped.language_model.parameters()} == {"meta"}  # on disk
+    images = [with_bright_patch((224, 224), 2, 3), Image.new("RGB", (224, 224), GREY)]
+    expected, got = model.extract(images), mapped.extract(images)
+    assert set(got) == set(expected)
+    for stage, grid in expected.items():
+        torch.testing.assert_close(got[stage], grid, msg=stage)
+    twin = mapped.random_init_twin(seed=3)
+    twin_grid = twin.extract(images, stages=["vision.post_merge"])["vision.post_merge"]
+    assert twin_grid.shape == expected["vision.post_merge"].shape
+
+
+def test_device_map_is_refused_for_presets_and_single_device_families() -> None:
+    with pytest.raises(UserInputError, match="checkpoints"):
+        sp.load_model("qwen2.5-vl-tiny", device="cpu", device_map="auto")
+    sp.load_model("dinov2-tiny", device="cpu")  # writes its checkpoint to the preset cache
+    with pytest.raises(UserInputError, match="not supported"):
+        sp.load_model(str(preset_cache_dir() / "dinov2-tiny"), device="cpu", device_map="auto")

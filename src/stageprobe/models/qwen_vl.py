@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -58,7 +59,7 @@ class QwenVLModel(StageModel):
         self.prompt = prompt
         self.video_prompt = video_prompt
         first_param = next(hf_model.parameters())
-        self.device = first_param.device
+        self.device = _input_device(hf_model)
         self.dtype = first_param.dtype
         config = hf_model.config
         self.vision_config = config.vision_config
@@ -287,7 +288,8 @@ class QwenVLModel(StageModel):
         merge = self.merge
         tensor = tensor.detach()
         if name.startswith("language."):
-            positions = input_ids == token_id
+            # under a device_map the layer may sit on another GPU than the inputs
+            positions = (input_ids == token_id).to(tensor.device)
             per_item = [tensor[b][positions[b]] for b in range(tensor.shape[0])]
             t, h, w = (int(v) for v in grid_thw[0])
             grids = [x.reshape(t, h // merge, w // merge, -1) for x in per_item]
@@ -330,9 +332,29 @@ class QwenVLModel(StageModel):
         """The same architecture and processor with freshly initialised weights (a control)."""
         with torch.random.fork_rng(devices=[]):  # the caller's random stream stays untouched
             torch.manual_seed(seed)
-            twin = type(self.hf_model)(self.hf_model.config).to(device=self.device, dtype=self.dtype)
+            twin = type(self.hf_model)(self.hf_model.config).to(dtype=self.dtype)
+        device_map = getattr(self.hf_model, "hf_device_map", None)
+        if device_map is not None and len(set(device_map.values())) > 1:
+            from accelerate import dispatch_model
+
+            # the same split as the trained model; modules it keeps on disk are written there
+            config_hash = self.config_summary()["config_sha256"][:16]
+            twin = dispatch_model(twin, device_map=device_map,
+                                  offload_dir=str(_offload_dir(f"twin-{config_hash}-seed{seed}")))
+        else:
+            twin = twin.to(self.device)
         return QwenVLModel(twin, self.processor, f"{self.name} (random-init twin)", f"random-init seed {seed}",
                            self.prompt, self.video_prompt)
+
+
+def _input_device(hf_model: nn.Module) -> torch.device:
+    """Where inputs go: the first accelerator of a device map (accelerate's hooks move them on
+    from there), else the device of the weights."""
+    device_map = getattr(hf_model, "hf_device_map", None)
+    if device_map:
+        accelerators = [d for d in device_map.values() if d not in ("cpu", "disk")]
+        return torch.device(accelerators[0]) if accelerators else torch.device("cpu")
+    return next(hf_model.parameters()).device
 
 
 def _last_linear(module: nn.Module) -> nn.Linear:
@@ -348,6 +370,11 @@ def _model_class(model_type: str) -> type[nn.Module]:
     return {"qwen2_5_vl": Qwen2_5_VLForConditionalGeneration, "qwen2_vl": Qwen2VLForConditionalGeneration}[model_type]
 
 
+def _offload_dir(key: str) -> Path:
+    """Where accelerate keeps the modules a device map puts on "disk", one folder per model."""
+    return preset_cache_dir().parent / "offload" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def _weights_id(name: str, config: Any) -> str:
     """The Hub commit when known, else a hash of the local directory's file names and sizes."""
     commit = getattr(config, "_commit_hash", None)
@@ -361,17 +388,23 @@ def _weights_id(name: str, config: Any) -> str:
 @register_architecture("qwen2_5_vl", "qwen2_vl")
 def load_qwen_vl(
     name: str, config: Any, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False,
-    weights_id: str | None = None,
+    weights_id: str | None = None, device_map: str | dict[str, Any] | None = None,
 ) -> QwenVLModel:
+    """`device_map` (accelerate's) places the modules over several devices instead of all on `device`."""
     from transformers import AutoProcessor
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bars are the ones users read
     source = str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
     try:
+        # a map may put modules on "disk" (accelerate loads them per forward): they need a folder
+        offload = {} if device_map is None else {"offload_folder": str(_offload_dir(os.path.abspath(source)))}
         hf_model = _model_class(config.model_type).from_pretrained(
-            source, dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code
-        ).to(device)
+            source, dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust_remote_code,
+            device_map=device_map, **offload,
+        )
+        if device_map is None:
+            hf_model = hf_model.to(device)
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as error:
         raise UserInputError(

@@ -6,6 +6,8 @@ A model family registers itself in its own file: presets with `register_preset`,
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,11 +84,23 @@ def load_model(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype = "auto",
     trust_remote_code: bool = False,
+    device_map: str | dict[str, Any] | None = None,
 ) -> StageModel:
-    """A model by preset name, Hub id or local directory, on `device` in `dtype`."""
+    """A model by preset name, Hub id or local directory, on `device` in `dtype`.
+
+    `device_map` ("auto", "balanced", … or a module → device dict) splits a checkpoint over
+    several GPUs with accelerate, for models one GPU cannot hold; it replaces `device`.
+    """
     resolved_device = resolve_device(device)
+    if device_map is not None and resolved_device.type == "cpu" and torch.cuda.is_available():
+        resolved_device = torch.device("cuda")  # the dtype of a model that goes to the GPUs
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     if name in PRESETS:
+        if device_map is not None:
+            raise UserInputError(
+                f"--device-map applies to checkpoints (a Hub id or a local directory), not to the preset {name!r}; "
+                "drop --device-map, or pass the checkpoint directory"
+            )
         return PRESETS[name].factory(device=resolved_device, dtype=resolved_dtype)
     config = _read_config(name, trust_remote_code)
     model_type = getattr(config, "model_type", None)
@@ -95,9 +109,19 @@ def load_model(
             f"{name!r} is a {model_type!r} model, which stageprobe does not support. "
             f"Supported architectures: {', '.join(sorted(ARCHITECTURES))}"
         )
-    return ARCHITECTURES[model_type](
-        name, config, device=resolved_device, dtype=resolved_dtype, trust_remote_code=trust_remote_code
-    )
+    factory = ARCHITECTURES[model_type]
+    options: dict[str, Any] = {}
+    if device_map is not None:
+        if "device_map" not in inspect.signature(factory).parameters:
+            raise UserInputError(
+                f"--device-map is not supported for {model_type!r} models, which fit on one device; "
+                "drop --device-map and use --device"
+            )
+        if importlib.util.find_spec("accelerate") is None:
+            raise UserInputError("--device-map needs accelerate: pip install 'stageprobe[multi-gpu]'")
+        options["device_map"] = device_map
+    return factory(name, config, device=resolved_device, dtype=resolved_dtype, trust_remote_code=trust_remote_code,
+                   **options)
 
 
 def _read_config(name: str, trust_remote_code: bool) -> Any:

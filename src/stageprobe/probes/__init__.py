@@ -53,12 +53,15 @@ def fit_probe(name: str, task: str, train: ProbeData, val: ProbeData, test: Prob
 
 
 def split_probe_data(features: torch.Tensor | np.ndarray, samples: Sequence[Any],
-                     images: np.ndarray | None = None) -> dict[str, ProbeData]:
-    """Split features (N, T, H, W, D) of `samples` (objects with .key, .split, .target and .image or
-    .frames) into train/val/test `ProbeData` by each sample's own split."""
+                     images: np.ndarray | None = None,
+                     image_size: tuple[int, int] | None = None) -> dict[str, ProbeData]:
+    """Split features (N, T, H, W, D) of `samples` (objects with .key, .split, .target) into
+    train/val/test `ProbeData` by each sample's own split. `image_size` (height, width) is read
+    off the first sample's .image or .frames when not given."""
     features = torch.as_tensor(features)
-    first = samples[0].image if samples[0].image is not None else samples[0].frames[0]
-    image_size = (first.size[1], first.size[0])
+    if image_size is None:
+        first = samples[0].image if samples[0].image is not None else samples[0].frames[0]
+        image_size = (first.size[1], first.size[0])
     out = {}
     for split in ("train", "val", "test"):
         idx = [i for i, s in enumerate(samples) if s.split == split]

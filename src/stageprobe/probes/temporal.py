@@ -25,7 +25,7 @@ heading alone (first harmonic) cannot separate 8 sectors (measured: 0.56 with ex
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,9 +50,9 @@ HEADING_HARMONICS = 4
 _CLIP_CHUNK = 32
 
 
-def labels_for(task: str, data: ProbeData) -> np.ndarray:
+def labels_for(task: str, targets: Sequence[dict[str, Any]]) -> np.ndarray:
     key = {"direction": "direction", "speed": "speed", "order": "reversed"}[task]
-    return np.asarray([int(t[key]) for t in data.targets], dtype=np.int64)
+    return np.asarray([int(t[key]) for t in targets], dtype=np.int64)
 
 
 def _check_video(data: ProbeData) -> None:
@@ -70,7 +70,7 @@ def _classify(task: str, name: str, train: ProbeData, val: ProbeData, test: Prob
               history: dict[str, list[float]], config: dict[str, Any]) -> ProbeResult:
     """Ridge classifier on the design matrices of train/val/test (computed once by the caller);
     `design` maps new data for the predictor."""
-    y_tr, y_va, y_te = labels_for(task, train), labels_for(task, val), labels_for(task, test)
+    y_tr, y_va, y_te = labels_for(task, train.targets), labels_for(task, val.targets), labels_for(task, test.targets)
     n_classes = int(max(y_tr.max(), y_va.max(), y_te.max())) + 1
     x_tr, x_va, x_te = designs
     classifier, hist = fit_ridge_classifier(x_tr, y_tr, x_va, y_va, n_classes)

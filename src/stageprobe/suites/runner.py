@@ -12,7 +12,9 @@ import json
 import platform
 import re
 import sys
-from dataclasses import dataclass, field
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,9 @@ from stageprobe.features.store import FeatureStore
 from stageprobe.metrics.base import MetricValue
 from stageprobe.metrics.irs import irs
 from stageprobe.models import StageModel, load_model, select_stages
-from stageprobe.probes import ProbeData, ProbeResult, fit_probe, split_probe_data
+from stageprobe.probes import ProbeResult
 from stageprobe.probes.temporal import labels_for
+from stageprobe.probes.training import default_device
 from stageprobe.report import plots
 from stageprobe.report.render import ReportPaths, write_run_report
 from stageprobe.report.schema import MetricRow, RunContext
@@ -50,12 +53,24 @@ from stageprobe.suites.q2 import (
     probes_for,
     thin_stages,
 )
+from stageprobe.suites.workers import FitRequest, ProbePool, auto_workers
 
 console = Console(stderr=True)
 
 
-# (headline score, stage, fitted result, its test split): what the artifacts of a probe draw
-BestStage = tuple[float, str, ProbeResult, ProbeData]
+# (headline score, stage, fitted result): what the artifacts of a probe draw
+BestStage = tuple[float, str, ProbeResult]
+
+
+@dataclass
+class _StageFits:
+    """One probe's fits on one stage, in flight: the probe itself and, on the main model, its controls."""
+
+    which: str
+    stage: str
+    probe: ProbeSpec
+    fit: Future[ProbeResult]
+    controls: dict[str, Future[ProbeResult]]
 
 
 class RunConfig(BaseModel):
@@ -72,7 +87,11 @@ class RunConfig(BaseModel):
     controls: bool = True
     n_bootstrap: int = Field(default=1000, ge=100)
     batch_size: int = Field(default=8, ge=1)
+    #: processes fitting probes at once; None = one per core on CPU (up to 4), one on a GPU
+    probe_workers: int | None = Field(default=None, ge=1)
     device: str = "auto"
+    #: accelerate's device_map for a checkpoint split over several GPUs (replaces `device`)
+    device_map: str | None = None
     dtype: str = "auto"
     store_dtype: str = "float16"
     trust_remote_code: bool = False
@@ -85,8 +104,8 @@ class RunConfig(BaseModel):
         return suite
 
     def identity(self) -> str:
-        """Hash of the settings that change numbers (device and batch size do not)."""
-        relevant = self.model_dump(exclude={"device", "batch_size"})
+        """Hash of the settings that change numbers (placement, batch size and probe workers do not)."""
+        relevant = self.model_dump(exclude={"device", "device_map", "batch_size", "probe_workers"})
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -118,6 +137,8 @@ class StudyRun:
         self.started_at = datetime.now(timezone.utc)
         self._datasets: dict[str, Dataset] = {}
         self._models: dict[str, StageModel] = {}
+        #: in-process until `run` starts the workers
+        self.pool = ProbePool(1)
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -145,7 +166,7 @@ class StudyRun:
                 self._models[which] = load_model("pixels")
             elif which == "main":
                 self._models[which] = load_model(self.config.model, device=self.config.device,
-                                                 dtype=self.config.dtype,
+                                                 dtype=self.config.dtype, device_map=self.config.device_map,
                                                  trust_remote_code=self.config.trust_remote_code)
             else:
                 self._models[which] = self.model("main").random_init_twin(seed=self.config.seed + 1)  # type: ignore[attr-defined]
@@ -204,7 +225,7 @@ class StudyRun:
         outcome = ExperimentOutcome(rows=[])
         dataset = self.dataset(spec.dataset)
         samples = list(dataset)
-        images = _image_array(samples) if spec.dataset == "textures" else None
+        dataset_key = self.pool.add_dataset(dataset)
         best: dict[str, BestStage] = {}
         # extraction first: its own progress bar cannot nest inside the probing one
         plan = [(which, self.store(which, spec.dataset), self.experiment_stages(spec, which))
@@ -212,42 +233,58 @@ class StudyRun:
         probes = probes_for(spec, self.config.protocol)
         with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console) as progress:
             task = progress.add_task(f"{spec.id} probes", total=sum(len(stages) for _, _, stages in plan) * len(probes))
+
+            def collect(fits: _StageFits) -> None:
+                progress.update(task, description=f"{spec.id} {fits.probe.probe} @ {fits.stage} ({fits.which})")
+                self._collect(spec, fits, outcome, best, iou_by_stage)
+                progress.advance(task)
+
+            # Fits run ahead on the workers; results are read in submission order, so the rows are
+            # the same whatever the number of workers. The window bounds the results held at once.
+            window: deque[_StageFits] = deque()
             for which, store, stages in plan:
                 for stage in stages:
-                    splits = split_probe_data(store.load(stage), samples, images)
                     for probe in probes:
-                        progress.update(task, description=f"{spec.id} {probe.probe} @ {stage} ({which})")
-                        self._probe_stage(spec, which, stage, probe, splits, outcome, best, iou_by_stage)
-                        progress.advance(task)
+                        window.append(self._submit(spec, which, store, stage, probe, dataset_key))
+                        while len(window) > 2 * self.pool.workers:
+                            collect(window.popleft())
+            while window:
+                collect(window.popleft())
         self._experiment_extras(spec, outcome, iou_by_stage)
         outcome.artifacts += self._artifacts(spec, best, samples)
         return outcome
 
-    def _probe_stage(self, spec: ExperimentSpec, which: str, stage: str, probe: ProbeSpec,
-                     splits: dict[str, Any], outcome: ExperimentOutcome,
-                     best: dict[str, BestStage], iou_by_stage: dict[str, np.ndarray]) -> None:
+    def _submit(self, spec: ExperimentSpec, which: str, store: FeatureStore, stage: str, probe: ProbeSpec,
+                dataset_key: str) -> _StageFits:
+        """The probe's fit on this stage and, on the main model, its controls' fits."""
+        options = QUICK_PROBE_OPTIONS.get(probe.probe, {}) if self.config.size == "quick" else {}
+        request = FitRequest(probe.probe, probe.task, str(store.root), stage, dataset_key,
+                             with_images=probe.task == "reconstruction", seed=self.config.seed,
+                             options=tuple(sorted(options.items())))
+        fit = self.pool.submit(request)
+        controls = ({name: self.pool.submit(replace(request, control=name)) for name in probe.controls}
+                    if which == "main" else {})
+        return _StageFits(which, stage, probe, fit, controls)
+
+    def _collect(self, spec: ExperimentSpec, fits: _StageFits, outcome: ExperimentOutcome,
+                 best: dict[str, BestStage], iou_by_stage: dict[str, np.ndarray]) -> None:
+        which, stage, probe = fits.which, fits.stage, fits.probe
         control = {"main": "none", "pixels": "pixels", "random-init": "random-init"}[which]
         model_name = self.model(which).name
         label = probe.probe
-        options = QUICK_PROBE_OPTIONS.get(probe.probe, {}) if self.config.size == "quick" else {}
-        result = fit_probe(probe.probe, probe.task, splits["train"], splits["val"], splits["test"],
-                           seed=self.config.seed, **options)
+        result = fits.fit.result()
         rows = self._rows(spec, stage, label, result, control, model_name)
         outcome.rows += rows
         if which == "main":
             outcome.curves[f"{spec.id}/{stage}/{label}/{probe.task}"] = result.history
             headline, key = _headline(rows), f"{label}/{probe.task}"
             if headline is not None and (key not in best or headline > best[key][0]):
-                best[key] = (headline, stage, result, splits["test"])
+                best[key] = (headline, stage, result)
         if which in ("main", "pixels") and probe.probe == "dense-linear" and "matched_iou" in result.per_item:
-                iou_by_stage[stage] = result.per_item["matched_iou"]
-        if which != "main":
-            return
-        for name in probe.controls:
-            controlled = fit_probe(probe.probe, probe.task, splits["train"], splits["val"], splits["test"],
-                                   seed=self.config.seed, control=name, **options)
-            control_rows = self._rows(spec, stage, label, controlled, name, model_name)
-            outcome.rows += control_rows
+            iou_by_stage[stage] = result.per_item["matched_iou"]
+        for name, future in fits.controls.items():
+            controlled = future.result()
+            outcome.rows += self._rows(spec, stage, label, controlled, name, model_name)
             if name == "control-task":
                 outcome.rows += self._selectivity(spec.id, stage, label, result, controlled, model_name)
 
@@ -344,14 +381,17 @@ class StudyRun:
     def _artifacts(self, spec: ExperimentSpec, best: dict[str, BestStage], samples: list[Sample]) -> list[str]:
         """Predictions of each probe at its best stage, drawn over the test images."""
         by_key = {sample.key: sample for sample in samples}
+        # the test split in dataset order: the order every probe's predictions are in
+        test_keys = [s.key for s in samples if s.split == "test"]
+        test_targets = [s.target for s in samples if s.split == "test"]
         written: list[str] = []
-        for key, (_, stage, result, test) in best.items():
+        for key, (_, stage, result) in best.items():
             path = self.artifacts_dir / f"{spec.id}_{key.replace('/', '_')}_{stage}.png"
             title = f"{spec.id} {result.probe} ({result.task}) at {stage}"
-            predictions, shown = result.predictions, min(8, len(test))
+            predictions, shown = result.predictions, min(8, len(test_keys))
             if "detections" in predictions:
-                images = [by_key[key].image for key in test.keys[:shown]]
-                truth = [np.asarray(t["boxes"]) for t in test.targets[:shown]]
+                images = [by_key[key].image for key in test_keys[:shown]]
+                truth = [np.asarray(t["boxes"]) for t in test_targets[:shown]]
                 detections = predictions["detections"][:shown]
                 if result.probe == "attention":
                     plots.save_detection_overlay(images, truth, [d.boxes for d in detections],
@@ -359,11 +399,11 @@ class StudyRun:
                 else:
                     plots.save_box_overlay(images, truth, [d.boxes for d in detections], path, title=title)
             elif "reconstructions" in predictions:
-                originals = [by_key[key].image for key in test.keys[:shown]]
+                originals = [by_key[key].image for key in test_keys[:shown]]
                 plots.save_reconstruction_grid(originals, list(predictions["reconstructions"][:shown]), path,
                                                title=title)
             elif result.task in ("direction", "speed", "order"):
-                truth, predicted = labels_for(result.task, test), np.asarray(predictions[result.task])
+                truth, predicted = labels_for(result.task, test_targets), np.asarray(predictions[result.task])
                 classes = int(max(truth.max(), predicted.max())) + 1
                 matrix = np.zeros((classes, classes), dtype=int)
                 np.add.at(matrix, (truth, predicted), 1)
@@ -372,7 +412,7 @@ class StudyRun:
             else:
                 continue
             written.append(str(path.relative_to(self.out)))
-        analysis = {key: {"best_stage": stage, "headline": value} for key, (value, stage, _, _) in best.items()}
+        analysis = {key: {"best_stage": stage, "headline": value} for key, (value, stage, _) in best.items()}
         (self.artifacts_dir / f"{spec.id}_analysis.json").write_text(json.dumps(analysis, indent=2))
         written.append(f"artifacts/{spec.id}_analysis.json")
         return written
@@ -381,6 +421,11 @@ class StudyRun:
 
     def run(self) -> ReportPaths:
         self.prepare()
+        with ProbePool(self.config.probe_workers or auto_workers(default_device())) as self.pool:
+            outcomes, status = self._run_experiments()
+        return self.report(outcomes, status)
+
+    def _run_experiments(self) -> tuple[dict[str, ExperimentOutcome], dict[str, str]]:
         iou_by_stage: dict[str, np.ndarray] = {}
         outcomes: dict[str, ExperimentOutcome] = {}
         status: dict[str, str] = {}
@@ -405,7 +450,7 @@ class StudyRun:
             status[spec.id] = "completed"
             new_iou = {k: v.tolist() for k, v in iou_by_stage.items() if k not in before}
             _save_outcome(done, outcome, new_iou)
-        return self.report(outcomes, status)
+        return outcomes, status
 
     def report(self, outcomes: dict[str, ExperimentOutcome], status: dict[str, str]) -> ReportPaths:
         rows = [row for outcome in outcomes.values() for row in outcome.rows]
@@ -460,10 +505,6 @@ def _headline(rows: list[MetricRow]) -> float | None:
             if row.metric == metric and row.value is not None:
                 return row.value
     return None
-
-
-def _image_array(samples: list[Any]) -> np.ndarray:
-    return np.stack([np.asarray(s.image.convert("RGB"), dtype=np.float32) / 255.0 for s in samples])
 
 
 def _save_outcome(path: Path, outcome: ExperimentOutcome, iou_by_stage: dict[str, list[float]]) -> None:

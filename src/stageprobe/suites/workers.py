@@ -1,0 +1,169 @@
+"""Probe fits in worker processes.
+
+The study's probes are small jobs that run fastest on one thread each (see
+`probes.training.small_model_threads`), so on a CPU the cores are used by fitting several probes
+at once, one per process, rather than by splitting each fit across threads.
+
+A `FitRequest` names its inputs — a feature store directory and a stage, a dataset spec —
+instead of carrying them: each process loads what it needs and keeps the last stage it read,
+so no feature tensor crosses a process boundary. Every probe seeds itself and the runner reads
+results in submission order, so a run gives the same numbers with one worker or several.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from stageprobe.datasets import Dataset, Sample, dataset_from_spec
+from stageprobe.features.store import FeatureStore
+from stageprobe.probes import ProbeData, ProbeResult, fit_probe, split_probe_data
+
+#: at most this many workers by default: more processes each hold a stage of features in memory
+MAX_AUTO_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    """One probe fit: probe and task, where its features are, and how it is controlled."""
+
+    probe: str
+    task: str
+    store: str
+    stage: str
+    dataset_spec: str
+    #: reconstruction probes need the images themselves as targets
+    with_images: bool
+    seed: int
+    control: str | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass
+class _Labels:
+    """A dataset without its pixels: what `split_probe_data` needs, plus images when asked for."""
+
+    samples: list[Sample]
+    image_size: tuple[int, int]
+    images: np.ndarray | None = None
+
+
+@dataclass
+class _InputCache:
+    """Per process: datasets by spec, and the splits of the last (store, stage) read."""
+
+    labels: dict[str, _Labels] = field(default_factory=dict)
+    last_stage: tuple[tuple[str, str, bool], dict[str, ProbeData]] | None = None
+
+    def add_dataset(self, dataset: Dataset) -> str:
+        spec = dataset_key(dataset)
+        if spec not in self.labels:
+            self.labels[spec] = _labels_of(dataset)
+        return spec
+
+    def splits(self, request: FitRequest) -> dict[str, ProbeData]:
+        key = (request.store, request.stage, request.with_images)
+        if self.last_stage is None or self.last_stage[0] != key:
+            if request.dataset_spec not in self.labels:
+                self.add_dataset(dataset_from_spec(json.loads(request.dataset_spec)))
+            labels = self.labels[request.dataset_spec]
+            if request.with_images and labels.images is None:
+                labels.images = image_array(dataset_from_spec(json.loads(request.dataset_spec)))
+            self.last_stage = None  # release the previous stage before the next is loaded
+            features = FeatureStore.open(request.store).load(request.stage)
+            self.last_stage = (key, split_probe_data(features, labels.samples,
+                                                     labels.images if request.with_images else None,
+                                                     image_size=labels.image_size))
+        return self.last_stage[1]
+
+
+_CACHE = _InputCache()
+
+
+def dataset_key(dataset: Dataset) -> str:
+    return json.dumps(dataset.spec(), sort_keys=True, default=str)
+
+
+def image_array(samples: Any) -> np.ndarray:
+    """(N, h, w, 3) float32 images in [0, 1]: the reconstruction targets."""
+    return np.stack([np.asarray(s.image.convert("RGB"), dtype=np.float32) / 255.0 for s in samples])
+
+
+def _labels_of(dataset: Dataset) -> _Labels:
+    samples, size = [], None
+    for sample in dataset:
+        if size is None:
+            first = sample.image if sample.image is not None else (sample.frames or [None])[0]
+            if first is None:
+                raise ValueError(f"sample {sample.key!r} has neither an image nor frames")
+            size = (first.size[1], first.size[0])
+        samples.append(Sample(sample.key, sample.split, target=sample.target))
+    if size is None:
+        raise ValueError("the dataset has no samples")
+    return _Labels(samples, size)
+
+
+def fit_request(request: FitRequest) -> ProbeResult:
+    """Fit one probe (in whichever process runs this) and return its result without the predictor,
+    a closure over the fitted probe that cannot cross processes; the runner uses `predictions`."""
+    splits = _CACHE.splits(request)
+    result = fit_probe(request.probe, request.task, splits["train"], splits["val"], splits["test"],
+                       seed=request.seed, control=request.control, **dict(request.options))
+    result.predictor = None
+    return result
+
+
+def _start_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def auto_workers(device: torch.device) -> int:
+    """One process per available core (up to `MAX_AUTO_WORKERS`) on CPU; one on a GPU, which runs
+    each fit fast and whose memory several processes would each claim a share of."""
+    if device.type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_AUTO_WORKERS))
+
+
+class ProbePool:
+    """Runs `FitRequest`s in this process (`workers=1`) or in `workers` spawned processes."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"probe workers must be at least 1, got {workers}")
+        self.workers = workers
+        # spawn, not fork: a forked child inherits the parent's OpenMP thread pool in a broken state
+        self._executor = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                              initializer=_start_worker) if workers > 1 else None)
+
+    def add_dataset(self, dataset: Dataset) -> str:
+        """The spec requests name `dataset` by; in-process fits reuse this object instead of rebuilding it."""
+        return _CACHE.add_dataset(dataset)
+
+    def submit(self, request: FitRequest) -> Future[ProbeResult]:
+        if self._executor is not None:
+            return self._executor.submit(fit_request, request)
+        future: Future[ProbeResult] = Future()
+        try:
+            future.set_result(fit_request(request))
+        except Exception as error:
+            future.set_exception(error)
+        return future
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ProbePool:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

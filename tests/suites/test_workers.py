@@ -1,0 +1,75 @@
+"""Probe fits in worker processes give exactly the numbers of in-process fits, in submission order."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import stageprobe as sp
+from stageprobe.datasets import load_dataset
+from stageprobe.features.extract import extract_dataset
+from stageprobe.probes import ProbeResult
+from stageprobe.suites.workers import FitRequest, ProbePool, auto_workers, dataset_key
+
+
+@pytest.fixture(scope="module")
+def requests(tmp_path_factory: pytest.TempPathFactory) -> list[FitRequest]:
+    """Closed-form, gradient-trained and controlled fits over two stages and two datasets."""
+    root = tmp_path_factory.mktemp("stores")
+    model = sp.load_model("pixels")
+    shapes, textures = load_dataset("shapes", n=60, seed=0), load_dataset("textures", n=40, seed=0)
+    shapes_store = extract_dataset(model, shapes, root / "shapes", progress=False)
+    textures_store = extract_dataset(model, textures, root / "textures", stages=["pixels.merged"], progress=False)
+    boxes = FitRequest("dense-linear", "boxes", str(shapes_store.root), "pixels.patch", dataset_key(shapes),
+                       with_images=False, seed=0)
+    decoder = FitRequest("decoder", "reconstruction", str(textures_store.root), "pixels.merged",
+                         dataset_key(textures), with_images=True, seed=0, options=(("epochs", 2),))
+    return [
+        boxes,
+        replace(boxes, control="token-shuffle"),
+        replace(boxes, probe="relation", task="relation", stage="pixels.merged", control="control-task"),
+        decoder,
+        replace(boxes, stage="pixels.merged"),
+    ]
+
+
+def fit_all(pool: ProbePool, requests: list[FitRequest]) -> list[ProbeResult]:
+    futures = [pool.submit(request) for request in requests]
+    return [future.result() for future in futures]
+
+
+def test_two_workers_give_the_numbers_of_one_process(requests: list[FitRequest]) -> None:
+    with ProbePool(1) as pool:
+        inline = fit_all(pool, requests)
+    with ProbePool(2) as pool:
+        spawned = fit_all(pool, requests)
+    for request, a, b in zip(requests, inline, spawned, strict=True):
+        assert (a.probe, a.control) == (request.probe, request.control)
+        assert (b.probe, b.control) == (a.probe, a.control)
+        assert a.metrics == b.metrics, request
+        assert a.metrics  # every fit measured something
+        for name, values in a.per_item.items():
+            np.testing.assert_array_equal(values, b.per_item[name])
+        assert a.predictor is None and b.predictor is None
+    recon_inline, recon_spawned = inline[3].predictions["reconstructions"], spawned[3].predictions["reconstructions"]
+    np.testing.assert_array_equal(recon_inline, recon_spawned)
+    # the controls are real: shuffling tokens costs the dense probe its boxes
+    assert inline[1].metrics["matched_iou"] < inline[0].metrics["matched_iou"] - 0.3
+
+
+def test_a_failing_fit_raises_its_error_from_the_worker(requests: list[FitRequest]) -> None:
+    with ProbePool(2) as pool:
+        future = pool.submit(replace(requests[0], probe="no-such-probe"))
+        with pytest.raises(ValueError, match="unknown probe 'no-such-probe'"):
+            future.result()
+
+
+def test_auto_workers_uses_the_cores_on_cpu_and_one_process_on_a_gpu() -> None:
+    assert auto_workers(torch.device("cuda")) == 1
+    assert 1 <= auto_workers(torch.device("cpu")) <= 4
+    with pytest.raises(ValueError, match="at least 1"):
+        ProbePool(0)
+
