@@ -111,3 +111,21 @@ def test_seed_wording_only_when_the_numbers_support_it() -> None:
 
 def test_random_weights_are_stated_in_the_recommendation() -> None:
     assert "weights are random" in recommend(decide(_merger(0.9, 0.8)), True, "stageprobe").notes
+
+
+def test_yellow_says_when_raw_pixels_lose_as_much_at_the_merged_grid() -> None:
+    model_only = decide(_merger(0.9, 0.5))
+    assert not model_only.grid_limited and "location is lost in the merger" in model_only.reason
+    # The same probe on pixels: above target at 14 px, below it at the 28 px merged grid.
+    pixels = [row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.82, control="pixels"),
+              row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.62, control="pixels")]
+    decision = decide(_merger(0.81, 0.66) + pixels)
+    assert decision.colour == "YELLOW" and decision.grid_limited
+    assert "lost in the merger" not in decision.reason and "pixels.merged is 0.620" in decision.reason
+    assert decision.as_dict()["post_merge_pixel_ceiling"] == 0.62
+    advice = recommend(decision, False, "stageprobe")
+    assert advice.recommendation == "investigate" and "even on pixels" in advice.headline
+    # Pixels keep the target at the merged grid: then the model's drop is the merger's.
+    kept = decide(_merger(0.81, 0.66) + [row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.75,
+                                             control="pixels")])
+    assert not kept.grid_limited and "location is lost in the merger" in kept.reason

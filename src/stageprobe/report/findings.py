@@ -181,6 +181,9 @@ def _answer(analysis: Analysis, rows: Sequence[MetricRow]) -> list[str]:
                "YELLOW": "**Object location is present before the merger but lost in it.**",
                "RED": "**Object location is already weak before the merger.**",
                "UNAVAILABLE": "**Where object location is lost could not be decided.**"}[decision.colour]
+    if decision.grid_limited:
+        spatial = ("**Object location is present before the merger; after it the probe falls below the "
+                   "target — as it does on raw pixels at the same grid.**")
     paragraphs = [f"{spatial} {decision.reason[0].upper()}{decision.reason[1:]}."]
     if decision.pooled_only:
         paragraphs.append("These are pooled-probe numbers (seed protocol): they cannot show location.")

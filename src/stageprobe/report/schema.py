@@ -208,6 +208,8 @@ class DecisionEntry(BaseModel):
     post_merge_ci: list[float] | None = None
     conclusive: bool
     pixel_ceiling: float | None = None
+    #: the same probe on raw pixels at the merged (28 px) grid: what the coarser grid alone allows
+    post_merge_pixel_ceiling: float | None = None
     reason: str
 
 

@@ -170,6 +170,16 @@ class Decision:
     pixel_ceiling: MetricRow | None
     reason: str
     target: float = BBOX_IOU.threshold
+    #: the same probe on raw pixels at the merged grid (pixels.merged)
+    post_pixel_ceiling: MetricRow | None = None
+
+    @property
+    def grid_limited(self) -> bool:
+        """YELLOW, and the probe also falls below the target on raw pixels at the merged grid: the
+        drop across the merger is then (at least partly) the coarser token grid, not the model."""
+        ceiling = self.post_pixel_ceiling
+        return (self.colour == "YELLOW" and ceiling is not None and ceiling.value is not None
+                and ceiling.value < self.target)
 
     def as_dict(self) -> dict[str, object]:
         def ci(row: MetricRow | None) -> list[float] | None:
@@ -182,6 +192,7 @@ class Decision:
             "post_merge_iou": self.post.value if self.post else None, "post_merge_ci": ci(self.post),
             "conclusive": self.conclusive,
             "pixel_ceiling": self.pixel_ceiling.value if self.pixel_ceiling else None,
+            "post_merge_pixel_ceiling": self.post_pixel_ceiling.value if self.post_pixel_ceiling else None,
             "reason": self.reason,
         }
 
@@ -215,6 +226,8 @@ def decide(rows: Sequence[MetricRow], target: float = BBOX_IOU.threshold) -> Dec
     used_probes = [r.probe for r in (pre, post) if r is not None]
     ceiling = best_row(rows, "iou", stages=["pixels.patch", pre_stage], probes=used_probes or None,
                        control="pixels")
+    post_ceiling = best_row(rows, "iou", stages=["pixels.merged", post_stage], probes=used_probes or None,
+                            control="pixels")
     t = fmt_target(target)
     if pre is None or post is None:
         missing = [s for s, r in ((pre_stage, pre), (post_stage, post)) if r is None]
@@ -229,14 +242,19 @@ def decide(rows: Sequence[MetricRow], target: float = BBOX_IOU.threshold) -> Dec
     elif pre.value >= target:
         colour = "YELLOW"
         deciding = [pre, post]
-        reason = (f"{_describe(pre)}, at or above the {t} target, but {_describe(post)}: "
-                  "location is lost in the merger")
+        if post_ceiling is not None and post_ceiling.value is not None and post_ceiling.value < target:
+            reason = (f"{_describe(pre)}, at or above the {t} target, but {_describe(post)}; on raw pixels "
+                      f"at the same merged grid the probe also falls below the target ({_describe(post_ceiling)}), "
+                      "so the coarser token grid accounts for (part of) the drop, not the merger alone")
+        else:
+            reason = (f"{_describe(pre)}, at or above the {t} target, but {_describe(post)}: "
+                      "location is lost in the merger")
     else:
         colour = "RED"
         deciding = [pre]
         reason = f"{_describe(pre)}, below the {t} target: location is weak before the merger"
     conclusive = not any(ci_crosses(target, r) for r in deciding)
-    return Decision(colour, pre, post, conclusive, pooled_only, ceiling, reason, target)
+    return Decision(colour, pre, post, conclusive, pooled_only, ceiling, reason, target, post_ceiling)
 
 
 @dataclass(frozen=True)
@@ -275,6 +293,11 @@ def recommend(decision: Decision, weights_random: bool, protocol: Protocol) -> A
                       base + f" The same probe reaches only {fmt(ceiling.value)} IoU on the pixel baseline "
                       f"({ceiling.stage}), below the {t} target, so a low score is a limit of the probe, "
                       "not evidence about the model." + caveat)
+    if decision.grid_limited:
+        return Advice("investigate", "INVESTIGATE - the post-merge probe misses the target even on pixels",
+                      base + " Compare the model's measured IoU drop across the merger with the pixel "
+                      "baseline's (E-Q2.2) before blaming the merger; pre-merge features are the safe choice "
+                      "for spatial needs until a finer post-merge probe settles it." + caveat)
     if not decision.conclusive:
         return Advice("investigate", "INVESTIGATE - confidence interval crosses the target",
                       base + f" The 95 % CI contains the {t} target, so the colour is not settled; "
