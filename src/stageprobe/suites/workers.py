@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,9 +92,14 @@ def dataset_key(dataset: Dataset) -> str:
     return json.dumps(dataset.spec(), sort_keys=True, default=str)
 
 
-def image_array(samples: Any) -> np.ndarray:
+def image_array(samples: Iterable[Sample]) -> np.ndarray:
     """(N, h, w, 3) float32 images in [0, 1]: the reconstruction targets."""
-    return np.stack([np.asarray(s.image.convert("RGB"), dtype=np.float32) / 255.0 for s in samples])
+    images = []
+    for sample in samples:
+        if sample.image is None:
+            raise ValueError(f"sample {sample.key!r} has no image to reconstruct")
+        images.append(np.asarray(sample.image.convert("RGB"), dtype=np.float32) / 255.0)
+    return np.stack(images)
 
 
 def _labels_of(dataset: Dataset) -> _Labels:
