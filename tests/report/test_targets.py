@@ -126,6 +126,6 @@ def test_yellow_says_when_raw_pixels_lose_as_much_at_the_merged_grid() -> None:
     advice = recommend(decision, False, "stageprobe")
     assert advice.recommendation == "investigate" and "even on pixels" in advice.headline
     # Pixels keep the target at the merged grid: then the model's drop is the merger's.
-    kept = decide(_merger(0.81, 0.66) + [row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.75,
-                                             control="pixels")])
+    pixels_keep = row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.75, control="pixels")
+    kept = decide([*_merger(0.81, 0.66), pixels_keep])
     assert not kept.grid_limited and "location is lost in the merger" in kept.reason
