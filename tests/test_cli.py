@@ -115,3 +115,9 @@ def test_probe_workers_below_one_is_refused(tmp_path: Path) -> None:
     code, out = invoke("run", "--quick", "--probe-workers", "0", "--out", str(tmp_path / "run"))
     assert code == 2 and "--probe-workers" in out
     assert not (tmp_path / "run").exists()
+
+
+def test_a_mistyped_model_leaves_no_run_directory(tmp_path: Path) -> None:
+    code, out = invoke("run", "--quick", "--model", "qwen-typo", "--out", str(tmp_path / "run"))
+    assert code == 2 and "unknown model 'qwen-typo'" in out
+    assert not (tmp_path / "run").exists()

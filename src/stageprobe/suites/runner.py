@@ -143,7 +143,10 @@ class StudyRun:
     # -- set-up ------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Check the run directory is this run's (or new), then record config and environment."""
+        """Check the run directory is this run's (or new) and the model loads, then record the config.
+
+        Nothing is written before both checks pass, so a mistyped model name leaves no run
+        directory behind that would refuse the corrected command."""
         config_path = self.out / "config.yaml"
         if config_path.exists():
             previous = yaml.safe_load(config_path.read_text()) or {}
@@ -152,6 +155,7 @@ class StudyRun:
                     f"{self.out} holds a run with other settings (see its config.yaml); "
                     "pass another --out to start a new run, or the same settings to resume it"
                 )
+        self.model("main")
         self.out.mkdir(parents=True, exist_ok=True)
         self.experiments_dir.mkdir(exist_ok=True)
         self.artifacts_dir.mkdir(exist_ok=True)
