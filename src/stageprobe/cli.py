@@ -24,7 +24,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(command: F) -> F:
-    """Turn a UserInputError into one red line and exit code 2, with no traceback."""
+    """Turn a UserInputError into one red line and exit code 2, and Ctrl-C into one line and 130,
+    with no traceback."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -33,6 +34,10 @@ def user_errors(command: F) -> F:
         except UserInputError as error:
             err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: finished feature shards and experiments are kept; "
+                              "rerun the same command to resume", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 

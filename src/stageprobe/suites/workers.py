@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -128,6 +129,9 @@ def fit_request(request: FitRequest) -> ProbeResult:
 
 def _start_worker() -> None:
     torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group. A worker only reads, so it may stop at once; the
+    # main process reports the interruption once instead of every worker printing a traceback.
+    signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
 
 
 def auto_workers(device: torch.device) -> int:
