@@ -89,11 +89,10 @@ def load_model(
     """A model by preset name, Hub id or local directory, on `device` in `dtype`.
 
     `device_map` ("auto", "balanced", … or a module → device dict) splits a checkpoint over
-    several GPUs with accelerate, for models one GPU cannot hold; it replaces `device`.
+    several GPUs with accelerate, for models one GPU cannot hold; it replaces `device`, which
+    then only decides what dtype "auto" means (bf16 when CUDA is there).
     """
     resolved_device = resolve_device(device)
-    if device_map is not None and resolved_device.type == "cpu" and torch.cuda.is_available():
-        resolved_device = torch.device("cuda")  # the dtype of a model that goes to the GPUs
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     if name in PRESETS:
         if device_map is not None:
