@@ -166,6 +166,14 @@ def test_random_init_twin_has_same_geometry_other_weights(model: QwenVLModel) ->
     ours, theirs = model.extract(image, stages=["vision.post_merge"]), twin.extract(image, stages=["vision.post_merge"])
     assert ours["vision.post_merge"].shape == theirs["vision.post_merge"].shape
     assert not torch.allclose(ours["vision.post_merge"], theirs["vision.post_merge"])
+    assert (twin.device, twin.dtype) == (model.device, model.dtype)
+
+
+def test_random_init_twin_is_built_in_the_models_dtype() -> None:
+    bf16 = sp.load_model("qwen2.5-vl-tiny", device="cpu", dtype="bf16")
+    twin = bf16.random_init_twin(seed=3)
+    assert {p.dtype for p in twin.hf_model.parameters()} == {torch.bfloat16}
+    assert twin.hf_model.config._attn_implementation == bf16.hf_model.config._attn_implementation
 
 
 def test_7b_random_preset_has_the_published_size() -> None:

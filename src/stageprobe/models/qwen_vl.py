@@ -15,6 +15,7 @@ permutations so `[b, t, r, c]` is the token over pixel rows r·s…(r+1)·s, col
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -330,19 +331,20 @@ class QwenVLModel(StageModel):
 
     def random_init_twin(self, seed: int = 1) -> QwenVLModel:
         """The same architecture and processor with freshly initialised weights (a control)."""
-        with torch.random.fork_rng(devices=[]):  # the caller's random stream stays untouched
-            torch.manual_seed(seed)
-            twin = type(self.hf_model)(self.hf_model.config).to(dtype=self.dtype)
         device_map = getattr(self.hf_model, "hf_device_map", None)
-        if device_map is not None and len(set(device_map.values())) > 1:
+        split = device_map is not None and len(set(device_map.values())) > 1
+        # Built in the model's dtype directly on its device (on the CPU when it is split): a 7B twin
+        # initialised in fp32 on the host first would take 32 GB of RAM and minutes.
+        with torch.random.fork_rng(devices=[]), torch.device("cpu" if split else self.device):
+            torch.manual_seed(seed)
+            twin = type(self.hf_model)._from_config(copy.deepcopy(self.hf_model.config), dtype=self.dtype)
+        if split:
             from accelerate import dispatch_model
 
             # the same split as the trained model; modules it keeps on disk are written there
             config_hash = self.config_summary()["config_sha256"][:16]
             twin = dispatch_model(twin, device_map=device_map,
                                   offload_dir=str(_offload_dir(f"twin-{config_hash}-seed{seed}")))
-        else:
-            twin = twin.to(self.device)
         return QwenVLModel(twin, self.processor, f"{self.name} (random-init twin)", f"random-init seed {seed}",
                            self.prompt, self.video_prompt)
 
