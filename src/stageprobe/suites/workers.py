@@ -155,7 +155,7 @@ class ProbePool:
                                               initializer=_start_worker) if workers > 1 else None)
 
     def add_dataset(self, dataset: Dataset) -> str:
-        """The spec requests name `dataset` by; in-process fits reuse this object instead of rebuilding it."""
+        """The key requests name `dataset` by; its labels are read here once for in-process fits."""
         return _CACHE.add_dataset(dataset)
 
     def submit(self, request: FitRequest) -> Future[ProbeResult]:
