@@ -130,15 +130,17 @@ def test_killed_run_resumes_to_the_same_metrics(pixels_run: Path, tmp_path: Path
 
 def test_ctrl_c_stops_workers_and_says_how_to_resume(tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
+    # As in a terminal's foreground: SIGINT not ignored, even when this test runs as a background job
     process = subprocess.Popen([*CLI, "run", "--quick", "--model", "pixels", "--probe-workers", "2", "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 600
     while not (out / "experiments" / "e_q2_1.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(2)  # into E-Q2.2's probe fits
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends: the whole process group
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
+    assert process.returncode == 130, stderr[-3000:]
     assert "interrupted" in stderr and "rerun the same command to resume" in stderr
     assert "Traceback" not in stderr
     assert (out / "experiments" / "e_q2_1.json").exists()

@@ -131,7 +131,9 @@ def _start_worker() -> None:
     torch.set_num_threads(1)
     # Ctrl-C reaches the whole process group. A worker only reads, so it may stop at once; the
     # main process reports the interruption once instead of every worker printing a traceback.
-    signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
+    # Where SIGINT is ignored (a background job) the main process ignores it too: so does a worker.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
 
 
 def auto_workers(device: torch.device) -> int:
