@@ -23,6 +23,10 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+DeviceMapOption = Annotated[str | None, typer.Option(
+    help="split a checkpoint over several GPUs with accelerate: auto | balanced | sequential")]
+
+
 def user_errors(command: F) -> F:
     """Turn a UserInputError into one red line and exit code 2, and Ctrl-C into one line and 130,
     with no traceback."""
@@ -91,8 +95,7 @@ def extract(
     out: Annotated[Path, typer.Option("--out", "-o", help="feature store directory (resumed if it exists)")],
     stages: Annotated[list[str] | None, typer.Option("--stages", "-s", help="stage glob; repeatable")] = None,
     batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
-    device_map: Annotated[str | None, typer.Option(
-        help="split a checkpoint over several GPUs with accelerate: auto | balanced | sequential")] = None,
+    device_map: DeviceMapOption = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option(help="model dtype: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16")] = "auto",
     store_dtype: Annotated[str, typer.Option(help="dtype on disk: float16 | bfloat16 | float32")] = "float16",
@@ -137,8 +140,7 @@ def run(
     batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
     probe_workers: Annotated[int | None, typer.Option(
         help="processes fitting probes at once (default: one per core on CPU, up to 4; one on a GPU)")] = None,
-    device_map: Annotated[str | None, typer.Option(
-        help="split a checkpoint over several GPUs with accelerate: auto | balanced | sequential")] = None,
+    device_map: DeviceMapOption = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16")] = "auto",
     store_dtype: Annotated[str, typer.Option(help="feature dtype on disk: float16 | bfloat16 | float32")] = "float16",

@@ -177,9 +177,7 @@ class Decision:
     def grid_limited(self) -> bool:
         """YELLOW, and the probe also falls below the target on raw pixels at the merged grid: the
         drop across the merger is then (at least partly) the coarser token grid, not the model."""
-        ceiling = self.post_pixel_ceiling
-        return (self.colour == "YELLOW" and ceiling is not None and ceiling.value is not None
-                and ceiling.value < self.target)
+        return self.colour == "YELLOW" and _below(self.post_pixel_ceiling, self.target)
 
     def as_dict(self) -> dict[str, object]:
         def ci(row: MetricRow | None) -> list[float] | None:
@@ -195,6 +193,11 @@ class Decision:
             "post_merge_pixel_ceiling": self.post_pixel_ceiling.value if self.post_pixel_ceiling else None,
             "reason": self.reason,
         }
+
+
+def _below(row: MetricRow | None, target: float) -> bool:
+    """A measured value under the target (a missing row is not below anything)."""
+    return row is not None and row.value is not None and row.value < target
 
 
 def _describe(row: MetricRow) -> str:
@@ -242,7 +245,7 @@ def decide(rows: Sequence[MetricRow], target: float = BBOX_IOU.threshold) -> Dec
     elif pre.value >= target:
         colour = "YELLOW"
         deciding = [pre, post]
-        if post_ceiling is not None and post_ceiling.value is not None and post_ceiling.value < target:
+        if post_ceiling is not None and _below(post_ceiling, target):
             reason = (f"{_describe(pre)}, at or above the {t} target, but {_describe(post)}; on raw pixels "
                       f"at the same merged grid the probe also falls below the target ({_describe(post_ceiling)}), "
                       "so the coarser token grid accounts for (part of) the drop, not the merger alone")
@@ -287,8 +290,7 @@ def recommend(decision: Decision, weights_random: bool, protocol: Protocol) -> A
                       "cannot localise even on raw pixels; rerun with the stageprobe protocol's spatial "
                       "probes before deciding." + caveat)
     ceiling = decision.pixel_ceiling
-    weak_probe = ceiling is not None and ceiling.value is not None and ceiling.value < decision.target
-    if decision.colour == "RED" and ceiling is not None and weak_probe:
+    if decision.colour == "RED" and ceiling is not None and _below(ceiling, decision.target):
         return Advice("investigate", "INVESTIGATE - the probe misses the target even on pixels",
                       base + f" The same probe reaches only {fmt(ceiling.value)} IoU on the pixel baseline "
                       f"({ceiling.stage}), below the {t} target, so a low score is a limit of the probe, "
