@@ -1,0 +1,296 @@
+"""Calibration: plant a known loss at a known stage and check the study's probes find it there.
+
+A flat stage curve is evidence that nothing was lost only if the same probes, on the same
+model and data, would have shown a drop had something been lost. For each plant
+(`models/planting.py`) this module extracts the plant's dataset through the planted model and
+through the unplanted one (the reference), fits the study's probes at every stage read, and asks:
+
+- **found at**: the first stage k where the planted curve drops against the stage before it
+  (paired bootstrap CI of k−1 minus k above 0) by more than the reference curve drops there
+  (so a drop the unplanted model also has is not credited to the plant);
+- **earlier unchanged**: every stage before the plant scores the same as the reference (CI of
+  the paired difference holds 0);
+- **stays down**: from the plant on, every stage scores below the reference (CI above 0).
+
+A loss plant PASSes when it is found at its own stage, earlier stages are unchanged and the loss
+stays down, for every primary probe of its information type. `none` PASSes when no stage differs.
+The reference's stage-over-stage CIs also give the smallest drop the run can detect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stageprobe.datasets import Dataset, load_dataset
+from stageprobe.features.extract import extract_dataset
+from stageprobe.features.store import FeatureStore
+from stageprobe.models.base import StageModel
+from stageprobe.models.planting import PLANT_TYPES, Plant, PlantedModel, plantable_stages
+from stageprobe.probes import ProbeResult, fit_probe, split_probe_data
+from stageprobe.stats import BootstrapCI, bootstrap_ci, paired_bootstrap_diff
+from stageprobe.suites.q2 import QUICK_PROBE_OPTIONS, SIZES, Size
+from stageprobe.suites.workers import image_array
+
+
+@dataclass(frozen=True)
+class ProbeCheck:
+    """One probe metric that should see a loss of its information type."""
+
+    probe: str
+    task: str
+    metric: str
+    #: False for metrics where lower is better (distances)
+    higher_is_better: bool = True
+    #: primary checks decide PASS/FAIL; the others (the seed's pooled probes) are shown beside
+    primary: bool = True
+
+
+#: The probes that judge each information type: the study's primary probe families. Change a row
+#: here when the study's primary probe for that information type changes.
+PROBES_BY_INFORMATION: dict[str, tuple[ProbeCheck, ...]] = {
+    "position": (ProbeCheck("dense-linear", "boxes", "matched_iou"),
+                 ProbeCheck("relation", "relation", "relation_acc"),
+                 ProbeCheck("pooled-linear", "boxes", "matched_iou", primary=False)),
+    "detail": (ProbeCheck("decoder", "reconstruction", "ssim"),
+               ProbeCheck("decoder", "reconstruction", "edge_f1")),
+    "time": tuple(ProbeCheck("temporal-dense", task, f"{task}_acc") for task in ("direction", "speed", "order")),
+}
+#: `none` (the reference plant) is read with the position probes: the cheapest full check.
+PROBES_BY_INFORMATION["none"] = PROBES_BY_INFORMATION["position"]
+DATASET_BY_INFORMATION = {"position": "shapes", "detail": "textures", "time": "motion", "none": "shapes"}
+
+#: stages never read by calibration unless planted at: pixel re-encodings and duplicates
+SKIPPED_STAGES = ("vision.patch_embed", "vision.embed", "vision.pre_merge", "language.norm")
+
+
+def default_plants(model: StageModel) -> list[Plant]:
+    """Each plant type at a middle ViT block, at vision.post_merge and at a middle LLM layer (a
+    ViT encoder: a middle and the last block); erase-time only where the model takes video."""
+    names = plantable_stages(model)
+    blocks = [s for s in names if s.startswith("vision.block.")]
+    layers = [s for s in names if s.startswith("language.layer.")]
+    sites = [blocks[len(blocks) // 2]]
+    sites += ["vision.post_merge"] if "vision.post_merge" in names else [blocks[-1]]
+    sites += [layers[len(layers) // 2]] if layers else []
+    types = [t for t in PLANT_TYPES.values() if model.supports_video or not t.needs_video]
+    return [Plant(t, stage) for stage in dict.fromkeys(sites) for t in types]
+
+
+def calibration_stages(model: StageModel, plant: Plant, size: Size) -> list[str]:
+    """Stages read for one plant, in pipeline order: always the plant, its neighbours and the
+    post-merge stage; `quick` adds the first and last of each family, else every block and four
+    evenly spaced LLM layers."""
+    chain = [s for s in plantable_stages(model) if s not in SKIPPED_STAGES or s == plant.stage]
+    at = chain.index(plant.stage)
+    wanted = {chain[max(at - 1, 0)], plant.stage, chain[min(at + 1, len(chain) - 1)], "vision.post_merge"}
+    for prefix in ("vision.block.", "language.layer."):
+        family = [s for s in chain if s.startswith(prefix)]
+        limit = 2 if size == "quick" else (4 if prefix == "language.layer." else len(family))
+        if family:
+            wanted.update(family[round(i * (len(family) - 1) / max(limit - 1, 1))] for i in range(min(limit, len(family))))
+    return [s for s in chain if s in wanted]
+
+
+@dataclass
+class CheckOutcome:
+    """One probe metric's reading of one plant."""
+
+    check: ProbeCheck
+    stages: list[str]
+    reference: dict[str, float]
+    planted: dict[str, float]
+    #: reference − planted at each stage (signed so that > 0 is information lost)
+    loss_vs_reference: dict[str, BootstrapCI]
+    #: stage k−1 − stage k on the planted curve, and its excess over the reference curve's drop
+    stage_drop: dict[str, BootstrapCI]
+    excess_drop: dict[str, BootstrapCI]
+    found_at: str | None
+    earlier_unchanged: bool
+    stays_down: bool
+    verdict: str
+
+
+@dataclass
+class PlantOutcome:
+    plant: Plant
+    information: str
+    dataset: str
+    checks: list[CheckOutcome]
+
+    @property
+    def verdict(self) -> str:
+        primary = [c.verdict for c in self.checks if c.check.primary]
+        return "PASS" if primary and all(v == "PASS" for v in primary) else "FAIL"
+
+
+@dataclass
+class Calibration:
+    model: str
+    size: str
+    plants: list[PlantOutcome]
+    #: information → "probe/metric" → (n test items, smallest detectable drop)
+    detectable: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        from stageprobe.calibrate.report import calibration_dict
+
+        return calibration_dict(self)
+
+    def to_markdown(self) -> str:
+        from stageprobe.calibrate.report import calibration_markdown
+
+        return calibration_markdown(self)
+
+
+def _covers(ci: BootstrapCI, value: float = 0.0) -> bool:
+    return bool(ci.low <= value <= ci.high) or not np.isfinite([ci.low, ci.high]).all()
+
+
+def analyse(check: ProbeCheck, plant: Plant, stages: list[str], reference: dict[str, np.ndarray],
+            planted: dict[str, np.ndarray], n_bootstrap: int = 1000, seed: int = 0) -> CheckOutcome:
+    """The calibration verdict of one probe metric from per-test-item scores at each stage."""
+    sign = 1.0 if check.higher_is_better else -1.0
+    ref = {s: sign * reference[s] for s in stages}
+    got = {s: sign * planted[s] for s in stages}
+    loss = {s: paired_bootstrap_diff(ref[s], got[s], n_bootstrap, seed) for s in stages}
+    drop, excess = {}, {}
+    for before, stage in zip(stages, stages[1:], strict=False):
+        drop[stage] = paired_bootstrap_diff(got[before], got[stage], n_bootstrap, seed)
+        planted_drop, reference_drop = got[before] - got[stage], ref[before] - ref[stage]
+        excess[stage] = paired_bootstrap_diff(planted_drop, reference_drop, n_bootstrap, seed)
+    found_at = next((s for s in stages[1:] if drop[s].low > 0 and excess[s].low > 0), None)
+    at = stages.index(plant.stage)
+    earlier_unchanged = all(_covers(loss[s]) for s in stages[:at])
+    stays_down = all(loss[s].low > 0 for s in stages[at:])
+    if plant.type.name == "none":
+        passed = found_at is None and all(_covers(ci) for ci in loss.values())
+    else:
+        passed = found_at == plant.stage and earlier_unchanged and stays_down
+    return CheckOutcome(
+        check, stages, {s: float(np.nanmean(reference[s])) for s in stages},
+        {s: float(np.nanmean(planted[s])) for s in stages}, loss, drop, excess, found_at, earlier_unchanged,
+        stays_down, "PASS" if passed else "FAIL")
+
+
+def detectable_drop(stages: list[str], reference: dict[str, np.ndarray], n_bootstrap: int = 1000,
+                    seed: int = 0) -> tuple[int, float]:
+    """(n test items, largest half-width of the paired CI between adjacent reference stages): a
+    drop at least this large between any two neighbouring stages has a CI that excludes 0."""
+    widths, n = [], 0
+    for before, stage in zip(stages, stages[1:], strict=False):
+        ci = paired_bootstrap_diff(reference[before], reference[stage], n_bootstrap, seed)
+        if np.isfinite([ci.low, ci.high]).all():
+            widths.append((ci.high - ci.low) / 2)
+            n = max(n, ci.n)
+    if not widths:  # one stage only: the single-stage CI's half-width is the scale
+        ci = bootstrap_ci(reference[stages[0]], n_bootstrap, seed)
+        return ci.n, (ci.high - ci.low) / 2
+    return n, float(max(widths))
+
+
+class _Fits:
+    """Probe fits per (store, stage, probe, task), with the stage's splits loaded once."""
+
+    def __init__(self, dataset: Dataset, size: Size, seed: int) -> None:
+        self.samples = list(dataset)
+        self._images: np.ndarray | None = None
+        self.size = size
+        self.seed = seed
+        self.results: dict[tuple[str, str, str, str], ProbeResult] = {}
+
+    def images(self) -> np.ndarray:
+        """The reconstruction targets, made on first use (only the detail probes need them)."""
+        if self._images is None:
+            self._images = image_array(self.samples)
+        return self._images
+
+    def fit(self, store: FeatureStore, stage: str, features: torch.Tensor, check: ProbeCheck) -> ProbeResult:
+        key = (str(store.root), stage, check.probe, check.task)
+        if key not in self.results:
+            images = self.images() if check.task == "reconstruction" else None
+            splits = split_probe_data(features, self.samples, images)
+            options = QUICK_PROBE_OPTIONS.get(check.probe, {}) if self.size == "quick" else {}
+            self.results[key] = fit_probe(check.probe, check.task, splits["train"], splits["val"], splits["test"],
+                                          seed=self.seed, **options)
+        return self.results[key]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.@]+", "-", text).strip("-")
+
+
+@dataclass
+class Calibrator:
+    """Runs plants on one model; feature stores go under `work_dir` (reused on a rerun)."""
+
+    model: StageModel
+    work_dir: Path
+    size: Size = "default"
+    seed: int = 0
+    n_bootstrap: int = 1000
+    batch_size: int = 8
+    #: per dataset name, options overriding the study's (e.g. {"shapes": {"image_size": 224}})
+    dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def dataset(self, name: str) -> Dataset:
+        options = {"n": SIZES[self.size][name], "seed": self.seed, **self.dataset_options.get(name, {})}
+        return load_dataset(name, **options)
+
+    def run(self, plants: Sequence[Plant]) -> Calibration:
+        outcomes: list[PlantOutcome] = []
+        detectable: dict[str, dict[str, tuple[int, float]]] = {}
+        by_dataset: dict[str, list[Plant]] = {}
+        for plant in plants:
+            by_dataset.setdefault(DATASET_BY_INFORMATION[plant.type.information], []).append(plant)
+        for name, group in by_dataset.items():
+            dataset = self.dataset(name)
+            fits = _Fits(dataset, self.size, self.seed)
+            stages = {p.label: calibration_stages(self.model, p, self.size) for p in group}
+            every_stage = [s for s in self.model.stage_names if any(s in v for v in stages.values())]
+            reference = self._extract(self.model, dataset, name, every_stage)
+            for plant in group:
+                planted = self._extract(PlantedModel(self.model, plant, self.seed), dataset, name, stages[plant.label])
+                checks = self._read(plant, stages[plant.label], reference, planted, fits, detectable)
+                outcomes.append(PlantOutcome(plant, plant.type.information, name, checks))
+        return Calibration(self.model.name, self.size, outcomes, detectable)
+
+    def _extract(self, model: StageModel, dataset: Dataset, name: str, stages: list[str]) -> FeatureStore:
+        # one store per stage list: a store refuses to be resumed with other stages
+        stage_hash = hashlib.sha256(",".join(stages).encode()).hexdigest()[:8]
+        path = self.work_dir / "features" / _slug(model.name) / f"{name}-{self.size}-seed{self.seed}-{stage_hash}"
+        return extract_dataset(model, dataset, path, stages=stages, batch_size=self.batch_size)
+
+    def _read(self, plant: Plant, stages: list[str], reference: FeatureStore, planted: FeatureStore, fits: _Fits,
+              detectable: dict[str, dict[str, tuple[int, float]]]) -> list[CheckOutcome]:
+        scores: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        for stage in stages:
+            ref_features, got_features = reference.load(stage), planted.load(stage)
+            # the same features give the same (deterministic, seeded) fit: reuse the reference's
+            same = torch.equal(ref_features, got_features)
+            for check in PROBES_BY_INFORMATION[plant.type.information]:
+                ref_fit = fits.fit(reference, stage, ref_features, check)
+                got_fit = ref_fit if same else fits.fit(planted, stage, got_features, check)
+                key = f"{check.probe}/{check.metric}"
+                scores.setdefault(key, {"reference": {}, "planted": {}})
+                scores[key]["reference"][stage] = ref_fit.per_item[check.metric]
+                scores[key]["planted"][stage] = got_fit.per_item[check.metric]
+        checks = []
+        for check in PROBES_BY_INFORMATION[plant.type.information]:
+            per_stage = scores[f"{check.probe}/{check.metric}"]
+            checks.append(analyse(check, plant, stages, per_stage["reference"], per_stage["planted"],
+                                  self.n_bootstrap, self.seed))
+            # `none` reads the position probes on the same data: one table for both
+            information = "position" if plant.type.information == "none" else plant.type.information
+            table = detectable.setdefault(information, {})
+            if f"{check.probe}/{check.metric}" not in table:
+                table[f"{check.probe}/{check.metric}"] = detectable_drop(stages, per_stage["reference"],
+                                                                         self.n_bootstrap, self.seed)
+        return checks

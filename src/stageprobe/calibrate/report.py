@@ -1,0 +1,121 @@
+"""The calibration's outputs: a `calibration` dict for results.yaml and a markdown section."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from stageprobe.stats import BootstrapCI
+
+if TYPE_CHECKING:
+    from stageprobe.calibrate.engine import Calibration, CheckOutcome, PlantOutcome
+
+#: probe metric names → the words the report uses
+METRIC_WORDS = {"matched_iou": "IoU", "relation_acc": "relation accuracy", "ssim": "SSIM", "edge_f1": "edge F1",
+                "direction_acc": "direction accuracy", "speed_acc": "speed accuracy", "order_acc": "order accuracy"}
+
+
+def _ci(ci: BootstrapCI) -> dict[str, float]:
+    return {"estimate": ci.estimate, "ci_low": ci.low, "ci_high": ci.high, "n": ci.n}
+
+
+def _check_dict(outcome: CheckOutcome, plant_stage: str) -> dict[str, Any]:
+    check = outcome.check
+    return {
+        "probe": check.probe, "task": check.task, "metric": check.metric,
+        "role": "primary" if check.primary else "seed protocol (shown beside)",
+        "found_at": outcome.found_at,
+        "drop_at_plant": _ci(outcome.stage_drop[plant_stage]) if plant_stage in outcome.stage_drop else None,
+        "loss_vs_reference_at_plant": _ci(outcome.loss_vs_reference[plant_stage]),
+        "earlier_stages_unchanged": outcome.earlier_unchanged,
+        "stays_down": outcome.stays_down,
+        "verdict": outcome.verdict,
+        "stages": [{"stage": s, "reference": outcome.reference[s], "planted": outcome.planted[s],
+                    "loss_vs_reference": _ci(outcome.loss_vs_reference[s]),
+                    "drop_from_previous": _ci(outcome.stage_drop[s]) if s in outcome.stage_drop else None}
+                   for s in outcome.stages],
+    }
+
+
+def calibration_dict(calibration: Calibration) -> dict[str, Any]:
+    """Plain data (str, float, bool, lists, dicts) for the `calibration` key of results.yaml."""
+    return {
+        "model": calibration.model,
+        "size": calibration.size,
+        "verdict": "PASS" if all(p.verdict == "PASS" for p in calibration.plants) else "FAIL",
+        "plants": [{"plant": p.plant.label, "type": p.plant.type.name, "stage": p.plant.stage,
+                    "information": p.information, "dataset": p.dataset, "verdict": p.verdict,
+                    "checks": [_check_dict(c, p.plant.stage) for c in p.checks]} for p in calibration.plants],
+        "detectable_drop": {info: {key: {"n_test": n, "drop": drop} for key, (n, drop) in table.items()}
+                            for info, table in calibration.detectable.items()},
+    }
+
+
+def _fmt(ci: BootstrapCI) -> str:
+    return f"{ci.estimate:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}]"
+
+
+def _words(metric: str) -> str:
+    return METRIC_WORDS.get(metric, metric)
+
+
+def _rows(plant: PlantOutcome) -> list[str]:
+    rows = []
+    for c in plant.checks:
+        drop = c.stage_drop.get(plant.plant.stage)
+        reference_plant = plant.plant.type.name == "none"
+        verdict = c.verdict if c.check.primary else (
+            "—" if reference_plant else "sees it" if c.found_at == plant.plant.stage else "blind")
+        stays_down = "—" if reference_plant else "yes" if c.stays_down else "no"
+        rows.append(
+            f"| `{plant.plant.label}` | {c.check.probe} · {_words(c.check.metric)} | {c.found_at or '—'} | "
+            f"{_fmt(drop) if drop else '—'} | {_fmt(c.loss_vs_reference[plant.plant.stage])} | "
+            f"{'yes' if c.earlier_unchanged else '**no**'} | {stays_down} | {verdict} |")
+    return rows
+
+
+def _failures(calibration: Calibration) -> list[str]:
+    lines = []
+    for plant in calibration.plants:
+        for c in plant.checks:
+            if c.check.primary and c.verdict == "FAIL" and plant.plant.type.name != "none":
+                lines.append(
+                    f"- **FAIL** `{plant.plant.label}` · {c.check.probe} {_words(c.check.metric)}: the probe did not "
+                    f"see a {plant.information} loss planted at {plant.plant.stage} (found at: {c.found_at or 'nowhere'}"
+                    f"). On this model this probe family is blind to that loss there: do not read a flat "
+                    f"{_words(c.check.metric)} curve at or after that stage as \"{plant.information} kept\".")
+            elif c.check.primary and c.verdict == "FAIL":
+                lines.append(f"- **FAIL** `{plant.plant.label}` · {c.check.probe} {_words(c.check.metric)}: the "
+                             "identity plant changed the scores, so the plant's token-order conversion at this stage "
+                             "is wrong; no plant result at this stage can be trusted.")
+            elif not c.check.primary and c.found_at != plant.plant.stage and plant.plant.type.name != "none":
+                lines.append(f"- `{plant.plant.label}`: the seed protocol's {c.check.probe} ({_words(c.check.metric)}) "
+                             "cannot see this loss: it mean-pools the tokens, which discards where each token is.")
+    return lines
+
+
+def calibration_markdown(calibration: Calibration) -> str:
+    """The report section: the plant table, what failed and why, and the detectable drops."""
+    overall = "PASS" if all(p.verdict == "PASS" for p in calibration.plants) else "FAIL"
+    lines = [
+        "## Calibration", "",
+        f"Known losses planted in `{calibration.model}` ({calibration.size} size), one stage at a time. Each must be "
+        "found at its stage (planted curve drops against the stage before it, paired 95 % bootstrap CI above 0, by "
+        "more than the unplanted curve drops there), leave earlier stages unchanged, and stay down after. "
+        f"Overall: **{overall}**.", "",
+        "| plant | probe · metric | first drop found at | drop at plant (k−1 − k) | loss vs unplanted at plant "
+        "| earlier unchanged | stays down | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for plant in calibration.plants:
+        lines += _rows(plant)
+    failures = _failures(calibration)
+    if failures:
+        lines += ["", *failures]
+    lines += ["", "**Detectable effect size** (largest half-width of the paired 95 % CI between neighbouring stages "
+              "of the unplanted model):", ""]
+    for info, table in calibration.detectable.items():
+        for key, (n, drop) in table.items():
+            probe, metric = key.split("/", 1)
+            lines.append(f"- {info}: with {n} test items, {_words(metric)} drops ≥ {drop:.3f} are detectable "
+                         f"({probe}).")
+    return "\n".join(lines) + "\n"
