@@ -20,6 +20,7 @@ The reference's stage-over-stage CIs also give the smallest drop the run can det
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -94,8 +95,8 @@ def calibration_stages(model: StageModel, plant: Plant, size: Size) -> list[str]
     for prefix in ("vision.block.", "language.layer."):
         family = [s for s in chain if s.startswith(prefix)]
         limit = 2 if size == "quick" else (4 if prefix == "language.layer." else len(family))
-        if family:
-            wanted.update(family[round(i * (len(family) - 1) / max(limit - 1, 1))] for i in range(min(limit, len(family))))
+        picks = range(min(limit, len(family)))
+        wanted.update(family[round(i * (len(family) - 1) / max(limit - 1, 1))] for i in picks)
     return [s for s in chain if s in wanted]
 
 
@@ -162,7 +163,7 @@ def analyse(check: ProbeCheck, plant: Plant, stages: list[str], reference: dict[
     got = {s: sign * planted[s] for s in stages}
     loss = {s: paired_bootstrap_diff(ref[s], got[s], n_bootstrap, seed) for s in stages}
     drop, excess = {}, {}
-    for before, stage in zip(stages, stages[1:], strict=False):
+    for before, stage in itertools.pairwise(stages):
         drop[stage] = paired_bootstrap_diff(got[before], got[stage], n_bootstrap, seed)
         planted_drop, reference_drop = got[before] - got[stage], ref[before] - ref[stage]
         excess[stage] = paired_bootstrap_diff(planted_drop, reference_drop, n_bootstrap, seed)
@@ -185,7 +186,7 @@ def detectable_drop(stages: list[str], reference: dict[str, np.ndarray], n_boots
     """(n test items, largest half-width of the paired CI between adjacent reference stages): a
     drop at least this large between any two neighbouring stages has a CI that excludes 0."""
     widths, n = [], 0
-    for before, stage in zip(stages, stages[1:], strict=False):
+    for before, stage in itertools.pairwise(stages):
         ci = paired_bootstrap_diff(reference[before], reference[stage], n_bootstrap, seed)
         if np.isfinite([ci.low, ci.high]).all():
             widths.append((ci.high - ci.low) / 2)

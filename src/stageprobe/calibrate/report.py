@@ -80,8 +80,9 @@ def _failures(calibration: Calibration) -> list[str]:
             if c.check.primary and c.verdict == "FAIL" and plant.plant.type.name != "none":
                 lines.append(
                     f"- **FAIL** `{plant.plant.label}` · {c.check.probe} {_words(c.check.metric)}: the probe did not "
-                    f"see a {plant.information} loss planted at {plant.plant.stage} (found at: {c.found_at or 'nowhere'}"
-                    f"). On this model this probe family is blind to that loss there: do not read a flat "
+                    f"see a {plant.information} loss planted at {plant.plant.stage} "
+                    f"(found at: {c.found_at or 'nowhere'}). On this model this probe family is blind to that "
+                    f"loss there: do not read a flat "
                     f"{_words(c.check.metric)} curve at or after that stage as \"{plant.information} kept\".")
             elif c.check.primary and c.verdict == "FAIL":
                 lines.append(f"- **FAIL** `{plant.plant.label}` · {c.check.probe} {_words(c.check.metric)}: the "
