@@ -236,6 +236,41 @@ def bench(
     console.print(bench_table(result))
 
 
+@app.command()
+@user_errors
+def calibrate(
+    model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")] = "qwen2.5-vl-tiny",
+    plant: Annotated[list[str] | None, typer.Option(
+        "--plant", "-p", help="TYPE@STAGE, repeatable; TYPE: erase-position | scramble-position | blur-detail | "
+        "erase-time | none (default: each type at a middle ViT block, vision.post_merge, a middle LLM layer)")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="CPU smoke test: small datasets, few stages")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="output directory (default runs/calibrate-<model>-<UTC>)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of data, splits, probes, plants and bootstrap")] = 0,
+    batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
+    device_map: DeviceMapOption = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16")] = "auto",
+    trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
+) -> None:
+    """Plant known losses at known stages and check the study's probes find them there, nowhere earlier."""
+    from stageprobe.calibrate import Calibrator, default_plants, write_calibration
+    from stageprobe.models import load_model
+    from stageprobe.models.planting import parse_plant
+    from stageprobe.suites.runner import default_run_dir
+
+    if batch_size < 1:
+        raise UserInputError(f"--batch-size must be at least 1, got {batch_size}")
+    loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
+    plants = [parse_plant(text, loaded) for text in plant] if plant else default_plants(loaded)
+    run_dir = out or default_run_dir(f"calibrate-{model}")
+    calibrator = Calibrator(loaded, run_dir, size="quick" if quick else "default", seed=seed, batch_size=batch_size)
+    result = calibrator.run(plants)
+    data, markdown = write_calibration(result, run_dir)
+    console.print(result.to_markdown(), highlight=False, soft_wrap=True)
+    console.print(f"calibration: {markdown}\nresults:     {data}")
+
+
 def _dataset(spec: str, n: int | None, seed: int, skip_bad: bool) -> Any:
     """Pass each command-line option only to datasets that take it (generated ones take n and seed)."""
     from stageprobe.datasets import dataset_options, load_dataset

@@ -13,8 +13,8 @@ from stageprobe.calibrate.engine import (
     default_plants,
     detectable_drop,
 )
-from stageprobe.calibrate.report import calibration_dict, calibration_markdown
+from stageprobe.calibrate.report import calibration_dict, calibration_markdown, write_calibration
 
 __all__ = ["DATASET_BY_INFORMATION", "PROBES_BY_INFORMATION", "Calibration", "Calibrator", "CheckOutcome",
            "PlantOutcome", "ProbeCheck", "analyse", "calibration_dict", "calibration_markdown", "calibration_stages",
-           "default_plants", "detectable_drop"]
+           "default_plants", "detectable_drop", "write_calibration"]

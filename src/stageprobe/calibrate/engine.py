@@ -19,6 +19,7 @@ The reference's stage-over-stage CIs also give the smallest drop the run can det
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import itertools
 import re
@@ -85,13 +86,17 @@ def default_plants(model: StageModel) -> list[Plant]:
     return [Plant(t, stage) for stage in dict.fromkeys(sites) for t in types]
 
 
-def calibration_stages(model: StageModel, plant: Plant, size: Size) -> list[str]:
+def calibration_stages(model: StageModel, plant: Plant, size: Size, patterns: Sequence[str] | None = None
+                       ) -> list[str]:
     """Stages read for one plant, in pipeline order: always the plant, its neighbours and the
     post-merge stage; `quick` adds the first and last of each family, else every block and four
-    evenly spaced LLM layers."""
+    evenly spaced LLM layers. `patterns` (globs) limit the stages read; the plant's stays."""
     chain = [s for s in plantable_stages(model) if s not in SKIPPED_STAGES or s == plant.stage]
+    if patterns is not None:
+        chain = [s for s in chain if s == plant.stage or any(fnmatch.fnmatchcase(s, p) for p in patterns)]
     at = chain.index(plant.stage)
-    wanted = {chain[max(at - 1, 0)], plant.stage, chain[min(at + 1, len(chain) - 1)], "vision.post_merge"}
+    wanted = {chain[max(at - 1, 0)], plant.stage, chain[min(at + 1, len(chain) - 1)]}
+    wanted.update(s for s in chain if s == "vision.post_merge")
     for prefix in ("vision.block.", "language.layer."):
         family = [s for s in chain if s.startswith(prefix)]
         limit = 2 if size == "quick" else (4 if prefix == "language.layer." else len(family))
@@ -240,6 +245,10 @@ class Calibrator:
     batch_size: int = 8
     #: per dataset name, options overriding the study's (e.g. {"shapes": {"image_size": 224}})
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: information type → the probe metrics that judge it (`PROBES_BY_INFORMATION` by default)
+    probes: dict[str, tuple[ProbeCheck, ...]] = field(default_factory=lambda: dict(PROBES_BY_INFORMATION))
+    #: stage globs that limit what is read (None: the defaults of `calibration_stages`)
+    stage_patterns: list[str] | None = None
 
     def dataset(self, name: str) -> Dataset:
         options = {"n": SIZES[self.size][name], "seed": self.seed, **self.dataset_options.get(name, {})}
@@ -254,7 +263,7 @@ class Calibrator:
         for name, group in by_dataset.items():
             dataset = self.dataset(name)
             fits = _Fits(dataset, self.size, self.seed)
-            stages = {p.label: calibration_stages(self.model, p, self.size) for p in group}
+            stages = {p.label: calibration_stages(self.model, p, self.size, self.stage_patterns) for p in group}
             every_stage = [s for s in self.model.stage_names if any(s in v for v in stages.values())]
             reference = self._extract(self.model, dataset, name, every_stage)
             for plant in group:
@@ -276,7 +285,7 @@ class Calibrator:
             ref_features, got_features = reference.load(stage), planted.load(stage)
             # the same features give the same (deterministic, seeded) fit: reuse the reference's
             same = torch.equal(ref_features, got_features)
-            for check in PROBES_BY_INFORMATION[plant.type.information]:
+            for check in self.probes[plant.type.information]:
                 ref_fit = fits.fit(reference, stage, ref_features, check)
                 got_fit = ref_fit if same else fits.fit(planted, stage, got_features, check)
                 key = f"{check.probe}/{check.metric}"
@@ -284,7 +293,7 @@ class Calibrator:
                 scores[key]["reference"][stage] = ref_fit.per_item[check.metric]
                 scores[key]["planted"][stage] = got_fit.per_item[check.metric]
         checks = []
-        for check in PROBES_BY_INFORMATION[plant.type.information]:
+        for check in self.probes[plant.type.information]:
             per_stage = scores[f"{check.probe}/{check.metric}"]
             checks.append(analyse(check, plant, stages, per_stage["reference"], per_stage["planted"],
                                   self.n_bootstrap, self.seed))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from stageprobe.stats import BootstrapCI
 
@@ -120,3 +123,12 @@ def calibration_markdown(calibration: Calibration) -> str:
             lines.append(f"- {info}: with {n} test items, {_words(metric)} drops ≥ {drop:.3f} are detectable "
                          f"({probe}).")
     return "\n".join(lines) + "\n"
+
+
+def write_calibration(calibration: Calibration, out: Path) -> tuple[Path, Path]:
+    """`out/calibration.yaml` ({"calibration": …}, the results.yaml key) and `out/CALIBRATION.md`."""
+    out.mkdir(parents=True, exist_ok=True)
+    data, markdown = out / "calibration.yaml", out / "CALIBRATION.md"
+    data.write_text(yaml.safe_dump({"calibration": calibration_dict(calibration)}, sort_keys=False))
+    markdown.write_text(calibration_markdown(calibration))
+    return data, markdown
