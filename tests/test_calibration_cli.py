@@ -1,0 +1,37 @@
+"""`stageprobe calibrate` on bad input: exit 2 with one message naming what is wrong."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from stageprobe.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
+
+
+def test_unknown_plant_type_lists_types_and_stages() -> None:
+    code, out = invoke("calibrate", "--plant", "melt-position@vision.block.4")
+    assert code == 2
+    flat = " ".join(out.split())
+    assert "melt-position@vision.block.4" in flat
+    for name in ("erase-position", "scramble-position", "blur-detail", "erase-time", "none",
+                 "vision.block.7", "vision.post_merge", "language.layer.3"):
+        assert name in flat
+    assert "Traceback" not in out
+
+
+def test_unknown_stage_is_named() -> None:
+    code, out = invoke("calibrate", "--plant", "erase-position@vision.block.40")
+    assert code == 2
+    assert "vision.block.40" in " ".join(out.split())
+
+
+def test_erase_time_on_an_image_only_model_says_why() -> None:
+    code, out = invoke("calibrate", "--model", "dinov2-tiny", "--plant", "erase-time@vision.block.1")
+    assert code == 2
+    assert "image-only" in " ".join(out.split())
