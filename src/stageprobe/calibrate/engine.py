@@ -113,6 +113,8 @@ class CheckOutcome:
     stages: list[str]
     reference: dict[str, float]
     planted: dict[str, float]
+    #: the planted model's score at each stage with its bootstrap CI (e.g. to compare with chance)
+    planted_ci: dict[str, BootstrapCI]
     #: reference − planted at each stage (signed so that > 0 is information lost)
     loss_vs_reference: dict[str, BootstrapCI]
     #: stage k−1 − stage k on the planted curve, and its excess over the reference curve's drop
@@ -180,10 +182,10 @@ def analyse(check: ProbeCheck, plant: Plant, stages: list[str], reference: dict[
         passed = found_at is None and all(_covers(ci) for ci in loss.values())
     else:
         passed = found_at == plant.stage and earlier_unchanged and stays_down
-    return CheckOutcome(
-        check, stages, {s: float(np.nanmean(reference[s])) for s in stages},
-        {s: float(np.nanmean(planted[s])) for s in stages}, loss, drop, excess, found_at, earlier_unchanged,
-        stays_down, "PASS" if passed else "FAIL")
+    means = {s: float(np.nanmean(reference[s])) for s in stages}, {s: float(np.nanmean(planted[s])) for s in stages}
+    planted_ci = {s: bootstrap_ci(planted[s], n_bootstrap, seed) for s in stages}
+    return CheckOutcome(check, stages, *means, planted_ci, loss, drop, excess, found_at, earlier_unchanged, stays_down,
+                        "PASS" if passed else "FAIL")
 
 
 def detectable_drop(stages: list[str], reference: dict[str, np.ndarray], n_bootstrap: int = 1000,

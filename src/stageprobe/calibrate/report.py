@@ -32,7 +32,7 @@ def _check_dict(outcome: CheckOutcome, plant_stage: str) -> dict[str, Any]:
         "earlier_stages_unchanged": outcome.earlier_unchanged,
         "stays_down": outcome.stays_down,
         "verdict": outcome.verdict,
-        "stages": [{"stage": s, "reference": outcome.reference[s], "planted": outcome.planted[s],
+        "stages": [{"stage": s, "reference": outcome.reference[s], "planted": _ci(outcome.planted_ci[s]),
                     "loss_vs_reference": _ci(outcome.loss_vs_reference[s]),
                     "drop_from_previous": _ci(outcome.stage_drop[s]) if s in outcome.stage_drop else None}
                    for s in outcome.stages],
