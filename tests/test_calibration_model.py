@@ -1,0 +1,78 @@
+"""Known answers of `stageprobe calibrate` through the tiny random-weight Qwen2.5-VL: planted losses
+are found at their stage, stay down after, and leave earlier stages alone; `none` finds nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import stageprobe as sp
+from stageprobe.calibrate import PROBES_BY_INFORMATION, Calibration, Calibrator, CheckOutcome, PlantOutcome
+from stageprobe.models.planting import parse_plant
+from stageprobe.models.qwen_vl import QwenVLModel
+
+# small shapes on a 112-px image: an 8×8 patch grid, a 4×4 merged grid
+SMALL_SHAPES = {"image_size": 112, "min_size": 16, "max_size": 36}
+SPATIAL = ("dense-linear/matched_iou", "relation/relation_acc")
+
+
+@pytest.fixture(scope="module")
+def model() -> QwenVLModel:
+    return sp.load_model("qwen2.5-vl-tiny", device="cpu")
+
+
+def calibrate(model: QwenVLModel, work: Path, plants: list[str], n: int, **options: object) -> Calibration:
+    calibrator = Calibrator(model, work, size="quick", n_bootstrap=500,
+                            dataset_options={"shapes": {"n": n, **SMALL_SHAPES},
+                                             "motion": {"n": n, "image_size": 112, "frames": 4}},
+                            **options)  # type: ignore[arg-type]
+    return calibrator.run([parse_plant(p, model) for p in plants])
+
+
+def checks_of(plant: PlantOutcome) -> dict[str, CheckOutcome]:
+    return {f"{c.check.probe}/{c.check.metric}": c for c in plant.checks}
+
+
+def test_erase_position_at_a_window_block_is_found_there(model: QwenVLModel, tmp_path: Path) -> None:
+    spatial_only = {"position": PROBES_BY_INFORMATION["position"][:2]}
+    result = calibrate(model, tmp_path, ["erase-position@vision.block.4"], n=64, probes=spatial_only,
+                       stage_patterns=["vision.block.*", "vision.post_merge"])
+    (plant,) = result.plants
+    for check in plant.checks:
+        assert check.stages[:3] == ["vision.block.0", "vision.block.3", "vision.block.4"]
+        assert check.found_at == "vision.block.4", check.check
+        assert check.earlier_unchanged and check.stays_down
+        assert check.reference["vision.block.3"] == check.planted["vision.block.3"]
+    assert plant.verdict == "PASS"
+
+
+@pytest.mark.slow
+def test_position_plants_and_none_through_the_llm(model: QwenVLModel, tmp_path: Path) -> None:
+    result = calibrate(model, tmp_path, ["erase-position@vision.block.4", "scramble-position@language.layer.2",
+                                         "none@vision.post_merge"], n=64)
+    erase, scramble, none = result.plants
+    assert erase.verdict == "PASS"
+    iou = checks_of(erase)["dense-linear/matched_iou"]
+    assert {"vision.post_merge", "language.layer.3"} <= set(iou.stages)  # stays down through the LLM
+    # scrambling the tokens is seen by the spatial probes, not by the pooled (seed) probe
+    assert scramble.verdict == "PASS"
+    pooled = checks_of(scramble)["pooled-linear/matched_iou"]
+    assert pooled.found_at is None
+    assert pooled.loss_vs_reference["language.layer.2"].low <= 0 <= pooled.loss_vs_reference["language.layer.2"].high
+    assert "blind" in result.to_markdown()
+    assert none.verdict == "PASS"
+    assert all(c.found_at is None for c in none.checks)
+
+
+@pytest.mark.slow
+def test_erase_time_after_the_merger_leaves_motion_at_chance(model: QwenVLModel, tmp_path: Path) -> None:
+    result = calibrate(model, tmp_path, ["erase-time@vision.post_merge"], n=160,
+                       stage_patterns=["vision.block.7", "vision.post_merge", "language.layer.*"])
+    checks = checks_of(result.plants[0])
+    direction = checks["temporal-dense/direction_acc"]
+    assert direction.found_at == "vision.post_merge" and direction.verdict == "PASS"
+    for key, chance in (("temporal-dense/direction_acc", 1 / 8), ("temporal-dense/order_acc", 1 / 2)):
+        for stage in checks[key].stages[checks[key].stages.index("vision.post_merge"):]:
+            ci = checks[key].planted_ci[stage]
+            assert ci.low <= chance + 0.05 and ci.high >= chance - 0.05, (key, stage, ci)
