@@ -140,3 +140,10 @@ def test_results_dict_is_plain_yaml(tmp_path: Path) -> None:
     assert loaded["plants"][0]["checks"][0]["found_at"] == "vision.block.2"
     assert loaded["detectable_drop"]["position"]["dense-linear/matched_iou"] == {"n_test": 40, "drop": 0.05}
     assert markdown.read_text().startswith("## Calibration")
+
+
+def test_plant_at_the_first_stage_read_is_judged_against_the_unplanted_model() -> None:
+    reference = scores([0.7, 0.7, 0.7, 0.7])
+    outcome = analyse(IOU, plant("erase-position", STAGES[0]), STAGES, reference, scores([0.2, 0.2, 0.2, 0.2]), 300)
+    assert outcome.found_at == STAGES[0]
+    assert outcome.verdict == "PASS"

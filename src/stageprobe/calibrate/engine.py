@@ -91,7 +91,10 @@ def calibration_stages(model: StageModel, plant: Plant, size: Size, patterns: Se
     """Stages read for one plant, in pipeline order: always the plant, its neighbours and the
     post-merge stage; `quick` adds the first and last of each family, else every block and four
     evenly spaced LLM layers. `patterns` (globs) limit the stages read; the plant's stays."""
-    chain = [s for s in plantable_stages(model) if s not in SKIPPED_STAGES or s == plant.stage]
+    every = plantable_stages(model)
+    # a plant at the first block still needs a stage before it to drop from: then a skipped one
+    before = every[max(every.index(plant.stage) - 1, 0)]
+    chain = [s for s in every if s not in SKIPPED_STAGES or s in (plant.stage, before)]
     if patterns is not None:
         chain = [s for s in chain if s == plant.stage or any(fnmatch.fnmatchcase(s, p) for p in patterns)]
     at = chain.index(plant.stage)
@@ -174,7 +177,9 @@ def analyse(check: ProbeCheck, plant: Plant, stages: list[str], reference: dict[
         drop[stage] = paired_bootstrap_diff(got[before], got[stage], n_bootstrap, seed)
         planted_drop, reference_drop = got[before] - got[stage], ref[before] - ref[stage]
         excess[stage] = paired_bootstrap_diff(planted_drop, reference_drop, n_bootstrap, seed)
-    found_at = next((s for s in stages[1:] if drop[s].low > 0 and excess[s].low > 0), None)
+    # the first stage read has no stage before it: there only the unplanted model is the baseline
+    found_at = next((s for s in stages if (loss[s].low > 0 if s == stages[0] else
+                                            drop[s].low > 0 and excess[s].low > 0)), None)
     at = stages.index(plant.stage)
     earlier_unchanged = all(_covers(loss[s]) for s in stages[:at])
     stays_down = all(loss[s].low > 0 for s in stages[at:])
