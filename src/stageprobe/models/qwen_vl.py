@@ -19,8 +19,6 @@ import copy
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from PIL import Image
 from torch import nn
 
 from stageprobe.errors import UserInputError
+from stageprobe.models._presets import preset_checkpoint
 from stageprobe.models._stages import Layout, StageSpec
 from stageprobe.models.base import Clip, HFStageModel, check_same_size
 from stageprobe.models.registry import preset_cache_dir, register_architecture, register_preset
@@ -306,10 +305,17 @@ def _last_linear(module: nn.Module) -> nn.Linear:
 # -- loading ------------------------------------------------------------------------------
 
 
-def _model_class(model_type: str) -> type[nn.Module]:
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+#: config `model_type` → (transformers class name, adapter class); each family file adds its own
+QWEN_FAMILIES: dict[str, tuple[str, type[QwenVLModel]]] = {
+    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", QwenVLModel),
+    "qwen2_vl": ("Qwen2VLForConditionalGeneration", QwenVLModel),
+}
 
-    return {"qwen2_5_vl": Qwen2_5_VLForConditionalGeneration, "qwen2_vl": Qwen2VLForConditionalGeneration}[model_type]
+
+def _model_class(model_type: str) -> type[nn.Module]:
+    import transformers
+
+    return getattr(transformers, QWEN_FAMILIES[model_type][0])
 
 
 def _offload_dir(key: str) -> Path:
@@ -353,7 +359,8 @@ def load_qwen_vl(
             f"the weights of {name!r} are not found locally ({error}). Download them where there is network, "
             "then pass the local directory as the model"
         ) from error
-    return QwenVLModel(hf_model, processor, name, weights_id or _weights_id(source, config))
+    adapter = QWEN_FAMILIES[config.model_type][1]
+    return adapter(hf_model, processor, name, weights_id or _weights_id(source, config))
 
 
 # -- tiny random presets --------------------------------------------------------------------
@@ -438,37 +445,21 @@ def tiny_config(family: str, vocab_size: int, token_ids: dict[str, int]) -> Any:
     return Qwen2VLConfig(vision_config=vision, text_config=text, **special)
 
 
-def build_tiny_checkpoint(family: str, directory: Path) -> Path:
-    """Write a random-weight checkpoint + processor with `save_pretrained`, like a Hub snapshot."""
-    processor = build_tiny_processor(family)
-    tokenizer = processor.tokenizer
-    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
-    config = tiny_config(family, len(tokenizer), token_ids)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
-        model = _model_class(family)(config)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    try:
-        staging.rename(directory)  # atomic: a concurrent builder either wins or finds it done
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
-
-
-def _tiny_preset(preset: str, family: str, device: torch.device, dtype: torch.dtype) -> QwenVLModel:
-    from transformers import AutoConfig
-
-    directory = preset_cache_dir() / preset
-    if not (directory / "config.json").is_file():
-        build_tiny_checkpoint(family, directory)
-    config = AutoConfig.from_pretrained(directory)
+def tiny_preset(preset: str, config: Any, processor: Any, device: torch.device, dtype: torch.dtype) -> QwenVLModel:
+    """A tiny random preset through the same from_pretrained path a Hub checkpoint takes."""
+    directory = preset_checkpoint(preset, config, processor, seed=TINY_SEED)
     model = load_qwen_vl(str(directory), config, device=device, dtype=dtype,
                          weights_id=f"random-init (seed {TINY_SEED})")
     model.name = preset
     return model
+
+
+def _tiny_preset(preset: str, family: str, device: torch.device, dtype: torch.dtype) -> QwenVLModel:
+    processor = build_tiny_processor(family)
+    token_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    config = tiny_config(family, len(processor.tokenizer), token_ids)
+    config.architectures = [QWEN_FAMILIES[family][0]]
+    return tiny_preset(preset, config, processor, device, dtype)
 
 
 @register_preset("qwen2.5-vl-tiny", "Qwen2.5-VL architecture, small config, RANDOM weights, real processor (default)")

@@ -7,13 +7,9 @@ every stage is a pure raster grid of patch tokens.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +19,9 @@ from PIL import Image
 from torch import nn
 
 from stageprobe.errors import UserInputError
+from stageprobe.models._presets import preset_checkpoint, quiet_transformers
 from stageprobe.models.base import Clip, StageInfo, StageModel, check_same_size, select_stages
-from stageprobe.models.registry import preset_cache_dir, register_architecture, register_preset
-
-PRESET_SEED = 0
-PRESET_MARKER = "stageprobe_preset.json"
+from stageprobe.models.registry import register_architecture, register_preset
 
 
 @dataclass(frozen=True)
@@ -229,7 +223,7 @@ def _load_pretrained(source: str, model_type: str, trust_remote_code: bool) -> t
 
     family = FAMILIES[model_type]
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             # The load report would list a full checkpoint's text tower as "unexpected"; that is
             # intended here, and the keys that matter (missing vision weights) are checked below.
             hf_model, info = getattr(transformers, family.model_class).from_pretrained(
@@ -253,22 +247,6 @@ def _load_pretrained(source: str, model_type: str, trust_remote_code: bool) -> t
     return hf_model, processor
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Errors only and no progress bars while loading: tiny checkpoints load in milliseconds."""
-    from transformers.utils import logging
-
-    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
-        if bars:
-            logging.enable_progress_bar()
-
-
 def _weights_id(source: str) -> str:
     """The Hub commit of a cached checkpoint, or a content hash of a local directory's weights."""
     local = Path(source)
@@ -289,56 +267,12 @@ def _weights_id(source: str) -> str:
 # --- tiny random presets --------------------------------------------------------------------------
 
 
-def _preset_dir(name: str, model_config: Any, processor: Any) -> Path:
-    """A saved checkpoint for a preset, built once and rebuilt when its recipe changes.
-
-    The recipe hash (config + processor + seed) sits next to the weights, so a cache left by an
-    older recipe is never mistaken for the current one.
-    """
-    recipe = hashlib.sha256(
-        (model_config.to_json_string(use_diff=False) + processor.to_json_string() + str(PRESET_SEED)).encode()
-    ).hexdigest()
-    target = preset_cache_dir() / name
-    if _recipe_of(target) == recipe:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Built beside the target and renamed into place, so an interrupted or concurrent build never
-    # leaves a half-written checkpoint under the preset's name.
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        import transformers
-
-        with torch.random.fork_rng(devices=[]), _quiet_transformers():
-            torch.manual_seed(PRESET_SEED)
-            model = getattr(transformers, model_config.architectures[0])(model_config)
-            model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        (staging / PRESET_MARKER).write_text(json.dumps({"preset": name, "recipe": recipe}))
-        if target.exists():
-            shutil.rmtree(target)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if _recipe_of(target) != recipe:  # another process won the race with the same recipe
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _recipe_of(directory: Path) -> str | None:
-    try:
-        return json.loads((directory / PRESET_MARKER).read_text())["recipe"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _load_preset(
     name: str, build: Callable[[], tuple[Any, Any]], device: torch.device, dtype: torch.dtype
 ) -> VitModel:
     """The preset through the same from_pretrained path a Hub checkpoint takes."""
     model_config, processor = build()
-    directory = _preset_dir(name, model_config, processor)
+    directory = preset_checkpoint(name, model_config, processor)
     hf_model, processor = _load_pretrained(str(directory), model_config.model_type, trust_remote_code=False)
     return VitModel(name, hf_model, processor, FAMILIES[model_config.model_type], device, dtype, "random")
 
