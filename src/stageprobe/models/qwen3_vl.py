@@ -29,9 +29,10 @@ from stageprobe.models.qwen_vl import (
     QwenVLModel,
     build_tiny_tokenizer,
     load_qwen_vl,
+    qwen_skeleton,
     tiny_preset,
 )
-from stageprobe.models.registry import register_architecture, register_preset
+from stageprobe.models.registry import register_architecture, register_preset, register_skeleton
 
 #: fields each family's adapter reads from config.json, as (section, key); section "" is the top level
 REQUIRED_FIELDS: dict[str, list[tuple[str, str]]] = {
@@ -141,6 +142,12 @@ def load_qwen3(
     check_config_fields(name, config)
     return load_qwen_vl(name, config, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                         weights_id=weights_id, device_map=device_map)
+
+
+@register_skeleton(*REQUIRED_FIELDS)
+def qwen3_skeleton(name: str, config: Any, trust_remote_code: bool = False) -> QwenVLModel:
+    check_config_fields(name, config)
+    return qwen_skeleton(name, config, trust_remote_code=trust_remote_code)
 
 
 # -- presets ----------------------------------------------------------------------------------

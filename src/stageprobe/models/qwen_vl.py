@@ -31,7 +31,12 @@ from stageprobe.errors import UserInputError
 from stageprobe.models._presets import preset_checkpoint
 from stageprobe.models._stages import Layout, StageSpec
 from stageprobe.models.base import Clip, HFStageModel, check_same_size
-from stageprobe.models.registry import preset_cache_dir, register_architecture, register_preset
+from stageprobe.models.registry import (
+    preset_cache_dir,
+    register_architecture,
+    register_preset,
+    register_skeleton,
+)
 
 DEFAULT_PROMPT = "Describe this image."
 DEFAULT_VIDEO_PROMPT = "Describe this video."
@@ -361,6 +366,26 @@ def load_qwen_vl(
         ) from error
     adapter = QWEN_FAMILIES[config.model_type][1]
     return adapter(hf_model, processor, name, weights_id or _weights_id(source, config))
+
+
+def qwen_skeleton(name: str, config: Any, trust_remote_code: bool = False) -> QwenVLModel:
+    """The adapter over a meta-device model: stage geometry from config + processor files, no weights."""
+    from transformers import AutoProcessor
+
+    source = str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+    try:
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise UserInputError(
+            f"the processor files of {name!r} are not found locally ({error}); "
+            "pass a directory that holds its preprocessor_config.json"
+        ) from error
+    with torch.device("meta"):
+        hf_model = _model_class(config.model_type)._from_config(config)
+    return QWEN_FAMILIES[config.model_type][1](hf_model, processor, name, "not loaded (meta device)")
+
+
+register_skeleton("qwen2_5_vl", "qwen2_vl")(qwen_skeleton)
 
 
 # -- tiny random presets --------------------------------------------------------------------

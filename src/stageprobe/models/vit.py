@@ -23,7 +23,7 @@ from stageprobe.errors import UserInputError
 from stageprobe.models._presets import preset_checkpoint, quiet_transformers
 from stageprobe.models._stages import Layout, StageSpec
 from stageprobe.models.base import Clip, HFStageModel, check_same_size
-from stageprobe.models.registry import register_architecture, register_preset
+from stageprobe.models.registry import register_architecture, register_preset, register_skeleton
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,27 @@ def load_vit(
     return VitModel(
         name, hf_model, processor, FAMILIES[config.model_type], device, dtype, _weights_id(source)
     )
+
+
+@register_skeleton(*FAMILIES)
+def vit_skeleton(name: str, config: Any, trust_remote_code: bool = False) -> VitModel:
+    """The adapter over a meta-device encoder: geometry from config + processor files, no weights."""
+    import transformers
+
+    local = Path(name).expanduser()
+    source = str(local) if local.exists() else name
+    family = FAMILIES[config.model_type]
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise UserInputError(
+            f"the image processor of {source!r} is not found locally ({error}); "
+            "pass a directory that holds its preprocessor_config.json"
+        ) from error
+    with torch.device("meta"):
+        hf_model = getattr(transformers, family.model_class)._from_config(getattr(config, "vision_config", config))
+    meta = torch.device("meta")
+    return VitModel(name, hf_model, processor, family, meta, torch.float32, "not loaded (meta device)")
 
 
 def _load_pretrained(source: str, model_type: str, trust_remote_code: bool) -> tuple[nn.Module, Any]:
