@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 
 from stageprobe.errors import UserInputError
 from stageprobe.models._stages import StageSpec
+from stageprobe.models.base import Clip
 from stageprobe.models.qwen_vl import (
     CHAT_TEMPLATE,
     QWEN_FAMILIES,
@@ -46,8 +48,19 @@ REQUIRED_FIELDS["qwen3_vl"] = [*REQUIRED_FIELDS["qwen3_5"], ("vision_config", "d
 REQUIRED_FIELDS["qwen3_vl_moe"] = REQUIRED_FIELDS["qwen3_vl"]
 
 
+#: clips are taken as sampled at the video processor's own default rate, which the prompt's
+#: per-frame `<t seconds>` timestamps are computed from
+VIDEO_FPS = 2.0
+
+
 class Qwen3VLModel(QwenVLModel):
     """Adapter over `Qwen3VL[Moe]ForConditionalGeneration` and `Qwen3_5[Moe]ForConditionalGeneration`."""
+
+    def video_metadata(self, clips: Sequence[Clip]) -> dict[str, Any]:
+        return {"video_metadata": [
+            {"fps": VIDEO_FPS, "total_num_frames": len(clip), "frames_indices": list(range(len(clip)))}
+            for clip in clips
+        ]}
 
     @property
     def deepstack_indexes(self) -> list[int]:

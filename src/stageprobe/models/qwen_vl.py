@@ -133,6 +133,10 @@ class QwenVLModel(HFStageModel):
             self._grid_cache[key] = (t, h, w)
         return self._grid_cache[key]
 
+    def video_metadata(self, clips: Sequence[Clip]) -> dict[str, Any]:
+        """Extra processor arguments describing the clips' timing (none for Qwen2-VL / Qwen2.5-VL)."""
+        return {}
+
     def _video_options(self) -> dict[str, Any]:
         return {"do_sample_frames": False, "size": self.video_size(), "cap_pixels_per_frame": False}
 
@@ -194,7 +198,7 @@ class QwenVLModel(HFStageModel):
             self.check_image_size(*check_same_size([frame for clip in clips for frame in clip]))
             text = self._chat_text("video", self.video_prompt)
             inputs = self.processor(text=[text] * len(clips), videos=clips, return_tensors="pt",
-                                    **self._video_options())
+                                    **self._video_options(), **self.video_metadata(clips))
             token_id = self.video_token_id
         else:
             images = [im.convert("RGB") for im in images or []]
