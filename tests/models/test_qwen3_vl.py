@@ -190,3 +190,25 @@ def test_8b_random_preset_has_the_published_size() -> None:
     assert abs(sum(p.numel() for p in skeleton.parameters()) / 1e9 - 8.767) < 0.001
     assert len(skeleton.model.visual.blocks) == 27 and len(skeleton.model.language_model.layers) == 36
     assert "RANDOM" in sp.models.PRESETS["qwen3-vl-8b-random"].description
+
+
+def test_moe_checkpoint_loads_by_path_with_aligned_stages(tmp_path: Path) -> None:
+    from transformers import Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+    processor = build_qwen3_processor()
+    dense = qwen3_vl_tiny_config(processor).to_dict()
+    text = {**dense["text_config"], "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+            "decoder_sparse_step": 1}
+    config = Qwen3VLMoeConfig(text_config=text, vision_config=dense["vision_config"],
+                              **{k: dense[k] for k in ("image_token_id", "video_token_id",
+                                                       "vision_start_token_id", "vision_end_token_id")})
+    torch.manual_seed(3)
+    Qwen3VLMoeForConditionalGeneration(config).save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    model = sp.load_model(str(tmp_path), device="cpu")
+    assert isinstance(model, Qwen3VLModel) and model.family == "qwen3_vl_moe"
+    features = model.extract([Image.new("RGB", (224, 224), GREY), bright((224, 224), 13, 2)])
+    assert "vision.deepstack.2" in features and "language.layer.2.before_deepstack" in features
+    for name, grid in features.items():
+        expected = (6, 1) if grid.shape[2] == 7 else (13, 2)
+        assert changed_cell(grid[1], grid[0]) == expected, name
