@@ -212,3 +212,17 @@ def test_moe_checkpoint_loads_by_path_with_aligned_stages(tmp_path: Path) -> Non
     for name, grid in features.items():
         expected = (6, 1) if grid.shape[2] == 7 else (13, 2)
         assert changed_cell(grid[1], grid[0]) == expected, name
+
+
+def test_stages_are_described_from_config_and_processor_files_alone(tmp_path: Path) -> None:
+    processor = build_qwen3_processor()
+    config = qwen3_vl_tiny_config(processor)
+    config.vision_config.deepstack_visual_indexes = [2]
+    config.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)  # no weights in the directory
+    infos = {info.name: info for info in describe_stages(str(tmp_path), 320, 256)}
+    assert [name for name in infos if "deepstack" in name] == [
+        "vision.deepstack.0", "language.layer.0.before_deepstack"]
+    assert infos["vision.post_merge"].grid == (1, 10, 8) and infos["vision.patch_embed"].grid == (1, 20, 16)
+    with pytest.raises(UserInputError):
+        sp.load_model(str(tmp_path), device="cpu")

@@ -223,3 +223,13 @@ def test_checkpoint_missing_vision_weights_is_a_user_error(model: VitModel, tmp_
     save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(UserInputError, match="lacks 1 weights"):
         sp.load_model(str(directory), device="cpu")
+
+
+def test_random_init_twin_has_same_geometry_other_weights(model: VitModel) -> None:
+    twin = model.random_init_twin(seed=3)
+    assert isinstance(twin, VitModel) and twin.weights_id == "random-init seed 3"
+    images = noise_images(1, GEOMETRY[model.name][0])
+    ours, theirs = model.extract(images), twin.extract(images)
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    assert not torch.allclose(ours["vision.block.0"], theirs["vision.block.0"])
+    assert torch.equal(model.random_init_twin(seed=3).extract(images)["vision.block.0"], theirs["vision.block.0"])
