@@ -164,7 +164,7 @@ class HFStageModel(StageModel):
         size = (height, width) if height and width else self.default_image_size
         specs = {spec.name: spec for spec in self.stage_table(*size)}
         if name not in specs:
-            select_stages(list(specs), [name])  # raises with the list of stages
+            raise UserInputError(f"{name!r} is not a stage of {self.name!r}. Available stages: {', '.join(specs)}")
         spec = specs[name]
         return StagePoint(spec, self.hf_model.get_submodule(spec.module))
 
