@@ -5,15 +5,13 @@ exact inverses of each other inside the model (what a planting hook relies on)."
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import torch
 from PIL import Image
 
 import stageprobe as sp
-from stageprobe.models import PRESETS, HFStageModel, Layout, StageModel, StagePoint, describe_stages
-from stageprobe.models._stages import capture
+from stageprobe.models import PRESETS, HFStageModel, StageModel, describe_stages
+from stageprobe.models._stages import capture, replace_stage
 
 # the published-size presets are checked on the meta device only (test_every_preset_describes_…)
 CPU_PRESETS = sorted(name for name in PRESETS if not name.endswith("-random"))
@@ -111,17 +109,6 @@ def test_raster_conversions_invert_each_other_on_the_models_own_tensors(model: S
                                    rtol=0, atol=0, msg=point.name)
 
 
-def replacing_hook(point: StagePoint, layout: Layout, edit: Any) -> Any:
-    """A hook that swaps the stage's tensor for `edit(raster grid)`, written back in module order."""
-    def replace(tensor: torch.Tensor) -> torch.Tensor:
-        return point.from_raster(edit(point.to_raster(tensor, layout)), layout, like=tensor)
-
-    if point.hook == "input":
-        return point.module.register_forward_pre_hook(lambda _m, args: (replace(args[0]), *args[1:]))
-    return point.module.register_forward_hook(
-        lambda _m, _a, out: (replace(out[0]), *out[1:]) if isinstance(out, tuple) else replace(out))
-
-
 def test_a_cell_planted_before_the_merger_reaches_only_its_merged_cell(model: StageModel) -> None:
     if "vision.pre_merge" not in model.stage_names:
         pytest.skip("no 2×2 merger")
@@ -136,11 +123,8 @@ def test_a_cell_planted_before_the_merger_reaches_only_its_merged_cell(model: St
         grid[:, :, 5, 2] = 0  # patch cell (5, 2) lies in merged cell (2, 1)
         return grid
 
-    handle = replacing_hook(model.stage_point("vision.pre_merge"), layout, erase_cell)
-    try:
+    with replace_stage(model.stage_point("vision.pre_merge"), layout, erase_cell):
         planted = model.extract(images, stages=["vision.post_merge"])["vision.post_merge"]
-    finally:
-        handle.remove()
     moved = (planted - clean)[0, 0].norm(dim=-1)
     assert torch.nonzero(moved > 1e-6).tolist() == [[2, 1]]
 

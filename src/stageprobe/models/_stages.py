@@ -186,3 +186,29 @@ def capture(
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def replace_stage(
+    point: StagePoint, layout: Layout, edit: Callable[[torch.Tensor], torch.Tensor]
+) -> Iterator[None]:
+    """While the block runs, the stage's tensor is swapped for `edit(raster grid)` written back in
+    the module's order (a planted loss); downstream modules read the edited tensor."""
+
+    def replace(tensor: torch.Tensor) -> torch.Tensor:
+        return point.from_raster(edit(point.to_raster(tensor, layout)), layout, like=tensor)
+
+    def on_input(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (replace(args[0]), *args[1:])
+
+    def on_output(_module: nn.Module, _args: Any, output: Any) -> Any:
+        return (replace(output[0]), *output[1:]) if isinstance(output, tuple) else replace(output)
+
+    if point.hook == "input":
+        handle = point.module.register_forward_pre_hook(on_input)
+    else:
+        handle = point.module.register_forward_hook(on_output)
+    try:
+        yield
+    finally:
+        handle.remove()
