@@ -40,10 +40,11 @@ def bright_cell_image(size: tuple[int, int], row: int, col: int, cell: int) -> I
 
 
 def sizes_of(model: StageModel) -> list[tuple[int, int]]:
-    """(height, width) inputs: the default size and a non-square one the model keeps as is."""
-    height, width = model.default_image_size
+    """(height, width) inputs: a square and a non-square one the model keeps as they are."""
     if isinstance(model, sp.models.vit.VitModel):  # resized whole to its native size: feed 2× it
+        height, width = model.default_image_size
         return [(2 * height, 2 * width)]
+    height, width = SMALL
     cell = patch_side(model, (height, width))[2]
     return [(height, width), (height - 4 * cell, width)]
 
