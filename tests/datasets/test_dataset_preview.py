@@ -29,6 +29,7 @@ def test_preview_draws_the_boxes(tmp_path: Path) -> None:
 
 
 def test_preview_of_an_unlabelled_folder(tmp_path: Path) -> None:
-    Image.new("RGB", (40, 30), (0, 0, 255)).save(tmp_path / "x.png")
-    out = write_preview(load_dataset(f"images:{tmp_path}"), tmp_path / "sheet.png")
+    for name in "xyz":
+        Image.new("RGB", (40, 30), (0, 0, 255)).save(tmp_path / f"{name}.png")
+    out = write_preview(load_dataset(f"images:{tmp_path}"), tmp_path / "sheet.png", n=1)
     assert Image.open(out).size == (THUMB_PX, THUMB_PX + 14)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,13 +34,14 @@ def ranked_splits(groups: list[str], val_fraction: float = 0.15, test_fraction: 
     """Split of each of a few groups, by rank of their hash, so every split gets its share.
 
     With a dozen groups, `stable_split` alone can leave test empty; ranking keeps the assignment
-    independent of order while giving test ⌈test_fraction·n⌉ and val ⌈val_fraction·n⌉ groups
-    (as long as train keeps at least one).
+    independent of order while giving test round(test_fraction·n) and val round(val_fraction·n)
+    groups, at least one each (as long as train keeps at least one).
     """
     unique = sorted(set(groups), key=lambda g: hashlib.sha256(f"group:{g}".encode()).digest())
     n = len(unique)
-    n_test = min(math.ceil(test_fraction * n), max(0, n - 1))
-    n_val = min(math.ceil(val_fraction * n), max(0, n - 1 - n_test))
+    # At least one group each for test and val (then train) before the shares are rounded.
+    n_test = min(max(1, round(test_fraction * n)), max(0, n - 1))
+    n_val = min(max(1, round(val_fraction * n)), max(0, n - 1 - n_test))
     return {g: "test" if r < n_test else "val" if r < n_test + n_val else "train" for r, g in enumerate(unique)}
 
 

@@ -39,7 +39,7 @@ from pycocotools.coco import COCO
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from stageprobe.datasets._options import check_choice, check_int, image_problem, load_rgb, seeded_subset
-from stageprobe.datasets.base import Dataset, Sample, Split, stable_split
+from stageprobe.datasets.base import Dataset, Sample, Split, ranked_splits
 from stageprobe.datasets.registry import register_dataset
 from stageprobe.datasets.shapes import mask_centroid, relation
 from stageprobe.errors import UserInputError
@@ -86,6 +86,7 @@ class CocoDataset(Dataset):
         self.annotation_file, self.image_dir = _locate(Path(path), image_dir)
         self.categories = _category_names(categories)
         self.skipped: list[dict[str, str]] = []
+        self._splits: dict[str, Split] = {}
 
         self.coco = _read_coco(self.annotation_file)
         category_ids = self._select_categories()
@@ -111,7 +112,11 @@ class CocoDataset(Dataset):
         return self._key(self.image_ids[index])
 
     def sample_split(self, index: int) -> Split:
-        return stable_split(self.sample_group(index))
+        return self.split_of_image(self.image_ids[index])
+
+    def split_of_image(self, image_id: int) -> Split:
+        """The split of a COCO image (and so of every sample made from it)."""
+        return self._splits[self._key(image_id)]
 
     def __getitem__(self, index: int) -> Sample:
         image_id = self.image_ids[index]
@@ -131,7 +136,7 @@ class CocoDataset(Dataset):
             "scale": transform[:2], "image_size": self.canvas, "resize": self.resize,
         })
         key = self._key(image_id)
-        return Sample(key=key, split=stable_split(key), image=canvas, target=target, group=key)
+        return Sample(key=key, split=self.split_of_image(image_id), image=canvas, target=target, group=key)
 
     def annotations_of(self, image_id: int) -> list[dict[str, Any]]:
         """The image's valid annotations of the selected categories (crowds included)."""
@@ -212,6 +217,9 @@ class CocoDataset(Dataset):
                 "region (iscrowd=1); probes need single objects — use a set with non-crowd annotations"
             )
         keys = [self._key(i) for i in image_ids]
+        # Ranked over every usable image before `n` picks some, so a small set still gets val and test
+        # images and an image's split does not change with `n` (--limit).
+        self._splits = ranked_splits(keys)
         return [image_ids[i] for i in seeded_subset(keys, self.n, self.seed)]
     def _key(self, image_id: int) -> str:
         return f"coco-{image_id}"

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from stageprobe.datasets._options import check_float, check_int, load_rgb
-from stageprobe.datasets.base import Dataset, Sample, Split, ranked_splits, stable_split
+from stageprobe.datasets.base import Dataset, Sample, Split, ranked_splits
 from stageprobe.datasets.coco import CocoDataset
 from stageprobe.datasets.images import image_extensions
 from stageprobe.datasets.motion import (
@@ -227,7 +227,7 @@ class CutoutDataset(Dataset):
         self.class_names = list(DIRECTION_NAMES)
         self._images_by_split: dict[str, list[int]] = {}
         for image_id in self.source.image_ids:
-            self._images_by_split.setdefault(stable_split(f"coco-{image_id}"), []).append(image_id)
+            self._images_by_split.setdefault(self.source.split_of_image(image_id), []).append(image_id)
 
     def __len__(self) -> int:
         return self.n
@@ -239,7 +239,7 @@ class CutoutDataset(Dataset):
         return f"coco-{self.objects[index % len(self.objects)][0]}"
 
     def sample_split(self, index: int) -> Split:
-        return stable_split(self.sample_group(index))
+        return self.source.split_of_image(self.objects[index % len(self.objects)][0])
 
     def spec(self) -> dict[str, Any]:
         source = self.source.spec()
@@ -279,7 +279,7 @@ class CutoutDataset(Dataset):
 
     def _background(self, image_id: int, rng: np.random.Generator) -> Image.Image:
         """Another image of the object's split (the same one if it is alone there), filling the frame."""
-        pool = self._images_by_split[stable_split(f"coco-{image_id}")]
+        pool = self._images_by_split[self.source.split_of_image(image_id)]
         others = [i for i in pool if i != image_id] or pool
         info = self.source.coco.imgs[others[int(rng.integers(len(others)))]]
         image = load_rgb(self.source.image_dir / info["file_name"], self.name)
