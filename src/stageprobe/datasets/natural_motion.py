@@ -253,7 +253,7 @@ class CutoutDataset(Dataset):
             raise IndexError(f"cutout index {index} out of range 0..{self.n - 1}")
         rng = np.random.default_rng([self.seed, index])
         image_id, annotation = self.objects[index % len(self.objects)]
-        background = self._background(image_id, rng)
+        background_id, background = self._background(image_id, rng)
         sprite, alpha = self._sprite(image_id, annotation, rng)
         direction, speed, mean_speed = _kinematics(rng, self.speed_classes, self.image_size)
         path = decelerating_travel(mean_speed, self.frames)[:, None] * np.array(direction_vector(direction))
@@ -273,17 +273,19 @@ class CutoutDataset(Dataset):
             frames.append(frame)
             centroids.append(mask_centroid(placed))
         name = self.source.class_names[self.source.label_of(annotation["category_id"])]
-        extra = {"kind": "cutout", "object": name, "annotation_id": int(annotation["id"])}
+        extra = {"kind": "cutout", "object": name, "annotation_id": int(annotation["id"]),
+                 "background_image_id": background_id}
         return _clip_sample(self.key(index), self.sample_group(index), self.sample_split(index), frames,
                             np.stack(centroids), direction, speed, extra)
 
-    def _background(self, image_id: int, rng: np.random.Generator) -> Image.Image:
-        """Another image of the object's split (the same one if it is alone there), filling the frame."""
+    def _background(self, image_id: int, rng: np.random.Generator) -> tuple[int, Image.Image]:
+        """(id, picture) of another image of the object's split (the same one if it is alone there),
+        filling the frame."""
         pool = self._images_by_split[self.source.split_of_image(image_id)]
         others = [i for i in pool if i != image_id] or pool
-        info = self.source.coco.imgs[others[int(rng.integers(len(others)))]]
-        image = load_rgb(self.source.image_dir / info["file_name"], self.name)
-        return ImageOps.fit(image, (self.image_size, self.image_size), Image.Resampling.BICUBIC)
+        chosen = others[int(rng.integers(len(others)))]
+        image = load_rgb(self.source.image_dir / self.source.coco.imgs[chosen]["file_name"], self.name)
+        return chosen, ImageOps.fit(image, (self.image_size, self.image_size), Image.Resampling.BICUBIC)
 
     def _sprite(self, image_id: int, annotation: dict[str, Any],
                 rng: np.random.Generator) -> tuple[Image.Image, Image.Image]:
