@@ -42,8 +42,12 @@ def write_photo_coco(out_dir: Path, n_images: int = 24, seed: int = 0, crowd_eve
         masks, labels = _paint_shapes(pixels, rng)
         crowd = image_id % crowd_every == 0 if crowd_every else False
         if crowd:
-            masks.append(_paint_crowd(pixels, rng, ~np.any(masks, axis=0)))
-            labels.append(0)
+            region = _paint_crowd(pixels, rng, ~np.any(masks, axis=0))
+            # The objects may cover every dot; an empty region is no annotation.
+            crowd = bool(region.any())
+            if crowd:
+                masks.append(region)
+                labels.append(0)
         file_name = f"{image_id:012d}.png"
         Image.fromarray(pixels).save(out_dir / "photos" / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
