@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stageprobe.datasets import DATASETS, SPLITS, Dataset, load_dataset, ranked_splits, write_photo_coco
+from stageprobe.datasets import (
+    DATASETS,
+    SPLITS,
+    Dataset,
+    dataset_from_spec,
+    load_dataset,
+    ranked_splits,
+    write_photo_coco,
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +79,10 @@ def test_ranked_splits_give_every_split_its_share_in_any_order() -> None:
     assert counts == {"train": 9, "val": 2, "test": 3}
     assert set(ranked_splits(["a", "b", "c"]).values()) == set(SPLITS)
     assert np.all([ranked_splits(["only"])["only"] == "train"])
+
+
+@pytest.mark.parametrize("name", ["coco", "cutout", "images"])
+def test_datasets_read_from_disk_rebuild_from_their_spec(name: str, folders: dict[str, Path]) -> None:
+    dataset = CASES[name](folders)
+    rebuilt = dataset_from_spec(json.loads(json.dumps(dataset.spec())))
+    assert rebuilt.content_hash() == dataset.content_hash()
