@@ -148,11 +148,18 @@ def run(
     use_wandb: Annotated[bool, typer.Option("--wandb", help="log config, metrics, tables and plots to W&B")] = False,
     wandb_project: Annotated[str, typer.Option(help="W&B project")] = "stageprobe",
     trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
+    data: Annotated[list[str] | None, typer.Option(
+        "--data", help="real data for one experiment family, KEY=DATASET; repeatable. Keys: spatial "
+        "(E-Q2.1–4, e.g. spatial=coco:ANN.json[:image_dir=DIR]), detail (E-Q2.5, e.g. detail=images:DIR), "
+        "motion (E-Q2.6, e.g. motion=pan or motion=cutout:ANN.json). Default: generated data")] = None,
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
     from pydantic import ValidationError
 
+    from stageprobe.datasets import parse_data_options
     from stageprobe.suites.runner import RunConfig, default_run_dir, run_study
+
+    data_specs = parse_data_options(data or [])
 
     if quick and full:
         raise UserInputError("--quick and --full exclude each other; pick one")
@@ -161,7 +168,8 @@ def run(
                            stages=stages or None, protocol=protocol, seed=seed, controls=not no_controls,
                            batch_size=batch_size, probe_workers=probe_workers, device=device,
                            device_map=device_map, dtype=dtype, store_dtype=store_dtype,
-                           trust_remote_code=trust_remote_code)
+                           trust_remote_code=trust_remote_code,
+                           **({"data": data_specs} if data_specs else {}))
     except ValidationError as error:
         first = error.errors()[0]
         option = str(first["loc"][0]).replace("_", "-")
@@ -287,15 +295,20 @@ app.add_typer(datasets_app, name="datasets")
 @datasets_app.command("preview")
 @user_errors
 def datasets_preview(
-    name: Annotated[str, typer.Argument(help="shapes | textures | motion | coco:PATH | images:DIR")],
+    name: Annotated[str, typer.Argument(
+        help="shapes | textures | motion | pan | coco:PATH | cutout:PATH | images:DIR (options as :key=value)")],
     out: Annotated[Path | None, typer.Option(help="PNG to write (default: <name>-preview.png)")] = None,
     count: Annotated[int, typer.Option("--count", help="samples on the sheet")] = 16,
     seed: Annotated[int, typer.Option(help="seed of a generated dataset")] = 0,
 ) -> None:
     """Write a contact sheet with the targets drawn on (boxes, masks, motion arrows)."""
-    from stageprobe.datasets import write_preview
+    from stageprobe.datasets import dataset_options, parse_spec, write_preview
 
-    data = _dataset(name, n=count, seed=seed, skip_bad=True)
+    # A dataset read from disk (default n None) is opened whole: a folder with fewer files than
+    # --count is previewed, not refused as too small for an experiment.
+    natural_size = dataset_options(parse_spec(name)[0]).get("n")
+    reads_disk = natural_size is not None and natural_size.default is None
+    data = _dataset(name, n=None if reads_disk else count, seed=seed, skip_bad=True)
     target = out or Path(f"{name.split(':')[0]}-preview.png")
     console.print(f"preview: {write_preview(data, target, n=count)}")
 

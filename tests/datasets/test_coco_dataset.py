@@ -78,19 +78,67 @@ def test_resize_scales_boxes_onto_the_new_size(shapes_coco: tuple[Any, Path]) ->
     sample = coco[2]
     assert sample.image.size == (448, 448) and sample.target["scale"] == (2.0, 2.0)
     np.testing.assert_array_equal(sample.target["boxes"], shapes[2].target["boxes"] * 2)
+    np.testing.assert_array_equal(sample.target["boxes_original"], shapes[2].target["boxes"])
+    resized_masks = np.repeat(np.repeat(shapes[2].target["masks"], 2, axis=1), 2, axis=2)
+    np.testing.assert_array_equal(sample.target["masks"], resized_masks)
 
 
-def test_non_square_image_records_each_axis_scale_and_crowds_are_separate(tmp_path: Path) -> None:
+def test_non_square_image_keeps_its_aspect_and_crowds_are_separate(tmp_path: Path) -> None:
     path = make_coco(tmp_path, [ann(1, [10, 5, 20, 10]), ann(2, [50, 0, 50, 50], 18),
                                 ann(3, [0, 0, 30, 30], 1, iscrowd=1)])
-    coco = load_dataset(f"coco:{path}", image_size=200)
-    target = coco[0].target
-    assert target["scale"] == (2.0, 4.0) and target["original_size"] == (50, 100)
-    np.testing.assert_array_equal(target["boxes"], [[20, 20, 60, 60], [100, 0, 200, 200]])
+    coco = load_dataset(f"coco:{path}", image_size=224)
+    sample = coco[0]
+    target = sample.target
+    # 100×50 onto 224×224: one scale (2.24) for both axes, grey padding below the image.
+    assert target["transform"] == (2.24, 2.24, 0.0, 0.0) and target["original_size"] == (50, 100)
+    pixels = np.asarray(sample.image)
+    assert tuple(pixels[0, 0]) == (10, 20, 30) and tuple(pixels[200, 100]) == (128, 128, 128)
+    np.testing.assert_allclose(target["boxes"], [[22.4, 11.2, 67.2, 33.6], [112, 0, 224, 112]], rtol=1e-6)
+    np.testing.assert_array_equal(target["boxes_original"], [[10, 5, 30, 15], [50, 0, 100, 50]])
+    np.testing.assert_array_equal(target["areas"], [200, 2500])
     np.testing.assert_array_equal(target["category_ids"], [1, 18])
     np.testing.assert_array_equal(target["labels"], [0, 1])
-    np.testing.assert_array_equal(target["crowd_boxes"], [[0, 0, 60, 120]])
+    np.testing.assert_allclose(target["crowd_boxes"], [[0, 0, 67.2, 67.2]], rtol=1e-6)
+    np.testing.assert_array_equal(target["crowd_boxes_original"], [[0, 0, 30, 30]])
     assert coco.class_names == ["person", "dog"] and target["image_id"] == 1
+    # No segmentation: the mask is the box, on the canvas.
+    assert target["masks"].shape == (2, 224, 224) and target["masks"][1, :112, 112:].all()
+    assert not target["masks"][1, 112:].any()
+    assert target["relations"] == [{"a": "person", "b": "dog", "relation": "left-of"},
+                                   {"a": "dog", "b": "person", "relation": "right-of"}]
+
+
+def test_stretch_scales_each_axis(tmp_path: Path) -> None:
+    path = make_coco(tmp_path, [ann(1, [10, 5, 20, 10])])
+    target = load_dataset(f"coco:{path}", image_size=224, resize="stretch")[0].target
+    assert target["transform"] == (2.24, 4.48, 0.0, 0.0)
+    np.testing.assert_allclose(target["boxes"], [[22.4, 22.4, 67.2, 67.2]], rtol=1e-6)
+
+
+def test_canvas_is_what_the_processor_keeps(tmp_path: Path) -> None:
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    path = make_coco(tmp_path, [ann(1, [10, 5, 20, 10])])
+    coco = load_dataset(f"coco:{path}", image_size=200)
+    height, width = coco[0].target["image_size"]
+    assert (height, width) == (196, 196) == coco[0].image.size[::-1]
+    assert smart_resize(height, width, factor=28, min_pixels=3136, max_pixels=12845056) == (height, width)
+    options = coco.spec()["options"]
+    assert (options["min_pixels"], options["max_pixels"], options["factor"]) == (3136, 12845056, 28)
+    assert load_dataset(f"coco:{path}", image_size=200, factor=32).canvas == (192, 192)
+
+
+def test_relations_only_between_objects_their_category_names(tmp_path: Path) -> None:
+    path = make_coco(tmp_path, [ann(1, [0, 0, 10, 10]), ann(2, [80, 0, 10, 10]), ann(3, [40, 30, 10, 10], 18)])
+    target = load_dataset(f"coco:{path}")[0].target
+    assert target["names"] == ["person", "person", "dog"]
+    assert target["relations"] == []  # two persons: "the person" names neither
+
+
+def test_crowd_only_set_is_refused(tmp_path: Path) -> None:
+    path = make_coco(tmp_path, [ann(1, [0, 0, 30, 30], iscrowd=1)])
+    with pytest.raises(UserInputError, match=r"every annotation .* is a crowd region"):
+        load_dataset(f"coco:{path}")
 
 
 def test_category_subset(tmp_path: Path) -> None:
@@ -165,3 +213,6 @@ def test_directory_path_and_image_dir_option(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="pass image_dir"):
         load_dataset(f"coco:{path}")
     assert len(load_dataset(f"coco:{path}", image_dir=str(moved))) == 1
+    # The same, written in the spec: one string for a command line.
+    from_spec = load_dataset(f"coco:{path}:image_dir={moved}:resize=stretch", n=5)
+    assert len(from_spec) == 1 and from_spec.spec()["options"]["resize"] == "stretch"

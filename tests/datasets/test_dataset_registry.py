@@ -6,17 +6,17 @@ import json
 
 import pytest
 
-from stageprobe.datasets import DATASETS, dataset_from_spec, dataset_options, load_dataset
+from stageprobe.datasets import DATASETS, dataset_from_spec, dataset_options, load_dataset, parse_spec
 from stageprobe.errors import UserInputError
 
 
 def test_every_dataset_is_registered() -> None:
-    assert {"shapes", "textures", "motion", "coco", "images"} <= set(DATASETS)
+    assert {"shapes", "textures", "motion", "coco", "images", "pan", "cutout"} <= set(DATASETS)
     assert "n" in dataset_options("shapes") and "skip_bad" in dataset_options("images")
 
 
 def test_unknown_dataset_names_the_choices() -> None:
-    expected = r"unknown dataset 'shape'; use one of: coco:PATH, images:DIR, motion, shapes, textures"
+    expected = r"unknown dataset 'shape'; use one of: coco:PATH, cutout:PATH, images:DIR, motion, pan, shapes, textures"
     with pytest.raises(UserInputError, match=expected):
         load_dataset("shape")
 
@@ -31,6 +31,16 @@ def test_argument_rules() -> None:
         load_dataset("coco")
     with pytest.raises(UserInputError, match="takes no argument"):
         load_dataset("shapes:/tmp")
+    with pytest.raises(UserInputError, match="coco:PATH"):
+        load_dataset("coco:image_dir=/tmp")
+
+
+def test_options_written_in_the_spec_win_over_keywords() -> None:
+    assert parse_spec("coco:/a:b/ann.json:image_dir=/imgs:n=5") == (
+        "coco", "/a:b/ann.json", {"image_dir": "/imgs", "n": "5"})
+    dataset = load_dataset("shapes:n=3:image_size=64:max_size=30", n=50, seed=2)
+    assert len(dataset) == 3 and dataset.spec()["options"]["image_size"] == 64
+    assert dataset.spec()["options"]["seed"] == 2
     with pytest.raises(UserInputError, match="does not exist"):
         load_dataset("coco:/nonexistent/instances_val2017.json")
 
@@ -49,7 +59,8 @@ def test_command_line_strings_are_converted() -> None:
     ("spec", "options"),
     [("shapes", {"n": 3, "seed": 2, "image_size": 128, "max_size": 40}),
      ("textures", {"n": 4, "image_size": 64}),
-     ("motion", {"n": 2, "image_size": 112, "frames": 4})],
+     ("motion", {"n": 2, "image_size": 112, "frames": 4}),
+     ("pan", {"n": 3, "image_size": 56, "frames": 4, "photos": "coffee,chelsea,coins"})],
 )
 def test_spec_is_json_and_rebuilds_the_same_data(spec: str, options: dict[str, object]) -> None:
     dataset = load_dataset(spec, **options)

@@ -64,6 +64,7 @@ def folder(tmp_path: Path) -> Path:
     Image.new("RGB", (80, 40), (200, 0, 0)).save(tmp_path / "b.png")
     Image.new("RGB", (30, 60), (0, 200, 0)).save(tmp_path / "sub" / "a.jpg")
     Image.new("L", (50, 50), 128).save(tmp_path / "c.bmp")
+    Image.new("RGB", (20, 20), (0, 0, 200)).save(tmp_path / "d.png")
     (tmp_path / "notes.txt").write_text("not an image")
     return tmp_path
 
@@ -71,12 +72,18 @@ def folder(tmp_path: Path) -> Path:
 def test_image_folder_is_recursive_sorted_and_resized(folder: Path) -> None:
     dataset = load_dataset(f"images:{folder}", image_size=32)
     assert isinstance(dataset, ImageFolderDataset)
-    assert dataset.files == ["b.png", "c.bmp", "sub/a.jpg"]
+    assert dataset.files == ["b.png", "c.bmp", "d.png", "sub/a.jpg"]
     sample = dataset[0]
     assert sample.image.size == (32, 32) and sample.image.mode == "RGB"
     assert sample.target == {"path": "b.png", "original_size": (40, 80)}
     assert sample.key == "images-b.png"
-    assert len(load_dataset(f"images:{folder}", n=2)) == 2
+    assert len(load_dataset(f"images:{folder}", n=3)) == 3
+    assert {dataset.sample_split(i) for i in range(len(dataset))} == {"train", "val", "test"}
+
+
+def test_image_folder_with_fewer_images_than_needed_says_how_many(folder: Path) -> None:
+    with pytest.raises(UserInputError, match=r"holds 4 readable images but 10 are needed; add 6 more"):
+        load_dataset(f"images:{folder}", n=10)
 
 
 def test_corrupt_and_truncated_files_are_named_or_skipped(folder: Path) -> None:
@@ -88,13 +95,13 @@ def test_corrupt_and_truncated_files_are_named_or_skipped(folder: Path) -> None:
         load_dataset(f"images:{folder}")
     kept = load_dataset(f"images:{folder}", skip_bad=True)
     assert isinstance(kept, ImageFolderDataset)
-    assert kept.files == ["b.png", "c.bmp"]
+    assert kept.files == ["b.png", "c.bmp", "d.png"]
     assert [s["record"] for s in kept.skipped] == ["broken.png", "sub/a.jpg"]
     assert kept.spec()["skipped"] == kept.skipped
 
 
 def test_empty_or_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises(UserInputError, match="no readable image files"):
+    with pytest.raises(UserInputError, match="holds 0 readable images; train, val and test need at least 3"):
         load_dataset(f"images:{tmp_path}")
     with pytest.raises(UserInputError, match="is not a folder"):
         load_dataset(f"images:{tmp_path / 'nope'}")

@@ -86,3 +86,60 @@ def test_resampled_accumulate_matches_cocoeval() -> None:
     # Doubling every image leaves precision and recall unchanged.
     doubled = ev.resampled(np.full(30, 2.0))
     assert doubled["map_50"] == pytest.approx(exact["map_50"], abs=1e-9)
+
+
+def test_coco_data_through_our_wrapper_equals_pycocotools_on_the_same_files(tmp_path) -> None:
+    """Crowd regions, original-pixel areas and size bins, non-square images resized onto a padded
+    canvas: detections made on the canvas score what pycocotools gives for them in original pixels."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from stageprobe.datasets import load_dataset, write_photo_coco
+
+    annotation_file = write_photo_coco(tmp_path, n_images=18, seed=1, crowd_every=2)
+    dataset = load_dataset(f"coco:{annotation_file}", image_size=224)
+    rng = np.random.default_rng(0)
+    gts, preds, results = [], [], []
+    for sample in dataset:
+        target = sample.target
+        assert target["original_size"][0] != target["original_size"][1]
+        boxes = np.concatenate([target["boxes_original"], target["crowd_boxes_original"], [[5, 5, 40, 30]]])
+        wh = boxes[:, 2:] - boxes[:, :2]
+        jitter = rng.normal(0, 0.08, boxes.shape) * np.concatenate([wh, wh], 1)
+        original = boxes + jitter
+        labels = np.concatenate([target["labels"], target["crowd_labels"], [rng.integers(3)]])
+        scores = rng.uniform(0, 1, len(original))
+        sx, sy, ox, oy = target["transform"]
+        preds.append(_dets(original * [sx, sy, sx, sy] + [ox, oy, ox, oy], list(scores), list(labels)))
+        gts.append(GroundTruth.from_target(target))
+        results += [{"image_id": target["image_id"], "category_id": int(label) + 1, "score": float(score),
+                     "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
+                    for b, label, score in zip(original.tolist(), labels, scores, strict=True)]
+    ours = CocoDetectionEval(gts, preds, num_classes=len(dataset.class_names))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(annotation_file))
+        reference = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
+        reference.evaluate()
+        reference.accumulate()
+        reference.summarize()
+    summary = ours.summary()
+    expected = [float("nan") if v == -1 else v for v in reference.stats[:6]]
+    np.testing.assert_allclose(list(summary.values()), expected, rtol=1e-12)
+    # Every size bin is exercised, and crowds were really there to be ignored.
+    assert not np.isnan(list(summary.values())).any()
+    assert sum(len(g.crowd_boxes) for g in gts) >= 5
+    np.testing.assert_allclose(list(ours.resampled(np.ones(len(gts))).values()), expected, rtol=1e-9)
+
+
+def test_crowd_regions_make_detections_on_them_ignored() -> None:
+    # A detection on a crowd region is neither a hit nor a false positive: precision stays 1.
+    crowd = np.array([[200.0, 200, 300, 300]])
+    gt = GroundTruth(GT, np.array([0, 0]), crowd_boxes=crowd, crowd_labels=np.array([0]),
+                     crowd_areas=np.array([10000.0]))
+    preds = [_dets(np.concatenate([crowd + 5, GT]), [0.99, 0.9, 0.8], [0, 0, 0])]
+    assert detection_map([gt], preds, 1)["map_50"] == pytest.approx(1.0)
+    without_crowd = GroundTruth(GT, np.array([0, 0]))
+    assert detection_map([without_crowd], preds, 1)["map_50"] < 1.0

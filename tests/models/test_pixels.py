@@ -63,3 +63,20 @@ def test_odd_frame_count_is_a_user_error(model: sp.StageModel) -> None:
     plain = Image.new("RGB", (WIDTH, HEIGHT), GREY)
     with pytest.raises(UserInputError, match="even frame count"):
         model.extract(videos=[[plain] * 3])
+
+
+def test_pixel_baseline_for_a_qwen3_model_shares_its_grids() -> None:
+    from stageprobe.models.pixels import pixel_baseline_for
+
+    qwen3 = sp.load_model("qwen3.5-tiny", device="cpu")
+    baseline = pixel_baseline_for(qwen3)
+    assert baseline.name == "pixels-16"
+    model_grids = {info.stride_px: info.grid for info in qwen3.stages_for(224, 288)}
+    pixel_grids = {info.stride_px: info.grid for info in baseline.stages_for(224, 288)}
+    assert pixel_grids == {16: model_grids[16], 32: model_grids[32]} == {16: (1, 14, 18), 32: (1, 7, 9)}
+    image = Image.new("RGB", (288, 224), GREY)
+    image.paste(ODD, (16 * 17, 16 * 13, 16 * 18, 16 * 14))  # the bottom-right 16 px cell
+    features = baseline.extract([image, Image.new("RGB", (288, 224), GREY)])
+    assert changed_cells(features["pixels.patch"][0], features["pixels.patch"][1]) == [(0, 13, 17)]
+    assert changed_cells(features["pixels.merged"][0], features["pixels.merged"][1]) == [(0, 6, 8)]
+    assert pixel_baseline_for(sp.load_model("qwen2-vl-tiny", device="cpu")).stages_for(224, 224)[1].grid == (1, 8, 8)

@@ -224,3 +224,18 @@ def test_device_map_is_refused_for_presets_and_single_device_families() -> None:
     sp.load_model("dinov2-tiny", device="cpu")  # writes its checkpoint to the preset cache
     with pytest.raises(UserInputError, match="not supported"):
         sp.load_model(str(preset_cache_dir() / "dinov2-tiny"), device="cpu", device_map="auto")
+
+
+def test_video_frames_get_the_grid_of_images_and_of_the_pixel_baseline(model: QwenVLModel) -> None:
+    # the video processors' own minimum would upsample 224-px frames to 336 px (12×12 merged)
+    pixels = sp.load_model("pixels").stages_for(224, 224, 4)
+    assert model.patch_grid(224, 224, 4) == (2, 16, 16)
+    assert model.patch_grid(224, 224, 4)[1:] == model.patch_grid(224, 224)[1:]
+    features = model.extract(videos=[[Image.new("RGB", (224, 224), GREY)] * 4], stages=["vision.post_merge"])
+    merged = next(info for info in pixels if info.name == "pixels.merged")
+    assert features["vision.post_merge"].shape[1:4] == merged.grid == (2, 8, 8)
+
+
+def test_image_smaller_than_one_merged_patch_is_a_user_error(model: QwenVLModel) -> None:
+    with pytest.raises(UserInputError, match=r"at least 28×28 px"):
+        model.stages_for(20, 224)

@@ -17,13 +17,14 @@ import stageprobe as sp
 from stageprobe.errors import UserInputError
 from stageprobe.models.vit import VitModel
 
-# preset: (side of the square fed to the processor, px its center crop cuts from each edge,
-#          patch px, grid side, has vision.final). Inputs are fed at the size the processor
-#          resizes to, so its resize is the identity and no patch is blurred across cells.
+# preset: (side of the square fed to the processor, px a center crop would cut from each edge,
+#          patch px, grid side, has vision.final). Inputs are fed at the encoder's native size, so
+#          the resize is the identity and no patch is blurred across cells. No preset is cropped:
+#          DINOv2's and CLIP's processors would center-crop, stageprobe tells them not to.
 GEOMETRY = {
-    "dinov2-tiny": (256, 16, 14, 16, True),  # shortest edge 256, center crop 224
-    "siglip-tiny": (224, 0, 16, 14, True),  # plain resize to 224×224
-    "clip-tiny": (224, 0, 16, 14, False),  # shortest edge 224, center crop 224; CLS-only final norm
+    "dinov2-tiny": (224, 0, 14, 16, True),
+    "siglip-tiny": (224, 0, 16, 14, True),
+    "clip-tiny": (224, 0, 16, 14, False),  # CLS-only final norm
 }
 GREY = (120, 130, 140)
 ODD = (250, 10, 60)
@@ -57,7 +58,7 @@ def test_stage_list_geometry(model: VitModel) -> None:
     assert model.default_image_size == (224, 224)
     for info in model.stages_for(side, side):
         assert (info.stride_px, info.grid, info.dim) == (patch, (1, grid, grid), 32)
-    # Non-square inputs are squashed (SigLIP) or resized then center-cropped (DINOv2, CLIP) to 224².
+    # Every input is resized whole to 224², never cropped.
     assert model.processed_size(200, 300) == (224, 224)
     features = model.extract(noise_images(2, side))
     assert {name: tuple(f.shape) for name, f in features.items()} == {
@@ -222,3 +223,13 @@ def test_checkpoint_missing_vision_weights_is_a_user_error(model: VitModel, tmp_
     save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(UserInputError, match="lacks 1 weights"):
         sp.load_model(str(directory), device="cpu")
+
+
+def test_random_init_twin_has_same_geometry_other_weights(model: VitModel) -> None:
+    twin = model.random_init_twin(seed=3)
+    assert isinstance(twin, VitModel) and twin.weights_id == "random-init seed 3"
+    images = noise_images(1, GEOMETRY[model.name][0])
+    ours, theirs = model.extract(images), twin.extract(images)
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    assert not torch.allclose(ours["vision.block.0"], theirs["vision.block.0"])
+    assert torch.equal(model.random_init_twin(seed=3).extract(images)["vision.block.0"], theirs["vision.block.0"])

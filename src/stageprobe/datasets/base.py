@@ -1,4 +1,8 @@
-"""The dataset contract: labelled samples with a stable split, a spec and a content hash."""
+"""The dataset contract: labelled samples with a group, a stable split, a spec and a content hash.
+
+A sample's *group* is its source (a photo, a COCO image, the photo a clip was cut from). Splits are
+decided per group, so train, val and test never hold two views of the same source.
+"""
 
 from __future__ import annotations
 
@@ -26,15 +30,39 @@ def stable_split(key: str, val_fraction: float = 0.15, test_fraction: float = 0.
     return "train"
 
 
+def ranked_splits(groups: list[str], val_fraction: float = 0.15, test_fraction: float = 0.2) -> dict[str, Split]:
+    """Split of each of a few groups, by rank of their hash, so every split gets its share.
+
+    With a dozen groups, `stable_split` alone can leave test empty; ranking keeps the assignment
+    independent of order while giving test round(test_fraction·n) and val round(val_fraction·n)
+    groups, at least one each (as long as train keeps at least one).
+    """
+    unique = sorted(set(groups), key=lambda g: hashlib.sha256(f"group:{g}".encode()).digest())
+    n = len(unique)
+    # At least one group each for test and val (then train) before the shares are rounded.
+    n_test = min(max(1, round(test_fraction * n)), max(0, n - 1))
+    n_val = min(max(1, round(val_fraction * n)), max(0, n - 1 - n_test))
+    return {g: "test" if r < n_test else "val" if r < n_test + n_val else "train" for r, g in enumerate(unique)}
+
+
 @dataclass
 class Sample:
-    """One labelled input: an image, or a clip of frames (video datasets)."""
+    """One labelled input: an image, or a clip of frames (video datasets).
+
+    `group` names the sample's source; samples of one group always share a split. Empty means the
+    sample is its own source (group = key).
+    """
 
     key: str
     split: Split
     image: Image.Image | None = None
     frames: list[Image.Image] | None = None
     target: dict[str, Any] = field(default_factory=dict)
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            self.group = self.key
 
 
 class Dataset(ABC):
@@ -62,6 +90,10 @@ class Dataset(ABC):
     def sample_split(self, index: int) -> Split:
         """The split of sample `index`; datasets override it to avoid rendering the sample."""
         return self[index].split
+
+    def sample_group(self, index: int) -> str:
+        """The group (source) of sample `index`; datasets override it to avoid rendering the sample."""
+        return self[index].group
 
     def split_indices(self, split: Split) -> list[int]:
         return [i for i in range(len(self)) if self.sample_split(i) == split]

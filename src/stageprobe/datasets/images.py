@@ -3,6 +3,10 @@
 Each image is centre-cropped to a square and resized to `image_size`, since models take one
 size per batch and there are no boxes whose geometry a crop could break. Every file is decoded
 once when the dataset is built, so a corrupt or truncated file is reported up front, by name.
+
+Each file is its own group; files are split by rank of their hash (`ranked_splits`), so even a
+small folder gives train, val and test their shares. `n` is the number of images needed: a folder
+with fewer readable images is an error that says how many are missing.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from stageprobe.datasets._options import check_int, image_problem, load_rgb, seeded_subset
-from stageprobe.datasets.base import Dataset, Sample, Split, stable_split
+from stageprobe.datasets.base import SPLITS, Dataset, Sample, Split, ranked_splits
 from stageprobe.datasets.registry import register_dataset
 from stageprobe.errors import UserInputError
 
@@ -67,8 +71,17 @@ class ImageFolderDataset(Dataset):
                     f"images: {self.root / relative} {problem}; fix or remove it, "
                     "or pass skip_bad (--skip-bad) to leave unreadable images out"
                 )
-        if not self.files:
-            raise UserInputError(f"images: no readable image files under {self.root}; check the folder")
+        if self.n is not None and len(self.files) < self.n:
+            raise UserInputError(
+                f"images: {self.root} holds {len(self.files)} readable images but {self.n} are needed; "
+                f"add {self.n - len(self.files)} more or ask for fewer (n={len(self.files)}, or --limit)"
+            )
+        if len(self.files) < len(SPLITS):
+            raise UserInputError(
+                f"images: {self.root} holds {len(self.files)} readable images; train, val and test need "
+                f"at least {len(SPLITS)}"
+            )
+        self._splits = ranked_splits([self.key(i) for i in range(len(self.files))])
 
     def __len__(self) -> int:
         return len(self.files)
@@ -76,8 +89,12 @@ class ImageFolderDataset(Dataset):
     def key(self, index: int) -> str:
         return f"images-{self.files[index]}"
 
+    def sample_group(self, index: int) -> str:
+        # Each sample is drawn independently (or is its own file): it is its own source.
+        return self.key(index)
+
     def sample_split(self, index: int) -> Split:
-        return stable_split(self.key(index))
+        return self._splits[self.key(index)]
 
     def spec(self) -> dict[str, Any]:
         options = {"n": self.n, "seed": self.seed, "image_size": self.image_size, "skip_bad": self.skip_bad}
@@ -90,4 +107,4 @@ class ImageFolderDataset(Dataset):
         image = ImageOps.fit(original, (self.image_size, self.image_size), Image.Resampling.BICUBIC)
         key = self.key(index)
         target = {"path": relative, "original_size": (original.height, original.width)}
-        return Sample(key=key, split=stable_split(key), image=image, target=target)
+        return Sample(key=key, split=self.sample_split(index), image=image, target=target)

@@ -36,6 +36,21 @@ DISTRACTOR_STEP_224 = 3.0
 DISTRACTOR_MOTIONS = ["static", "random"]
 
 
+def decelerating_travel(mean_speed: float, frames: int) -> np.ndarray:
+    """(frames,) distance travelled by each frame under constant deceleration from v0 to
+    END_SPEED_RATIO·v0 at the last frame, with mean speed `mean_speed` (v0·(1 + END_SPEED_RATIO)/2)."""
+    start_speed = 2 * mean_speed / (1 + END_SPEED_RATIO)
+    deceleration = start_speed * (1 - END_SPEED_RATIO) / (frames - 1)
+    t = np.arange(frames, dtype=np.float64)
+    return start_speed * t - deceleration * t**2 / 2
+
+
+def direction_vector(direction: int) -> tuple[float, float]:
+    """Unit (dx, dy) on screen of direction class k (k·45° counter-clockwise from +x; y points down)."""
+    angle = math.radians(45 * direction)
+    return math.cos(angle), -math.sin(angle)
+
+
 def is_reversed(key: str) -> bool:
     """Whether clip `key` is shown time-reversed.
 
@@ -98,6 +113,10 @@ class MotionDataset(Dataset):
     def key(self, index: int) -> str:
         return f"motion-{self.seed}-{index:06d}"
 
+    def sample_group(self, index: int) -> str:
+        # Each sample is drawn independently (or is its own file): it is its own source.
+        return self.key(index)
+
     def sample_split(self, index: int) -> Split:
         return stable_split(self.key(index))
 
@@ -123,14 +142,8 @@ class MotionDataset(Dataset):
         colors = [str(c) for c in rng.choice(list(COLORS), size=1 + self.distractors, replace=False)]
         side = int(rng.integers(self.min_size, self.max_size + 1))
 
-        # Constant deceleration a from v0 to END_SPEED_RATIO·v0 at the last frame; the mean
-        # speed over the clip is then v0·(1 + END_SPEED_RATIO)/2.
-        start_speed = 2 * mean_speed / (1 + END_SPEED_RATIO)
-        deceleration = start_speed * (1 - END_SPEED_RATIO) / (self.frames - 1)
-        t = np.arange(self.frames, dtype=np.float64)
-        travelled = start_speed * t - deceleration * t**2 / 2
-        angle = math.radians(45 * natural_direction)
-        dx, dy = math.cos(angle), -math.sin(angle)
+        travelled = decelerating_travel(mean_speed, self.frames)
+        dx, dy = direction_vector(natural_direction)
         xs, ys = travelled * dx, travelled * dy
         x_start = rng.uniform(max(0.0, -xs.min()), size - side - max(0.0, xs.max()))
         y_start = rng.uniform(max(0.0, -ys.min()), size - side - max(0.0, ys.max()))

@@ -15,6 +15,7 @@ from stageprobe.datasets.base import Dataset, Sample
 THUMB_PX = 224
 CAPTION_PX = 14
 BOX_COLOR = (255, 0, 255)
+CROWD_COLOR = (0, 255, 255)
 TRACK_COLOR = (0, 0, 0)
 
 
@@ -60,7 +61,13 @@ def _render(sample: Sample, class_names: list[str]) -> tuple[Image.Image, str]:
             x0, y0, x1, y1 = (float(v) * scale for v in box)
             draw.rectangle([x0, y0, x1, y1], outline=BOX_COLOR, width=2)
             draw.text((x0 + 2, max(0.0, y0 - 11)), name, fill=BOX_COLOR)
-        return thumb, f"{sample.key} ({len(names)} obj)"
+        crowds = target.get("crowd_boxes", [])
+        for box in crowds:
+            x0, y0, x1, y1 = (float(v) * scale for v in box)
+            draw.rectangle([x0, y0, x1, y1], outline=CROWD_COLOR, width=2)
+            draw.text((x0 + 2, max(0.0, y0 - 11)), "crowd", fill=CROWD_COLOR)
+        crowd_note = f", {len(crowds)} crowd" if len(crowds) else ""
+        return thumb, f"{sample.key} ({len(names)} obj{crowd_note})"
     if "texture" in target:
         details = [f"{k[0]}={target[k]:g}" for k in ("frequency", "orientation") if target.get(k) is not None]
         return thumb, " ".join([target["texture"], *details])
@@ -88,13 +95,18 @@ def _render_clip(
     known = isinstance(direction, int) and direction < len(class_names)
     name = class_names[direction] if known else direction
     order = "reversed" if target.get("reversed") else "natural"
-    return thumb, f"{name} speed {target.get('speed')} {order}"
+    kind = f"{target['kind']} " if "kind" in target else ""
+    return thumb, f"{kind}{name} speed {target.get('speed')} {order}"
 
 
 def _box_names(target: dict[str, Any], class_names: list[str]) -> list[str]:
+    """Label of each box, with the name that identifies the object in relations when it adds to it
+    ("red circle"; a COCO object's name is its category already)."""
     labels = [class_names[int(i)] if class_names else str(int(i)) for i in target.get("labels", [])]
     colors = target.get("colors")
-    return [f"{c} {label}" for c, label in zip(colors, labels, strict=True)] if colors else labels
+    if not colors:
+        return labels
+    return [label if c == label else f"{c} {label}" for c, label in zip(colors, labels, strict=True)]
 
 
 def _fit(image: Image.Image) -> Image.Image:

@@ -49,19 +49,39 @@ def dataset_options(name: str) -> dict[str, inspect.Parameter]:
     return {p.name: p for p in parameters}
 
 
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """(name, argument, options) of `name[:ARGUMENT][:option=value …]`.
+
+    A `:`-separated part that reads `identifier=value` is an option (`coco:ann.json:image_dir=/imgs`);
+    every other part belongs to the argument, so a path may itself contain `:`.
+    """
+    name, _, rest = spec.partition(":")
+    argument: list[str] = []
+    options: dict[str, str] = {}
+    for part in rest.split(":") if rest else []:
+        key, equals, value = part.partition("=")
+        if equals and key.isidentifier():
+            options[key] = value
+        else:
+            argument.append(part)
+    return name, ":".join(argument), options
+
+
 def load_dataset(spec: str, **options: Any) -> Dataset:
-    """A dataset from a spec string (`shapes`, `textures`, `motion`, `coco:PATH`, `images:DIR`) and options.
+    """A dataset from a spec string (`shapes`, `textures`, `motion`, `coco:PATH`, `images:DIR`, with
+    optional `:option=value` parts) and options; options written in the spec win over the keyword ones.
 
     Options given as strings (from a command line) are converted to the type of their default.
     """
-    name, has_argument, argument = spec.partition(":")
+    name, argument, spec_options = parse_spec(spec)
     entry = _entry(name)
     if entry.argument is not None and not argument:
         raise UserInputError(
             f"dataset {name!r} needs a {entry.argument}: write it as {name}:{entry.argument.upper()}"
         )
-    if entry.argument is None and has_argument:
+    if entry.argument is None and argument:
         raise UserInputError(f"dataset {name!r} takes no argument; write just {name!r} (got {spec!r})")
+    options = {**options, **spec_options}
     accepted = dataset_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:

@@ -127,6 +127,10 @@ class ShapesDataset(Dataset):
     def key(self, index: int) -> str:
         return f"shapes-{self.seed}-{index:06d}"
 
+    def sample_group(self, index: int) -> str:
+        # Each sample is drawn independently (or is its own file): it is its own source.
+        return self.key(index)
+
     def sample_split(self, index: int) -> Split:
         return stable_split(self.key(index))
 

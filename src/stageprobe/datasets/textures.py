@@ -6,6 +6,10 @@ metrics. Sample i is a photo when ⌊(i+1)·photo_fraction⌋ > ⌊i·photo_frac
 interleaved evenly and a sample's kind never depends on `n`. The j-th photo sample shows photo
 j mod P; its first appearance is a centre crop, later ones random crops, some mirrored.
 
+Every crop of a photo belongs to that photo's group (`photo:NAME`), and each photo is assigned
+whole to one split (`ranked_splits`, so test and val each get some photos): a test crop never
+comes from a photo seen in train. Procedural textures are their own groups.
+
 Conventions: `frequency` is in cycles per image side; `orientation` is the direction along which
 the pattern varies, in degrees counter-clockwise from the +x axis as seen on screen.
 """
@@ -22,7 +26,7 @@ from PIL import Image
 from skimage.transform import resize
 
 from stageprobe.datasets._options import check_float, check_int
-from stageprobe.datasets.base import Dataset, Sample, Split, stable_split
+from stageprobe.datasets.base import Dataset, Sample, Split, ranked_splits, stable_split
 from stageprobe.datasets.registry import register_dataset
 from stageprobe.errors import UserInputError
 
@@ -46,6 +50,11 @@ def photo(name: str) -> Image.Image:
             "leave it out with the photos option"
         ) from None
     return Image.fromarray(np.asarray(pixels)).convert("RGB")
+
+
+def photo_group(name: str) -> str:
+    """The group of every crop of photo `name`."""
+    return f"photo:{name}"
 
 
 @register_dataset("textures", "procedural textures (frequency, orientation) and scikit-image photographs")
@@ -78,6 +87,7 @@ class TexturesDataset(Dataset):
                 "textures: the photos option is empty; name some photos or set photo_fraction=0"
             )
         self.class_names = PROCEDURAL + self.photos
+        self._photo_splits = ranked_splits([photo_group(p) for p in self.photos])
 
     def __len__(self) -> int:
         return self.n
@@ -85,8 +95,14 @@ class TexturesDataset(Dataset):
     def key(self, index: int) -> str:
         return f"textures-{self.seed}-{index:06d}"
 
+    def sample_group(self, index: int) -> str:
+        if self.is_photo(index):
+            return photo_group(self.photos[math.floor(index * self.photo_fraction) % len(self.photos)])
+        return self.key(index)
+
     def sample_split(self, index: int) -> Split:
-        return stable_split(self.key(index))
+        group = self.sample_group(index)
+        return self._photo_splits.get(group) or stable_split(group)
 
     def spec(self) -> dict[str, Any]:
         options = {"n": self.n, "seed": self.seed, "image_size": self.image_size,
@@ -105,8 +121,8 @@ class TexturesDataset(Dataset):
         else:
             image, target = self._procedural(rng)
         target["label"] = self.class_names.index(target["texture"])
-        key = self.key(index)
-        return Sample(key=key, split=stable_split(key), image=image, target=target)
+        return Sample(key=self.key(index), split=self.sample_split(index), image=image, target=target,
+                      group=self.sample_group(index))
 
     def _photo(self, ordinal: int, rng: np.random.Generator) -> tuple[Image.Image, dict[str, Any]]:
         name = self.photos[ordinal % len(self.photos)]

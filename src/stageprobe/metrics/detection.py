@@ -6,6 +6,11 @@ the accumulation step with per-image multiplicities, because mAP is not an avera
 scores: an image drawn k times contributes its detections and objects k times. This follows
 COCOeval.accumulate (101 recall thresholds, precision made monotone from the right, categories
 without objects left out) and is tested to agree with it at unit weights.
+
+COCO data is evaluated as COCO evaluates it: crowd regions go in as `iscrowd=1` annotations (a
+detection on one is ignored, not a false positive), small/medium/large come from the
+annotation's `area` in original-image pixels, and detections made on the resized image are mapped
+back to original pixels (`GroundTruth.frame`) before matching.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -34,11 +40,44 @@ class Detections:
 
 @dataclass
 class GroundTruth:
-    """One image's objects; `areas` (e.g. mask areas) decide COCO's small/medium/large, else box areas."""
+    """One image's objects; `areas` (e.g. mask areas) decide COCO's small/medium/large, else box areas.
+
+    `crowd_*` are COCO crowd regions (ignored by matching). `frame` = (sx, sy, ox, oy) says these
+    boxes are in original-image pixels while detections are on the resized image, resized =
+    original·s + o; None when both are in the same pixels.
+    """
 
     boxes: np.ndarray
     labels: np.ndarray
     areas: np.ndarray | None = None
+    crowd_boxes: np.ndarray | None = None
+    crowd_labels: np.ndarray | None = None
+    crowd_areas: np.ndarray | None = None
+    frame: tuple[float, float, float, float] | None = None
+
+    @classmethod
+    def from_target(cls, target: dict[str, Any]) -> GroundTruth:
+        """Ground truth of a dataset target: COCO targets in original pixels with their crowds and
+        annotation areas; others in image pixels with mask areas when there are masks."""
+        labels = np.asarray(target["labels"]).ravel()
+        if "boxes_original" in target:
+            return cls(np.asarray(target["boxes_original"], dtype=np.float64).reshape(-1, 4), labels,
+                       np.asarray(target["areas"], dtype=np.float64),
+                       np.asarray(target["crowd_boxes_original"], dtype=np.float64).reshape(-1, 4),
+                       np.asarray(target["crowd_labels"]).ravel(),
+                       np.asarray(target["crowd_areas"], dtype=np.float64),
+                       tuple(float(v) for v in target["transform"]))
+        masks = target.get("masks")
+        areas = None if masks is None or len(masks) == 0 else np.asarray(masks).reshape(len(masks), -1).sum(1)
+        return cls(np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4), labels, areas)
+
+    def to_frame(self, boxes: np.ndarray) -> np.ndarray:
+        """xyxy boxes on the resized image mapped into this ground truth's pixels."""
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if self.frame is None:
+            return b
+        sx, sy, ox, oy = self.frame
+        return (b - [ox, oy, ox, oy]) / [sx, sy, sx, sy]
 
 
 def _quiet_coco(dataset: dict) -> COCO:
@@ -54,6 +93,17 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1)
 
 
+def _annotations(image_id: int, boxes: np.ndarray, labels: np.ndarray | None, areas: np.ndarray | None,
+                 crowd: bool, first_id: int) -> list[dict[str, Any]]:
+    """COCO ground-truth records; areas default to box areas."""
+    xywh = _xywh(boxes)
+    areas = xywh[:, 2] * xywh[:, 3] if areas is None else np.asarray(areas, dtype=np.float64)
+    labels = np.zeros(0, dtype=np.int64) if labels is None else np.asarray(labels).ravel()
+    return [{"id": first_id + k, "image_id": image_id, "category_id": int(label) + 1, "bbox": box.tolist(),
+             "area": float(area), "iscrowd": int(crowd)}
+            for k, (box, label, area) in enumerate(zip(xywh, labels, areas, strict=True))]
+
+
 class CocoDetectionEval:
     """COCO bbox evaluation of one prediction set against one ground-truth set (aligned lists)."""
 
@@ -64,13 +114,12 @@ class CocoDetectionEval:
         categories = [{"id": c + 1} for c in range(num_classes)]
         gt_anns, dt_anns = [], []
         for i, gt in enumerate(gts):
-            xywh = _xywh(gt.boxes)
-            areas = xywh[:, 2] * xywh[:, 3] if gt.areas is None else np.asarray(gt.areas, dtype=np.float64)
-            for box, label, area in zip(xywh, np.asarray(gt.labels).ravel(), areas, strict=True):
-                gt_anns.append({"id": len(gt_anns) + 1, "image_id": i + 1, "category_id": int(label) + 1,
-                                "bbox": box.tolist(), "area": float(area), "iscrowd": 0})
-        for i, dt in enumerate(preds):
-            xywh = _xywh(dt.boxes)
+            gt_anns += _annotations(i + 1, gt.boxes, gt.labels, gt.areas, crowd=False, first_id=len(gt_anns) + 1)
+            if gt.crowd_boxes is not None and len(gt.crowd_boxes):
+                gt_anns += _annotations(i + 1, gt.crowd_boxes, gt.crowd_labels, gt.crowd_areas, crowd=True,
+                                        first_id=len(gt_anns) + 1)
+        for i, (gt, dt) in enumerate(zip(gts, preds, strict=True)):
+            xywh = _xywh(gt.to_frame(dt.boxes))
             for box, score, label in zip(xywh, np.asarray(dt.scores).ravel(), np.asarray(dt.labels).ravel(),
                                          strict=True):
                 dt_anns.append({"id": len(dt_anns) + 1, "image_id": i + 1, "category_id": int(label) + 1,

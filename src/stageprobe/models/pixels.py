@@ -19,17 +19,21 @@ TEMPORAL_PATCH = 2
 
 
 class PixelModel(StageModel):
-    """Patches of 14 px (`pixels.patch`) and 28 px (`pixels.merged`), the strides of Qwen-VL's grids.
+    """Patches of `patch_px` (`pixels.patch`) and `patch_px × merge` (`pixels.merged`): by default
+    14 and 28 px, the strides of Qwen2(.5)-VL's grids; 16 and 32 px (`pixels-16`) for Qwen3-VL / Qwen3.5.
 
-    Images are resized to the nearest multiple of 28 px, as Qwen-VL's processor does for sizes
-    that are already close; videos group frames in pairs, like Qwen-VL's temporal patches.
+    Images are resized to the nearest multiple of the merged stride, as Qwen-VL's processor does for
+    sizes that are already close; videos group frames in pairs, like Qwen-VL's temporal patches.
     """
 
-    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
-        self.name = "pixels"
+    def __init__(self, device: torch.device, dtype: torch.dtype, patch_px: int = PATCH_PX, merge: int = MERGE,
+                 name: str = "pixels") -> None:
+        self.name = name
         self.weights_id = "none"
         self.device = device
         self.dtype = dtype
+        self.patch_px = patch_px
+        self.merge = merge
 
     @property
     def supports_video(self) -> bool:
@@ -40,15 +44,20 @@ class PixelModel(StageModel):
         return TEMPORAL_PATCH
 
     def stages_for(self, height: int, width: int, frames: int = 1) -> list[StageInfo]:
-        h, w = _snap(height), _snap(width)
+        h, w = self._snap(height), self._snap(width)
         t = max(1, frames // TEMPORAL_PATCH)
         per_frame = TEMPORAL_PATCH if frames > 1 else 1
+        patch, merged = self.patch_px, self.patch_px * self.merge
         return [
-            StageInfo("pixels.patch", PATCH_PX, 3 * PATCH_PX**2 * per_frame, (t, h // PATCH_PX, w // PATCH_PX),
-                      "raw pixels of each 14 px patch"),
-            StageInfo("pixels.merged", PATCH_PX * MERGE, 3 * (PATCH_PX * MERGE) ** 2 * per_frame,
-                      (t, h // (PATCH_PX * MERGE), w // (PATCH_PX * MERGE)), "raw pixels of each 28 px patch"),
+            StageInfo("pixels.patch", patch, 3 * patch**2 * per_frame, (t, h // patch, w // patch),
+                      f"raw pixels of each {patch} px patch"),
+            StageInfo("pixels.merged", merged, 3 * merged**2 * per_frame, (t, h // merged, w // merged),
+                      f"raw pixels of each {merged} px patch"),
         ]
+
+    def _snap(self, size: int) -> int:
+        merged = self.patch_px * self.merge
+        return max(merged, round(size / merged) * merged)
 
     def extract(
         self,
@@ -62,7 +71,7 @@ class PixelModel(StageModel):
                 if len(clip) % TEMPORAL_PATCH:
                     raise UserInputError(f"a clip has {len(clip)} frames; video needs an even frame count")
         height, width = check_same_size([frame for clip in clips for frame in clip])
-        h, w = _snap(height), _snap(width)
+        h, w = self._snap(height), self._snap(width)
         pixels = torch.from_numpy(
             np.stack([[np.asarray(f.convert("RGB").resize((w, h), Image.BICUBIC)) for f in clip] for clip in clips])
         ).to(torch.float32) / 255.0  # (B, F, H, W, 3)
@@ -74,12 +83,8 @@ class PixelModel(StageModel):
         chosen = select_stages([s.name for s in self.stages_for(h, w)], stages)
         out = {}
         for stage in chosen:
-            out[stage] = _patchify(pixels, PATCH_PX if stage == "pixels.patch" else PATCH_PX * MERGE)
+            out[stage] = _patchify(pixels, self.patch_px if stage == "pixels.patch" else self.patch_px * self.merge)
         return {k: v.to(self.dtype) for k, v in out.items()}
-
-
-def _snap(size: int) -> int:
-    return max(PATCH_PX * MERGE, round(size / (PATCH_PX * MERGE)) * PATCH_PX * MERGE)
 
 
 def _patchify(pixels: torch.Tensor, patch: int) -> torch.Tensor:
@@ -92,3 +97,17 @@ def _patchify(pixels: torch.Tensor, patch: int) -> torch.Tensor:
 @register_preset("pixels", "pixel baseline: raw pixels of each 14 px and 28 px patch (no network)")
 def pixel_model(device: torch.device, dtype: torch.dtype) -> PixelModel:
     return PixelModel(device, torch.float32 if dtype == torch.bfloat16 else dtype)
+
+
+@register_preset("pixels-16", "pixel baseline at Qwen3-VL / Qwen3.5 strides: raw pixels of each 16 px and 32 px patch")
+def pixel_model_16(device: torch.device, dtype: torch.dtype) -> PixelModel:
+    return PixelModel(device, torch.float32 if dtype == torch.bfloat16 else dtype, patch_px=16, name="pixels-16")
+
+
+def pixel_baseline_for(model: StageModel) -> PixelModel:
+    """The pixel baseline on `model`'s own grids: its patch size and merge factor (a plain ViT: no merge,
+    so `pixels.merged` is 2× its patch)."""
+    patch_px = int(getattr(model, "patch_px", PATCH_PX))
+    merge = int(getattr(model, "merge", MERGE))
+    name = "pixels" if (patch_px, merge) == (PATCH_PX, MERGE) else f"pixels-{patch_px}"
+    return PixelModel(torch.device("cpu"), torch.float32, patch_px=patch_px, merge=merge, name=name)

@@ -8,20 +8,18 @@ every spatial probe:
   first block and only restores merge order *after* the merger (`reverse_indices`);
 * the LLM sees visual tokens at the `<|image_pad|>` / `<|video_pad|>` positions of the prompt.
 
-Each hook below records a tensor in the order the model holds it; `_to_raster` undoes both
-permutations so `[b, t, r, c]` is the token over pixel rows r·s…(r+1)·s, cols c·s…(c+1)·s.
+Each stage is declared as a row of `stage_table` (module, hook side, token order); the shared
+conversions in `_stages` undo both permutations so `[b, t, r, c]` is the token over pixel rows
+r·s…(r+1)·s, cols c·s…(c+1)·s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +28,22 @@ from PIL import Image
 from torch import nn
 
 from stageprobe.errors import UserInputError
-from stageprobe.models.base import Clip, StageInfo, StageModel, check_same_size, select_stages
-from stageprobe.models.registry import preset_cache_dir, register_architecture, register_preset
+from stageprobe.models._presets import preset_checkpoint
+from stageprobe.models._stages import Layout, StageSpec
+from stageprobe.models.base import Clip, HFStageModel, check_same_size
+from stageprobe.models.registry import (
+    preset_cache_dir,
+    register_architecture,
+    register_preset,
+    register_skeleton,
+)
 
 DEFAULT_PROMPT = "Describe this image."
 DEFAULT_VIDEO_PROMPT = "Describe this video."
 
 
-class _StopForward(Exception):
-    """Raised from the last needed LLM layer's hook: later layers would compute unused output."""
-
-
-class QwenVLModel(StageModel):
-    """Adapter over a `Qwen2_5_VLForConditionalGeneration` or `Qwen2VLForConditionalGeneration`."""
+class QwenVLModel(HFStageModel):
+    """Adapter over a Qwen-VL `*ForConditionalGeneration` (Qwen2-VL, Qwen2.5-VL; Qwen3 families subclass it)."""
 
     def __init__(
         self,
@@ -59,9 +60,8 @@ class QwenVLModel(StageModel):
         self.weights_id = weights_id
         self.prompt = prompt
         self.video_prompt = video_prompt
-        first_param = next(hf_model.parameters())
         self.device = _input_device(hf_model)
-        self.dtype = first_param.dtype
+        self.dtype = next(hf_model.parameters()).dtype
         config = hf_model.config
         self.vision_config = config.vision_config
         self.text_config = config.text_config
@@ -97,12 +97,28 @@ class QwenVLModel(StageModel):
     def temporal_patch_size(self) -> int:
         return int(self.vision_config.temporal_patch_size)
 
+    def check_image_size(self, height: int, width: int) -> None:
+        """An input smaller than one merged patch has no token grid: a user error, not a resize."""
+        smallest = self.patch_px * self.merge
+        if min(height, width) < smallest:
+            raise UserInputError(
+                f"the image is {width}×{height} px, smaller than one merged patch of {self.name!r}; "
+                f"pass images of at least {smallest}×{smallest} px"
+            )
+
+    def video_size(self) -> dict[str, int]:
+        """Per-frame pixel bounds for video: the image processor's minimum, so a clip's frames get the
+        grid its frames get as images (the video processors' own minimum upsamples small frames)."""
+        images, videos = self.processor.image_processor.size, self.processor.video_processor.size
+        return {"shortest_edge": int(images["shortest_edge"]), "longest_edge": int(videos["longest_edge"])}
+
     def patch_grid(self, height: int, width: int, frames: int = 1) -> tuple[int, int, int]:
-        """(T, H, W) patch grid the processor produces for this input size.
+        """(T, H, W) patch grid the processor produces for this input size (video: per clip).
 
         Asked of the processor itself (on a blank input) rather than re-derived, so a checkpoint's
         own min/max pixel settings are honoured exactly.
         """
+        self.check_image_size(height, width)
         key = (height, width, frames)
         if key not in self._grid_cache:
             if frames == 1:
@@ -111,36 +127,57 @@ class QwenVLModel(StageModel):
             else:
                 clip = [Image.new("RGB", (width, height))] * frames
                 grid = self.processor.video_processor(
-                    videos=[clip], return_tensors="pt", do_sample_frames=False
+                    videos=[clip], return_tensors="pt", **self._video_options()
                 )["video_grid_thw"]
             t, h, w = (int(v) for v in grid[0])
             self._grid_cache[key] = (t, h, w)
         return self._grid_cache[key]
 
-    def stages_for(self, height: int, width: int, frames: int = 1) -> list[StageInfo]:
+    def video_metadata(self, clips: Sequence[Clip]) -> dict[str, Any]:
+        """Extra processor arguments describing the clips' timing (none for Qwen2-VL / Qwen2.5-VL)."""
+        return {}
+
+    def _video_options(self) -> dict[str, Any]:
+        return {"do_sample_frames": False, "size": self.video_size(), "cap_pixels_per_frame": False}
+
+    def stage_grids(self, height: int, width: int, frames: int = 1) -> dict[str, Any]:
         t, h, w = self.patch_grid(height, width, frames)
-        patch, merged = (t, h, w), (t, h // self.merge, w // self.merge)
-        stride, merged_stride = self.patch_px, self.patch_px * self.merge
+        return {"patch": (t, h, w), "merged": (t, h // self.merge, w // self.merge),
+                "patch_stride": self.patch_px, "merged_stride": self.patch_px * self.merge}
+
+    def vision_stage_table(self) -> list[StageSpec]:
+        """Patch embedding, blocks and merger of the vision tower, in forward order."""
         vision_dim = self.visual.patch_embed.proj.out_channels
         merger_dim = _last_linear(self.visual.merger).out_features
-        text_dim = int(self.text_config.hidden_size)
         depth = len(self.visual.blocks)
-        infos = [StageInfo("vision.patch_embed", stride, vision_dim, patch, "output of the patch embedding")]
         full_attention = getattr(self.vision_config, "fullatt_block_indexes", range(depth))
+        root = "model.visual"
+        table = [StageSpec("vision.patch_embed", f"{root}.patch_embed", "output", "patch", "merge_units", vision_dim,
+                           "output of the patch embedding")]
         for i in range(depth):
             attention = "full" if i in full_attention else "window"
-            infos.append(StageInfo(f"vision.block.{i}", stride, vision_dim, patch,
-                                   f"output of ViT block {i} ({attention} attention)"))
-        infos.append(StageInfo("vision.pre_merge", stride, vision_dim, patch,
-                               "input of the 2×2 merger (= last block output)"))
-        infos.append(StageInfo("vision.post_merge", merged_stride, merger_dim, merged,
-                               "merger output: what the LLM receives"))
-        for i in range(len(self.language_model.layers)):
-            infos.append(StageInfo(f"language.layer.{i}", merged_stride, text_dim, merged,
-                                   f"LLM decoder layer {i} output at the visual-token positions"))
-        infos.append(StageInfo("language.norm", merged_stride, text_dim, merged,
+            table.append(StageSpec(f"vision.block.{i}", f"{root}.blocks.{i}", "output", "patch", "merge_units",
+                                   vision_dim, f"output of ViT block {i} ({attention} attention)", self._windowed))
+        table.append(StageSpec("vision.pre_merge", f"{root}.merger", "input", "patch", "merge_units", vision_dim,
+                               "input of the 2×2 merger (= last block output)", self._windowed))
+        table.append(StageSpec("vision.post_merge", f"{root}.merger", "output", "merged", "merged", merger_dim,
+                               "merger output: what the LLM receives", self._windowed))
+        return table
+
+    def language_stage_table(self) -> list[StageSpec]:
+        """LLM decoder layers and final norm, read at the visual-token positions."""
+        text_dim = int(self.text_config.hidden_size)
+        root = "model.language_model"
+        table = [StageSpec(f"language.layer.{i}", f"{root}.layers.{i}", "output", "merged", "text", text_dim,
+                           f"LLM decoder layer {i} output at the visual-token positions")
+                 for i in range(len(self.language_model.layers))]
+        table.append(StageSpec("language.norm", f"{root}.norm", "output", "merged", "text", text_dim,
                                "final LLM norm at the visual-token positions"))
-        return infos
+        return table
+
+    def stage_table(self, height: int, width: int, frames: int = 1) -> list[StageSpec]:
+        self.check_image_size(height, width)
+        return self.vision_stage_table() + self.language_stage_table()
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -158,15 +195,14 @@ class QwenVLModel(StageModel):
                         f"a clip has {len(clip)} frames; {self.name} groups frames in temporal patches of "
                         f"{self.temporal_patch_size}, so pass a multiple of {self.temporal_patch_size} frames"
                     )
-            check_same_size([frame for clip in clips for frame in clip])
+            self.check_image_size(*check_same_size([frame for clip in clips for frame in clip]))
             text = self._chat_text("video", self.video_prompt)
-            inputs = self.processor(
-                text=[text] * len(clips), videos=clips, return_tensors="pt", do_sample_frames=False
-            )
+            inputs = self.processor(text=[text] * len(clips), videos=clips, return_tensors="pt",
+                                    **self._video_options(), **self.video_metadata(clips))
             token_id = self.video_token_id
         else:
             images = [im.convert("RGB") for im in images or []]
-            check_same_size(images)
+            self.check_image_size(*check_same_size(images))
             text = self._chat_text("image", self.prompt)
             inputs = self.processor(text=[text] * len(images), images=images, return_tensors="pt")
             token_id = self.image_token_id
@@ -180,6 +216,19 @@ class QwenVLModel(StageModel):
         messages = [{"role": "user", "content": [{"type": kind}, {"type": "text", "text": prompt}]}]
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def prepare_batch(
+        self, images: Sequence[Image.Image] | None, videos: Sequence[Clip] | None
+    ) -> tuple[dict[str, Any], Layout]:
+        inputs, token_id = self.prepare_inputs(images, videos)
+        grid_thw = inputs["video_grid_thw" if videos is not None else "image_grid_thw"]
+        layout = Layout(
+            grids=tuple((int(t), int(h), int(w)) for t, h, w in grid_thw.tolist()),
+            merge=self.merge,
+            window_order=self._window_order(grid_thw) if self._windowed else None,
+            visual_mask=inputs["input_ids"] == token_id,
+        )
+        return inputs, layout
+
     # -- extraction -----------------------------------------------------------------------
 
     def plain_forward(
@@ -189,79 +238,13 @@ class QwenVLModel(StageModel):
         with torch.inference_mode():
             self.hf_model.model(**inputs)
 
-    def extract(
-        self,
-        images: Sequence[Image.Image] | None = None,
-        videos: Sequence[Clip] | None = None,
-        stages: Sequence[str] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        inputs, token_id = self.prepare_inputs(images, videos)
-        grid_thw = inputs["video_grid_thw" if videos is not None else "image_grid_thw"]
-        pixel_key = "pixel_values_videos" if videos is not None else "pixel_values"
-        chosen = select_stages([s.name for s in self.stages_for(*self._input_hw(images, videos))], stages)
-        raw: dict[str, torch.Tensor] = {}
-        hooks = self._register_hooks(chosen, raw)
-        needs_language = any(name.startswith("language.") for name in chosen)
-        try:
-            with torch.inference_mode():
-                if needs_language:
-                    with contextlib.suppress(_StopForward):
-                        self.hf_model.model(**inputs)
-                else:
-                    self.visual(inputs[pixel_key], grid_thw=grid_thw)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        window_order = self._window_order(grid_thw) if self._windowed else None
-        return {
-            name: self._to_raster(name, raw[name], grid_thw, window_order, inputs["input_ids"], token_id)
-            for name in chosen
-        }
-
-    def _input_hw(
-        self, images: Sequence[Image.Image] | None, videos: Sequence[Clip] | None
-    ) -> tuple[int, int, int]:
-        if videos is not None:
-            h, w = check_same_size([clip[0] for clip in videos])
-            return h, w, len(videos[0])
-        h, w = check_same_size(list(images or []))
-        return h, w, 1
-
-    def _register_hooks(self, chosen: list[str], raw: dict[str, torch.Tensor]) -> list[Any]:
-        def keep_output(name: str, stop: bool = False) -> Callable[..., None]:
-            def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-                raw[name] = output[0] if isinstance(output, tuple) else output
-                if stop:
-                    raise _StopForward
-
-            return hook
-
-        def keep_input(name: str) -> Callable[..., None]:
-            def hook(_module: nn.Module, args: Any) -> None:
-                raw[name] = args[0]
-
-            return hook
-
-        last_layer = max((int(n.rsplit(".", 1)[1]) for n in chosen if n.startswith("language.layer.")), default=-1)
-        stop_early = "language.norm" not in chosen
-        hooks = []
-        for name in chosen:
-            if name == "vision.patch_embed":
-                hooks.append(self.visual.patch_embed.register_forward_hook(keep_output(name)))
-            elif name.startswith("vision.block."):
-                block = self.visual.blocks[int(name.rsplit(".", 1)[1])]
-                hooks.append(block.register_forward_hook(keep_output(name)))
-            elif name == "vision.pre_merge":
-                hooks.append(self.visual.merger.register_forward_pre_hook(keep_input(name)))
-            elif name == "vision.post_merge":
-                hooks.append(self.visual.merger.register_forward_hook(keep_output(name)))
-            elif name.startswith("language.layer."):
-                index = int(name.rsplit(".", 1)[1])
-                layer = self.language_model.layers[index]
-                hooks.append(layer.register_forward_hook(keep_output(name, stop_early and index == last_layer)))
-            elif name == "language.norm":
-                hooks.append(self.language_model.norm.register_forward_hook(keep_output(name)))
-        return hooks
+    def run_forward(self, inputs: dict[str, Any], stages: Sequence[str]) -> None:
+        if any(name.startswith("language.") for name in stages):
+            self.hf_model.model(**inputs)
+            return
+        video = "pixel_values_videos" in inputs
+        pixels = inputs["pixel_values_videos" if video else "pixel_values"]
+        self.visual(pixels, grid_thw=inputs["video_grid_thw" if video else "image_grid_thw"])
 
     def _window_order(self, grid_thw: torch.Tensor) -> torch.Tensor:
         """Merge-unit permutation applied before the first block (window_index in transformers)."""
@@ -277,45 +260,6 @@ class QwenVLModel(StageModel):
         )
         return window_index
 
-    def _to_raster(
-        self,
-        name: str,
-        tensor: torch.Tensor,
-        grid_thw: torch.Tensor,
-        window_order: torch.Tensor | None,
-        input_ids: torch.Tensor,
-        token_id: int,
-    ) -> torch.Tensor:
-        merge = self.merge
-        tensor = tensor.detach()
-        if name.startswith("language."):
-            # under a device_map the layer may sit on another GPU than the inputs
-            positions = (input_ids == token_id).to(tensor.device)
-            per_item = [tensor[b][positions[b]] for b in range(tensor.shape[0])]
-            t, h, w = (int(v) for v in grid_thw[0])
-            grids = [x.reshape(t, h // merge, w // merge, -1) for x in per_item]
-            return torch.stack(grids).float().cpu()
-        in_window_order = name.startswith("vision.block.") or name in ("vision.pre_merge", "vision.post_merge")
-        if window_order is not None and in_window_order:
-            restore = torch.argsort(window_order.to(tensor.device))
-            if name == "vision.post_merge":
-                tensor = tensor[restore]
-            else:
-                unit = merge * merge
-                tensor = tensor.reshape(-1, unit, tensor.shape[-1])[restore].reshape(-1, tensor.shape[-1])
-        sizes = [int(t * h * w) for t, h, w in grid_thw.tolist()]
-        if name == "vision.post_merge":
-            sizes = [s // (merge * merge) for s in sizes]
-        grids = []
-        for chunk, (t, h, w) in zip(torch.split(tensor, sizes), grid_thw.tolist(), strict=True):
-            if name == "vision.post_merge":
-                grids.append(chunk.reshape(t, h // merge, w // merge, -1))
-            else:
-                # merge-window order (t, h/2, w/2, 2, 2) → raster (t, h, w)
-                blocks = chunk.reshape(t, h // merge, w // merge, merge, merge, -1)
-                grids.append(blocks.permute(0, 1, 3, 2, 4, 5).reshape(t, h, w, -1))
-        return torch.stack(grids).float().cpu()
-
     # -- identity ---------------------------------------------------------------------------
 
     def config_summary(self) -> dict[str, Any]:
@@ -329,24 +273,28 @@ class QwenVLModel(StageModel):
             "video_prompt": self.video_prompt,
         }
 
+    def with_weights(self, hf_model: nn.Module, name: str, weights_id: str) -> QwenVLModel:
+        return type(self)(hf_model, self.processor, name, weights_id, self.prompt, self.video_prompt)
+
     def random_init_twin(self, seed: int = 1) -> QwenVLModel:
-        """The same architecture and processor with freshly initialised weights (a control)."""
+        """The same architecture and processor with freshly initialised weights, split like the model
+        when it is loaded with a device map."""
         device_map = getattr(self.hf_model, "hf_device_map", None)
-        split = device_map is not None and len(set(device_map.values())) > 1
-        # Built in the model's dtype directly on its device (on the CPU when it is split): a 7B twin
-        # initialised in fp32 on the host first would take 32 GB of RAM and minutes.
-        with torch.random.fork_rng(devices=[]), torch.device("cpu" if split else self.device):
+        if device_map is None or len(set(device_map.values())) <= 1:
+            twin = super().random_init_twin(seed)
+            assert isinstance(twin, QwenVLModel)
+            return twin
+        from accelerate import dispatch_model
+
+        # Built on the CPU in the model's dtype, then split like the trained model; modules it keeps
+        # on disk are written there.
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
             torch.manual_seed(seed)
             twin = type(self.hf_model)._from_config(copy.deepcopy(self.hf_model.config), dtype=self.dtype)
-        if split:
-            from accelerate import dispatch_model
-
-            # the same split as the trained model; modules it keeps on disk are written there
-            config_hash = self.config_summary()["config_sha256"][:16]
-            twin = dispatch_model(twin, device_map=device_map,
-                                  offload_dir=str(_offload_dir(f"twin-{config_hash}-seed{seed}")))
-        return QwenVLModel(twin, self.processor, f"{self.name} (random-init twin)", f"random-init seed {seed}",
-                           self.prompt, self.video_prompt)
+        config_hash = self.config_summary()["config_sha256"][:16]
+        twin = dispatch_model(twin, device_map=device_map,
+                              offload_dir=str(_offload_dir(f"twin-{config_hash}-seed{seed}")))
+        return self.with_weights(twin, f"{self.name} (random-init twin)", f"random-init seed {seed}")
 
 
 def _input_device(hf_model: nn.Module) -> torch.device:
@@ -366,10 +314,17 @@ def _last_linear(module: nn.Module) -> nn.Linear:
 # -- loading ------------------------------------------------------------------------------
 
 
-def _model_class(model_type: str) -> type[nn.Module]:
-    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+#: config `model_type` → (transformers class name, adapter class); each family file adds its own
+QWEN_FAMILIES: dict[str, tuple[str, type[QwenVLModel]]] = {
+    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", QwenVLModel),
+    "qwen2_vl": ("Qwen2VLForConditionalGeneration", QwenVLModel),
+}
 
-    return {"qwen2_5_vl": Qwen2_5_VLForConditionalGeneration, "qwen2_vl": Qwen2VLForConditionalGeneration}[model_type]
+
+def _model_class(model_type: str) -> type[nn.Module]:
+    import transformers
+
+    return getattr(transformers, QWEN_FAMILIES[model_type][0])
 
 
 def _offload_dir(key: str) -> Path:
@@ -413,7 +368,28 @@ def load_qwen_vl(
             f"the weights of {name!r} are not found locally ({error}). Download them where there is network, "
             "then pass the local directory as the model"
         ) from error
-    return QwenVLModel(hf_model, processor, name, weights_id or _weights_id(source, config))
+    adapter = QWEN_FAMILIES[config.model_type][1]
+    return adapter(hf_model, processor, name, weights_id or _weights_id(source, config))
+
+
+def qwen_skeleton(name: str, config: Any, trust_remote_code: bool = False) -> QwenVLModel:
+    """The adapter over a meta-device model: stage geometry from config + processor files, no weights."""
+    from transformers import AutoProcessor
+
+    source = str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+    try:
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise UserInputError(
+            f"the processor files of {name!r} are not found locally ({error}); "
+            "pass a directory that holds its preprocessor_config.json"
+        ) from error
+    with torch.device("meta"):
+        hf_model = _model_class(config.model_type)._from_config(config)
+    return QWEN_FAMILIES[config.model_type][1](hf_model, processor, name, "not loaded (meta device)")
+
+
+register_skeleton("qwen2_5_vl", "qwen2_vl")(qwen_skeleton)
 
 
 # -- tiny random presets --------------------------------------------------------------------
@@ -498,37 +474,21 @@ def tiny_config(family: str, vocab_size: int, token_ids: dict[str, int]) -> Any:
     return Qwen2VLConfig(vision_config=vision, text_config=text, **special)
 
 
-def build_tiny_checkpoint(family: str, directory: Path) -> Path:
-    """Write a random-weight checkpoint + processor with `save_pretrained`, like a Hub snapshot."""
-    processor = build_tiny_processor(family)
-    tokenizer = processor.tokenizer
-    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
-    config = tiny_config(family, len(tokenizer), token_ids)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
-        model = _model_class(family)(config)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}-"))
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    try:
-        staging.rename(directory)  # atomic: a concurrent builder either wins or finds it done
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
-
-
-def _tiny_preset(preset: str, family: str, device: torch.device, dtype: torch.dtype) -> QwenVLModel:
-    from transformers import AutoConfig
-
-    directory = preset_cache_dir() / preset
-    if not (directory / "config.json").is_file():
-        build_tiny_checkpoint(family, directory)
-    config = AutoConfig.from_pretrained(directory)
+def tiny_preset(preset: str, config: Any, processor: Any, device: torch.device, dtype: torch.dtype) -> QwenVLModel:
+    """A tiny random preset through the same from_pretrained path a Hub checkpoint takes."""
+    directory = preset_checkpoint(preset, config, processor, seed=TINY_SEED)
     model = load_qwen_vl(str(directory), config, device=device, dtype=dtype,
                          weights_id=f"random-init (seed {TINY_SEED})")
     model.name = preset
     return model
+
+
+def _tiny_preset(preset: str, family: str, device: torch.device, dtype: torch.dtype) -> QwenVLModel:
+    processor = build_tiny_processor(family)
+    token_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    config = tiny_config(family, len(processor.tokenizer), token_ids)
+    config.architectures = [QWEN_FAMILIES[family][0]]
+    return tiny_preset(preset, config, processor, device, dtype)
 
 
 @register_preset("qwen2.5-vl-tiny", "Qwen2.5-VL architecture, small config, RANDOM weights, real processor (default)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from stageprobe.errors import UserInputError
-from stageprobe.models.base import StageModel
+from stageprobe.models.base import StageInfo, StageModel, select_stages
 
 ModelFactory = Callable[..., StageModel]
 
@@ -31,6 +31,9 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {}
 ARCHITECTURES: dict[str, ModelFactory] = {}
+#: model_type → `skeleton(name_or_path, config, trust_remote_code=)`: the adapter over a model built on
+#: the meta device (geometry and widths from the config, no weights read)
+SKELETONS: dict[str, ModelFactory] = {}
 
 
 def register_preset(name: str, description: str) -> Callable[[ModelFactory], ModelFactory]:
@@ -50,6 +53,43 @@ def register_architecture(*model_types: str) -> Callable[[ModelFactory], ModelFa
         return factory
 
     return wrap
+
+
+def register_skeleton(*model_types: str) -> Callable[[ModelFactory], ModelFactory]:
+    def wrap(factory: ModelFactory) -> ModelFactory:
+        for model_type in model_types:
+            SKELETONS[model_type] = factory
+        return factory
+
+    return wrap
+
+
+def describe_stages(
+    name: str, height: int = 448, width: int = 448, frames: int = 1, trust_remote_code: bool = False
+) -> list[StageInfo]:
+    """The stages of a preset, Hub id or local directory for an input of this size, without reading
+    any weights: the model is built on the meta device from its config (and its processor files)."""
+    meta = torch.device("meta")
+    if name in PRESETS:
+        return PRESETS[name].factory(device=meta, dtype=torch.float32).stages_for(height, width, frames)
+    config = _read_config(name, trust_remote_code)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SKELETONS:
+        raise UserInputError(
+            f"{name!r} is a {model_type!r} model, which stageprobe does not support. "
+            f"Supported architectures: {', '.join(sorted(ARCHITECTURES))}"
+        )
+    skeleton = SKELETONS[model_type](name, config, trust_remote_code=trust_remote_code)
+    return skeleton.stages_for(height, width, frames)
+
+
+def check_stage_patterns(
+    name: str, patterns: Sequence[str] | None, height: int = 448, width: int = 448, frames: int = 1,
+    trust_remote_code: bool = False,
+) -> list[str]:
+    """The stage names `patterns` select, checked before the model loads (UserInputError if one matches none)."""
+    infos = describe_stages(name, height, width, frames, trust_remote_code=trust_remote_code)
+    return select_stages([info.name for info in infos], patterns)
 
 
 def preset_cache_dir() -> Path:

@@ -1,19 +1,16 @@
 """Generic ViT vision encoders (DINOv2, SigLIP, CLIP): the "dedicated spatial model" comparison.
 
-Each model runs with its own image processor, so the grid a stage reports is the grid the encoder
-sees after the processor's resize / center crop. Prefix tokens (CLS, registers) are dropped so
+Each model runs with its own image processor, told to resize the *whole* image to the encoder's native
+size and never to center-crop, so every stage's grid covers the whole input (targets are laid over
+the whole image). Prefix tokens (CLS, registers) are dropped so
 every stage is a pure raster grid of patch tokens.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +20,10 @@ from PIL import Image
 from torch import nn
 
 from stageprobe.errors import UserInputError
-from stageprobe.models.base import Clip, StageInfo, StageModel, check_same_size, select_stages
-from stageprobe.models.registry import preset_cache_dir, register_architecture, register_preset
-
-PRESET_SEED = 0
-PRESET_MARKER = "stageprobe_preset.json"
+from stageprobe.models._presets import preset_checkpoint, quiet_transformers
+from stageprobe.models._stages import Layout, StageSpec
+from stageprobe.models.base import Clip, HFStageModel, check_same_size
+from stageprobe.models.registry import register_architecture, register_preset, register_skeleton
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,7 @@ FAMILIES: dict[str, _Family] = {
 }
 
 
-class VitModel(StageModel):
+class VitModel(HFStageModel):
     """A ViT encoder read at its embeddings, every block, and its final norm."""
 
     def __init__(
@@ -92,87 +88,63 @@ class VitModel(StageModel):
         self.prefix_tokens = family.cls_tokens + getattr(config, "num_register_tokens", 0)
         self._native_size = _pair(config.image_size)
         # SigLIP / CLIP in transformers 4.x wrap the encoder in `vision_model`; 5.x does not.
-        root = getattr(hf_model, "vision_model", hf_model)
-        layers = root.get_submodule(family.layers)
-        self._stage_modules: dict[str, nn.Module] = {"vision.embed": root.embeddings}
-        self._stage_modules.update({f"vision.block.{i}": layer for i, layer in enumerate(layers)})
-        if family.final_norm is not None:
-            self._stage_modules["vision.final"] = root.get_submodule(family.final_norm)
-        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
+        self._root = "vision_model." if hasattr(hf_model, "vision_model") else ""
+        self._depth = len(hf_model.get_submodule(self._root + family.layers))
+
+    def processor_options(self) -> dict[str, Any]:
+        """Resize the whole image to the encoder's native size, never center-crop: a crop would hide
+        the image's border from the encoder while every target is laid over the whole image."""
+        height, width = self._native_size
+        return {"do_center_crop": False, "size": {"height": height, "width": width}}
 
     def processed_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) of the image the encoder sees for an input of this size.
-
-        Asked of the processor itself (on a blank image) rather than re-derived from its config,
-        so every resize / crop rule of every processor class is honoured.
-        """
-        if (height, width) not in self._sizes:
-            blank = Image.new("RGB", (width, height))
-            pixels = self.processor(images=[blank], return_tensors="pt")["pixel_values"]
-            self._sizes[(height, width)] = (int(pixels.shape[-2]), int(pixels.shape[-1]))
-        return self._sizes[(height, width)]
+        """(height, width) of the image the encoder sees for an input of this size (the whole input)."""
+        return self._native_size
 
     @property
     def default_image_size(self) -> tuple[int, int]:
-        return self.processed_size(*self._native_size)
+        return self._native_size
 
-    def stages_for(self, height: int, width: int, frames: int = 1) -> list[StageInfo]:
+    def stage_grids(self, height: int, width: int, frames: int = 1) -> dict[str, Any]:
         if frames != 1:
             raise UserInputError(f"{self.name!r} is an image encoder; it has no video path")
         seen_h, seen_w = self.processed_size(height, width)
         grid = (1, seen_h // self.patch_px, seen_w // self.patch_px)
-        dim = self.hf_model.config.hidden_size
-        # Only the first stage names the processed size: it is what tells a user their image was
-        # resized or cropped, and the later stages share its grid.
-        embed = f"patch + position embeddings of the {seen_h}×{seen_w} processed image"
-        infos = [StageInfo("vision.embed", self.patch_px, dim, grid, embed)]
-        infos += [
-            StageInfo(stage, self.patch_px, dim, grid, f"output of encoder block {i}")
-            for i, stage in enumerate(s for s in self._stage_modules if s.startswith("vision.block."))
-        ]
-        if "vision.final" in self._stage_modules:
-            infos.append(StageInfo("vision.final", self.patch_px, dim, grid, "final layer norm output"))
-        return infos
+        return {"patch": grid, "patch_stride": self.patch_px, "merged": grid, "merged_stride": self.patch_px}
 
-    def extract(
-        self,
-        images: Sequence[Image.Image] | None = None,
-        videos: Sequence[Clip] | None = None,
-        stages: Sequence[str] | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def stage_table(self, height: int, width: int, frames: int = 1) -> list[StageSpec]:
+        seen_h, seen_w = self.processed_size(height, width)
+        dim = int(self.hf_model.config.hidden_size)
+        # Only the first stage names the processed size: it tells a user their image was resized.
+        embed = f"patch + position embeddings of the whole image resized to {seen_h}×{seen_w}"
+        table = [StageSpec("vision.embed", f"{self._root}embeddings", "output", "patch", "prefixed", dim, embed)]
+        table += [StageSpec(f"vision.block.{i}", f"{self._root}{self.family.layers}.{i}", "output", "patch",
+                            "prefixed", dim, f"output of encoder block {i}") for i in range(self._depth)]
+        if self.family.final_norm is not None:
+            table.append(StageSpec("vision.final", f"{self._root}{self.family.final_norm}", "output", "patch",
+                                   "prefixed", dim, "final layer norm output"))
+        return table
+
+    def prepare_batch(
+        self, images: Sequence[Image.Image] | None, videos: Sequence[Clip] | None
+    ) -> tuple[dict[str, Any], Layout]:
         if videos is not None:
             raise UserInputError(f"{self.name!r} is an image encoder; pass images, not videos")
-        images = list(images or [])
+        images = [image.convert("RGB") for image in images or []]
         height, width = check_same_size(images)
-        infos = {info.name: info for info in self.stages_for(height, width)}
-        chosen = select_stages(list(infos), stages)
-        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
-        pixels = pixels.to(device=self.device, dtype=self.dtype)
-        kwargs: dict[str, bool] = {}
+        pixels = self.processor(images=images, return_tensors="pt", **self.processor_options())["pixel_values"]
+        inputs: dict[str, Any] = {"pixel_values": pixels.to(device=self.device, dtype=self.dtype)}
         if self.family.has_interpolate_flag:
             # CLIP refuses any other size unless asked to interpolate its position embeddings.
-            kwargs["interpolate_pos_encoding"] = tuple(pixels.shape[-2:]) != self._native_size
-        captured: dict[str, torch.Tensor] = {}
-        handles = []
-        try:
-            for stage in chosen:
-                handles.append(self._stage_modules[stage].register_forward_hook(_capture(captured, stage)))
-            with torch.inference_mode():
-                self.hf_model(pixel_values=pixels, **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
-        out = {}
-        for stage in chosen:
-            _, rows, cols = infos[stage].grid
-            tokens = captured[stage][:, self.prefix_tokens :]
-            if tokens.shape[1] != rows * cols:
-                raise RuntimeError(
-                    f"{stage} of {self.name!r} has {tokens.shape[1]} patch tokens, expected {rows}×{cols}"
-                )
-            # Copied outside inference mode so callers get ordinary tensors that autograd can use.
-            out[stage] = tokens.reshape(len(tokens), 1, rows, cols, -1).to("cpu", copy=True)
-        return out
+            inputs["interpolate_pos_encoding"] = tuple(pixels.shape[-2:]) != self._native_size
+        grid = self.stage_grids(height, width)["patch"]
+        return inputs, Layout(grids=(grid,) * len(images), prefix=self.prefix_tokens)
+
+    def run_forward(self, inputs: dict[str, Any], stages: Sequence[str]) -> None:
+        self.hf_model(**inputs)
+
+    def with_weights(self, hf_model: nn.Module, name: str, weights_id: str) -> VitModel:
+        return VitModel(name, hf_model, self.processor, self.family, self.device, self.dtype, weights_id)
 
     def config_summary(self) -> dict:
         config = self.hf_model.config
@@ -185,15 +157,8 @@ class VitModel(StageModel):
             "prefix_tokens": self.prefix_tokens,
             "input_size": list(self.default_image_size),
             "processor": type(self.processor).__name__,
+            "resize": "whole image to the native size, no crop",
         }
-
-
-def _capture(store: dict[str, torch.Tensor], stage: str) -> Callable[..., None]:
-    def hook(module: nn.Module, args: Any, output: Any) -> None:
-        # transformers 4.x encoder layers return tuples; 5.x return the hidden states alone.
-        store[stage] = output[0] if isinstance(output, tuple) else output
-
-    return hook
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -224,12 +189,33 @@ def load_vit(
     )
 
 
+@register_skeleton(*FAMILIES)
+def vit_skeleton(name: str, config: Any, trust_remote_code: bool = False) -> VitModel:
+    """The adapter over a meta-device encoder: geometry from config + processor files, no weights."""
+    import transformers
+
+    local = Path(name).expanduser()
+    source = str(local) if local.exists() else name
+    family = FAMILIES[config.model_type]
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise UserInputError(
+            f"the image processor of {source!r} is not found locally ({error}); "
+            "pass a directory that holds its preprocessor_config.json"
+        ) from error
+    with torch.device("meta"):
+        hf_model = getattr(transformers, family.model_class)._from_config(getattr(config, "vision_config", config))
+    meta = torch.device("meta")
+    return VitModel(name, hf_model, processor, family, meta, torch.float32, "not loaded (meta device)")
+
+
 def _load_pretrained(source: str, model_type: str, trust_remote_code: bool) -> tuple[nn.Module, Any]:
     import transformers
 
     family = FAMILIES[model_type]
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             # The load report would list a full checkpoint's text tower as "unexpected"; that is
             # intended here, and the keys that matter (missing vision weights) are checked below.
             hf_model, info = getattr(transformers, family.model_class).from_pretrained(
@@ -253,22 +239,6 @@ def _load_pretrained(source: str, model_type: str, trust_remote_code: bool) -> t
     return hf_model, processor
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Errors only and no progress bars while loading: tiny checkpoints load in milliseconds."""
-    from transformers.utils import logging
-
-    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
-        if bars:
-            logging.enable_progress_bar()
-
-
 def _weights_id(source: str) -> str:
     """The Hub commit of a cached checkpoint, or a content hash of a local directory's weights."""
     local = Path(source)
@@ -289,56 +259,12 @@ def _weights_id(source: str) -> str:
 # --- tiny random presets --------------------------------------------------------------------------
 
 
-def _preset_dir(name: str, model_config: Any, processor: Any) -> Path:
-    """A saved checkpoint for a preset, built once and rebuilt when its recipe changes.
-
-    The recipe hash (config + processor + seed) sits next to the weights, so a cache left by an
-    older recipe is never mistaken for the current one.
-    """
-    recipe = hashlib.sha256(
-        (model_config.to_json_string(use_diff=False) + processor.to_json_string() + str(PRESET_SEED)).encode()
-    ).hexdigest()
-    target = preset_cache_dir() / name
-    if _recipe_of(target) == recipe:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Built beside the target and renamed into place, so an interrupted or concurrent build never
-    # leaves a half-written checkpoint under the preset's name.
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        import transformers
-
-        with torch.random.fork_rng(devices=[]), _quiet_transformers():
-            torch.manual_seed(PRESET_SEED)
-            model = getattr(transformers, model_config.architectures[0])(model_config)
-            model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        (staging / PRESET_MARKER).write_text(json.dumps({"preset": name, "recipe": recipe}))
-        if target.exists():
-            shutil.rmtree(target)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if _recipe_of(target) != recipe:  # another process won the race with the same recipe
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _recipe_of(directory: Path) -> str | None:
-    try:
-        return json.loads((directory / PRESET_MARKER).read_text())["recipe"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def _load_preset(
     name: str, build: Callable[[], tuple[Any, Any]], device: torch.device, dtype: torch.dtype
 ) -> VitModel:
     """The preset through the same from_pretrained path a Hub checkpoint takes."""
     model_config, processor = build()
-    directory = _preset_dir(name, model_config, processor)
+    directory = preset_checkpoint(name, model_config, processor)
     hf_model, processor = _load_pretrained(str(directory), model_config.model_type, trust_remote_code=False)
     return VitModel(name, hf_model, processor, FAMILIES[model_config.model_type], device, dtype, "random")
 

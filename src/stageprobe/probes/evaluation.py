@@ -23,10 +23,7 @@ def num_classes_of(*splits_targets: list[dict[str, Any]]) -> int:
 
 
 def ground_truth(target: dict[str, Any]) -> GroundTruth:
-    masks = target.get("masks")
-    areas = None if masks is None or len(masks) == 0 else np.asarray(masks).reshape(len(masks), -1).sum(1)
-    return GroundTruth(np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4),
-                       np.asarray(target["labels"]).ravel(), areas)
+    return GroundTruth.from_target(target)
 
 
 def evaluate_boxes(targets: list[dict[str, Any]], detections: list[Detections], num_classes: int

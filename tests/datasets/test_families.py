@@ -1,0 +1,45 @@
+"""`--data KEY=SPEC`: parsing, errors and the record config.yaml keeps of the resolved data."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from stageprobe.cli import app
+from stageprobe.datasets import DATA_FAMILIES, dataset_record, load_dataset, parse_data_options
+from stageprobe.errors import UserInputError
+
+
+def test_keys_map_to_specs() -> None:
+    data = parse_data_options(["spatial=coco:/d/ann.json:image_dir=/imgs", "motion = pan"])
+    assert data == {"spatial": "coco:/d/ann.json:image_dir=/imgs", "motion": "pan"}
+    assert set(DATA_FAMILIES) == {"spatial", "detail", "motion"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["colour=shapes"], r"--data key 'colour' is unknown; the keys are: spatial, detail, motion"),
+        (["spatial"], r"must be KEY=DATASET"),
+        (["spatial=shapes", "spatial=coco:/x"], r"--data spatial= is given twice"),
+        (["detail=photos:/x"], r"unknown dataset 'photos'"),
+    ],
+)
+def test_bad_values(values: list[str], message: str) -> None:
+    with pytest.raises(UserInputError, match=message):
+        parse_data_options(values)
+
+
+def test_run_refuses_an_unknown_key_with_exit_code_2(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["run", "--data", "pixels=shapes", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "the keys are: spatial, detail, motion" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_record_hashes_the_content() -> None:
+    first = dataset_record(load_dataset("shapes", n=3, image_size=64, min_size=10, max_size=20))
+    again = dataset_record(load_dataset("shapes:image_size=64:min_size=10:max_size=20", n=3))
+    other = dataset_record(load_dataset("shapes", n=3, image_size=64, min_size=10, max_size=20, seed=1))
+    assert first == again and first["content_hash"] != other["content_hash"]
+    assert first["samples"] == 3 and first["spec"]["options"]["image_size"] == 64
