@@ -50,7 +50,7 @@ def test_blur_plant_lands_on_the_right_cells(qwen: QwenVLModel, stage: str) -> N
     """Blur is local, so any misplacement of tokens (window order, merge order) breaks equality."""
     images = odd_patch_images()
     reference = qwen.extract(images, stages=[stage])[stage]
-    with planted(qwen, parse_plant(f"blur-detail@{stage}", qwen)):
+    with planted(qwen, parse_plant(f"blur-detail@{stage}", qwen), images):
         got = qwen.extract(images, stages=[stage])[stage]
     expected = blur_detail(reference, torch.Generator())
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
@@ -60,7 +60,7 @@ def test_erase_at_window_ordered_block_changes_that_block_and_later_not_earlier(
     images = odd_patch_images()
     stages = ["vision.block.1", "vision.block.2", "vision.block.3"]
     reference = qwen.extract(images, stages=stages)
-    with planted(qwen, parse_plant("erase-position@vision.block.2", qwen)):
+    with planted(qwen, parse_plant("erase-position@vision.block.2", qwen), images):
         got = qwen.extract(images, stages=stages)
     torch.testing.assert_close(got["vision.block.1"], reference["vision.block.1"])
     torch.testing.assert_close(got["vision.block.2"], erase_position(reference["vision.block.2"], torch.Generator()),
@@ -73,7 +73,7 @@ def test_odd_patch_cell_is_where_the_blur_changes_most(qwen: QwenVLModel) -> Non
     images = odd_patch_images()
     stage = "vision.block.1"
     reference = qwen.extract(images, stages=[stage])[stage]
-    with planted(qwen, parse_plant(f"blur-detail@{stage}", qwen)):
+    with planted(qwen, parse_plant(f"blur-detail@{stage}", qwen), images):
         got = qwen.extract(images, stages=[stage])[stage]
     for index, cell in enumerate([(2, 13), (9, 3)]):
         change = (got[index, 0] - reference[index, 0]).norm(dim=-1)
@@ -85,7 +85,7 @@ def test_scramble_permutes_cells_of_each_image_differently(qwen: QwenVLModel) ->
     images = odd_patch_images()
     stage = "vision.post_merge"
     reference = qwen.extract(images, stages=[stage])[stage]
-    with planted(qwen, parse_plant(f"scramble-position@{stage}", qwen), torch.Generator().manual_seed(3)):
+    with planted(qwen, parse_plant(f"scramble-position@{stage}", qwen), images, rng=torch.Generator().manual_seed(3)):
         got = qwen.extract(images, stages=[stage])[stage]
     expected = scramble_position(reference, torch.Generator().manual_seed(3))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
@@ -107,7 +107,7 @@ def test_erase_time_on_video_makes_time_steps_equal() -> None:
     frames = [Image.new("RGB", (112, 112), (40 * i, 100, 200 - 40 * i)) for i in range(4)]
     stage = "vision.post_merge"
     reference = model.extract(videos=[frames], stages=[stage, "language.layer.0"])
-    with planted(model, parse_plant(f"erase-time@{stage}", model)):
+    with planted(model, parse_plant(f"erase-time@{stage}", model), videos=[frames]):
         got = model.extract(videos=[frames], stages=[stage, "language.layer.0"])
     torch.testing.assert_close(got[stage], erase_time(reference[stage], torch.Generator()), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(got["language.layer.0"], reference["language.layer.0"])
@@ -118,7 +118,7 @@ def test_vit_plant_skips_the_cls_token() -> None:
     images = [Image.new("RGB", (112, 112), GREY), odd_patch_images()[0].resize((112, 112))]
     stage = "vision.block.0"
     reference = model.extract(images, stages=[stage])[stage]
-    with planted(model, parse_plant(f"blur-detail@{stage}", model)):
+    with planted(model, parse_plant(f"blur-detail@{stage}", model), images):
         got = model.extract(images, stages=[stage])[stage]
     torch.testing.assert_close(got, blur_detail(reference, torch.Generator()), atol=1e-4, rtol=1e-4)
 

@@ -1,12 +1,10 @@
 """Planted losses: forward hooks that *replace* one stage's visual tokens with a damaged copy.
 
 Calibration plants a known loss at a known stage and checks the study finds it there. A plant
-works on the raster token grid (B, T, H, W, D) every stage is read in, so each stage needs a
-*site*: the module to hook, whether its input or its output is the stage, and the conversion
-from the module's token order to raster order and back (Qwen2.5-VL keeps its ViT blocks in
-attention-window order, the LLM holds visual tokens among text tokens, a ViT has CLS tokens).
-Everything adapter-specific is in the `_QwenSites` / `_VitSites` classes below; the plants and
-`planted` see only `PlantSite`.
+works on the raster token grid (B, T, H, W, D) every stage is read in; the adapter's stage table
+(`models/_stages.py`: module, hook side, token order) maps it there and back, so Qwen2.5-VL's
+window order, the merge order, the visual positions among the LLM's text tokens and a ViT's
+CLS / register tokens are all handled in one place, the same as for extraction.
 """
 
 from __future__ import annotations
@@ -19,11 +17,11 @@ from typing import Any, Literal
 
 import torch
 from PIL import Image
-from torch import nn
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from stageprobe.errors import UserInputError
-from stageprobe.models.base import Clip, StageInfo, StageModel
+from stageprobe.models._stages import replace_stage
+from stageprobe.models.base import Clip, HFStageModel, StageInfo, StageModel, layout_input_size
 
 PlantFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -97,184 +95,21 @@ class Plant:
         return f"{self.type.name}@{self.stage}"
 
 
-# -- sites ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlantSite:
-    """Where a stage lives in the module tree, and how its tokens map to the raster grid.
-
-    `to_raster(value)` gives (B, T, H, W, D) in raster order from the module's input/output
-    tensor; `from_raster(grid, value)` writes a (possibly changed) grid back into a copy of that
-    tensor in the module's order, leaving every non-visual token as it was.
-    """
-
-    module: nn.Module
-    kind: Literal["input", "output"]
-    to_raster: Callable[[torch.Tensor], torch.Tensor]
-    from_raster: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class _ForwardState:
-    """What the current forward pass was called with, recorded by pre-hooks the plant installs."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-
-    def get(self, key: str) -> Any:
-        if key not in self.values:
-            raise RuntimeError(f"planting: the forward pass did not record {key!r} before the planted stage")
-        return self.values[key]
-
-
-def _merge_to_raster(flat: torch.Tensor, t: int, h: int, w: int, merge: int) -> torch.Tensor:
-    """One item's tokens in 2×2-merge-window order (t, h/m, w/m, m, m) → raster (t, h, w, D)."""
-    blocks = flat.reshape(t, h // merge, w // merge, merge, merge, -1)
-    return blocks.permute(0, 1, 3, 2, 4, 5).reshape(t, h, w, -1)
-
-
-def _raster_to_merge(grid: torch.Tensor, merge: int) -> torch.Tensor:
-    """Inverse of `_merge_to_raster`: (t, h, w, D) → (t·h·w, D) in merge-window order."""
-    t, h, w, d = grid.shape
-    blocks = grid.reshape(t, h // merge, merge, w // merge, merge, d)
-    return blocks.permute(0, 1, 3, 2, 4, 5).reshape(-1, d)
-
-
-class _QwenSites:
-    """Sites of a Qwen2/2.5-VL adapter. Uses from it: `visual` (patch_embed, blocks, merger),
-    `language_model.layers` / `.norm`, `hf_model.model`, `merge`, `image_token_id`,
-    `video_token_id`, and `_window_order(grid_thw)` when the tower is windowed (Qwen2.5-VL)."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.state = _ForwardState()
-        self.windowed = bool(getattr(model, "_windowed", False))
-
-    def state_hooks(self) -> list[Any]:
-        def record_grid(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            grid_thw = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
-            self.state.values["grid_thw"] = grid_thw
-            order = self.model._window_order(grid_thw) if self.windowed else None
-            self.state.values["window_order"] = order
-
-        def record_ids(_module: nn.Module, _args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            self.state.values["input_ids"] = kwargs.get("input_ids")
-
-        return [self.model.visual.register_forward_pre_hook(record_grid, with_kwargs=True),
-                self.model.hf_model.model.register_forward_pre_hook(record_ids, with_kwargs=True)]
-
-    def site(self, stage: str) -> PlantSite:
-        visual, merged = self.model.visual, stage == "vision.post_merge"
-        if stage.startswith("language."):
-            module = (self.model.language_model.norm if stage == "language.norm"
-                      else self.model.language_model.layers[int(stage.rsplit(".", 1)[1])])
-            return PlantSite(module, "output", self._language_to_raster, self._language_from_raster)
-        if stage == "vision.patch_embed":
-            # before the window permutation: merge-window order, as the processor made it
-            return PlantSite(visual.patch_embed, "output", lambda x: self._vision_to_raster(x, False, False),
-                             lambda g, x: self._vision_from_raster(g, x, False, False))
-        if stage.startswith("vision.block."):
-            module: nn.Module = visual.blocks[int(stage.rsplit(".", 1)[1])]
-        elif stage in ("vision.pre_merge", "vision.post_merge"):
-            module = visual.merger
-        else:
-            raise KeyError(stage)
-        kind: Literal["input", "output"] = "input" if stage == "vision.pre_merge" else "output"
-        return PlantSite(module, kind, lambda x: self._vision_to_raster(x, merged, self.windowed),
-                         lambda g, x: self._vision_from_raster(g, x, merged, self.windowed))
-
-    def _vision_to_raster(self, flat: torch.Tensor, merged: bool, windowed: bool) -> torch.Tensor:
-        grid_thw, merge = self.state.get("grid_thw"), self.model.merge
-        unit = 1 if merged else merge * merge
-        if windowed:
-            restore = torch.argsort(self.state.get("window_order").to(flat.device))
-            flat = flat.reshape(-1, unit, flat.shape[-1])[restore].reshape(flat.shape)
-        per_token = merge * merge if merged else 1
-        sizes = [t * h * w // per_token for t, h, w in grid_thw.tolist()]
-        grids = []
-        for chunk, (t, h, w) in zip(torch.split(flat, sizes), grid_thw.tolist(), strict=True):
-            grids.append(chunk.reshape(t, h // merge, w // merge, -1) if merged
-                         else _merge_to_raster(chunk, t, h, w, merge))
-        return torch.stack(grids)
-
-    def _vision_from_raster(self, grid: torch.Tensor, flat: torch.Tensor, merged: bool,
-                            windowed: bool) -> torch.Tensor:
-        merge = self.model.merge
-        unit = 1 if merged else merge * merge
-        items = [g.reshape(-1, g.shape[-1]) if merged else _raster_to_merge(g, merge) for g in grid]
-        out = torch.cat(items).to(flat.dtype)
-        if windowed:
-            order = self.state.get("window_order").to(flat.device)
-            out = out.reshape(-1, unit, out.shape[-1])[order].reshape(out.shape)
-        return out
-
-    def _visual_positions(self, hidden: torch.Tensor) -> torch.Tensor:
-        ids = self.state.get("input_ids").to(hidden.device)
-        return (ids == self.model.image_token_id) | (ids == self.model.video_token_id)
-
-    def _language_to_raster(self, hidden: torch.Tensor) -> torch.Tensor:
-        t, h, w = (int(v) for v in self.state.get("grid_thw")[0])
-        merge = self.model.merge
-        visual = hidden[self._visual_positions(hidden)]
-        return visual.reshape(hidden.shape[0], t, h // merge, w // merge, hidden.shape[-1])
-
-    def _language_from_raster(self, grid: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        out = hidden.clone()
-        out[self._visual_positions(hidden)] = grid.reshape(-1, grid.shape[-1]).to(hidden.dtype)
-        return out
-
-
-class _VitSites:
-    """Sites of a generic ViT adapter. Uses from it: `_stage_modules`, `prefix_tokens`,
-    `patch_px`, `hf_model`."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.state = _ForwardState()
-
-    def state_hooks(self) -> list[Any]:
-        def record_pixels(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            pixels = kwargs.get("pixel_values", args[0] if args else None)
-            self.state.values["grid_hw"] = tuple(s // self.model.patch_px for s in pixels.shape[-2:])
-
-        return [self.model.hf_model.register_forward_pre_hook(record_pixels, with_kwargs=True)]
-
-    def site(self, stage: str) -> PlantSite:
-        return PlantSite(self.model._stage_modules[stage], "output", self._to_raster, self._from_raster)
-
-    def _to_raster(self, tokens: torch.Tensor) -> torch.Tensor:
-        rows, cols = self.state.get("grid_hw")
-        patches = tokens[:, self.model.prefix_tokens:]
-        return patches.reshape(len(tokens), 1, rows, cols, -1)
-
-    def _from_raster(self, grid: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        out = tokens.clone()
-        out[:, self.model.prefix_tokens:] = grid.reshape(len(tokens), -1, grid.shape[-1]).to(tokens.dtype)
-        return out
-
-
-def _sites_of(model: StageModel) -> _QwenSites | _VitSites:
-    from stageprobe.models.qwen_vl import QwenVLModel
-    from stageprobe.models.vit import VitModel
-
-    if isinstance(model, QwenVLModel):
-        return _QwenSites(model)
-    if isinstance(model, VitModel):
-        return _VitSites(model)
-    raise UserInputError(
-        f"{model.name!r} ({type(model).__name__}) has no stages a plant can replace; calibration works on "
-        "Qwen2/2.5-VL models and ViT encoders"
-    )
-
-
 # -- plants ---------------------------------------------------------------------------------
+
+
+def _hf_model(model: StageModel) -> HFStageModel:
+    if not isinstance(model, HFStageModel):
+        raise UserInputError(
+            f"{model.name!r} ({type(model).__name__}) has no stage table, so no stage a plant can replace; "
+            "calibration works on the transformers models (Qwen-VL families, ViT encoders)"
+        )
+    return model
 
 
 def plantable_stages(model: StageModel) -> list[str]:
     """Stages of `model` a plant can be placed at, in pipeline order."""
-    if isinstance(_sites_of(model), _QwenSites):
-        return model.stage_names
-    return [name for name in model.stage_names if name in model._stage_modules]  # type: ignore[attr-defined]
+    return _hf_model(model).stage_names
 
 
 def parse_plant(text: str, model: StageModel) -> Plant:
@@ -295,44 +130,28 @@ def parse_plant(text: str, model: StageModel) -> Plant:
     return Plant(plant_type, stage)
 
 
-def _replacing_hook(site: PlantSite, fn: PlantFn, rng: torch.Generator) -> Callable[..., Any]:
-    def replace(value: torch.Tensor) -> torch.Tensor:
-        grid = site.to_raster(value)
-        changed = fn(grid.float(), rng).to(grid.dtype) if fn is not keep else grid
-        return site.from_raster(changed, value)
-
-    def output_hook(_module: nn.Module, _args: Any, output: Any) -> Any:
-        if isinstance(output, tuple):
-            return (replace(output[0]), *output[1:])
-        return replace(output)
-
-    def input_hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (replace(args[0]), *args[1:])
-
-    return output_hook if site.kind == "output" else input_hook
-
-
 @contextlib.contextmanager
-def planted(model: StageModel, plant: Plant, rng: torch.Generator | None = None) -> Iterator[None]:
-    """Inside the block, every forward of `model` has `plant` in place (hooks removed on exit).
+def planted(
+    model: StageModel, plant: Plant, images: Sequence[Image.Image] | None = None,
+    videos: Sequence[Clip] | None = None, rng: torch.Generator | None = None,
+) -> Iterator[None]:
+    """Inside the block, a forward of `model` on this batch (`images` or `videos`) has `plant` in
+    place. The stage table's conversions put the plant on the raster grid and write it back in
+    the module's token order (window order, merge order, visual positions among text tokens).
 
-    `rng` draws the random plants' permutations; pass one generator to successive blocks so
-    successive batches get fresh permutations."""
-    sites = _sites_of(model)
-    site = sites.site(plant.stage)
-    rng = rng if rng is not None else torch.Generator().manual_seed(0)
-    handles = sites.state_hooks()
-    hook = _replacing_hook(site, plant.type.fn, rng)
-    # prepend: the extraction hooks registered later on the same module must read the planted value
-    if site.kind == "output":
-        handles.append(site.module.register_forward_hook(hook, prepend=True))
-    else:
-        handles.append(site.module.register_forward_pre_hook(hook, prepend=True))
-    try:
+    `rng` draws the random plants' permutations; pass one generator to successive batches so
+    they get fresh permutations."""
+    adapter = _hf_model(model)
+    _, layout = adapter.prepare_batch(images, videos)
+    _, height, width = layout_input_size(images, videos)
+    point = adapter.stage_point(plant.stage, height, width)
+    draws = rng if rng is not None else torch.Generator().manual_seed(0)
+
+    def edit(grid: torch.Tensor) -> torch.Tensor:
+        return grid if plant.type.fn is keep else plant.type.fn(grid.float(), draws)
+
+    with replace_stage(point, layout, edit):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 class PlantedModel(StageModel):
@@ -370,7 +189,7 @@ class PlantedModel(StageModel):
         videos: Sequence[Clip] | None = None,
         stages: Sequence[str] | None = None,
     ) -> dict[str, torch.Tensor]:
-        with planted(self.base, self.plant, self.rng):
+        with planted(self.base, self.plant, images, videos, self.rng):
             return self.base.extract(images=images, videos=videos, stages=stages)
 
     def config_summary(self) -> dict[str, Any]:
