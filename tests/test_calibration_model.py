@@ -50,13 +50,14 @@ def test_erase_position_at_a_window_block_is_found_there(model: QwenVLModel, tmp
 @pytest.mark.slow
 def test_position_plants_and_none_through_the_llm(model: QwenVLModel, tmp_path: Path) -> None:
     result = calibrate(model, tmp_path, ["erase-position@vision.block.4", "scramble-position@language.layer.2",
-                                         "none@vision.post_merge"], n=64)
+                                         "none@vision.post_merge"], n=120)
     erase, scramble, none = result.plants
-    assert erase.verdict == "PASS"
+    assert erase.verdict == "PASS", result.to_markdown()
     iou = checks_of(erase)["dense-linear/matched_iou"]
     assert {"vision.post_merge", "language.layer.3"} <= set(iou.stages)  # stays down through the LLM
-    # scrambling the tokens is seen by the spatial probes, not by the pooled (seed) probe
-    assert scramble.verdict == "PASS"
+    # scrambling the tokens is seen by the spatial box probe, not by the pooled (seed) probe
+    spatial = checks_of(scramble)["dense-linear/matched_iou"]
+    assert spatial.found_at == "language.layer.2" and spatial.verdict == "PASS", result.to_markdown()
     pooled = checks_of(scramble)["pooled-linear/matched_iou"]
     assert pooled.found_at is None
     assert pooled.loss_vs_reference["language.layer.2"].low <= 0 <= pooled.loss_vs_reference["language.layer.2"].high
@@ -66,13 +67,16 @@ def test_position_plants_and_none_through_the_llm(model: QwenVLModel, tmp_path: 
 
 
 @pytest.mark.slow
-def test_erase_time_after_the_merger_leaves_motion_at_chance(model: QwenVLModel, tmp_path: Path) -> None:
+def test_erase_time_after_the_merger_is_found_and_order_falls_to_chance(model: QwenVLModel, tmp_path: Path) -> None:
+    """Averaging over time leaves the smear of the path, so its axis (not its sign) can survive in
+    direction; which end came first cannot, so order sits at chance from the plant on."""
     result = calibrate(model, tmp_path, ["erase-time@vision.post_merge"], n=160,
                        stage_patterns=["vision.block.7", "vision.post_merge", "language.layer.*"])
     checks = checks_of(result.plants[0])
     direction = checks["temporal-dense/direction_acc"]
-    assert direction.found_at == "vision.post_merge" and direction.verdict == "PASS"
-    for key, chance in (("temporal-dense/direction_acc", 1 / 8), ("temporal-dense/order_acc", 1 / 2)):
-        for stage in checks[key].stages[checks[key].stages.index("vision.post_merge"):]:
-            ci = checks[key].planted_ci[stage]
-            assert ci.low <= chance + 0.05 and ci.high >= chance - 0.05, (key, stage, ci)
+    assert direction.found_at == "vision.post_merge" and direction.verdict == "PASS", result.to_markdown()
+    assert direction.earlier_unchanged and direction.stays_down
+    order = checks["temporal-dense/order_acc"]
+    for stage in order.stages[order.stages.index("vision.post_merge"):]:
+        ci = order.planted_ci[stage]
+        assert ci.low <= 0.5 <= ci.high, (stage, ci)

@@ -10,7 +10,8 @@ through the unplanted one (the reference), fits the study's probes at every stag
   (so a drop the unplanted model also has is not credited to the plant);
 - **earlier unchanged**: every stage before the plant scores the same as the reference (CI of
   the paired difference holds 0);
-- **stays down**: from the plant on, every stage scores below the reference (CI above 0).
+- **stays down**: no later stage scores above the planted stage (paired CI above 0): the probe
+  does not recover the planted loss downstream.
 
 A loss plant PASSes when it is found at its own stage, earlier stages are unchanged and the loss
 stays down, for every primary probe of its information type. `none` PASSes when no stage differs.
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stageprobe.calibrate.report import calibration_dict, calibration_markdown
 from stageprobe.datasets import Dataset, load_dataset
 from stageprobe.features.extract import extract_dataset
 from stageprobe.features.store import FeatureStore
@@ -151,13 +153,11 @@ class Calibration:
     detectable: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        from stageprobe.calibrate.report import calibration_dict
-
+        """Plain data for the `calibration` key of results.yaml."""
         return calibration_dict(self)
 
     def to_markdown(self) -> str:
-        from stageprobe.calibrate.report import calibration_markdown
-
+        """The `## Calibration` section of FINDINGS.md."""
         return calibration_markdown(self)
 
 
@@ -182,7 +182,10 @@ def analyse(check: ProbeCheck, plant: Plant, stages: list[str], reference: dict[
                                             drop[s].low > 0 and excess[s].low > 0)), None)
     at = stages.index(plant.stage)
     earlier_unchanged = all(_covers(loss[s]) for s in stages[:at])
-    stays_down = all(loss[s].low > 0 for s in stages[at:])
+    # a later stage the unplanted model has also lost the information at cannot show the loss, so
+    # "stays down" asks only that no later stage climbs back above the planted stage's score
+    stays_down = all(paired_bootstrap_diff(got[s], got[plant.stage], n_bootstrap, seed).low <= 0
+                     for s in stages[at + 1:])
     if plant.type.name == "none":
         passed = found_at is None and all(_covers(ci) for ci in loss.values())
     else:
@@ -275,8 +278,9 @@ class Calibrator:
             reference = self._extract(self.model, dataset, name, every_stage)
             for plant in group:
                 planted = self._extract(PlantedModel(self.model, plant, self.seed), dataset, name, stages[plant.label])
-                checks = self._read(plant, stages[plant.label], reference, planted, fits, detectable)
+                checks = self._read(plant, stages[plant.label], reference, planted, fits)
                 outcomes.append(PlantOutcome(plant, plant.type.information, name, checks))
+            self._detectable(group, reference, every_stage, fits, detectable)
         return Calibration(self.model.name, self.size, outcomes, detectable)
 
     def _extract(self, model: StageModel, dataset: Dataset, name: str, stages: list[str]) -> FeatureStore:
@@ -285,8 +289,8 @@ class Calibrator:
         path = self.work_dir / "features" / _slug(model.name) / f"{name}-{self.size}-seed{self.seed}-{stage_hash}"
         return extract_dataset(model, dataset, path, stages=stages, batch_size=self.batch_size)
 
-    def _read(self, plant: Plant, stages: list[str], reference: FeatureStore, planted: FeatureStore, fits: _Fits,
-              detectable: dict[str, dict[str, tuple[int, float]]]) -> list[CheckOutcome]:
+    def _read(self, plant: Plant, stages: list[str], reference: FeatureStore, planted: FeatureStore,
+              fits: _Fits) -> list[CheckOutcome]:
         scores: dict[str, dict[str, dict[str, np.ndarray]]] = {}
         for stage in stages:
             ref_features, got_features = reference.load(stage), planted.load(stage)
@@ -299,15 +303,18 @@ class Calibrator:
                 scores.setdefault(key, {"reference": {}, "planted": {}})
                 scores[key]["reference"][stage] = ref_fit.per_item[check.metric]
                 scores[key]["planted"][stage] = got_fit.per_item[check.metric]
-        checks = []
-        for check in self.probes[plant.type.information]:
-            per_stage = scores[f"{check.probe}/{check.metric}"]
-            checks.append(analyse(check, plant, stages, per_stage["reference"], per_stage["planted"],
-                                  self.n_bootstrap, self.seed))
+        return [analyse(check, plant, stages, scores[f"{check.probe}/{check.metric}"]["reference"],
+                        scores[f"{check.probe}/{check.metric}"]["planted"], self.n_bootstrap, self.seed)
+                for check in self.probes[plant.type.information]]
+
+    def _detectable(self, group: list[Plant], reference: FeatureStore, stages: list[str], fits: _Fits,
+                    detectable: dict[str, dict[str, tuple[int, float]]]) -> None:
+        """The smallest detectable drop of each probe metric over every stage the reference was read at."""
+        for information in dict.fromkeys(p.type.information for p in group):
             # `none` reads the position probes on the same data: one table for both
-            information = "position" if plant.type.information == "none" else plant.type.information
-            table = detectable.setdefault(information, {})
-            if f"{check.probe}/{check.metric}" not in table:
-                table[f"{check.probe}/{check.metric}"] = detectable_drop(stages, per_stage["reference"],
-                                                                         self.n_bootstrap, self.seed)
-        return checks
+            table = detectable.setdefault("position" if information == "none" else information, {})
+            for check in self.probes[information]:
+                per_stage = {s: fits.fit(reference, s, reference.load(s), check).per_item[check.metric]
+                             for s in stages}
+                table.setdefault(f"{check.probe}/{check.metric}",
+                                 detectable_drop(stages, per_stage, self.n_bootstrap, self.seed))
