@@ -126,7 +126,9 @@ def test_markdown_names_each_verdict_and_the_detectable_drop() -> None:
     text = calibration_markdown(made_up_calibration())
     assert "| `erase-position@vision.block.2` | dense-linear · IoU | vision.block.2 |" in text
     assert "| blind |" in text  # the pooled probe cannot see a position loss
-    assert "**FAIL** `blur-detail@vision.block.1`" in text and "blind to that loss" in text
+    assert "**FAIL** `blur-detail@vision.block.1` · decoder SSIM: the detail loss planted at vision.block.1 was " \
+           "not found at any stage" in text
+    assert "blind to that loss" in text
     assert "with 40 test items, IoU drops ≥ 0.050 are detectable" in text
     assert "Overall: **FAIL**" in text
 

@@ -76,24 +76,33 @@ def _rows(plant: PlantOutcome) -> list[str]:
     return rows
 
 
+def _failure_reason(plant: PlantOutcome, c: CheckOutcome) -> str:
+    """Why one primary check failed, and what that means for reading the study."""
+    stage, metric, info = plant.plant.stage, _words(c.check.metric), plant.information
+    if plant.plant.type.name == "none":
+        return ("the identity plant changed the scores, so the token-order conversion at this stage is wrong; "
+                "no plant result at this stage can be trusted.")
+    if not c.earlier_unchanged:
+        return (f"stages before {stage} changed, so the plant reached upstream of where it was placed — a hook "
+                "bug, not a property of the model; no calibration result of this model can be trusted.")
+    if c.found_at != stage:
+        where = f"first found at {c.found_at}" if c.found_at else "not found at any stage"
+        return (f"the {info} loss planted at {stage} was {where}. On this model this probe is blind to that loss "
+                f"there: do not read a flat {metric} curve at or after {stage} as \"{info} kept\".")
+    return (f"the loss was found at {stage} but a later stage climbs back: the probe recovers it downstream, so a "
+            f"later rise of {metric} does not show that earlier stages kept {info}.")
+
+
 def _failures(calibration: Calibration) -> list[str]:
     lines = []
     for plant in calibration.plants:
         for c in plant.checks:
-            if c.check.primary and c.verdict == "FAIL" and plant.plant.type.name != "none":
-                lines.append(
-                    f"- **FAIL** `{plant.plant.label}` · {c.check.probe} {_words(c.check.metric)}: the probe did not "
-                    f"see a {plant.information} loss planted at {plant.plant.stage} "
-                    f"(found at: {c.found_at or 'nowhere'}). On this model this probe family is blind to that "
-                    f"loss there: do not read a flat "
-                    f"{_words(c.check.metric)} curve at or after that stage as \"{plant.information} kept\".")
-            elif c.check.primary and c.verdict == "FAIL":
-                lines.append(f"- **FAIL** `{plant.plant.label}` · {c.check.probe} {_words(c.check.metric)}: the "
-                             "identity plant changed the scores, so the plant's token-order conversion at this stage "
-                             "is wrong; no plant result at this stage can be trusted.")
+            label = f"`{plant.plant.label}` · {c.check.probe} {_words(c.check.metric)}"
+            if c.check.primary and c.verdict == "FAIL":
+                lines.append(f"- **FAIL** {label}: {_failure_reason(plant, c)}")
             elif not c.check.primary and c.found_at != plant.plant.stage and plant.plant.type.name != "none":
-                lines.append(f"- `{plant.plant.label}`: the seed protocol's {c.check.probe} ({_words(c.check.metric)}) "
-                             "cannot see this loss: it mean-pools the tokens, which discards where each token is.")
+                lines.append(f"- {label} (seed protocol) cannot see this loss: it mean-pools the tokens, which "
+                             "discards where each token is.")
     return lines
 
 
