@@ -10,8 +10,8 @@ through the unplanted one (the reference), fits the study's probes at every stag
   (so a drop the unplanted model also has is not credited to the plant);
 - **earlier unchanged**: every stage before the plant scores the same as the reference (CI of
   the paired difference holds 0);
-- **stays down**: no later stage scores above the planted stage (paired CI above 0): the probe
-  does not recover the planted loss downstream.
+- **stays down**: every later stage is still below the reference, or (where the reference has
+  lost the information too) not above the planted stage: the probe does not recover the loss.
 
 A loss plant PASSes when it is found at its own stage, earlier stages are unchanged and the loss
 stays down, for every primary probe of its information type. `none` PASSes when no stage differs.
@@ -182,9 +182,11 @@ def analyse(check: ProbeCheck, plant: Plant, stages: list[str], reference: dict[
                                             drop[s].low > 0 and excess[s].low > 0)), None)
     at = stages.index(plant.stage)
     earlier_unchanged = all(_covers(loss[s]) for s in stages[:at])
-    # a later stage the unplanted model has also lost the information at cannot show the loss, so
-    # "stays down" asks only that no later stage climbs back above the planted stage's score
-    stays_down = all(paired_bootstrap_diff(got[s], got[plant.stage], n_bootstrap, seed).low <= 0
+    # A later stage stays down if it is still below the unplanted model, or — where the unplanted
+    # model has lost the information too and cannot show the plant — if it does not climb back
+    # above the planted stage. (Once tokens differ by position again, e.g. after attention with
+    # RoPE, a probe can learn a location prior and rise a little from the floor: that is no recovery.)
+    stays_down = all(loss[s].low > 0 or paired_bootstrap_diff(got[s], got[plant.stage], n_bootstrap, seed).low <= 0
                      for s in stages[at + 1:])
     if plant.type.name == "none":
         passed = found_at is None and all(_covers(ci) for ci in loss.values())
