@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+import yaml
 from typer.testing import CliRunner
 
 from stageprobe.cli import app
@@ -35,3 +39,14 @@ def test_erase_time_on_an_image_only_model_says_why() -> None:
     code, out = invoke("calibrate", "--model", "dinov2-tiny", "--plant", "erase-time@vision.block.1")
     assert code == 2
     assert "image-only" in " ".join(out.split())
+
+
+@pytest.mark.slow
+def test_calibrate_writes_yaml_and_markdown(tmp_path: Path) -> None:
+    code, out = invoke("calibrate", "--quick", "--plant", "erase-position@vision.block.4", "--device", "cpu",
+                       "--out", str(tmp_path))
+    assert code == 0, out
+    data = yaml.safe_load((tmp_path / "calibration.yaml").read_text())["calibration"]
+    assert [p["plant"] for p in data["plants"]] == ["erase-position@vision.block.4"]
+    assert (tmp_path / "CALIBRATION.md").read_text().startswith("## Calibration")
+    assert "erase-position@vision.block.4" in out
