@@ -44,8 +44,8 @@ def check_multiple_of_patch(size: int, merged_patch: int, model: str) -> None:
     if size % merged_patch:
         rounded = max(merged_patch, round(size / merged_patch) * merged_patch)
         raise UserInputError(
-            f"--image-size {size} is not a multiple of {model}'s merged patch ({merged_patch} px): the model "
-            f"would round it to {rounded} px. Pass --image-size {rounded}"
+            f"--image-size {size} is not a multiple of the merged patch of {model} ({merged_patch} px): the "
+            f"model would round it to {rounded} px. Pass --image-size {rounded}"
         )
 
 
