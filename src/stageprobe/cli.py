@@ -11,9 +11,7 @@ from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import click
 import typer
-from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
 
@@ -316,12 +314,15 @@ def _resume_command(ctx: typer.Context, run_dir: Path) -> str:
     """The options given on this command line, with `--out RUN_DIR` in place of --out / --resume."""
     given = []
     for param in ctx.command.params:
-        if param.name in ("out", "resume") or ctx.get_parameter_source(param.name or "") != ParameterSource.COMMANDLINE:
+        source = ctx.get_parameter_source(param.name or "")
+        # by name: typer may bring its own copy of click, whose enum is not click.core's
+        if param.name in ("out", "resume") or source is None or source.name != "COMMANDLINE":
             continue
         value = ctx.params[param.name or ""]
         flag = param.opts[0]
-        if isinstance(param, click.Option) and param.secondary_opts and value is False:
-            flag, value = param.secondary_opts[0], True
+        secondary = getattr(param, "secondary_opts", None)
+        if secondary and value is False:
+            flag, value = secondary[0], True
         given.append((flag, value))
     return command_line(f"stageprobe {ctx.info_name or 'run'}", [*given, ("--out", run_dir)])
 
