@@ -261,9 +261,10 @@ def extract_dataset(
 
 def check_extraction_options(batch_size: int, shard_size: int, limit: int | None, store_dtype: str) -> str:
     """The options of an extraction that need no model; returns the canonical store dtype name."""
-    for option, value in (("--batch-size", batch_size), ("--shard-size", shard_size), ("--limit", limit)):
+    for option, value in (("batch size (--batch-size)", batch_size), ("shard size (--shard-size)", shard_size),
+                          ("sample limit (--limit)", limit)):
         if value is not None and value < 1:
-            raise UserInputError(f"{option} must be at least 1, got {value}")
+            raise UserInputError(f"the {option} must be at least 1, got {value}")
     return resolve_store_dtype(store_dtype)
 
 
