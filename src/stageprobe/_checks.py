@@ -19,7 +19,7 @@ MAX_IMAGE_SIZE = 8192
 #: Most samples a contact sheet shows (16 × 16 thumbnails of 224 px: a 3584 px square).
 MAX_PREVIEW_COUNT = 256
 
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def check_positive(option: str, value: int | None) -> None:
@@ -39,13 +39,17 @@ def check_image_size(size: int) -> None:
         )
 
 
-def check_multiple_of_patch(size: int, merged_patch: int, model: str) -> None:
-    """The image side must be a whole number of merged patches: say what the model would round it to."""
+def check_multiple_of_patch(size: int, merged_patch: int, resized: tuple[int, int], model: str) -> None:
+    """The image side must be a whole number of merged patches: say what the model resizes it to.
+
+    `resized` is the (height, width) the model's processor actually makes of a size×size image.
+    """
     if size % merged_patch:
-        rounded = max(merged_patch, round(size / merged_patch) * merged_patch)
+        height, width = resized
+        suggestion = height if height == width else max(merged_patch, round(size / merged_patch) * merged_patch)
         raise UserInputError(
             f"--image-size {size} is not a multiple of the merged patch of {model} ({merged_patch} px): the "
-            f"model would round it to {rounded} px. Pass --image-size {rounded}"
+            f"model would resize it to {width}×{height} px. Pass --image-size {suggestion}"
         )
 
 

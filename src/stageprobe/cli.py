@@ -116,14 +116,14 @@ def stages(
 
         infos = load_model(model, device="cpu", trust_remote_code=trust_remote_code).stages_for(image_size, image_size)
     merged = max(infos, key=lambda info: info.stride_px)
-    check_multiple_of_patch(image_size, merged.stride_px, model)
+    resized = (merged.grid[1] * merged.stride_px, merged.grid[2] * merged.stride_px)
+    check_multiple_of_patch(image_size, merged.stride_px, resized, model)
     if as_json:
         sys.stdout.write(json.dumps([
             {"name": s.name, "stride_px": s.stride_px, "dim": s.dim, "grid": list(s.grid),
              "tokens": s.tokens, "description": s.description} for s in infos
         ], indent=2) + "\n")
         return
-    resized = (merged.grid[1] * merged.stride_px, merged.grid[2] * merged.stride_px)
     note = "" if resized == (image_size, image_size) else f" (the model resizes it to {resized[1]}×{resized[0]})"
     table = Table("stage", "stride px", "grid T×H×W", "tokens", "width", "what",
                   title=f"{model} at {image_size} px{note}")
