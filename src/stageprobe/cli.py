@@ -31,6 +31,7 @@ from stageprobe.errors import UserInputError
 if TYPE_CHECKING:
     from stageprobe.datasets import Dataset
     from stageprobe.models import StageInfo
+    from stageprobe.suites.runner import RunConfig
 
 # Only typer, rich and the torch-free `_checks` / `_resume` are imported here: `--help`,
 # `--version` and every refusal of bad input answer without loading torch. Each command imports
@@ -235,10 +236,7 @@ def run(
         "--resume", help=f"continue the newest unfinished run of these settings under {DEFAULT_RUNS_ROOT}/")] = False,
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
-    from pydantic import ValidationError
-
-    from stageprobe.features.store import resolve_store_dtype
-    from stageprobe.suites.runner import RunConfig, default_run_dir, run_study
+    from stageprobe.suites.runner import run_study
 
     if experiments == "list":
         _list_experiments(suite)
@@ -246,27 +244,18 @@ def run(
     if quick and full:
         raise UserInputError("--quick and --full exclude each other; pick one")
     check_device(device)
-    check_positive("--batch-size", batch_size)
     check_positive("--limit", limit)
-    resolve_store_dtype(store_dtype)
-    chosen = {"experiments": _experiment_ids(suite, experiments) if experiments else None, "limit": limit}
-    try:
-        config = RunConfig(model=model, suite=suite, size="quick" if quick else "full" if full else "default",
-                           stages=stages or None, protocol=protocol, seed=seed, controls=not no_controls,
-                           batch_size=batch_size, probe_workers=probe_workers, device=device,
-                           device_map=device_map, dtype=dtype, store_dtype=store_dtype,
-                           trust_remote_code=trust_remote_code, **{k: v for k, v in chosen.items() if v is not None})
-    except ValidationError as error:
-        first = error.errors()[0]
-        option = str(first["loc"][0]).replace("_", "-")
-        raise UserInputError(f"--{option}: {first['msg']}") from None
+    config = _run_config({
+        "model": model, "suite": suite, "size": "quick" if quick else "full" if full else "default",
+        "stages": stages or None, "protocol": protocol, "seed": seed, "controls": not no_controls,
+        "batch_size": batch_size, "probe_workers": probe_workers, "device": device, "device_map": device_map,
+        "dtype": dtype, "store_dtype": store_dtype, "trust_remote_code": trust_remote_code,
+        "experiments": _experiment_ids(suite, experiments) if experiments else None, "limit": limit,
+    })
     _check_stage_patterns(model, stages, trust_remote_code)
     if use_wandb and importlib.util.find_spec("wandb") is None:
         raise UserInputError("--wandb needs the wandb client: pip install 'stageprobe[wandb]'")
-    run_dir = out or (resume and find_resumable_run(DEFAULT_RUNS_ROOT, config.identity())) or default_run_dir(model)
-    check_writable_dir(run_dir)
-    if resume and out is None and not (run_dir / "config.yaml").exists():
-        err_console.print(f"no unfinished run of these settings under {DEFAULT_RUNS_ROOT}/: starting a new one")
+    run_dir = _run_dir(out, resume, config)
     resume_command = _resume_command(ctx, run_dir)
     err_console.print(f"run directory: {run_dir}\nto resume it if interrupted: {resume_command}", highlight=False,
                       soft_wrap=True)
@@ -281,6 +270,35 @@ def run(
 
         log_to_wandb(run_dir, project=wandb_project)
     console.print(f"findings: {paths.findings}\nreport:   {paths.html}\nresults:  {paths.results}")
+
+
+def _run_config(settings: dict[str, Any]) -> RunConfig:
+    """The validated RunConfig; options left unset (None) keep the config's defaults. Checks the store
+    dtype too, which the runner would otherwise first meet after loading the model."""
+    from pydantic import ValidationError
+
+    from stageprobe.features.store import resolve_store_dtype
+    from stageprobe.suites.runner import RunConfig
+
+    resolve_store_dtype(settings["store_dtype"])
+    try:
+        return RunConfig(**{key: value for key, value in settings.items() if value is not None})
+    except ValidationError as error:
+        first = error.errors()[0]
+        option = str(first["loc"][0]).replace("_", "-")
+        raise UserInputError(f"--{option}: {first['msg']}") from None
+
+
+def _run_dir(out: Path | None, resume: bool, config: RunConfig) -> Path:
+    """--out, else with --resume the newest unfinished run of these settings, else a new directory."""
+    from stageprobe.suites.runner import default_run_dir
+
+    found = find_resumable_run(DEFAULT_RUNS_ROOT, config.identity()) if resume and out is None else None
+    if resume and out is None and found is None:
+        err_console.print(f"no unfinished run of these settings under {DEFAULT_RUNS_ROOT}/: starting a new one")
+    run_dir = out or found or default_run_dir(config.model)
+    check_writable_dir(run_dir)
+    return run_dir
 
 
 def _suite_experiments(suite: str) -> dict[str, str]:
