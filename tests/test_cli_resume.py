@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +97,25 @@ def test_resume_with_nothing_to_resume_starts_a_new_run(tmp_path: Path, monkeypa
     assert result.exit_code == 0, result.output
     assert "no unfinished run of these settings" in result.output
     assert study.run_dirs[1].name.startswith("pixels-")
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_continues_the_default_run_directory(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "stageprobe", "run", "--quick", "--model", "pixels", "--probe-workers", "2"]
+    # As in a terminal's foreground: SIGINT not ignored, even when this test runs as a background job
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 600
+    while not list(tmp_path.glob("runs/*/experiments/e_q2_1.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends: the whole process group
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert f"--out runs/{run_dir.name}" in stderr.splitlines()[-1]
+    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "e_q2_1: finished earlier, kept" in resumed.stderr
+    assert list((tmp_path / "runs").iterdir()) == [run_dir] and (run_dir / "results.yaml").exists()
