@@ -37,6 +37,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "extract device tpu": (["extract", "-m", "pixels", "-d", "shapes", "--out", "{tmp}/s", "--device", "tpu"],
                            ["--device 'tpu'"]),
     "run device tpu": (["run", "--model", "pixels", "--out", "{tmp}/r", "--device", "tpu"], ["--device 'tpu'"]),
+    "bench device tpu": (["bench", "--model", "pixels", "--device", "tpu"], ["--device 'tpu'"]),
     "extract store dtype": (["extract", "-m", "pixels", "-d", "shapes", "--out", "{tmp}/s", "--store-dtype", "fp8"],
                             ["store dtype 'fp8'"]),
     "run store dtype": (["run", "--model", "pixels", "--out", "{tmp}/r", "--store-dtype", "fp8"],

@@ -394,6 +394,7 @@ def bench(
     """Performance benchmark: extraction overhead, speedup over the seed protocol, probe speed, memory."""
     from stageprobe.bench import BenchSettings, bench_table, run_bench
 
+    check_device(device)
     if images < 1 or repeats < 1 or rss_images < 0:
         raise UserInputError("--images and --repeats must be at least 1, --rss-images at least 0")
     settings = BenchSettings(model=model, images=images, device=device, repeats=repeats, rss_images=rss_images)
