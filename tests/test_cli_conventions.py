@@ -69,7 +69,7 @@ def test_experiments_and_limit_reach_the_run_config(tmp_path: Path, monkeypatch:
 def test_skip_bad_says_how_many_files_it_skipped(tmp_path: Path) -> None:
     from PIL import Image
 
-    for i in range(2):
+    for i in range(3):
         Image.new("RGB", (56, 56), (90 * i, 90, 200)).save(tmp_path / f"ok{i}.png")
     for name in ("bad1.png", "bad2.jpg"):
         (tmp_path / name).write_bytes(b"not an image at all")
