@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import stageprobe as sp
+from stageprobe.datasets.fixtures import write_photo_coco
 from stageprobe.probes import ProbeData, fit_probe
 
 FeatureGetter = Callable[..., tuple[list[Any], dict[str, ProbeData]]]
@@ -75,3 +76,20 @@ def _clips(t: int, h: int, w: int, targets: list[dict[str, Any]] | None = None) 
 def test_rejects_data_it_cannot_read(data: ProbeData, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         fit_probe("token-flow", "direction", data, data, data)
+
+
+@pytest.mark.slow
+def test_full_size_pan_and_cutout_clips(pixel_features: FeatureGetter, tmp_path_factory: pytest.TempPathFactory
+                                        ) -> None:
+    """Default-size `pan` (400 clips) reads all three tasks, each far above its control task; an
+    object cut out of a photo and moving over another (`cutout`) reads too."""
+    _, splits = pixel_features("pan", "pixels.merged", 400)
+    floors = {"direction": 0.9, "speed": 0.75, "order": 0.7}
+    for task, floor in floors.items():
+        score = _fit(splits, task).metrics[f"{task}_acc"]
+        control = _fit(splits, task, control="control-task").metrics[f"{task}_acc"]
+        assert score >= floor and score - control >= 0.25, (task, score, control)
+    coco = write_photo_coco(tmp_path_factory.mktemp("coco"))
+    _, splits = pixel_features(f"cutout:{coco}", "pixels.merged", 240)
+    assert _fit(splits, "direction").metrics["direction_acc"] >= 0.9
+    assert _fit(splits, "order").metrics["order_acc"] >= 0.9
