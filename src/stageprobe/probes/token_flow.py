@@ -7,9 +7,10 @@ vy): Δz ≈ vx·Gx·u + vy·Gy·u + b, where u is the time-averaged token of th
 neighbours. The *shift generators* Gx, Gy (flow_dim × 5·flow_dim each) are one closed-form ridge
 regression fitted on the training clips' true motion (λ chosen on val). Applied to a clip, the
 motion of each step is the least-squares v over all cells — a 2×2 solve, the Lucas–Kanade step with
-learnt derivatives. The per-step flow is then turned into fixed kinematic read-outs of the path it
-integrates to (`temporal.kinematics`, plus the relative change and the log of each step's length)
-and a one-hot ridge classifier reads direction, speed or order (was the clip shown reversed?).
+learnt derivatives. The per-step flow is then turned into fixed read-outs — for direction the
+circular harmonics of the net flow's heading; for speed and order the kinematics of the path it
+integrates to (`temporal.kinematics`) plus the log and relative change of each step's length — and
+a one-hot ridge classifier reads direction, speed or order (was the clip shown reversed?).
 
 Why learnt generators, measured on 240 `pan` clips of `pixels.merged` (28 px tokens, test photos
 brick, clock, grass): the object-path probe `temporal-dense` scores direction 0.07 (there is no
@@ -38,7 +39,7 @@ import torch
 from stageprobe.metrics.classification import accuracy, balanced_accuracy
 from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
 from stageprobe.probes.classify import fit_ridge_classifier
-from stageprobe.probes.temporal import kinematics, labels_for, step_centroids
+from stageprobe.probes.temporal import HEADING_HARMONICS, kinematics, labels_for, step_centroids
 from stageprobe.probes.training import RidgeSolver, negative_mse
 
 # Token dims the flow is solved in: 16 and 32 both read pan direction at 1.0; 16 read speed better
@@ -143,10 +144,23 @@ def fit_shift_generators(z_train: torch.Tensor, v_train: torch.Tensor, z_val: to
     return generators, {f"generators.{k}": v for k, v in history.items()}
 
 
-def motion_read_outs(flow: torch.Tensor) -> torch.Tensor:
-    """Fixed read-outs of (N, T−1, 2) per-step flow: the kinematics of the path it integrates to, and
-    each step length's relative change and log — scale-free, so a texture that biases the flow's
-    magnitude still shows deceleration (order) and the speed class."""
+def heading_harmonics(flow: torch.Tensor) -> torch.Tensor:
+    """Circular harmonics 1..HEADING_HARMONICS of the heading of the net (N, T−1, 2) flow."""
+    net = flow.sum(1)
+    angle = torch.atan2(net[:, 1], net[:, 0])[:, None] * torch.arange(1, HEADING_HARMONICS + 1).float()
+    return torch.cat([torch.cos(angle), torch.sin(angle)], 1)
+
+
+def motion_read_outs(flow: torch.Tensor, task: str) -> torch.Tensor:
+    """Fixed read-outs of (N, T−1, 2) per-step flow for `task`.
+
+    Direction is a heading: its classifier reads only the heading's harmonics (with the magnitudes
+    beside them, the sector boundaries shifted: 0.946 vs 1.0 on 400 pan clips whose net flow is
+    within 1.6° of the truth). Speed and order read the kinematics of the path the flow integrates
+    to, plus each step length's log and relative change — scale-free, so a texture that biases the
+    flow's magnitude still shows deceleration (order)."""
+    if task == "direction":
+        return heading_harmonics(flow)
     path = torch.cat([torch.zeros(len(flow), 1, 2), flow.cumsum(1)], 1)
     length = flow.norm(dim=-1).clamp_min(1e-6)
     relative = (length[:, 1:] - length[:, :-1]) / (length[:, 1:] + length[:, :-1])
@@ -174,15 +188,15 @@ def fit_token_flow(task: str, train: ProbeData, val: ProbeData, test: ProbeData,
     flows = [generators.flow(z) for z in reduced]
     y_train, y_val, y_test = (labels_for(task, d.targets) for d in (train, val, test))
     n_classes = int(max(y_train.max(), y_val.max(), y_test.max())) + 1
-    classifier, hist = fit_ridge_classifier(motion_read_outs(flows[0]), y_train, motion_read_outs(flows[1]),
-                                            y_val, n_classes)
+    read_outs = [motion_read_outs(flow, task) for flow in flows]
+    classifier, hist = fit_ridge_classifier(read_outs[0], y_train, read_outs[1], y_val, n_classes)
     history.update({f"{task}.{k}": v for k, v in hist.items()})
 
     def predict(data: ProbeData) -> dict[str, Any]:
         flow = generators.flow(basis(data))
-        return {task: classifier(motion_read_outs(flow)).argmax(1).numpy(), "flow": flow.numpy()}
+        return {task: classifier(motion_read_outs(flow, task)).argmax(1).numpy(), "flow": flow.numpy()}
 
-    predictions = {task: classifier(motion_read_outs(flows[2])).argmax(1).numpy(), "flow": flows[2].numpy()}
+    predictions = {task: classifier(read_outs[2]).argmax(1).numpy(), "flow": flows[2].numpy()}
     angle_error = _angle_error_deg(flows[2], step_velocities(test))
     metrics = {f"{task}_acc": accuracy(y_test, predictions[task]),
                f"{task}_balanced_acc": balanced_accuracy(y_test, predictions[task]),
