@@ -15,17 +15,18 @@ a one-hot ridge classifier reads direction, speed or order (was the clip shown r
 Why learnt generators, measured on 240 `pan` clips of `pixels.merged` (28 px tokens, test photos
 brick, clock, grass): the object-path probe `temporal-dense` scores direction 0.07 (there is no
 object); cosine similarity of tokens with those of displaced cells of the next step (a local
-cross-correlation map, 3×3 displacements) → ridge 0.15–0.24; Lucas–Kanade with fixed finite
-differences between neighbouring cells 0.67, failing on fine textures (grass, gravel, brick
-decorrelate well within the 28 px between cells, so neighbouring tokens carry nothing about a
-4–16 px step); the time-odd cross-covariance of consecutive tokens regressed straight to velocity
-0.56–0.72 (its read-out depends on the texture's spectrum, so it does not carry to new photos). The
-per-clip least-squares solve divides that texture dependence out; it scores 1.0.
+cross-correlation "motion energy" map, 3×3 displacements) → ridge 0.15–0.24; Lucas–Kanade with
+fixed finite differences between neighbouring cells 0.67 (sector of the net flow), failing on fine
+textures (grass, gravel, brick decorrelate well within the 28 px between cells, so neighbouring
+tokens carry nothing about a 4–16 px step); the time-odd cross-covariance of consecutive tokens
+regressed straight to velocity 0.56–0.72 (its read-out depends on the texture's spectrum, so it
+does not carry to new photos). The per-clip least-squares solve divides that texture dependence
+out; it scores 1.0.
 
-Capacity: 2·5·flow_dim² generator weights + the classifier on ~20 kinematic values; the control
-task (labels and paths permuted across clips) trains the generators on the wrong motion. Token
-shuffle does not blind it to motion *inside* a token (a token's own response to a shift), only to
-the neighbour terms.
+Capacity: 2·5·flow_dim² generator weights + a classifier on 8 heading harmonics (direction) or ~20
+kinematic values (speed, order). The control task (labels and paths permuted across clips) trains
+the generators on the wrong motion. Token shuffle does not blind the probe to motion *inside* a
+token (a token's own response to a shift), only to the neighbour terms.
 """
 
 from __future__ import annotations
