@@ -9,18 +9,39 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from stageprobe import __version__
+from stageprobe._checks import (
+    check_device,
+    check_image_size,
+    check_multiple_of_patch,
+    check_positive,
+    check_preview_count,
+    check_writable_dir,
+    check_writable_file,
+)
+from stageprobe._resume import DEFAULT_RUNS_ROOT, command_line, find_resumable_run
 from stageprobe.errors import UserInputError
 
+if TYPE_CHECKING:
+    from stageprobe.datasets import Dataset
+    from stageprobe.models import StageInfo
+    from stageprobe.suites.runner import RunConfig
+
+# Only typer, rich and the torch-free `_checks` / `_resume` are imported here: `--help`,
+# `--version` and every refusal of bad input answer without loading torch. Each command imports
+# what it needs when it runs.
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_MODEL = "qwen2.5-vl-tiny"
 
 
 DeviceMapOption = Annotated[str | None, typer.Option(
@@ -46,6 +67,20 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        console.print(f"stageprobe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool | None, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="print the version and exit")] = None,
+) -> None:
+    """Measure what a vision-language model still knows at every stage of its pipeline."""
+
+
 @app.command()
 @user_errors
 def models() -> None:
@@ -63,26 +98,51 @@ def models() -> None:
 @app.command()
 @user_errors
 def stages(
-    model: Annotated[str, typer.Argument(help="preset, Hub id or local directory")],
+    model_argument: Annotated[str | None, typer.Argument(
+        metavar="[MODEL]", help="preset, Hub id or local directory (or --model)")] = None,
+    model_option: Annotated[str | None, typer.Option(
+        "--model", "-m", help=f"preset, Hub id or local directory (default {DEFAULT_MODEL})")] = None,
     image_size: Annotated[int, typer.Option(help="square input image size in pixels")] = 448,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
 ) -> None:
     """List a model's stages with grid shape and width for an N×N image."""
-    from stageprobe.models import load_model
-
-    loaded = load_model(model, device="cpu", trust_remote_code=trust_remote_code)
-    infos = loaded.stages_for(image_size, image_size)
+    if model_argument and model_option and model_argument != model_option:
+        raise UserInputError(f"two models given ({model_argument!r} and --model {model_option!r}); pass one")
+    model = model_argument or model_option or DEFAULT_MODEL
+    check_image_size(image_size)
+    infos = _stage_infos_without_weights(model, image_size, trust_remote_code)
+    merged = max(infos, key=lambda info: info.stride_px)
+    resized = (merged.grid[1] * merged.stride_px, merged.grid[2] * merged.stride_px)
+    check_multiple_of_patch(image_size, merged.stride_px, resized, model)
     if as_json:
         sys.stdout.write(json.dumps([
             {"name": s.name, "stride_px": s.stride_px, "dim": s.dim, "grid": list(s.grid),
              "tokens": s.tokens, "description": s.description} for s in infos
         ], indent=2) + "\n")
         return
-    table = Table("stage", "stride px", "grid T×H×W", "tokens", "width", "what", title=f"{model} at {image_size} px")
+    note = "" if resized == (image_size, image_size) else f" (the model resizes it to {resized[1]}×{resized[0]})"
+    table = Table("stage", "stride px", "grid T×H×W", "tokens", "width", "what",
+                  title=f"{model} at {image_size} px{note}")
     for s in infos:
         table.add_row(s.name, str(s.stride_px), "×".join(map(str, s.grid)), str(s.tokens), str(s.dim), s.description)
     console.print(table)
+
+
+def _stage_infos_without_weights(model: str, image_size: int, trust_remote_code: bool) -> list[StageInfo]:
+    """The stages of `model` for an N×N image, from its config on the meta device (no weights read)."""
+    from stageprobe.models import describe_stages
+
+    return describe_stages(model, image_size, image_size, trust_remote_code=trust_remote_code)
+
+
+def _check_stage_patterns(model: str, patterns: list[str] | None, trust_remote_code: bool) -> None:
+    """Every --stages pattern names a stage of `model`, checked before the model loads."""
+    if not patterns:
+        return
+    from stageprobe.models import check_stage_patterns
+
+    check_stage_patterns(model, patterns, trust_remote_code=trust_remote_code)
 
 
 @app.command()
@@ -108,15 +168,21 @@ def extract(
     trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
 ) -> None:
     """Write a feature store of the model's stages over a dataset; resumes if interrupted."""
-    from stageprobe.features.extract import extract_dataset
+    from stageprobe.features.extract import check_extraction_options, check_store_settings, extract_dataset
     from stageprobe.models import load_model
 
+    check_device(device)
+    dtype_name = check_extraction_options(batch_size, shard_size, limit, store_dtype)
+    check_writable_dir(out)
     if device_map is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserInputError(
             "--device-map splits one model over every GPU of one process; under torchrun each rank uses its "
             "own GPU. Run one process with --device-map, or torchrun without it"
         )
+    _check_stage_patterns(model, stages, trust_remote_code)
     data = _dataset(dataset, n=n, seed=seed, skip_bad=skip_bad)
+    check_store_settings(out, {"dataset_spec": data.spec(), "store_dtype": dtype_name, "shard_size": shard_size,
+                               "num_samples": len(data) if limit is None else min(limit, len(data))})
     loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                         device_map=device_map)
     store = extract_dataset(loaded, data, out, stages=stages or None, batch_size=batch_size,
@@ -128,7 +194,8 @@ def extract(
 @app.command()
 @user_errors
 def run(
-    model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")] = "qwen2.5-vl-tiny",
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")] = DEFAULT_MODEL,
     suite: Annotated[str, typer.Option(help="study to run")] = "q2",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<model>-<UTC>)")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="CPU smoke test: small datasets")] = False,
@@ -152,37 +219,122 @@ def run(
         "--data", help="real data for one experiment family, KEY=DATASET; repeatable. Keys: spatial "
         "(E-Q2.1–4, e.g. spatial=coco:ANN.json[:image_dir=DIR]), detail (E-Q2.5, e.g. detail=images:DIR), "
         "motion (E-Q2.6, e.g. motion=pan or motion=cutout:ANN.json). Default: generated data")] = None,
+    experiments: Annotated[str | None, typer.Option(
+        help="comma-separated experiment ids to run (e.g. e_q2_1,e_q2_4); `list` lists them")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most N samples per dataset (a quick look, wide CIs)")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help=f"continue the newest unfinished run of these settings under {DEFAULT_RUNS_ROOT}/")] = False,
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
-    from pydantic import ValidationError
-
     from stageprobe.datasets import parse_data_options
-    from stageprobe.suites.runner import RunConfig, default_run_dir, run_study
+    from stageprobe.suites.runner import run_study
 
-    data_specs = parse_data_options(data or [])
-
+    if experiments == "list":
+        _list_experiments(suite)
+        return
     if quick and full:
         raise UserInputError("--quick and --full exclude each other; pick one")
-    try:
-        config = RunConfig(model=model, suite=suite, size="quick" if quick else "full" if full else "default",
-                           stages=stages or None, protocol=protocol, seed=seed, controls=not no_controls,
-                           batch_size=batch_size, probe_workers=probe_workers, device=device,
-                           device_map=device_map, dtype=dtype, store_dtype=store_dtype,
-                           trust_remote_code=trust_remote_code,
-                           **({"data": data_specs} if data_specs else {}))
-    except ValidationError as error:
-        first = error.errors()[0]
-        option = str(first["loc"][0]).replace("_", "-")
-        raise UserInputError(f"--{option}: {first['msg']}") from None
-    run_dir = out or default_run_dir(model)
+    check_device(device)
+    check_positive("--limit", limit)
+    config = _run_config({
+        "model": model, "suite": suite, "size": "quick" if quick else "full" if full else "default",
+        "stages": stages or None, "protocol": protocol, "seed": seed, "controls": not no_controls,
+        "batch_size": batch_size, "probe_workers": probe_workers, "device": device, "device_map": device_map,
+        "dtype": dtype, "store_dtype": store_dtype, "trust_remote_code": trust_remote_code,
+        "experiments": _experiment_ids(suite, experiments) if experiments else None, "limit": limit,
+        "data": parse_data_options(data or []) or None,
+    })
+    _check_stage_patterns(model, stages, trust_remote_code)
     if use_wandb and importlib.util.find_spec("wandb") is None:
         raise UserInputError("--wandb needs the wandb client: pip install 'stageprobe[wandb]'")
-    paths = run_study(config, run_dir, cache_dir)
+    run_dir = _run_dir(out, resume, config)
+    resume_command = _resume_command(ctx, run_dir)
+    err_console.print(f"run directory: {run_dir}\nto resume it if interrupted: {resume_command}", highlight=False,
+                      soft_wrap=True)
+    try:
+        paths = run_study(config, run_dir, cache_dir)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: finished feature shards and experiments are kept in {run_dir}; "
+                          f"rerun the same command to resume: {resume_command}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     if use_wandb:
         from stageprobe.report.wandb_log import log_to_wandb
 
         log_to_wandb(run_dir, project=wandb_project)
     console.print(f"findings: {paths.findings}\nreport:   {paths.html}\nresults:  {paths.results}")
+
+
+def _run_config(settings: dict[str, Any]) -> RunConfig:
+    """The validated RunConfig; options left unset (None) keep the config's defaults. Checks the store
+    dtype too, which the runner would otherwise first meet after loading the model."""
+    from pydantic import ValidationError
+
+    from stageprobe.features.store import resolve_store_dtype
+    from stageprobe.suites.runner import RunConfig
+
+    resolve_store_dtype(settings["store_dtype"])
+    try:
+        return RunConfig(**{key: value for key, value in settings.items() if value is not None})
+    except ValidationError as error:
+        first = error.errors()[0]
+        option = str(first["loc"][0]).replace("_", "-")
+        raise UserInputError(f"--{option}: {first['msg']}") from None
+
+
+def _run_dir(out: Path | None, resume: bool, config: RunConfig) -> Path:
+    """--out, else with --resume the newest unfinished run of these settings, else a new directory."""
+    from stageprobe.suites.runner import default_run_dir
+
+    found = find_resumable_run(DEFAULT_RUNS_ROOT, config.identity()) if resume and out is None else None
+    if resume and out is None and found is None:
+        err_console.print(f"no unfinished run of these settings under {DEFAULT_RUNS_ROOT}/: starting a new one")
+    run_dir = out or found or default_run_dir(config.model)
+    check_writable_dir(run_dir)
+    return run_dir
+
+
+def _suite_experiments(suite: str) -> dict[str, str]:
+    """Experiment id → title of a suite (only q2 exists; RunConfig refuses other names)."""
+    from stageprobe.suites.q2 import Q2
+
+    if suite != "q2":
+        raise UserInputError(f"unknown suite {suite!r}; the available suite is q2")
+    return {spec.id: spec.title for spec in Q2}
+
+
+def _list_experiments(suite: str) -> None:
+    table = Table("id", "experiment", title=f"experiments of suite {suite} (run a few with --experiments ID,ID)")
+    for experiment_id, title in _suite_experiments(suite).items():
+        table.add_row(experiment_id, title)
+    console.print(table)
+
+
+def _experiment_ids(suite: str, text: str) -> list[str]:
+    """Ids from `e_q2_1,e_q2_4` (also `E-Q2.1`: the seed's spelling), in suite order, each checked."""
+    known = _suite_experiments(suite)
+    wanted = [part.strip().lower().replace("-", "_").replace(".", "_") for part in text.split(",") if part.strip()]
+    unknown = [part for part in wanted if part not in known]
+    if unknown or not wanted:
+        raise UserInputError(f"--experiments: unknown experiment {', '.join(unknown) or '(none given)'}; "
+                             f"the experiments of suite {suite} are {', '.join(known)} (`--experiments list`)")
+    return [experiment_id for experiment_id in known if experiment_id in wanted]
+
+
+def _resume_command(ctx: typer.Context, run_dir: Path) -> str:
+    """The options given on this command line, with `--out RUN_DIR` in place of --out / --resume."""
+    given = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name or "")
+        # by name: typer may bring its own copy of click, whose enum is not click.core's
+        if param.name in ("out", "resume") or source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name or ""]
+        flag = param.opts[0]
+        secondary = getattr(param, "secondary_opts", None)
+        if secondary and value is False:
+            flag, value = secondary[0], True
+        given.append((flag, value))
+    return command_line(f"stageprobe {ctx.info_name or 'run'}", [*given, ("--out", run_dir)])
 
 
 @app.command()
@@ -234,6 +386,7 @@ def bench(
     """Performance benchmark: extraction overhead, speedup over the seed protocol, probe speed, memory."""
     from stageprobe.bench import BenchSettings, bench_table, run_bench
 
+    check_device(device)
     if images < 1 or repeats < 1 or rss_images < 0:
         raise UserInputError("--images and --repeats must be at least 1, --rss-images at least 0")
     settings = BenchSettings(model=model, images=images, device=device, repeats=repeats, rss_images=rss_images)
@@ -267,8 +420,10 @@ def calibrate(
     from stageprobe.models.planting import parse_plant
     from stageprobe.suites.runner import default_run_dir
 
-    if batch_size < 1:
-        raise UserInputError(f"--batch-size must be at least 1, got {batch_size}")
+    check_device(device)
+    check_positive("--batch-size", batch_size)
+    if out is not None:
+        check_writable_dir(out)
     loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
     plants = [parse_plant(text, loaded) for text in plant] if plant else default_plants(loaded)
     run_dir = out or default_run_dir(f"calibrate-{model}")
@@ -279,13 +434,21 @@ def calibrate(
     console.print(f"calibration: {markdown}\nresults:     {data}")
 
 
-def _dataset(spec: str, n: int | None, seed: int, skip_bad: bool) -> Any:
-    """Pass each command-line option only to datasets that take it (generated ones take n and seed)."""
+def _dataset(spec: str, n: int | None, seed: int, skip_bad: bool) -> Dataset:
+    """Pass each command-line option only to datasets that take it (generated ones take n and seed);
+    with skip_bad, say how many unreadable files were left out."""
     from stageprobe.datasets import dataset_options, load_dataset
 
+    check_positive("--n", n)
     accepted = dataset_options(spec.partition(":")[0])
     wanted = {"n": n, "seed": seed, "skip_bad": skip_bad or None}
-    return load_dataset(spec, **{k: v for k, v in wanted.items() if v is not None and k in accepted})
+    data = load_dataset(spec, **{k: v for k, v in wanted.items() if v is not None and k in accepted})
+    skipped = list(getattr(data, "skipped", None) or [])
+    if skipped:
+        first = skipped[0].get("record", skipped[0]) if isinstance(skipped[0], dict) else skipped[0]
+        err_console.print(f"skipped {len(skipped)} unreadable file(s) (first: {first})", highlight=False,
+                          soft_wrap=True)
+    return data
 
 
 datasets_app = typer.Typer(no_args_is_help=True, help="Look at the datasets before trusting a probe.")
@@ -304,12 +467,14 @@ def datasets_preview(
     """Write a contact sheet with the targets drawn on (boxes, masks, motion arrows)."""
     from stageprobe.datasets import dataset_options, parse_spec, write_preview
 
+    check_preview_count(count)
     # A dataset read from disk (default n None) is opened whole: a folder with fewer files than
     # --count is previewed, not refused as too small for an experiment.
     natural_size = dataset_options(parse_spec(name)[0]).get("n")
     reads_disk = natural_size is not None and natural_size.default is None
-    data = _dataset(name, n=None if reads_disk else count, seed=seed, skip_bad=True)
     target = out or Path(f"{name.split(':')[0]}-preview.png")
+    check_writable_file(target)
+    data = _dataset(name, n=None if reads_disk else count, seed=seed, skip_bad=True)
     console.print(f"preview: {write_preview(data, target, n=count)}")
 
 

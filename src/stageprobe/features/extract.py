@@ -160,16 +160,10 @@ def extract_dataset(
     Launched by torchrun (RANK / WORLD_SIZE set), each rank extracts its share of the shards into
     the same `out_dir`, which must be on a filesystem all ranks see; every rank returns the store.
     """
-    if batch_size < 1:
-        raise UserInputError(f"batch size must be at least 1, got {batch_size}")
-    if shard_size < 1:
-        raise UserInputError(f"shard size must be at least 1, got {shard_size}")
-    if limit is not None and limit < 1:
-        raise UserInputError(f"--limit must be at least 1, got {limit}")
+    dtype_name = check_extraction_options(batch_size, shard_size, limit, store_dtype)
     ranks = init_distributed()
     if ranks is not None:
         check_model_device(ranks, model.device)
-    dtype_name = resolve_store_dtype(store_dtype)
     num_samples = len(dataset) if limit is None else min(limit, len(dataset))
     if num_samples == 0:
         raise UserInputError(f"dataset {_dataset_name(dataset)!r} has no samples to extract")
@@ -263,6 +257,25 @@ def extract_dataset(
     if ranks is not None:
         barrier()  # no rank opens the store before its finished manifest is written
     return FeatureStore.open(root)
+
+
+def check_extraction_options(batch_size: int, shard_size: int, limit: int | None, store_dtype: str) -> str:
+    """The options of an extraction that need no model; returns the canonical store dtype name."""
+    for option, value in (("batch size (--batch-size)", batch_size), ("shard size (--shard-size)", shard_size),
+                          ("sample limit (--limit)", limit)):
+        if value is not None and value < 1:
+            raise UserInputError(f"the {option} must be at least 1, got {value}")
+    return resolve_store_dtype(store_dtype)
+
+
+def check_store_settings(out_dir: str | Path, settings: dict[str, Any]) -> None:
+    """Refuse a store at `out_dir` made with other `settings` (a subset of IDENTITY_FIELDS: those known
+    before the model loads), so a mismatch is reported before minutes of model loading; nothing is written."""
+    root = Path(out_dir)
+    if (root / MANIFEST_NAME).exists():
+        _check_fields(root, read_manifest(root), settings)
+    elif root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise UserInputError(f"{root} exists and is not a feature store; choose an empty or new --out directory")
 
 
 def _prepare_store(root: Path, manifest: dict[str, Any], ranges: list[range], stage_names: list[str]) -> list[int]:
@@ -477,21 +490,39 @@ def _input_size(sample: Sample, mode: InputMode) -> tuple[int, int, int]:
 
 def _existing_manifest(root: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     """The manifest of a store at `root` this run may resume, None if there is none yet; refuses others."""
+    check_store_settings(root, identity)
     if not (root / MANIFEST_NAME).exists():
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise UserInputError(
-                f"{root} exists and is not a feature store; choose an empty or new --out directory"
-            )
         return None
-    manifest = read_manifest(root)
+    return read_manifest(root)
+
+
+def _check_fields(root: Path, manifest: dict[str, Any], settings: dict[str, Any]) -> None:
     for field_name, label in IDENTITY_FIELDS.items():
-        before, now = manifest.get(field_name), identity[field_name]
+        if field_name not in settings:
+            continue
+        before, now = manifest.get(field_name), settings[field_name]
         if before != now:
             raise UserInputError(
-                f"the feature store at {root} was made with a different {label}: {_short(before)} there, "
-                f"{_short(now)} now. Use another --out directory, or delete {root} to start over"
+                f"the feature store at {root} was made with a different {label}: {describe_difference(before, now)}. "
+                f"Use another --out directory, or delete {root} to start over"
             )
-    return manifest
+
+
+def describe_difference(before: Any, now: Any, path: str = "") -> str:
+    """Where two manifest values differ, shown so the differing part is never cut off: the first
+    differing key of a mapping, the elements only one of two lists has, else both values."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for key in sorted(set(before) | set(now), key=str):
+            if before.get(key) != now.get(key):
+                return describe_difference(before.get(key), now.get(key), f"{path}{key}.")
+    if isinstance(before, list) and isinstance(now, list) and sorted(map(str, before)) != sorted(map(str, now)):
+        only_there = [item for item in before if item not in now]
+        only_now = [item for item in now if item not in before]
+        parts = [f"{_short(only_there)} only there" if only_there else "",
+                 f"{_short(only_now)} only now" if only_now else ""]
+        return f"{path.rstrip('.') or 'value'}: " + ", ".join(part for part in parts if part)
+    where = f"{path.rstrip('.')}: " if path else ""
+    return f"{where}{_short(before)} there, {_short(now)} now"
 
 
 def _short(value: Any, limit: int = 160) -> str:

@@ -51,7 +51,7 @@ def resolve_store_dtype(name: str) -> str:
     canonical = _DTYPE_ALIASES.get(name, name)
     if canonical not in STORE_DTYPES:
         raise UserInputError(
-            f"unknown store dtype {name!r}; use one of fp16, bf16, fp32 (or float16, bfloat16, float32)"
+            f"unknown store dtype {name!r} (--store-dtype); use one of fp16, bf16, fp32 (or float16, bfloat16, float32)"
         )
     return canonical
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from stageprobe.errors import UserInputError
+from stageprobe.models._inputs import accept_any_input
 from stageprobe.models._stages import Layout, StagePoint, StageSpec, capture
 
 Clip = Sequence[Image.Image]
@@ -75,6 +76,11 @@ class StageModel(ABC):
     weights_id: str
     device: torch.device
     dtype: torch.dtype
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "extract" in vars(cls):  # every adapter takes one image, arrays, a pattern string (models/_inputs.py)
+            cls.extract = accept_any_input(vars(cls)["extract"])  # type: ignore[method-assign]
 
     @abstractmethod
     def stages_for(self, height: int, width: int, frames: int = 1) -> list[StageInfo]:

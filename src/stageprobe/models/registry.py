@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 
@@ -20,6 +23,10 @@ from stageprobe.errors import UserInputError
 from stageprobe.models.base import StageInfo, StageModel, select_stages
 
 ModelFactory = Callable[..., StageModel]
+
+#: seconds a connection to the Hub may take before a Hub id counts as not downloadable here
+HUB_PROBE_TIMEOUT_S = 3.0
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 @dataclass(frozen=True)
@@ -172,8 +179,10 @@ def _read_config(name: str, trust_remote_code: bool) -> Any:
             f"unknown model {name!r}. Presets: {', '.join(sorted(PRESETS))}; "
             "or pass a Hugging Face Hub id (org/name) or a local directory with config.json"
         )
-    if looks_like_path and not (Path(name).expanduser() / "config.json").is_file():
-        raise UserInputError(f"{name!r} is not a model directory: it has no config.json")
+    if looks_like_path:
+        _check_local_config(Path(name).expanduser() / "config.json", name)
+    else:
+        _check_hub_reachable(name)
     try:
         return AutoConfig.from_pretrained(str(Path(name).expanduser()) if looks_like_path else name,
                                           trust_remote_code=trust_remote_code)
@@ -184,9 +193,43 @@ def _read_config(name: str, trust_remote_code: bool) -> Any:
             ) from error
         raise UserInputError(f"cannot read the config of {name!r}: {error}") from error
     except OSError as error:
-        raise UserInputError(
-            f"the weights of {name!r} are not found locally and cannot be downloaded here "
-            f"({error.__class__.__name__}). "
-            "Download them where there is network (`huggingface-cli download "
-            f"{name}`), then pass the local directory as the model, or set HF_HOME to the cache that holds them"
-        ) from error
+        raise _not_available(name, error.__class__.__name__) from error
+
+
+def _not_available(name: str, reason: str) -> UserInputError:
+    return UserInputError(
+        f"the weights of {name!r} are not found locally and cannot be downloaded here ({reason}). "
+        f"Download them where there is network (`hf download {name}`), then pass the local directory as the "
+        "model, or set HF_HOME to the cache that holds them; set HF_HUB_OFFLINE=1 to skip the Hub altogether"
+    )
+
+
+def _check_local_config(path: Path, name: str) -> None:
+    """A local model directory has a config.json that parses: report a broken one as such."""
+    if not path.is_file():
+        raise UserInputError(f"{name!r} is not a model directory: it has no config.json")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserInputError(f"{path} is not a readable JSON model config ({error}); repair or replace it") from error
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise UserInputError(f"{path} has no \"model_type\" field, so the architecture cannot be told; "
+                             "repair it or download the model's config.json again")
+
+
+def _check_hub_reachable(name: str) -> None:
+    """Answer at once when a Hub id is neither cached nor downloadable, instead of after ~30 s of retries.
+
+    Skipped when HF_HUB_OFFLINE is set (transformers then only looks in the cache, which is quick) or
+    a proxy is configured (a direct connection says nothing about the proxy's reach)."""
+    if os.environ.get("HF_HUB_OFFLINE") or any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    host = urlsplit(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        raise _not_available(name, f"{host} cannot be reached: {error.__class__.__name__}") from error

@@ -19,6 +19,7 @@ from stageprobe.probes import (  # noqa: F401  (importing registers the probes)
     pooled_linear,
     relation,
     temporal,
+    token_flow,
 )
 from stageprobe.probes.base import TASKS, ProbeData, ProbeResult, register_probe, registered_probes
 from stageprobe.probes.controls import CONTROLS, apply_control

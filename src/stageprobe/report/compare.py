@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from stageprobe.errors import UserInputError
 from stageprobe.report.fmt import fmt, fmt_ci
 from stageprobe.report.render import load_run
 from stageprobe.report.schema import MetricRow, stage_sort_key
@@ -52,10 +53,24 @@ def compare_runs(run_dirs: Sequence[str | Path], controls: Sequence[str] = ("non
         labels.append(f"{Path(run_dir).name} ({results.get('model', '?')})")
         per_run.append({(r.experiment, r.stage, r.probe, r.metric, r.control): r for r in rows
                         if r.control in controls and (metrics is None or r.metric in metrics)})
+    _check_common_stage(labels, per_run)
     keys = sorted({k for run in per_run for k in run},
                   key=lambda k: (k[0], k[3], stage_sort_key(k[1]), k[2], k[4]))
     table = tuple(CompareRow(*key, rows=tuple(run.get(key) for run in per_run)) for key in keys)
     return Comparison(tuple(labels), table)
+
+
+def _check_common_stage(labels: list[str], per_run: list[dict[Key, MetricRow]]) -> None:
+    """Runs that share no stage would give a table with a blank in every row: say so instead."""
+    stages = [{key[1] for key in run} for run in per_run]
+    if set.intersection(*stages):
+        return
+    held = "; ".join(f"{label}: {', '.join(sorted(found, key=stage_sort_key)[:4]) or 'none'}"
+                     + ("…" if len(found) > 4 else "") for label, found in zip(labels, stages, strict=True))
+    raise UserInputError(
+        f"these runs have no stage in common, so there is nothing to compare side by side ({held}). "
+        "Compare runs of models that share stages, e.g. two runs of one architecture"
+    )
 
 
 def _cell(row: MetricRow | None) -> str:
