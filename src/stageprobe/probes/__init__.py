@@ -15,6 +15,7 @@ import torch
 from stageprobe.probes import (  # noqa: F401  (importing registers the probes)
     attention,
     decoder,
+    dense_context,
     dense_linear,
     pooled_linear,
     relation,

@@ -49,7 +49,7 @@ from stageprobe.metrics.detection import CocoDetectionEval, Detections
 from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
 from stageprobe.probes.evaluation import evaluate_boxes, ground_truth, num_classes_of
 from stageprobe.probes.targets import stack_dense_targets
-from stageprobe.probes.tokens import sincos_2d, time_mean_tokens
+from stageprobe.probes.tokens import WhitenedPCA, sincos_2d, time_mean_tokens
 from stageprobe.probes.training import default_device, seed_everything, small_model_threads
 
 NO_OBJECT_WEIGHT = 0.1
@@ -58,7 +58,6 @@ L1_WEIGHT, GIOU_WEIGHT, CLASS_COST, REFERENCE_COST = 5.0, 2.0, 1.0, 5.0
 BOX_CORRECTION = 0.1
 EDGE_HEADS = 4
 TOKEN_OUTPUTS = 5  # objectness logit + (left, top, right, bottom) in-cell edge offsets
-_CHUNK_ROWS = 1 << 16
 
 Targets = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -146,32 +145,6 @@ def pooled_tokens(data: ProbeData, max_grid: int) -> tuple[torch.Tensor, tuple[i
         x = F.avg_pool2d(x.permute(0, 3, 1, 2).float(), 2).permute(0, 2, 3, 1)
         h, w = h // 2, w // 2
     return x.reshape(len(data), h * w, -1), (h, w)
-
-
-class WhitenedPCA:
-    """Centred projection onto the top `dim` principal directions of a sample of tokens, each scaled
-    to unit variance. Randomized SVD (`torch.svd_lowrank`): the top directions are all the probe
-    needs and cost a few passes over the sample instead of a D×D eigendecomposition."""
-
-    def __init__(self, tokens: torch.Tensor, dim: int) -> None:
-        x = tokens.float()
-        self.mean = x.mean(0)
-        x = x - self.mean
-        if x.shape[1] <= dim:
-            self.basis = torch.eye(x.shape[1])
-        else:
-            _, _, v = torch.svd_lowrank(x, q=min(dim + 10, *x.shape), niter=2)
-            self.basis = v[:, :dim].contiguous()
-        self.basis = self.basis / (x @ self.basis).std(0).clamp_min(1e-6)
-        self.offset = self.mean @ self.basis
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        shape = tokens.shape
-        x = tokens.reshape(-1, shape[-1])
-        # x·B − mean·B: no centred copy of the (wide) tokens; chunks bound the float32 copy.
-        out = torch.cat([x[s:s + _CHUNK_ROWS].float() @ self.basis - self.offset
-                         for s in range(0, len(x), _CHUNK_ROWS)])
-        return out.reshape(*shape[:-1], self.basis.shape[1])
 
 
 def _normalised_targets(data: ProbeData, device: torch.device) -> Targets:

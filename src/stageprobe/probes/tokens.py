@@ -8,6 +8,8 @@ import torch
 
 from stageprobe.probes.base import ProbeData
 
+CHUNK_ROWS = 1 << 16
+
 
 class PCAReducer:
     """Centred projection onto the top principal directions of the training tokens.
@@ -67,3 +69,33 @@ def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
         angle = coord[:, None] * freqs[None]
         parts += [torch.sin(angle), torch.cos(angle)]
     return torch.cat(parts, 1)
+
+
+class WhitenedPCA:
+    """Standardised features projected onto their top `dim` principal directions, each scaled to
+    unit variance. Standardising first keeps a few high-variance channels from owning the basis.
+    Randomized SVD (`torch.svd_lowrank`): the top directions are all a probe needs and cost a few
+    passes over the sample instead of a D×D eigendecomposition."""
+
+    def __init__(self, tokens: torch.Tensor, dim: int) -> None:
+        x = tokens.float()
+        self.mean = x.mean(0)
+        scale = x.std(0).clamp_min(1e-6)
+        x = (x - self.mean) / scale
+        if x.shape[1] <= dim:
+            basis = torch.eye(x.shape[1])
+        else:
+            _, _, v = torch.svd_lowrank(x, q=min(dim + 10, *x.shape), niter=2)
+            basis = v[:, :dim].contiguous()
+        basis = basis / (x @ basis).std(0).clamp_min(1e-6)[None]
+        # Folded into one map of the raw tokens: (x − mean)/scale · B = x·(B/scale) − mean·(B/scale).
+        self.basis = basis / scale[:, None]
+        self.offset = self.mean @ self.basis
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        shape = tokens.shape
+        x = tokens.reshape(-1, shape[-1])
+        # No centred copy of the (wide) tokens; chunks bound the float32 copy.
+        out = torch.cat([x[s:s + CHUNK_ROWS].float() @ self.basis - self.offset
+                         for s in range(0, len(x), CHUNK_ROWS)])
+        return out.reshape(*shape[:-1], self.basis.shape[1])
