@@ -18,6 +18,7 @@ from stageprobe.probes import (  # noqa: F401  (importing registers the probes)
     dense_context,
     dense_linear,
     pooled_linear,
+    recon_linear,
     relation,
     temporal,
 )

@@ -26,7 +26,7 @@ from stageprobe.probes.targets import stack_dense_targets
 from stageprobe.probes.tokens import WhitenedPCA, time_mean_tokens
 from stageprobe.probes.training import default_device, seed_everything, train_module
 
-OFFSET_WEIGHT = 4.0  # offsets are the box's sub-cell precision; L1 in cell units is small
+OFFSET_WEIGHT = 10.0  # offsets are the box's sub-cell precision; L1 in cell units is small
 
 
 class ContextHead(nn.Module):

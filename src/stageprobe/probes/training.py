@@ -63,8 +63,11 @@ class RidgeSolver:
     """Ridge regression from one design matrix `x` (n, d) to any number of target sets."""
 
     def __init__(self, x: torch.Tensor, device: torch.device | None = None, max_dim: int = MAX_RIDGE_DIM,
-                 seed: int = 0) -> None:
+                 seed: int = 0, dtype: torch.dtype = torch.float32) -> None:
+        """`dtype` of the Gram and cross products: float64 when the answer needs the small
+        eigen-directions (an exact identity on smooth images), float32 otherwise (twice as fast)."""
         self.device = device or default_device()
+        self.dtype = dtype
         x = x.reshape(len(x), -1)
         self.projection: torch.Tensor | None = None
         if x.shape[1] > max_dim:
@@ -80,7 +83,7 @@ class RidgeSolver:
         gram = torch.zeros(d, d, dtype=torch.float64, device=self.device)
         total = torch.zeros(d, dtype=torch.float64, device=self.device)
         for s in range(0, n, _CHUNK_ROWS):
-            chunk = self.x[s:s + _CHUNK_ROWS].to(self.device, torch.float32)
+            chunk = self.x[s:s + _CHUNK_ROWS].to(self.device, dtype)
             gram += (chunk.T @ chunk).double()
             total += chunk.sum(0).double()
         self.mean = total / n
@@ -104,8 +107,8 @@ class RidgeSolver:
         y_mean = y.mean(0)
         xty = torch.zeros(self.x.shape[1], y.shape[1], dtype=torch.float64, device=self.device)
         for s in range(0, self.n, _CHUNK_ROWS):
-            chunk = self.x[s:s + _CHUNK_ROWS].to(self.device, torch.float32)
-            xty += (chunk.T @ y[s:s + _CHUNK_ROWS].float()).double()
+            chunk = self.x[s:s + _CHUNK_ROWS].to(self.device, self.dtype)
+            xty += (chunk.T @ y[s:s + _CHUNK_ROWS].to(self.dtype)).double()
         xty -= self.n * torch.outer(self.mean, y_mean)
         return self.eigvec.T @ (xty / self.scale[:, None]), y_mean
 
