@@ -26,7 +26,7 @@ from stageprobe.probes.targets import stack_dense_targets
 from stageprobe.probes.tokens import WhitenedPCA, time_mean_tokens
 from stageprobe.probes.training import default_device, seed_everything, train_module
 
-OFFSET_WEIGHT = 10.0  # offsets are the box's sub-cell precision; L1 in cell units is small
+OFFSET_WEIGHT = 4.0  # offsets are the box's sub-cell precision; L1 in cell units is small
 
 
 class ContextHead(nn.Module):
@@ -90,7 +90,7 @@ def _tensor_targets(data: ProbeData, device: torch.device) -> dict[str, torch.Te
                 "→ boxes by the dense-linear blob decoding")
 def fit_dense_context(task: str, train: ProbeData, val: ProbeData, test: ProbeData, seed: int,
                       num_classes: int | None = None, pca_dim: int = 128, pca_tokens: int = 32768, width: int = 64,
-                      epochs: int = 30, patience: int = 4, batch_size: int = 16, lr: float = 3e-3) -> ProbeResult:
+                      epochs: int = 30, patience: int = 8, batch_size: int = 16, lr: float = 3e-3) -> ProbeResult:
     """`pca_tokens` train tokens (a seeded sample) fit the whitened PCA to `pca_dim` components."""
     c = num_classes or num_classes_of(train.targets, val.targets, test.targets)
     device = default_device()
@@ -109,7 +109,7 @@ def fit_dense_context(task: str, train: ProbeData, val: ProbeData, test: ProbeDa
         return float(dense_loss(module(x_va), y_va, c))
 
     history = train_module(head, batch_loss, val_loss, len(train), seed, batch_size=batch_size,
-                           max_epochs=epochs, patience=patience, lr=lr)
+                           max_epochs=epochs, patience=patience, lr=lr, anneal=True)
     predictor = ContextPredictor(reducer, head, float("nan"), device)
     if task == "boxes":
         predictor.threshold, thresholds = choose_threshold(predictor, val)

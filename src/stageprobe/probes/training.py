@@ -180,22 +180,27 @@ def train_module(
     patience: int = 10,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
+    anneal: bool = False,
 ) -> dict[str, list[float]]:
     """AdamW on minibatches of training indices; early stopping on `val_loss`, best epoch restored.
 
     `batch_loss(module, indices)` returns the mean loss of those training items; `val_loss(module)`
-    the loss on the whole val split (called under no_grad, module in eval mode).
+    the loss on the whole val split (called under no_grad, module in eval mode). `anneal` decays
+    the learning rate to 0 over `max_epochs` (cosine), so the last epochs settle instead of jitter.
     """
     with small_model_threads(next(module.parameters()).device):
         return _train(module, batch_loss, val_loss, n_train, seed, batch_size, max_epochs, patience, lr,
-                      weight_decay)
+                      weight_decay, anneal)
 
 
 def _train(module: torch.nn.Module, batch_loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
            val_loss: Callable[[torch.nn.Module], float], n_train: int, seed: int, batch_size: int,
-           max_epochs: int, patience: int, lr: float, weight_decay: float) -> dict[str, list[float]]:
+           max_epochs: int, patience: int, lr: float, weight_decay: float,
+           anneal: bool) -> dict[str, list[float]]:
     generator = seed_everything(seed)
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = max_epochs * -(-n_train // batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if anneal else None
     history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_loss": []}
     best_loss, best_state, since_best = float("inf"), copy.deepcopy(module.state_dict()), 0
     for epoch in range(max_epochs):
@@ -207,6 +212,8 @@ def _train(module: torch.nn.Module, batch_loss: Callable[[torch.nn.Module, torch
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             losses.append(float(loss.detach()))
         module.eval()
         with torch.no_grad():
