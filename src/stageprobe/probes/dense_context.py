@@ -31,7 +31,7 @@ OFFSET_WEIGHT = 4.0  # offsets are the box's sub-cell precision; L1 in cell unit
 
 class ContextHead(nn.Module):
     """1×1 conv → 3×3 conv → 1×1 conv on the (B, D, H, W) token grid: objectness logit,
-    1 + C class logits and 4 edge-offset logits per token."""
+    1 + C class logits and the 4 edge offsets (linear, clipped to [0, 1] when read) per token."""
 
     def __init__(self, in_dim: int, num_classes: int, width: int) -> None:
         super().__init__()
@@ -57,7 +57,7 @@ class ContextPredictor(DensePredictor):
         logits = logits.permute(0, 2, 3, 1)
         return {"objectness": torch.sigmoid(logits[..., :1]).numpy(),
                 "class": logits[..., 1:2 + self.head.num_classes].softmax(-1).numpy(),
-                "offsets": torch.sigmoid(logits[..., 2 + self.head.num_classes:]).numpy()}
+                "offsets": logits[..., 2 + self.head.num_classes:].clamp(0, 1).numpy()}
 
 
 def reduced_grid(data: ProbeData, reducer: WhitenedPCA) -> torch.Tensor:
@@ -74,7 +74,9 @@ def dense_loss(logits: torch.Tensor, targets: dict[str, torch.Tensor], num_class
                                   targets["class_map"].reshape(-1))
     owned = targets["owner"] >= 0
     if owned.any():
-        offsets = torch.sigmoid(logits[..., 2 + num_classes:][owned])
+        # A plain linear output: most targets are 0, and under a sigmoid the L1 drove the logits
+        # so negative that its gradient vanished and every offset stuck at 0 (measured).
+        offsets = logits[..., 2 + num_classes:][owned]
         loss = loss + OFFSET_WEIGHT * (offsets - targets["offsets"][owned]).abs().mean()
     return loss
 
