@@ -2,10 +2,11 @@
 
 - `decoder`: the nonlinear variant of `recon-linear`. A small stride-aware convolutional decoder
   reads the token grid (standardised, then PCA-reduced on train to a width proportional to the
-  pixels a token covers, `token_components`): a 1×1 projection and a 3×3 conv on the grid, then each token is decoded into its own
-  s×s output patch (depth-to-space, s = ⌈output / grid side⌉, so 14 px and 28 px grids share one
-  design), and a narrow 3×3 head at full resolution joins the patches. Trained with L1 (plus an
-  optional LPIPS perceptual term when the LPIPS weights are present).
+  pixels a token covers, `token_components`): a 1×1 projection and a 3×3 conv on the grid, then
+  each token is decoded into its own s×s output patch (depth-to-space, s = ⌈output / grid
+  side⌉, so 14 px and 28 px grids share one design), and a narrow 3×3 head at full resolution
+  joins the patches. Trained with L1 (plus an optional LPIPS perceptual term when the LPIPS
+  weights are present).
 - `decoder-pooled` — THE SEED PROTOCOL: the mean-pooled vector → a 7×7×C seed → ×2 upsampling
   conv stages to the output size → the same head. It cannot place anything, which is its point.
 Scores on the test split at the input resolution (the output is resized up to it): SSIM, PSNR,
