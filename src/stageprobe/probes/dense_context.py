@@ -26,7 +26,10 @@ from stageprobe.probes.targets import stack_dense_targets
 from stageprobe.probes.tokens import WhitenedPCA, time_mean_tokens
 from stageprobe.probes.training import default_device, seed_everything, train_module
 
-OFFSET_WEIGHT = 4.0  # offsets are the box's sub-cell precision; L1 in cell units is small
+# Objectness places the blob and offsets its edges inside the outer cells; both are small numbers
+# (shares of a cell) whose errors cost IoU directly, so they outweigh the class term.
+OBJECTNESS_WEIGHT = 4.0
+OFFSET_WEIGHT = 4.0
 
 
 class ContextHead(nn.Module):
@@ -69,7 +72,7 @@ def reduced_grid(data: ProbeData, reducer: WhitenedPCA) -> torch.Tensor:
 def dense_loss(logits: torch.Tensor, targets: dict[str, torch.Tensor], num_classes: int) -> torch.Tensor:
     """BCE on objectness + CE on the class map + L1 on the edge offsets of tokens touching an object."""
     logits = logits.permute(0, 2, 3, 1)
-    loss = F.binary_cross_entropy_with_logits(logits[..., 0], targets["objectness"])
+    loss = OBJECTNESS_WEIGHT * F.binary_cross_entropy_with_logits(logits[..., 0], targets["objectness"])
     loss = loss + F.cross_entropy(logits[..., 1:2 + num_classes].reshape(-1, 1 + num_classes),
                                   targets["class_map"].reshape(-1))
     owned = targets["owner"] >= 0
