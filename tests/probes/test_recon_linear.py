@@ -52,11 +52,13 @@ def test_cell_pixels_round_trip() -> None:
 
 @pytest.mark.slow
 def test_recon_linear_equal_at_both_pixel_grids(pixel_features: FeatureGetter) -> None:
-    """Default textures size (240): both grids exact, and their PSNR and SSIM CIs overlap."""
+    """Default textures size (240): both grids exact, and their SSIM and edge-F1 CIs overlap.
+    PSNR is not compared: above ~70 dB it measures the float16 rounding of the stored features
+    and the ridge's fit to it (measured 79.8 dB at 14 px vs 75.7 dB at 28 px), not detail."""
     results = {stage: _fit(pixel_features, stage, 240) for stage in ("pixels.patch", "pixels.merged")}
     for result, test in results.values():
         _check_exact(result, test)
-    for metric in ("psnr", "ssim"):
+    for metric in ("ssim", "edge_f1"):
         (a, _), (b, _) = results.values()
         ci_a, ci_b = bootstrap_ci(a.per_item[metric]), bootstrap_ci(b.per_item[metric])
         assert ci_a.low <= ci_b.high and ci_b.low <= ci_a.high, (metric, ci_a, ci_b)
