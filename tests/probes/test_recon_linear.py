@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from stageprobe.probes import ProbeData, ProbeResult, fit_probe
-from stageprobe.stats import bootstrap_ci
+from stageprobe.stats import paired_bootstrap_diff
 
 FeatureGetter = Callable[..., tuple[list[Any], dict[str, ProbeData]]]
 
@@ -52,13 +52,14 @@ def test_cell_pixels_round_trip() -> None:
 
 @pytest.mark.slow
 def test_recon_linear_equal_at_both_pixel_grids(pixel_features: FeatureGetter) -> None:
-    """Default textures size (240): both grids exact, and their SSIM and edge-F1 CIs overlap.
-    PSNR is not compared: above ~70 dB it measures the float16 rounding of the stored features
-    and the ridge's fit to it (measured 79.8 dB at 14 px vs 75.7 dB at 28 px), not detail."""
+    """Default textures size (240): both grids exact, and the merger changes nothing a model
+    comparison could see: the paired 14 px − 28 px difference CI lies within ±0.001 SSIM and
+    ±0.01 edge F1. (The raw CIs are too tight to overlap — SSIM 0.999998 vs 0.999990 — and PSNR
+    above ~70 dB measures the float16 rounding of stored features, 79.8 vs 75.7 dB, not detail.)"""
     results = {stage: _fit(pixel_features, stage, 240) for stage in ("pixels.patch", "pixels.merged")}
     for result, test in results.values():
         _check_exact(result, test)
-    for metric in ("ssim", "edge_f1"):
-        (a, _), (b, _) = results.values()
-        ci_a, ci_b = bootstrap_ci(a.per_item[metric]), bootstrap_ci(b.per_item[metric])
-        assert ci_a.low <= ci_b.high and ci_b.low <= ci_a.high, (metric, ci_a, ci_b)
+    (patch, _), (merged, _) = results.values()
+    for metric, tolerance in (("ssim", 0.001), ("edge_f1", 0.01)):
+        diff = paired_bootstrap_diff(patch.per_item[metric], merged.per_item[metric])
+        assert -tolerance < diff.low and diff.high < tolerance, (metric, diff)
