@@ -26,11 +26,6 @@ from stageprobe.probes.targets import stack_dense_targets
 from stageprobe.probes.tokens import WhitenedPCA, time_mean_tokens
 from stageprobe.probes.training import default_device, seed_everything, train_module
 
-# Objectness places the blob and offsets its edges inside the outer cells; both are small numbers
-# (shares of a cell) whose errors cost IoU directly, so they outweigh the class term.
-OBJECTNESS_WEIGHT = 4.0
-OFFSET_WEIGHT = 4.0
-
 
 class ContextHead(nn.Module):
     """1×1 conv → 3×3 conv → 1×1 conv on the (B, D, H, W) token grid: objectness logit,
@@ -70,9 +65,11 @@ def reduced_grid(data: ProbeData, reducer: WhitenedPCA) -> torch.Tensor:
 
 
 def dense_loss(logits: torch.Tensor, targets: dict[str, torch.Tensor], num_classes: int) -> torch.Tensor:
-    """BCE on objectness + CE on the class map + L1 on the edge offsets of tokens touching an object."""
+    """BCE on objectness + CE on the class map + L1 on the edge offsets of tokens touching an object,
+    equally weighted: raising objectness and offsets 4× over the class term collapsed the class head
+    to one shape (measured), and a common factor is a no-op under Adam."""
     logits = logits.permute(0, 2, 3, 1)
-    loss = OBJECTNESS_WEIGHT * F.binary_cross_entropy_with_logits(logits[..., 0], targets["objectness"])
+    loss = F.binary_cross_entropy_with_logits(logits[..., 0], targets["objectness"])
     loss = loss + F.cross_entropy(logits[..., 1:2 + num_classes].reshape(-1, 1 + num_classes),
                                   targets["class_map"].reshape(-1))
     owned = targets["owner"] >= 0
@@ -80,7 +77,7 @@ def dense_loss(logits: torch.Tensor, targets: dict[str, torch.Tensor], num_class
         # A plain linear output: most targets are 0, and under a sigmoid the L1 drove the logits
         # so negative that its gradient vanished and every offset stuck at 0 (measured).
         offsets = logits[..., 2 + num_classes:][owned]
-        loss = loss + OFFSET_WEIGHT * (offsets - targets["offsets"][owned]).abs().mean()
+        loss = loss + (offsets - targets["offsets"][owned]).abs().mean()
     return loss
 
 
