@@ -18,13 +18,15 @@ FeatureGetter = Callable[..., tuple[list[Any], dict[str, ProbeData]]]
 
 @pytest.fixture(scope="session")
 def pixel_features() -> FeatureGetter:
-    """`get(dataset, stage, n, **options)` → (samples, {split: ProbeData}); cached for the session.
+    """`get(dataset, stage, n, with_images, images_px, **options)` → (samples, {split: ProbeData}),
+    cached for the session; images are resized to `images_px` square (None: input resolution).
     Features are stored as float16 to halve memory (pixel values need no more precision)."""
     model = sp.load_model("pixels")
     cache: dict[tuple, tuple[list[Any], dict[str, ProbeData]]] = {}
 
-    def get(dataset: str, stage: str, n: int, with_images: bool = False, **options: Any):
-        key = (dataset, stage, n, with_images, tuple(sorted(options.items())))
+    def get(dataset: str, stage: str, n: int, with_images: bool = False, images_px: int | None = 112,
+            **options: Any):
+        key = (dataset, stage, n, with_images, images_px, tuple(sorted(options.items())))
         if key not in cache:
             ds = load_dataset(dataset, n=n, seed=0, **options)
             samples = [ds[i] for i in range(len(ds))]
@@ -38,8 +40,10 @@ def pixel_features() -> FeatureGetter:
                 chunks.append(out[stage].to(torch.float16))
             images = None
             if with_images:
-                images = np.stack([np.asarray(b.image.convert("RGB").resize((112, 112)), dtype=np.float32) / 255
-                                   for b in samples])
+                # images_px=None keeps the input resolution (the per-cell reconstruction targets).
+                size = None if images_px is None else (images_px, images_px)
+                images = np.stack([np.asarray(b.image.convert("RGB").resize(size or b.image.size), dtype=np.float32)
+                                   / 255 for b in samples])
             cache[key] = (samples, split_probe_data(torch.cat(chunks), samples, images))
         return cache[key]
 

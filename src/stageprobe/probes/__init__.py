@@ -15,8 +15,10 @@ import torch
 from stageprobe.probes import (  # noqa: F401  (importing registers the probes)
     attention,
     decoder,
+    dense_context,
     dense_linear,
     pooled_linear,
+    recon_linear,
     relation,
     temporal,
     token_flow,

@@ -4,10 +4,11 @@ Learned queries cross-attend to the tokens (each carrying its 2-D sinusoidal pos
 heads give class logits (C classes + no-object) and a box; training matches queries to objects
 with the Hungarian algorithm and minimises DETR's set loss. What keeps it cheap and quick to learn:
 
-- Grids wider than `max_grid` tokens are 2×2 average-pooled until they fit (a 32×32 Qwen grid
-  becomes 16×16): every cost below grows with the token count, and 28-px cells of a 448² image
-  still resolve 30–80 px objects. The queries still read positions: each pooled token carries the
-  position code of its pooled cell.
+- Grids wider than `max_grid` tokens are read through a lossless 2×2 space-to-depth until they
+  fit (a 32×32 Qwen pre-merge grid becomes 16×16 tokens of 4× the width, every value kept, no
+  average): every cost below grows with the token count, and 28-px cells of a 448² image still
+  resolve 30–80 px objects. Each folded token carries the position code of its 2×2 cell; the
+  result config names the reader (`grid_reader`).
 - Tokens are reduced to `pca_dim` by a randomized PCA of a seeded sample of train tokens (an exact
   eigendecomposition of 2352-dim pixel tokens alone took longer than the whole fit) and whitened,
   so one learning rate suits every stage whatever its feature scale.
@@ -49,7 +50,7 @@ from stageprobe.metrics.detection import CocoDetectionEval, Detections
 from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
 from stageprobe.probes.evaluation import evaluate_boxes, ground_truth, num_classes_of
 from stageprobe.probes.targets import stack_dense_targets
-from stageprobe.probes.tokens import sincos_2d, time_mean_tokens
+from stageprobe.probes.tokens import WhitenedPCA, sincos_2d, time_mean_tokens
 from stageprobe.probes.training import default_device, seed_everything, small_model_threads
 
 NO_OBJECT_WEIGHT = 0.1
@@ -58,7 +59,6 @@ L1_WEIGHT, GIOU_WEIGHT, CLASS_COST, REFERENCE_COST = 5.0, 2.0, 1.0, 5.0
 BOX_CORRECTION = 0.1
 EDGE_HEADS = 4
 TOKEN_OUTPUTS = 5  # objectness logit + (left, top, right, bottom) in-cell edge offsets
-_CHUNK_ROWS = 1 << 16
 
 Targets = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -138,40 +138,16 @@ class QueryDetector(nn.Module):
         return outputs, token_out
 
 
-def pooled_tokens(data: ProbeData, max_grid: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(N, H'·W', D) time-averaged tokens, 2×2 average-pooled while the grid exceeds `max_grid`."""
+def space_to_depth_tokens(data: ProbeData, max_grid: int) -> tuple[torch.Tensor, tuple[int, int], int]:
+    """(N, H'·W', D') time-averaged tokens, each 2×2 block folded into one token of 4× the width
+    (lossless space-to-depth) while the grid exceeds `max_grid`; also how many folds were made."""
     _, h, w = data.grid
-    x = time_mean_tokens(data).reshape(len(data), h, w, -1)
+    x = time_mean_tokens(data).reshape(len(data), h, w, -1).float()
+    folds = 0
     while max(h, w) > max_grid and h % 2 == 0 and w % 2 == 0:
-        x = F.avg_pool2d(x.permute(0, 3, 1, 2).float(), 2).permute(0, 2, 3, 1)
-        h, w = h // 2, w // 2
-    return x.reshape(len(data), h * w, -1), (h, w)
-
-
-class WhitenedPCA:
-    """Centred projection onto the top `dim` principal directions of a sample of tokens, each scaled
-    to unit variance. Randomized SVD (`torch.svd_lowrank`): the top directions are all the probe
-    needs and cost a few passes over the sample instead of a D×D eigendecomposition."""
-
-    def __init__(self, tokens: torch.Tensor, dim: int) -> None:
-        x = tokens.float()
-        self.mean = x.mean(0)
-        x = x - self.mean
-        if x.shape[1] <= dim:
-            self.basis = torch.eye(x.shape[1])
-        else:
-            _, _, v = torch.svd_lowrank(x, q=min(dim + 10, *x.shape), niter=2)
-            self.basis = v[:, :dim].contiguous()
-        self.basis = self.basis / (x @ self.basis).std(0).clamp_min(1e-6)
-        self.offset = self.mean @ self.basis
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        shape = tokens.shape
-        x = tokens.reshape(-1, shape[-1])
-        # x·B − mean·B: no centred copy of the (wide) tokens; chunks bound the float32 copy.
-        out = torch.cat([x[s:s + _CHUNK_ROWS].float() @ self.basis - self.offset
-                         for s in range(0, len(x), _CHUNK_ROWS)])
-        return out.reshape(*shape[:-1], self.basis.shape[1])
+        x = F.pixel_unshuffle(x.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+        h, w, folds = h // 2, w // 2, folds + 1
+    return x.reshape(len(data), h * w, -1), (h, w), folds
 
 
 def _normalised_targets(data: ProbeData, device: torch.device) -> Targets:
@@ -273,12 +249,12 @@ def fit_attention(task: str, train: ProbeData, val: ProbeData, test: ProbeData, 
     device = default_device()
     generator = seed_everything(seed)
     with small_model_threads(device):
-        x_tr, grid = pooled_tokens(train, max_grid)
+        x_tr, grid, folds = space_to_depth_tokens(train, max_grid)
         flat = x_tr.reshape(-1, x_tr.shape[-1])
         reducer = WhitenedPCA(flat[torch.randperm(len(flat), generator=generator)[:pca_tokens]], pca_dim)
 
         def reduce(data: ProbeData) -> torch.Tensor:
-            return reducer(pooled_tokens(data, max_grid)[0]).to(device)
+            return reducer(space_to_depth_tokens(data, max_grid)[0]).to(device)
 
         z_tr, z_va = reducer(x_tr).to(device), reduce(val)
         y_tr = _normalised_targets(train, device)
@@ -335,6 +311,7 @@ def fit_attention(task: str, train: ProbeData, val: ProbeData, test: ProbeData, 
     metrics.update({name: float(np.nanmean(v)) for name, v in confident.items()})
     config = {"num_classes": c, "d_model": d_model, "queries": queries, "layers": layers, "heads": heads,
               "width": width, "pca_dim": pca_dim, "grid": list(grid), "epochs": epochs, "lr": lr,
-              "best_val_map_50": best_map}
+              "best_val_map_50": best_map,
+              "grid_reader": f"space-to-depth 2×2, {folds}× (lossless)" if folds else "native grid"}
     return ProbeResult("attention", task, metrics, per_item, predictions, history, unavailable, evaluation,
                        predict, config=config)

@@ -1,14 +1,17 @@
 """Reconstruction of the image from a stage's features.
 
-- `decoder`: a small stride-aware convolutional decoder reads the token grid (PCA-reduced on
-  train): a 1×1 projection and a 3×3 conv on the grid, then each token is decoded into its own
-  s×s output patch (depth-to-space, s = ⌈output / grid side⌉, so 14 px and 28 px grids share one
-  design), and a narrow 3×3 head at full resolution joins the patches. Trained with L1 (plus an
-  optional LPIPS perceptual term when the LPIPS weights are present).
+- `decoder`: the nonlinear variant of `recon-linear`. A small stride-aware convolutional decoder
+  reads the token grid (standardised, then PCA-reduced on train to a width proportional to the
+  pixels a token covers, `token_components`): a 1×1 projection and a 3×3 conv on the grid, then
+  each token is decoded into its own s×s output patch (depth-to-space, s = ⌈output / grid
+  side⌉, so 14 px and 28 px grids share one design), and a narrow 3×3 head at full resolution
+  joins the patches. Trained with L1 (plus an optional LPIPS perceptual term when the LPIPS
+  weights are present).
 - `decoder-pooled` — THE SEED PROTOCOL: the mean-pooled vector → a 7×7×C seed → ×2 upsampling
   conv stages to the output size → the same head. It cannot place anything, which is its point.
-Scores on the test split: SSIM, PSNR, edge F1, `gram_gabor` and LPIPS (unavailable, with the
-reason, when its AlexNet weights are absent), each also per test image.
+Scores on the test split at the input resolution (the output is resized up to it): SSIM, PSNR,
+edge F1, `gram_gabor` and LPIPS (unavailable, with the reason, when its AlexNet weights are
+absent), each also per test image.
 `predictions["reconstructions"]` is (N, output_size, output_size, 3) float32 in [0, 1], test order.
 Both train in seconds to tens of seconds on one CPU thread for ~50 images at the default 112 px.
 """
@@ -23,12 +26,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stageprobe.metrics.reconstruction import LpipsMetric, lpips_weights_reason, reconstruction_scores
+from stageprobe.metrics.reconstruction import (
+    LpipsMetric,
+    edge_f1_config,
+    lpips_weights_reason,
+    reconstruction_scores,
+)
 from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
+from stageprobe.probes.recon_linear import input_images
 from stageprobe.probes.tokens import PCAReducer
 from stageprobe.probes.training import default_device, seed_everything, train_module
 
 SEED_GRID = 7
+# PCA components per token pixel: 64 for a 14-px token, 256 for a 28-px one — the same bandwidth
+# per pixel at every stride (a fixed 64 gave merged tokens 4× less and invented a merger drop).
+COMPONENTS_PER_PIXEL = 64 / 14**2
+
+
+def token_components(data: ProbeData) -> int:
+    """PCA width for a stage: proportional to the pixels a token covers, at most the stage width."""
+    sy, sx = data.stride_px
+    return min(int(data.features.shape[-1]), max(1, round(COMPONENTS_PER_PIXEL * sy * sx)))
 
 
 def target_images(data: ProbeData, size: int) -> torch.Tensor:
@@ -98,7 +116,7 @@ class PooledSeedDecoder(nn.Module):
 
 
 def _fit_decoder(name: str, module_cls: type[nn.Module], train: ProbeData, val: ProbeData, test: ProbeData,
-                 seed: int, output_size: int, pca_dim: int, epochs: int, patience: int, batch_size: int,
+                 seed: int, output_size: int, pca_dim: int | None, epochs: int, patience: int, batch_size: int,
                  lr: float, perceptual_weight: float, lpips_metric: LpipsMetric | None) -> ProbeResult:
     device = default_device()
     seed_everything(seed)
@@ -107,6 +125,7 @@ def _fit_decoder(name: str, module_cls: type[nn.Module], train: ProbeData, val: 
         x = data.features
         return (x.float().mean(1) if x.shape[1] > 1 else x[:, 0])
 
+    pca_dim = pca_dim or token_components(train)
     reducer = PCAReducer(grid(train), pca_dim)
     x_tr, x_va = reducer(grid(train)).to(device), reducer(grid(val)).to(device)
     y_tr, y_va = target_images(train, output_size).to(device), target_images(val, output_size).to(device)
@@ -143,11 +162,16 @@ def _fit_decoder(name: str, module_cls: type[nn.Module], train: ProbeData, val: 
         return {"reconstructions": recs.permute(0, 2, 3, 1).numpy()}
 
     predictions = predict(test)
-    references = target_images(test, output_size).permute(0, 2, 3, 1).numpy()
-    per_item, unavailable = reconstruction_scores(references, predictions["reconstructions"], lpips_metric)
-    metrics = {k: float(np.mean(v)) for k, v in per_item.items()}
+    # Scored at the input resolution, like every E-Q2.5 probe: the output is resized up to it.
+    references = input_images(test)
+    upsampled = F.interpolate(torch.from_numpy(predictions["reconstructions"]).permute(0, 3, 1, 2),
+                              size=references.shape[1:3], mode="bilinear", align_corners=False)
+    per_item, unavailable = reconstruction_scores(references, upsampled.clamp(0, 1).permute(0, 2, 3, 1).numpy(),
+                                                  lpips_metric)
+    metrics = {k: float(np.nanmean(v)) for k, v in per_item.items()}
     config = {"output_size": output_size, "pca_dim": pca_dim, "epochs_run": len(history["epoch"]),
-              "perceptual_weight": perceptual_weight, "gram_features": "gram_gabor (grey + 12 Gabor filters)"}
+              "perceptual_weight": perceptual_weight, "gram_features": "gram_gabor (grey + 12 Gabor filters)",
+              "edge_f1": edge_f1_config(per_item["edge_f1"], references.shape[1:3])}
     return ProbeResult(name, "reconstruction", metrics, per_item, predictions, history, unavailable,
                        predictor=predict, config=config)
 
@@ -155,10 +179,11 @@ def _fit_decoder(name: str, module_cls: type[nn.Module], train: ProbeData, val: 
 @register_probe("decoder", ["reconstruction"],
                 "stride-aware decoder: each token → its own output patch, 3×3 convs; L1 loss")
 def fit_grid_decoder(task: str, train: ProbeData, val: ProbeData, test: ProbeData, seed: int,
-                     output_size: int = 112, pca_dim: int = 64, epochs: int = 30, patience: int = 5,
-                     batch_size: int = 16, lr: float = 2e-3, perceptual_weight: float = 0.0,
+                     output_size: int = 112, pca_dim: int | None = None, epochs: int = 30,
+                     patience: int = 5, batch_size: int = 16, lr: float = 2e-3, perceptual_weight: float = 0.0,
                      lpips_metric: LpipsMetric | None = None) -> ProbeResult:
-    """`lpips_metric` overrides the default LPIPS (e.g. a randomly initialised one in tests)."""
+    """`pca_dim` None: `token_components` (scales with the pixels a token covers).
+    `lpips_metric` overrides the default LPIPS (e.g. a randomly initialised one in tests)."""
     return _fit_decoder("decoder", GridDecoder, train, val, test, seed, output_size, pca_dim, epochs, patience,
                         batch_size, lr, perceptual_weight, lpips_metric)
 
@@ -166,7 +191,7 @@ def fit_grid_decoder(task: str, train: ProbeData, val: ProbeData, test: ProbeDat
 @register_probe("decoder-pooled", ["reconstruction"],
                 "THE SEED PROTOCOL: mean-pooled vector → 7×7 seed → upsampling decoder")
 def fit_pooled_decoder(task: str, train: ProbeData, val: ProbeData, test: ProbeData, seed: int,
-                       output_size: int = 112, pca_dim: int = 64, epochs: int = 30, patience: int = 5,
+                       output_size: int = 112, pca_dim: int | None = None, epochs: int = 30, patience: int = 5,
                        batch_size: int = 16, lr: float = 2e-3, perceptual_weight: float = 0.0,
                        lpips_metric: LpipsMetric | None = None) -> ProbeResult:
     return _fit_decoder("decoder-pooled", PooledSeedDecoder, train, val, test, seed, output_size, pca_dim,

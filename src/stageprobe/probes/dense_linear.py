@@ -9,8 +9,8 @@ Heads, all ridge regressions fit in closed form (λ on val):
 
 Decoding (FCOS/CenterNet-like, parameter-free apart from one threshold chosen on val): tokens
 whose objectness exceeds τ form connected blobs; each blob gives one box whose sides are the
-outer cells' sides moved inwards by the offsets predicted at the most object-like token of the
-outermost row/column; its class is the argmax of the class scores summed over the blob; its score
+outer cells' sides moved inwards by the offsets predicted along the outermost row/column
+(averaged, weighted by objectness); its class is the argmax of the class scores summed over the blob; its score
 is mean objectness × class share. `torchvision.ops.batched_nms` removes duplicates.
 Video features (T > 1) are averaged over time first.
 """
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import ndimage
+from skimage.segmentation import watershed
 from torchvision.ops import batched_nms
 
 from stageprobe.metrics.boxes import box_scores
@@ -31,8 +32,10 @@ from stageprobe.probes.evaluation import evaluate_boxes, num_classes_of, patch_c
 from stageprobe.probes.targets import stack_dense_targets
 from stageprobe.probes.training import RidgeSolver, argmax_accuracy, negative_mse
 
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 NMS_IOU = 0.5
+# Objectness above which tokens seed separate objects in `object_blobs`.
+CORE_OBJECTNESS = 0.5
 
 
 def token_matrix(data: ProbeData) -> torch.Tensor:
@@ -42,11 +45,26 @@ def token_matrix(data: ProbeData) -> torch.Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
+def object_blobs(objectness: np.ndarray, threshold: float, core: float = CORE_OBJECTNESS) -> tuple[np.ndarray, int]:
+    """Label the tokens above `threshold` by object: connected regions of tokens above `core` are
+    the seeds and the watershed of the objectness shares the rest between them, so two objects whose
+    faint edge cells touch stay two blobs; a region with no core token is a blob of its own."""
+    mask = objectness > threshold
+    regions, n_regions = ndimage.label(mask)
+    markers, n = ndimage.label(objectness > max(core, threshold))
+    for region in range(1, n_regions + 1):
+        inside = regions == region
+        if not markers[inside].any():
+            n += 1
+            markers[inside] = n
+    return watershed(-objectness, markers, mask=mask), n
+
+
 def decode_boxes(objectness: np.ndarray, class_scores: np.ndarray, offsets: np.ndarray, threshold: float,
                  stride: tuple[float, float]) -> Detections:
     """One image's boxes from its (H, W) objectness, (H, W, 1 + C) class scores, (H, W, 4) offsets."""
     sy, sx = stride
-    blobs, n = ndimage.label(objectness > threshold)
+    blobs, n = object_blobs(objectness, threshold)
     boxes, scores, labels = [], [], []
     off = np.clip(offsets, 0, 1)
     for j in range(1, n + 1):
@@ -55,8 +73,10 @@ def decode_boxes(objectness: np.ndarray, class_scores: np.ndarray, offsets: np.n
 
         def edge(sel: np.ndarray, side: int, rows: np.ndarray = rows, cols: np.ndarray = cols,
                  obj: np.ndarray = obj) -> float:
-            k = np.flatnonzero(sel)[np.argmax(obj[sel])]
-            return float(off[rows[k], cols[k], side])
+            # Every token of the outermost row/column sees the same box edge: their estimates are
+            # averaged, weighted by how much of each cell the object covers.
+            weights = np.clip(obj[sel], 1e-6, None)
+            return float(np.average(off[rows[sel], cols[sel], side], weights=weights))
 
         x0 = (cols.min() + edge(cols == cols.min(), 0)) * sx
         y0 = (rows.min() + edge(rows == rows.min(), 1)) * sy
@@ -122,7 +142,7 @@ def fit_dense_linear(task: str, train: ProbeData, val: ProbeData, test: ProbeDat
         specs["objectness"] = (torch.from_numpy(t_tr["objectness"].ravel()),
                                torch.from_numpy(t_va["objectness"].ravel()), negative_mse)
     heads, history = RidgeSolver(x_tr).fit_heads(specs, x_va)
-    threshold = float("nan")
+    threshold, history_thresholds = float("nan"), {}
     if task == "boxes":
         touch_tr = torch.from_numpy(t_tr["owner"].ravel() >= 0)
         touch_va = torch.from_numpy(t_va["owner"].ravel() >= 0)
@@ -130,25 +150,39 @@ def fit_dense_linear(task: str, train: ProbeData, val: ProbeData, test: ProbeDat
             torch.from_numpy(t_tr["offsets"].reshape(-1, 4))[touch_tr], x_va[touch_va],
             torch.from_numpy(t_va["offsets"].reshape(-1, 4))[touch_va])
         history.update({f"offsets.{k}": v for k, v in hist.items()})
-        predictor = DensePredictor(heads, threshold)
-        val_maps = predictor.maps(val)
-        val_gt = [np.asarray(t["boxes"]) for t in val.targets]
-        history["threshold"], history["threshold.val_matched_iou"] = [], []
-        for tau in THRESHOLDS:
-            dets = predictor.decode(val, val_maps, tau)
-            history["threshold"].append(tau)
-            history["threshold.val_matched_iou"].append(
-                float(np.nanmean(box_scores(val_gt, [d.boxes for d in dets])["matched_iou"])))
-        threshold = THRESHOLDS[int(np.argmax(history["threshold.val_matched_iou"]))]
-    predictor = DensePredictor(heads, threshold)
+        threshold, history_thresholds = choose_threshold(DensePredictor(heads, threshold), val)
+    history.update(history_thresholds)
+    return box_probe_result("dense-linear", task, DensePredictor(heads, threshold), test, t_te["class_map"], c,
+                            history)
+
+
+def choose_threshold(predictor: DensePredictor, val: ProbeData) -> tuple[float, dict[str, list[float]]]:
+    """The objectness threshold (from `THRESHOLDS`) whose decoded val boxes have the best matched
+    IoU, and the path (`threshold`, `threshold.val_matched_iou`)."""
+    val_maps = predictor.maps(val)
+    val_gt = [np.asarray(t["boxes"]) for t in val.targets]
+    history: dict[str, list[float]] = {"threshold": [], "threshold.val_matched_iou": []}
+    for tau in THRESHOLDS:
+        dets = predictor.decode(val, val_maps, tau)
+        history["threshold"].append(tau)
+        history["threshold.val_matched_iou"].append(
+            float(np.nanmean(box_scores(val_gt, [d.boxes for d in dets])["matched_iou"])))
+    return THRESHOLDS[int(np.argmax(history["threshold.val_matched_iou"]))], history
+
+
+def box_probe_result(name: str, task: str, predictor: DensePredictor, test: ProbeData, class_maps: np.ndarray,
+                     num_classes: int, history: dict[str, list[float]],
+                     config: dict[str, Any] | None = None) -> ProbeResult:
+    """Score a fitted dense probe on test: patch-class metrics, and box metrics + mAP for `boxes`."""
     predictions = predictor(test)
-    metrics, per_item = patch_class_scores(t_te["class_map"], predictions["class_map"])
+    metrics, per_item = patch_class_scores(class_maps, predictions["class_map"])
     unavailable: dict[str, str] = {}
     evaluation = None
     if task == "boxes":
         box_metrics, box_items, unavailable, evaluation = evaluate_boxes(
-            test.targets, predictions["detections"], c)
+            test.targets, predictions["detections"], num_classes)
         metrics.update(box_metrics)
         per_item.update(box_items)
-    return ProbeResult("dense-linear", task, metrics, per_item, predictions, history, unavailable, evaluation,
-                       predictor, config={"num_classes": c, "threshold": threshold, "nms_iou": NMS_IOU})
+    config = {"num_classes": num_classes, "threshold": predictor.threshold, "nms_iou": NMS_IOU, **(config or {})}
+    return ProbeResult(name, task, metrics, per_item, predictions, history, unavailable, evaluation, predictor,
+                       config=config)

@@ -8,39 +8,49 @@ import torch
 
 from stageprobe.probes.base import ProbeData
 
+CHUNK_ROWS = 1 << 16
+
 
 class PCAReducer:
-    """Centred projection onto the top principal directions of the training tokens.
+    """Standardised tokens projected onto their top principal directions (fit on train only).
 
-    A linear map fit on train only; it keeps gradient-trained probes CPU-cheap on wide stages
-    (e.g. 2352-dim merged pixels) without adding capacity. Dims ≤ `dim` pass through centred.
+    Each feature is scaled to unit variance first, so the basis is not owned by a few
+    high-variance channels. A linear map; it keeps gradient-trained probes CPU-cheap on wide stages
+    (e.g. 2352-dim merged pixels) without adding capacity. Dims ≤ `dim` pass through standardised.
     """
 
     def __init__(self, tokens: torch.Tensor, dim: int) -> None:
         x = tokens.reshape(-1, tokens.shape[-1])
         self.mean = x.float().mean(0)
+        squares = torch.zeros(x.shape[1], dtype=torch.float64)
+        for s in range(0, len(x), CHUNK_ROWS):
+            squares += ((x[s:s + CHUNK_ROWS].float() - self.mean) ** 2).sum(0).double()
+        self.scale = torch.sqrt(squares / max(len(x) - 1, 1)).float().clamp_min(1e-6)
         if x.shape[1] <= dim:
             self.basis = torch.eye(x.shape[1])
             return
         if len(x) < x.shape[1]:
             # Few wide rows: the SVD of the rows costs n²·d instead of d³ for the Gram eigenproblem.
-            _, _, vh = torch.linalg.svd(x.float() - self.mean, full_matrices=False)
+            _, _, vh = torch.linalg.svd(self._standardise(x), full_matrices=False)
             self.basis = vh[:dim].T.contiguous()
             if self.basis.shape[1] < dim:
                 self.basis = torch.cat([self.basis, torch.zeros(x.shape[1], dim - self.basis.shape[1])], 1)
             return
         gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
-        for s in range(0, len(x), 1 << 16):
-            chunk = x[s:s + (1 << 16)].float() - self.mean
+        for s in range(0, len(x), CHUNK_ROWS):
+            chunk = self._standardise(x[s:s + CHUNK_ROWS])
             gram += (chunk.T @ chunk).double()
         _, vectors = torch.linalg.eigh(gram)
         self.basis = vectors[:, -dim:].flip(1).float()
 
+    def _standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.scale
+
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         shape = tokens.shape
         x = tokens.reshape(-1, shape[-1])
-        starts = range(0, len(x), 1 << 16)
-        out = torch.cat([(x[s:s + (1 << 16)].float() - self.mean) @ self.basis for s in starts])
+        starts = range(0, len(x), CHUNK_ROWS)
+        out = torch.cat([self._standardise(x[s:s + CHUNK_ROWS]) @ self.basis for s in starts])
         return out.reshape(*shape[:-1], self.basis.shape[1])
 
 
@@ -67,3 +77,33 @@ def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
         angle = coord[:, None] * freqs[None]
         parts += [torch.sin(angle), torch.cos(angle)]
     return torch.cat(parts, 1)
+
+
+class WhitenedPCA:
+    """Standardised features projected onto their top `dim` principal directions, each scaled to
+    unit variance. Standardising first keeps a few high-variance channels from owning the basis.
+    Randomized SVD (`torch.svd_lowrank`): the top directions are all a probe needs and cost a few
+    passes over the sample instead of a D×D eigendecomposition."""
+
+    def __init__(self, tokens: torch.Tensor, dim: int) -> None:
+        x = tokens.float()
+        self.mean = x.mean(0)
+        scale = x.std(0).clamp_min(1e-6)
+        x = (x - self.mean) / scale
+        if x.shape[1] <= dim:
+            basis = torch.eye(x.shape[1])
+        else:
+            _, _, v = torch.svd_lowrank(x, q=min(dim + 10, *x.shape), niter=2)
+            basis = v[:, :dim].contiguous()
+        basis = basis / (x @ basis).std(0).clamp_min(1e-6)[None]
+        # Folded into one map of the raw tokens: (x − mean)/scale · B = x·(B/scale) − mean·(B/scale).
+        self.basis = basis / scale[:, None]
+        self.offset = self.mean @ self.basis
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        shape = tokens.shape
+        x = tokens.reshape(-1, shape[-1])
+        # No centred copy of the (wide) tokens; chunks bound the float32 copy.
+        out = torch.cat([x[s:s + CHUNK_ROWS].float() @ self.basis - self.offset
+                         for s in range(0, len(x), CHUNK_ROWS)])
+        return out.reshape(*shape[:-1], self.basis.shape[1])
