@@ -19,7 +19,6 @@ from stageprobe.report.findings import artifact_paths
 from stageprobe.report.fmt import fmt
 from stageprobe.report.results import load_results_yaml, read_metrics_csv
 from stageprobe.report.schema import MetricRow, ResultsFile
-from stageprobe.report.targets import TARGETS, TARGETS_BY_KEY
 
 _TOLERANCE = 1e-9
 
@@ -59,15 +58,15 @@ def _artifact_problems(run_dir: Path, results: dict[str, Any]) -> list[str]:
 def _verdict_problems(results: dict[str, Any], rows: list[MetricRow]) -> list[str]:
     problems = []
     criteria = results.get("success_criteria") or {}
-    for target in TARGETS:
+    analysis = analyse(rows, RunMeta.from_results(results))
+    for target in analysis.suite.targets:
         listed = criteria.get(target.criterion_key)
         if listed is not None and not _same(float(listed), target.threshold):
             problems.append(f"success_criteria.{target.criterion_key} is {listed} but the seed target is "
                             f"{target.display}")
-    analysis = analyse(rows, RunMeta.from_results(results))
     stored = results.get("verdicts") or {}
     for key in stored:
-        if key not in TARGETS_BY_KEY:
+        if key not in analysis.verdicts:
             problems.append(f"verdicts.{key}: not a known target")
     for key, verdict in analysis.verdicts.items():
         entry = stored.get(key)
