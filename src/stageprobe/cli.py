@@ -148,6 +148,9 @@ def run(
     use_wandb: Annotated[bool, typer.Option("--wandb", help="log config, metrics, tables and plots to W&B")] = False,
     wandb_project: Annotated[str, typer.Option(help="W&B project")] = "stageprobe",
     trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
+    verdict_stage: Annotated[str | None, typer.Option(
+        help="judge every target at this stage (default: vision.post_merge; a ViT's last stage)")] = None,
+    seeds: Annotated[int, typer.Option(help="fits of every gradient-trained probe (probe-seed spread and CI)")] = 1,
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
     from pydantic import ValidationError
@@ -161,7 +164,7 @@ def run(
                            stages=stages or None, protocol=protocol, seed=seed, controls=not no_controls,
                            batch_size=batch_size, probe_workers=probe_workers, device=device,
                            device_map=device_map, dtype=dtype, store_dtype=store_dtype,
-                           trust_remote_code=trust_remote_code)
+                           trust_remote_code=trust_remote_code, verdict_stage=verdict_stage, seeds=seeds)
     except ValidationError as error:
         first = error.errors()[0]
         option = str(first["loc"][0]).replace("_", "-")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.report.analysis import Analysis, RunMeta, analyse, model_rows
 from stageprobe.report.document import (
     Bullets,
@@ -24,7 +25,6 @@ from stageprobe.report.document import (
     to_markdown,
 )
 from stageprobe.report.fmt import MISSING, fmt, fmt_row
-from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.report.schema import (
     CONTROL_DESCRIPTIONS,
     POOLED_PROBE,
@@ -36,6 +36,7 @@ from stageprobe.report.schema import (
 )
 from stageprobe.report.targets import Verdict, best_row
 from stageprobe.suites import get_suite
+
 RANDOM_WEIGHTS_WARNING = (
     "The weights of `{model}` are random (random-init). These numbers describe the architecture and "
     "the probes, not a trained model; do not read them as findings about a released checkpoint."

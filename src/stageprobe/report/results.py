@@ -22,6 +22,7 @@ from stageprobe.report.schema import (
     RunContext,
     sort_stages,
 )
+
 _REQUIRED_COLUMNS = ("experiment", "stage", "probe", "metric", "value")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.targets import DecisionRule, Target
-from stageprobe.suites._spec import DeriveInput, ExperimentSpec, ProbeSpec, Suite
+from stageprobe.suites._spec import DeriveInput, ExperimentSpec, ProbeSpec, Suite, thin_stages
 from stageprobe.suites.q2 import findings
 from stageprobe.suites.q2.derived import compression_rows, drop_rows, irs_rows
 
@@ -79,6 +79,9 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
                    finding=findings.motion, label="E-Q2.6"),
 )
 
+#: the experiments under their former name (bench.py reads them)
+Q2 = EXPERIMENTS
+
 TARGETS: tuple[Target, ...] = (
     Target("bbox_iou", "iou", "Bbox IoU", "Can we locate objects?", 0.7, SPATIAL_EXPERIMENTS,
            "bbox_iou_threshold", DECIDING_BOX_PROBE),
@@ -123,3 +126,5 @@ SUITE = Suite(
            "position, so shuffling tokens changes nothing it could tell apart; it is run for the probes that "
            "carry their own position code (relation, attention, decoder, temporal-dense).",),
 )
+
+__all__ = ["EXPERIMENTS", "Q2", "SUITE", "TARGETS", "ExperimentSpec", "ProbeSpec", "thin_stages"]
