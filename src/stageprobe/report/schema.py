@@ -112,7 +112,7 @@ class RunContext:
     """What the report needs to know about a run besides its numbers.
 
     `artifacts` maps an experiment id (or "summary") to paths relative to the run directory.
-    `training_curves` maps a name such as "e_q2_1/vision.pre_merge/dense-linear" to named
+    `training_curves` maps a name such as "<experiment>/vision.pre_merge/dense-linear" to named
     series ({"train_loss": [...], "val_loss": [...]}); `write_run_report` plots them.
     """
 
