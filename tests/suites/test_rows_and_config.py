@@ -97,7 +97,8 @@ def test_a_resumed_run_keeps_its_start_time(tmp_path: Path) -> None:
 
 
 def test_the_runner_and_report_name_no_experiment() -> None:
-    found = subprocess.run(["grep", "-rE", "--include=*.py", "e_q2_[0-9]", str(SRC)], capture_output=True, text=True).stdout
+    grep = ["grep", "-rE", "--include=*.py", "e_q2_[0-9]", str(SRC)]
+    found = subprocess.run(grep, capture_output=True, text=True).stdout
     outside = [line for line in found.splitlines() if not re.search(r"/suites/q2/", line)]
     assert outside == []
 
