@@ -105,13 +105,20 @@ def experiment_table(rows: Sequence[MetricRow], experiment: str,
     for r in shown:
         value = fmt_row(r) if r.value is not None else f"unavailable: {r.unavailable_reason}"
         body.append([f"`{r.stage}`", r.probe, r.metric, value, str(r.n) if r.n else ""]
-                    + [_control_cell(control_row(rows, r, c)) for c, _ in controls])
+                    + [_control_cell(control_row(rows, r, c), r, control_row(rows, r, "control-task"))
+                       if c == "selectivity" else _control_cell(control_row(rows, r, c)) for c, _ in controls])
     return Table(header, body)
 
 
-def _control_cell(row: MetricRow | None) -> str:
-    """A dash where the control was not run for this row; n/a where it was run but has no value."""
-    return "—" if row is None else fmt_row(row)
+def _control_cell(row: MetricRow | None, task: MetricRow | None = None,
+                  control_task: MetricRow | None = None) -> str:
+    """A dash where the control was not run for this row; n/a where it was run but has no value.
+    Selectivity shows both sides it is the difference of (measured on the same test images)."""
+    if row is None:
+        return "—"
+    if task is not None and control_task is not None and row.value is not None:
+        return f"{fmt_row(row)} = {fmt(task.value)} − {fmt(control_task.value)}"
+    return fmt_row(row)
 
 
 def _bar(fraction: float) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stageprobe.errors import UserInputError
+from stageprobe.metrics._catalog import METRICS, report_name
 from stageprobe.report.analysis import RunMeta, analyse
 from stageprobe.report.findings import artifact_paths
 from stageprobe.report.fmt import fmt
@@ -138,4 +139,9 @@ def validate_run(run_dir: str | Path) -> list[str]:
     problems += _artifact_problems(run_dir, results)
     if rows is not None and not schema:
         problems += _verdict_problems(results, rows)
+    if rows is not None:
+        undeclared = sorted({r.metric for r in rows if report_name(r.metric) not in METRICS})
+        if undeclared:
+            problems.append(f"metrics.csv has metrics without metadata ({', '.join(undeclared)}): declare them "
+                            "in stageprobe/metrics/_catalog.py")
     return problems

@@ -104,6 +104,8 @@ def detection(inputs: FindingInput) -> str:
 
 def detail(inputs: FindingInput) -> str:
     parts = _verdict_parts(("lpips", "edge_f1", "irs"), inputs)
+    parts.append("IRS combines the box IoU measured on the spatial data (shapes or --data spatial) with LPIPS and "
+                 "edge F1 measured on the detail data (textures or --data detail), its CI resampling both test sets")
     verdict = inputs.verdicts.get("lpips") or inputs.verdicts.get("edge_f1")
     if verdict is not None and verdict.row is not None:
         for metric, label in (("ssim", "SSIM"), ("gram_gabor", "Gram distance")):
