@@ -67,7 +67,7 @@ class Measurement:
 
     def __init__(self, config: RunConfig, model_of: Callable[[str], StageModel], features_dir: Path,
                  artifacts_dir: Path | None = None, run_dir: Path | None = None, pool: ProbePool | None = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, probe_controls: bool = True) -> None:
         self.config = config
         self.suite = config.the_suite()
         self.model = model_of
@@ -76,6 +76,8 @@ class Measurement:
         self.run_dir = run_dir
         self.pool = pool or ProbePool(1)
         self.quiet = quiet
+        #: fit each probe's own controls (control task, chance, token shuffle) on the main model
+        self.probe_controls = probe_controls
         self._datasets: dict[str, Dataset] = {}
 
     def say(self, message: str) -> None:
@@ -186,7 +188,7 @@ class Measurement:
         seeds = self.config.seeds if probe.seeded else 1
         fits = [self.pool.submit(replace(request, seed=self.config.seed + k)) for k in range(seeds)]
         controls = ({name: self.pool.submit(replace(request, control=name, score_val=False))
-                     for name in probe.controls} if which == "main" else {})
+                     for name in probe.controls} if which == "main" and self.probe_controls else {})
         return _StageFits(which, stage, probe, fits, controls)
 
     def _collect(self, spec: ExperimentSpec, fits: _StageFits, outcome: ExperimentOutcome,
@@ -223,10 +225,10 @@ def _keep_best(best: dict[str, BestFit], key: str, stage: str, output: FitOutput
 
 def measure(model: StageModel, specs: Sequence[ExperimentSpec], config: RunConfig, work_dir: Path,
             pool: ProbePool | None = None) -> dict[str, ExperimentOutcome]:
-    """The suite's probes on `model` alone (no controls, no run directory): rows and per-image scores
-    of each experiment, keyed by id. Features are cached under `work_dir`."""
+    """The suite's probes on `model` alone (no control models, no control fits, no run directory): rows
+    and per-image scores of each experiment, keyed by id. Features are cached under `work_dir`."""
     measurement = Measurement(config.model_copy(update={"controls": False}), lambda _which: model,
-                              work_dir / "features", pool=pool, quiet=True)
+                              work_dir / "features", pool=pool, quiet=True, probe_controls=False)
     outcomes: dict[str, ExperimentOutcome] = {}
     for spec in specs:
         outcomes[spec.id] = measurement.run_experiment(spec, outcomes)

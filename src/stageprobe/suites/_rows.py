@@ -7,6 +7,7 @@ seeds, its CI resamples seeds and test images together, and the row's note gives
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -110,6 +111,9 @@ def validation_rows(label: FitLabel, val_scores: Sequence[Mapping[str, float]], 
 
 
 def per_image_scores(results: Sequence[ProbeResult]) -> dict[str, np.ndarray]:
-    """Per-test-image scores under report names, averaged over probe seeds (for derived metrics)."""
-    return {report_name(raw): np.nanmean(np.stack([r.per_item[raw] for r in results]), axis=0)
-            for raw in results[0].per_item}
+    """Per-test-image scores under report names, averaged over probe seeds (for derived metrics);
+    NaN stays NaN (an image the score does not apply to)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: images without the score
+        return {report_name(raw): np.nanmean(np.stack([r.per_item[raw] for r in results]), axis=0)
+                for raw in results[0].per_item}
