@@ -74,8 +74,9 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
                 value, low, high = seeded_ci(per_seed, n_bootstrap, seed)
                 note = _spread_note([float(r.metrics[raw]) for r in results])
             else:
+                # the mean of the per-image scores, so the value always sits inside its own CI
                 ci = bootstrap_ci(per_seed[0], n_bootstrap, seed)
-                low, high = ci.low, ci.high
+                value, low, high = ci.estimate, ci.low, ci.high
         elif raw.startswith("map") and first.detection is not None:
             ci = bootstrap_map_ci(first.detection, raw, n_bootstrap, seed)
             low, high, n = ci.low, ci.high, ci.n
