@@ -198,7 +198,7 @@ class Measurement:
                          self.model(fits.which).name)
         outputs = [f.result() for f in fits.fits]
         results = [o.result for o in outputs]
-        outcome.rows += result_rows(label, results, spec.skip_metrics, nb, seed)
+        _add(outcome, result_rows(label, results, spec.skip_metrics, nb, seed))
         for metric, values in per_image_scores(results).items():
             outcome.scores[(label.control, label.stage, label.probe, metric)] = values
         if fits.which == "main":
@@ -207,10 +207,17 @@ class Measurement:
             _keep_best(best, f"{fits.probe.probe}/{fits.probe.task}", fits.stage, outputs[0])
         for name, future in fits.controls.items():
             controlled = future.result().result
-            outcome.rows += result_rows(replace(label, control=name), [controlled], spec.skip_metrics, nb, seed)
+            _add(outcome, result_rows(replace(label, control=name), [controlled], spec.skip_metrics, nb, seed))
             if name == "control-task":
-                outcome.rows += selectivity_rows(replace(label, control="selectivity"), results[0], controlled,
-                                                 spec.skip_metrics, nb, seed)
+                _add(outcome, selectivity_rows(replace(label, control="selectivity"), results[0], controlled,
+                                               spec.skip_metrics, nb, seed))
+
+
+def _add(outcome: ExperimentOutcome, rows: list[MetricRow]) -> None:
+    """Append rows, dropping one a sibling fit already gave: a probe fit once per task (temporal-dense
+    for direction, speed and order) reports its task-independent diagnostics (path error) each time."""
+    seen = {(r.stage, r.probe, r.metric, r.control) for r in outcome.rows}
+    outcome.rows += [r for r in rows if (r.stage, r.probe, r.metric, r.control) not in seen]
 
 
 def _keep_best(best: dict[str, BestFit], key: str, stage: str, output: FitOutput) -> None:
