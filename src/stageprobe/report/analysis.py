@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageprobe.report.fmt import fmt_row
 from stageprobe.report.schema import ExperimentStatus, MetricRow, Protocol, RunContext
 from stageprobe.report.targets import Advice, Decision, Verdict, best_row, compute_verdicts, decide, recommend
 from stageprobe.suites import get_suite
-from stageprobe.suites._spec import FindingInput, Suite
+
+if TYPE_CHECKING:
+    from stageprobe.suites._spec import FindingInput, Suite
 
 Verdicts = Mapping[str, Verdict]
 
@@ -112,6 +114,9 @@ def _finding(suite: Suite, experiment: str, inputs: FindingInput) -> str:
 
 
 def analyse(rows: Sequence[MetricRow], meta: RunMeta) -> Analysis:
+    # imported here: the suite modules import the report's types, so the report loads first
+    from stageprobe.suites._spec import FindingInput
+
     suite = get_suite(meta.suite)
     verdicts = compute_verdicts(suite.targets, rows, meta.verdict_stage)
     decision = decide(rows, suite.decision)
