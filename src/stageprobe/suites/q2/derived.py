@@ -97,6 +97,7 @@ def irs_rows(inputs: DeriveInput, box_probe: str, box_experiments: tuple[str, ..
                  else MetricValue.unavailable("edge_f1", "not measured at this stage")]
         score = irs(*parts)
         low = high = None
+        n_images = int(np.isfinite(edge).sum()) if score.value is not None and edge is not None else 0
         if score.value is not None:
             assert iou is not None and lpips is not None and edge is not None
             rng = np.random.default_rng(inputs.seed)
@@ -108,7 +109,7 @@ def irs_rows(inputs: DeriveInput, box_probe: str, box_experiments: tuple[str, ..
             low, high = (float(q) for q in np.nanquantile(stats, [0.025, 0.975]))
         out.append(MetricRow(
             experiment=inputs.experiment, stage=stage, probe=recon_probe, metric="irs", value=score.value,
-            ci_low=low, ci_high=high, n=int(np.isfinite(edge).sum()) if edge is not None else 0,
+            ci_low=low, ci_high=high, n=n_images,
             control=control, model=inputs.model if control == "none" else "pixels",  # type: ignore[arg-type]
             unavailable_reason=score.reason,
             note=(f"0.4·IoU/0.85 + 0.3·(1−LPIPS)/0.7 + 0.3·EdgeF1/0.8; IoU from {box_probe} on the spatial data "
