@@ -233,12 +233,12 @@ class StudyRun:
                 status[spec.id] = "completed"
                 self.measurement.say(f"[dim]{spec.id}: finished earlier, kept[/]")
                 continue
-            all_kept = False
             if not self.measurement.experiment_stages(spec, "main"):
                 status[spec.id] = "skipped"
                 outcomes[spec.id] = ExperimentOutcome(rows=[])
                 self.measurement.say(f"{spec.id}: skipped ({self.config.model} has no stage it reads)")
                 continue
+            all_kept = False
             self.measurement.say(f"[bold]{spec.id}[/] {spec.title}")
             outcomes[spec.id] = self.measurement.run_experiment(spec, outcomes)
             status[spec.id] = "completed"
