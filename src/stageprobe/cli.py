@@ -224,6 +224,11 @@ def run(
     limit: Annotated[int | None, typer.Option(help="at most N samples per dataset (a quick look, wide CIs)")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help=f"continue the newest unfinished run of these settings under {DEFAULT_RUNS_ROOT}/")] = False,
+    verdict_stage: Annotated[str | None, typer.Option(
+        help="judge every target at this stage (default: vision.post_merge; a ViT's last stage)")] = None,
+    seeds: Annotated[int, typer.Option(help="fits of every gradient-trained probe (probe-seed spread and CI)")] = 1,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="start afresh in --out, discarding a run with other settings found there")] = False,
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
     from stageprobe.datasets import parse_data_options
@@ -242,7 +247,7 @@ def run(
         "batch_size": batch_size, "probe_workers": probe_workers, "device": device, "device_map": device_map,
         "dtype": dtype, "store_dtype": store_dtype, "trust_remote_code": trust_remote_code,
         "experiments": _experiment_ids(suite, experiments) if experiments else None, "limit": limit,
-        "data": parse_data_options(data or []) or None,
+        "data": parse_data_options(data or []) or None, "verdict_stage": verdict_stage, "seeds": seeds,
     })
     _check_stage_patterns(model, stages, trust_remote_code)
     if use_wandb and importlib.util.find_spec("wandb") is None:
@@ -252,7 +257,7 @@ def run(
     err_console.print(f"run directory: {run_dir}\nto resume it if interrupted: {resume_command}", highlight=False,
                       soft_wrap=True)
     try:
-        paths = run_study(config, run_dir, cache_dir)
+        paths = run_study(config, run_dir, cache_dir, overwrite=overwrite)
     except KeyboardInterrupt:
         err_console.print(f"interrupted: finished feature shards and experiments are kept in {run_dir}; "
                           f"rerun the same command to resume: {resume_command}", highlight=False, soft_wrap=True)

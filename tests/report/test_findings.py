@@ -9,7 +9,8 @@ from conftest import synthetic_context, synthetic_rows
 
 from stageprobe.report import build_results, read_metrics_csv, render_findings
 from stageprobe.report.fmt import fmt, fmt_target
-from stageprobe.report.targets import SEED_PIVOT_WORDING, TARGETS
+from stageprobe.report.targets import SEED_PIVOT_WORDING, row_at
+from stageprobe.suites.q2 import TARGETS
 
 # A number not glued to a word, dotted name or label ("Qwen2.5", "layer.3", "iou_gt_0.5", "mAP@0.5").
 NUMBER = re.compile(r"(?<![\w.@\-])-?\d+\.\d+(?![\w.])")
@@ -35,16 +36,20 @@ def test_every_number_in_findings_is_in_metrics_csv(good_run: Path) -> None:
     assert "0.123456" not in measured and _printed_numbers("IoU 0.123456 here") == ["0.123456"]
 
 
-def test_headline_table_names_best_stage_and_verdicts(good_run: Path) -> None:
+def test_headline_table_reads_the_declared_stage_and_names_the_best_on_val(good_run: Path) -> None:
     text = (good_run / "FINDINGS.md").read_text()
     rows = read_metrics_csv(good_run / "metrics.csv")
-    assert "| Metric | What it measures | Target | Achieved | Verdict |" in text
-    best = max(
-        (r for r in rows if r.metric == "iou" and r.control == "none" and r.value is not None),
-        key=lambda r: r.value or 0.0,
-    )
+    assert ("| Metric | What it measures | Target | Achieved at the verdict stage | Verdict | "
+            "Best stage on val (its test value) |") in text
+    post = next(r for r in rows if r.metric == "iou" and r.control == "none" and r.probe == "dense-linear"
+                and r.stage == "vision.post_merge" and r.experiment == "e_q2_2")
+    best_val = max((r for r in rows if r.metric == "iou" and r.control == "validation"), key=lambda r: r.value or 0.0)
+    best_test = row_at(rows, "iou", "dense-linear", best_val.stage, ("e_q2_2", "e_q2_1"))
+    assert best_test is not None
     line = next(line for line in text.splitlines() if line.startswith("| Bbox IoU |"))
-    assert fmt(best.value) in line and best.stage in line and "**PASS**" in line
+    achieved, verdict, best_cell = line.split(" | ")[3:6]
+    assert fmt(post.value) in achieved and "vision.post_merge" in achieved and "**PASS**" in verdict
+    assert best_val.stage in best_cell and fmt(best_test.value) in best_cell
     assert "| LPIPS |" in text and "**UNAVAILABLE**" in text and "not available offline" in text
     for heading in (
         "## The Question",

@@ -1,131 +1,150 @@
-"""Verdicts, the decision matrix and the recommendation, on known cases."""
+"""Verdicts at declared stages, the one-probe decision matrix and the recommendation, on known cases."""
 
 from __future__ import annotations
 
 from conftest import row
 
-from stageprobe.report.targets import (
-    SEED_PIVOT_WORDING,
-    TARGETS_BY_KEY,
-    decide,
-    recommend,
-    verdict_for,
-)
+from stageprobe.report.schema import MetricRow
+from stageprobe.report.targets import SEED_PIVOT_WORDING, decide, recommend, verdict_for
+from stageprobe.suites.q2 import DECISION, TARGETS
 
-BBOX = TARGETS_BY_KEY["bbox_iou"]
-
-
-def test_iou_085_passes_and_01_fails() -> None:
-    assert (
-        verdict_for(BBOX, [row("e_q2_1", "vision.pre_merge", "dense-linear", "iou", 0.85)]).status == "PASS"
-    )
-    assert verdict_for(BBOX, [row("e_q2_1", "vision.pre_merge", "dense-linear", "iou", 0.1)]).status == "FAIL"
+BY_KEY = {t.key: t for t in TARGETS}
+BBOX = BY_KEY["bbox_iou"]
+CEILINGS = [row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.95, control="pixels", ci=(0.93, 0.97)),
+            row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.9, control="pixels", ci=(0.88, 0.92))]
 
 
-def test_equal_to_target_fails_because_the_target_is_strict() -> None:
-    assert verdict_for(BBOX, [row("e_q2_1", "vision.pre_merge", "dense-linear", "iou", 0.7)]).status == "FAIL"
+def _post(value: float, ci: tuple[float, float] | None = None) -> MetricRow:
+    return row("e_q2_2", "vision.post_merge", "dense-linear", "iou", value, ci=ci)
 
 
-def test_verdict_reads_the_best_stage_and_names_it() -> None:
+def test_iou_085_passes_01_fails_and_equal_to_target_fails() -> None:
+    assert verdict_for(BBOX, [_post(0.85)]).status == "PASS"
+    assert verdict_for(BBOX, [_post(0.1)]).status == "FAIL"
+    assert verdict_for(BBOX, [_post(0.7)]).status == "FAIL"  # the target is strict: > 0.7
+
+
+def test_patch_embed_passing_does_not_pass_a_failing_post_merge() -> None:
+    """The known answer of issue 10: the verdict reads post-merge; the best-on-val column names the
+    earlier stage with its test value."""
     rows = [
-        row("e_q2_1", "vision.block.0", "dense-linear", "iou", 0.5),
-        row("e_q2_1", "vision.pre_merge", "dense-linear", "iou", 0.75),
-        row("e_q2_3", "language.layer.0", "dense-linear", "iou", 0.6),
-        row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.99, control="pixels"),
+        row("e_q2_1", "vision.patch_embed", "dense-linear", "iou", 0.92),
+        row("e_q2_1", "vision.patch_embed", "dense-linear", "iou", 0.9, control="validation"),
+        row("e_q2_1", "vision.pre_merge", "dense-linear", "iou", 0.5),
+        row("e_q2_1", "vision.pre_merge", "dense-linear", "iou", 0.52, control="validation"),
+        _post(0.31),
+        row("e_q2_2", "vision.post_merge", "dense-linear", "iou", 0.3, control="validation"),
     ]
     verdict = verdict_for(BBOX, rows)
-    assert verdict.status == "PASS"
-    assert verdict.row is not None and verdict.row.stage == "vision.pre_merge"
+    assert verdict.status == "FAIL"
+    assert verdict.row is not None and verdict.row.stage == "vision.post_merge" and verdict.row.value == 0.31
+    assert verdict.best_val is not None and verdict.best_val.stage == "vision.patch_embed"
+    assert verdict.best_val.value == 0.92 and verdict.best_val.control == "none"
 
 
-def test_lpips_is_lower_is_better() -> None:
-    lpips = TARGETS_BY_KEY["lpips"]
-    rows = [
-        row("e_q2_5", "vision.pre_merge", "decoder", "lpips", 0.25),
-        row("e_q2_5", "language.layer.0", "decoder", "lpips", 0.45),
-    ]
-    verdict = verdict_for(lpips, rows)
-    assert verdict.status == "PASS" and verdict.row is not None and verdict.row.value == 0.25
-    assert verdict_for(lpips, [rows[1]]).status == "FAIL"
+def test_verdict_stage_override_and_pixel_stages_never_judge_a_model() -> None:
+    rows = [row("e_q2_1", "vision.block.3", "dense-linear", "iou", 0.8), _post(0.3),
+            row("e_q2_1", "vision.patch_embed", "dense-linear", "iou", 0.95)]
+    assert verdict_for(BBOX, rows, override="vision.block.3").status == "PASS"
+    embed = verdict_for(BBOX, rows, override="vision.patch_embed")
+    assert embed.status == "UNAVAILABLE" and "re-encodes pixels" in (embed.reason or "")
+    # the pixel baseline studied as a model is judged at its merged grid
+    pixels = [row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.8)]
+    verdict = verdict_for(BBOX, pixels)
+    assert verdict.status == "PASS" and verdict.row is not None and verdict.row.stage == "pixels.merged"
 
 
-def test_unavailable_metric_carries_the_reason() -> None:
-    rows = [row("e_q2_5", "vision.pre_merge", "decoder", "lpips", None, reason="weights offline")]
-    verdict = verdict_for(TARGETS_BY_KEY["lpips"], rows)
+def test_verdict_reads_only_the_declared_probe() -> None:
+    rows = [row("e_q2_2", "vision.post_merge", "pooled-linear", "iou", 0.95)]
+    verdict = verdict_for(BBOX, rows)
+    assert verdict.status == "UNAVAILABLE" and "dense-linear" in (verdict.reason or "")
+
+
+def test_lower_is_better_metric_passes_below_its_target() -> None:
+    lpips = BY_KEY["lpips"]
+    assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", "decoder", "lpips", 0.25)]).status == "PASS"
+    assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", "decoder", "lpips", 0.45)]).status == "FAIL"
+    unavailable = [row("e_q2_5", "vision.post_merge", "decoder", "lpips", None, reason="weights offline")]
+    verdict = verdict_for(lpips, unavailable)
     assert verdict.status == "UNAVAILABLE" and verdict.reason == "weights offline"
-    assert verdict_for(TARGETS_BY_KEY["map_50"], rows).reason == "no stage reported this metric"
 
 
 def test_ci_crossing_the_target_is_flagged() -> None:
-    crossing = verdict_for(
-        BBOX, [row("e_q2_1", "vision.pre_merge", "dense-linear", "iou", 0.72, ci=(0.66, 0.78))]
-    )
-    assert crossing.status == "PASS" and crossing.ci_crosses_target
-    assert crossing.display == "PASS (CI crosses target)"
-    clear = verdict_for(BBOX, [row("e_q2_1", "vision.pre_merge", "dense-linear", "iou", 0.85, ci=(0.8, 0.9))])
-    assert clear.display == "PASS"
+    crossing = verdict_for(BBOX, [_post(0.72, ci=(0.66, 0.78))])
+    assert crossing.status == "PASS" and crossing.display == "PASS (CI crosses target)"
+    assert verdict_for(BBOX, [_post(0.85, ci=(0.8, 0.9))]).display == "PASS"
 
 
-def _merger(
-    pre: float, post: float, *, pre_ci: tuple[float, float] | None = None, probe: str = "dense-linear"
-):  # type: ignore[no-untyped-def]
-    return [
-        row("e_q2_1", "vision.pre_merge", probe, "iou", pre, ci=pre_ci),
-        row("e_q2_2", "vision.post_merge", probe, "iou", post),
-    ]
+def _merge(pre: float, post: float, *, pre_probe: str = "dense-linear", post_probe: str = "dense-linear",
+           width: float = 0.03, drop_ci: tuple[float, float] | None = None) -> list[MetricRow]:
+    rows = [row("e_q2_1", "vision.pre_merge", pre_probe, "iou", pre, ci=(pre - width, pre + width)),
+            row("e_q2_2", "vision.post_merge", post_probe, "iou", post, ci=(post - width, post + width))]
+    if drop_ci is not None:
+        rows.append(row("e_q2_2", "vision.post_merge", post_probe, "iou_drop", pre - post, ci=drop_ci))
+    return rows
 
 
-def test_decision_matrix_colours() -> None:
-    assert decide(_merger(0.9, 0.8)).colour == "GREEN"
-    assert decide(_merger(0.9, 0.5)).colour == "YELLOW"
-    assert decide(_merger(0.4, 0.3)).colour == "RED"
-    assert decide(_merger(0.9, 0.8)[:1]).colour == "UNAVAILABLE"
+def test_decision_matrix_colours_from_one_probe() -> None:
+    assert decide(_merge(0.9, 0.8) + CEILINGS, DECISION).colour == "GREEN"
+    assert decide(_merge(0.9, 0.5, drop_ci=(0.3, 0.5)) + CEILINGS, DECISION).colour == "YELLOW"
+    assert decide(_merge(0.4, 0.3) + CEILINGS, DECISION).colour == "RED"
 
 
-def test_decision_ignores_the_pooled_probe_when_a_spatial_probe_exists() -> None:
-    rows = _merger(0.9, 0.8) + _merger(0.1, 0.1, probe="pooled-linear")
-    decision = decide(rows)
-    assert decision.colour == "GREEN" and not decision.pooled_only
+def test_pre_and_post_from_different_probes_never_form_a_decision() -> None:
+    mixed = _merge(0.9, 0.5, post_probe="attention") + CEILINGS
+    decision = decide(mixed, DECISION)
+    assert decision.colour == "UNAVAILABLE"
+    assert recommend(decision, False, "stageprobe").recommendation != "pivot"
 
 
-def test_recommendations_follow_the_colour() -> None:
-    assert recommend(decide(_merger(0.9, 0.8)), False, "stageprobe").recommendation == "proceed"
-    assert recommend(decide(_merger(0.9, 0.5)), False, "stageprobe").recommendation == "investigate"
-    pivot = recommend(decide(_merger(0.4, 0.3)), False, "stageprobe")
+def test_a_deciding_probe_without_pixel_ceiling_investigates_never_pivots() -> None:
+    for rows in (_merge(0.4, 0.3), _merge(0.9, 0.8), _merge(0.9, 0.5, drop_ci=(0.3, 0.5))):
+        decision = decide(rows, DECISION)
+        advice = recommend(decision, False, "stageprobe")
+        assert decision.ceiling_problem is not None and "no pixel ceiling" in decision.ceiling_problem
+        assert advice.recommendation == "investigate" and SEED_PIVOT_WORDING not in advice.headline
+
+
+def test_a_ceiling_that_misses_the_target_investigates() -> None:
+    weak = [row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.95, control="pixels"),
+            row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.65, control="pixels")]
+    decision = decide(_merge(0.4, 0.3) + weak, DECISION)
+    assert decision.colour == "RED" and "reaches only 0.650" in (decision.ceiling_problem or "")
+    assert recommend(decision, False, "stageprobe").recommendation == "investigate"
+
+
+def test_pivot_only_when_the_ceiling_clears_and_the_ci_is_below_the_target() -> None:
+    pivot = recommend(decide(_merge(0.4, 0.3) + CEILINGS, DECISION), False, "stageprobe")
     assert pivot.recommendation == "pivot" and pivot.headline == SEED_PIVOT_WORDING
-    blocked = recommend(decide(_merger(0.9, 0.8)[:1]), False, "stageprobe")
-    assert blocked.recommendation == "block" and blocked.blockers
+    unsure = recommend(decide(_merge(0.68, 0.3, width=0.05) + CEILINGS, DECISION), False, "stageprobe")
+    assert unsure.recommendation == "investigate"
 
 
-def test_seed_wording_only_when_the_numbers_support_it() -> None:
-    # Pooled probes only (the seed protocol): a RED is not evidence about location.
-    pooled = recommend(decide(_merger(0.1, 0.1, probe="pooled-linear")), False, "seed")
-    assert pooled.recommendation == "investigate" and SEED_PIVOT_WORDING not in pooled.headline
-    # The probe cannot reach the target even on pixels: the probe is the limit.
-    weak = [*_merger(0.4, 0.3), row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.5, control="pixels")]
-    assert recommend(decide(weak), False, "stageprobe").recommendation == "investigate"
-    # The CI contains the target: not settled.
-    unsure = recommend(decide(_merger(0.68, 0.3, pre_ci=(0.6, 0.75))), False, "stageprobe")
-    assert unsure.recommendation == "investigate" and "confidence interval" in unsure.headline
+def test_yellow_is_settled_by_the_paired_drop() -> None:
+    clear = decide(_merge(0.9, 0.5, drop_ci=(0.3, 0.5)) + CEILINGS, DECISION)
+    assert clear.conclusive and "excludes 0" in clear.reason
+    unclear = decide(_merge(0.9, 0.5, drop_ci=(-0.05, 0.5)) + CEILINGS, DECISION)
+    assert not unclear.conclusive
+    assert recommend(unclear, False, "stageprobe").recommendation == "investigate"
+
+
+def test_pooled_probe_decides_only_when_the_deciding_probe_was_not_run() -> None:
+    rows = _merge(0.9, 0.8) + _merge(0.1, 0.1, pre_probe="pooled-linear", post_probe="pooled-linear") + CEILINGS
+    assert not decide(rows, DECISION).pooled_only
+    pooled = decide(_merge(0.1, 0.1, pre_probe="pooled-linear", post_probe="pooled-linear"), DECISION)
+    assert pooled.pooled_only and recommend(pooled, False, "seed").recommendation == "investigate"
+
+
+def test_a_model_without_merger_is_decided_between_its_first_and_last_stage() -> None:
+    vit = [row("e_q2_1", "vision.embed", "dense-linear", "iou", 0.9, ci=(0.88, 0.92)),
+           row("e_q2_1", "vision.block.5", "dense-linear", "iou", 0.85),
+           row("e_q2_1", "vision.final", "dense-linear", "iou", 0.8, ci=(0.78, 0.82)),
+           row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.95, control="pixels")]
+    decision = decide(vit, DECISION)
+    assert decision.colour == "GREEN" and decision.pre is not None and decision.post is not None
+    assert (decision.pre.stage, decision.post.stage) == ("vision.embed", "vision.final")
+    assert recommend(decision, False, "stageprobe").recommendation == "proceed"
 
 
 def test_random_weights_are_stated_in_the_recommendation() -> None:
-    assert "weights are random" in recommend(decide(_merger(0.9, 0.8)), True, "stageprobe").notes
-
-
-def test_yellow_says_when_raw_pixels_lose_as_much_at_the_merged_grid() -> None:
-    model_only = decide(_merger(0.9, 0.5))
-    assert not model_only.grid_limited and "location is lost in the merger" in model_only.reason
-    # The same probe on pixels: above target at 14 px, below it at the 28 px merged grid.
-    pixels = [row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.82, control="pixels"),
-              row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.62, control="pixels")]
-    decision = decide(_merger(0.81, 0.66) + pixels)
-    assert decision.colour == "YELLOW" and decision.grid_limited
-    assert "lost in the merger" not in decision.reason and "pixels.merged is 0.620" in decision.reason
-    assert decision.as_dict()["post_merge_pixel_ceiling"] == 0.62
-    advice = recommend(decision, False, "stageprobe")
-    assert advice.recommendation == "investigate" and "even on pixels" in advice.headline
-    # Pixels keep the target at the merged grid: then the model's drop is the merger's.
-    pixels_keep = row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.75, control="pixels")
-    kept = decide([*_merger(0.81, 0.66), pixels_keep])
-    assert not kept.grid_limited and "location is lost in the merger" in kept.reason
+    assert "weights are random" in recommend(decide(_merge(0.9, 0.8) + CEILINGS, DECISION), True, "stageprobe").notes

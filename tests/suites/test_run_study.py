@@ -63,10 +63,33 @@ def test_every_stage_is_read_with_its_controls(tiny_run: Path) -> None:
     assert {"vision.patch_embed", "vision.pre_merge", "vision.post_merge", "language.layer.0"} <= stages
     dense = [r for r in rows if r["probe"] == "dense-linear" and r["metric"] == "iou" and r["experiment"] == "e_q2_1"]
     controls = {r["control"] for r in dense}
-    assert {"none", "pixels", "control-task", "token-shuffle", "selectivity"} <= controls
+    assert {"none", "pixels", "control-task", "chance", "selectivity", "validation"} <= controls
+    # token shuffle where the probe carries its own position code, not for dense-linear
+    assert "token-shuffle" not in controls
+    relation = {r["control"] for r in rows if r["probe"] == "relation" and r["experiment"] == "e_q2_1"}
+    assert {"control-task", "token-shuffle", "selectivity"} <= relation
     measured = [r for r in rows if r["value"] and r["control"] == "none" and r["metric"] == "iou"]
     assert measured and all(r["ci_low"] and r["ci_high"] for r in measured)
     assert all(float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"]) for r in measured)
+
+
+def test_random_weights_are_judged_at_post_merge_not_at_the_patch_embedding(tiny_run: Path) -> None:
+    results = yaml.safe_load((tiny_run / "results.yaml").read_text())
+    judged = {key: v["stage"] for key, v in results["verdicts"].items() if v["stage"] is not None}
+    assert judged and set(judged.values()) == {"vision.post_merge"}
+    assert not results["assessment"]["success_criteria_met"]
+    bbox = results["verdicts"]["bbox_iou"]
+    assert bbox["probe"] == "dense-linear" and bbox["best_val_stage"] is not None
+
+
+def test_a_finished_run_rerun_keeps_its_times_and_environment(pixels_run: Path) -> None:
+    before = yaml.safe_load((pixels_run / "results.yaml").read_text())
+    env = (pixels_run / "env.json").read_text()
+    again = run_cli("run", "--quick", "--model", "pixels", "--out", str(pixels_run))
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = yaml.safe_load((pixels_run / "results.yaml").read_text())
+    assert (after["started_at"], after["completed_at"]) == (before["started_at"], before["completed_at"])
+    assert (pixels_run / "env.json").read_text() == env
 
 
 def test_every_number_in_findings_is_a_measured_number(tiny_run: Path) -> None:

@@ -32,13 +32,13 @@ def requests(tmp_path_factory: pytest.TempPathFactory) -> list[FitRequest]:
         replace(boxes, control="token-shuffle"),
         replace(boxes, probe="relation", task="relation", stage="pixels.merged", control="control-task"),
         decoder,
-        replace(boxes, stage="pixels.merged"),
+        replace(boxes, stage="pixels.merged", score_val=True),
     ]
 
 
 def fit_all(pool: ProbePool, requests: list[FitRequest]) -> list[ProbeResult]:
     futures = [pool.submit(request) for request in requests]
-    return [future.result() for future in futures]
+    return [future.result().result for future in futures]
 
 
 def test_two_workers_give_the_numbers_of_one_process(requests: list[FitRequest]) -> None:
@@ -58,6 +58,15 @@ def test_two_workers_give_the_numbers_of_one_process(requests: list[FitRequest])
     np.testing.assert_array_equal(recon_inline, recon_spawned)
     # the controls are real: shuffling tokens costs the dense probe its boxes
     assert inline[1].metrics["matched_iou"] < inline[0].metrics["matched_iou"] - 0.3
+
+
+def test_validation_scores_come_back_with_the_fit(requests: list[FitRequest]) -> None:
+    with ProbePool(1) as pool:
+        output = pool.submit(requests[-1]).result()
+    assert set(output.val_scores) == {"matched_iou"}
+    # the probe is selected on val, so its val IoU on pixels is high, like its test IoU
+    assert output.val_scores["matched_iou"] > 0.5
+    assert abs(output.val_scores["matched_iou"] - output.result.metrics["matched_iou"]) < 0.2
 
 
 def test_a_failing_fit_raises_its_error_from_the_worker(requests: list[FitRequest]) -> None:

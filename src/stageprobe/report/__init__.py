@@ -13,12 +13,12 @@ from stageprobe.report.results import (
     write_results_yaml,
 )
 from stageprobe.report.schema import MetricRow, ResultsFile, RunContext
-from stageprobe.report.targets import TARGETS, Decision, Target, Verdict, compute_verdicts, decide, recommend
+from stageprobe.report.targets import Decision, DecisionRule, Target, Verdict, compute_verdicts, decide, recommend
 from stageprobe.report.validate import validate_run
 from stageprobe.report.wandb_log import log_to_wandb
 
 __all__ = [
-    "TARGETS", "CompareRow", "Comparison", "Decision", "MetricRow", "ReportPaths", "ResultsFile",
+    "CompareRow", "Comparison", "Decision", "DecisionRule", "MetricRow", "ReportPaths", "ResultsFile",
     "RunContext", "Target", "Verdict", "build_results", "compare_runs", "comparison_table",
     "compute_verdicts", "decide", "load_results_yaml", "load_run", "log_to_wandb", "read_metrics_csv",
     "recommend", "render_findings", "render_html", "render_report", "validate_run", "write_metrics_csv",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.report.analysis import Analysis, RunMeta, analyse, model_rows
 from stageprobe.report.document import (
     Bullets,
@@ -26,7 +27,6 @@ from stageprobe.report.document import (
 from stageprobe.report.fmt import MISSING, fmt, fmt_row
 from stageprobe.report.schema import (
     CONTROL_DESCRIPTIONS,
-    EXPERIMENT_TITLES,
     POOLED_PROBE,
     SPATIAL_PROBES,
     MetricRow,
@@ -34,14 +34,9 @@ from stageprobe.report.schema import (
     sort_stages,
     stage_sort_key,
 )
-from stageprobe.report.targets import best_row
+from stageprobe.report.targets import Verdict, best_row
+from stageprobe.suites import get_suite
 
-TITLE = "Q2: Information Preservation - Findings"
-QUESTION = (
-    "How much spatial, perceptual and temporal information survives at each stage of the VLM "
-    "pipeline — patch embedding, ViT blocks, the 2x2 token merger, LLM layers? Where does it get "
-    "lost, and where should features be extracted from?"
-)
 RANDOM_WEIGHTS_WARNING = (
     "The weights of `{model}` are random (random-init). These numbers describe the architecture and "
     "the probes, not a trained model; do not read them as findings about a released checkpoint."
@@ -53,19 +48,9 @@ SEED_PROTOCOL_WARNING = (
     "evidence that the model lost location."
 )
 
-# The metrics each experiment's table shows; everything else is in metrics.csv.
-TABLE_METRICS: dict[str, tuple[str, ...]] = {
-    "e_q2_1": ("iou", "iou_gt_0.5", "iou_gt_0.7", "relation_acc", "patch_class_acc"),
-    "e_q2_2": ("iou", "iou_gt_0.5", "iou_gt_0.7", "iou_drop", "compression_ratio", "relation_acc",
-               "patch_class_acc"),
-    "e_q2_3": ("iou",),
-    "e_q2_4": ("map_50", "map_75", "map", "map_small", "best_match_iou"),
-    "e_q2_5": ("lpips", "ssim", "psnr", "edge_f1", "gram_distance", "irs"),
-    "e_q2_6": ("direction_acc", "speed_acc", "order_acc"),
-}
 CONTROL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pixels", "Pixels"), ("random-init", "Random-init"), ("control-task", "Control task"),
-    ("selectivity", "Selectivity"), ("token-shuffle", "Token shuffle"),
+    ("selectivity", "Selectivity"), ("chance", "Chance"), ("token-shuffle", "Token shuffle"),
 )
 BAR_WIDTH = 20
 
@@ -76,9 +61,14 @@ def weights_phrase(meta: RunMeta) -> str:
     return "random weights" if meta.weights_random else "trained weights"
 
 
-def experiment_heading(experiment: str) -> str:
-    number = experiment.rsplit("_", 1)[-1]
-    return f"E-Q2.{number}: {EXPERIMENT_TITLES.get(experiment, experiment)}"
+def experiment_heading(experiment: str, suite: str = "q2") -> str:
+    spec = next((e for e in get_suite(suite).experiments if e.id == experiment), None)
+    return f"{spec.label or spec.id}: {spec.title}" if spec is not None else experiment
+
+
+def table_metrics(experiment: str, suite: str = "q2") -> tuple[str, ...]:
+    spec = next((e for e in get_suite(suite).experiments if e.id == experiment), None)
+    return spec.table_metrics if spec is not None else ()
 
 
 def _date(results: Mapping[str, Any]) -> str:
@@ -103,9 +93,9 @@ def control_row(rows: Sequence[MetricRow], main: MetricRow, control: str) -> Met
 
 
 def experiment_table(rows: Sequence[MetricRow], experiment: str,
-                     metrics: Sequence[str] | None = None) -> Table:
+                     metrics: Sequence[str] | None = None, suite: str = "q2") -> Table:
     own = model_rows(rows, experiment)
-    wanted = metrics or TABLE_METRICS.get(experiment) or tuple(dict.fromkeys(r.metric for r in own))
+    wanted = metrics or table_metrics(experiment, suite) or tuple(dict.fromkeys(r.metric for r in own))
     shown = [r for r in own if r.metric in wanted]
     shown.sort(key=lambda r: (wanted.index(r.metric), r.probe, stage_sort_key(r.stage)))
     controls = [(c, label) for c, label in CONTROL_COLUMNS
@@ -115,13 +105,20 @@ def experiment_table(rows: Sequence[MetricRow], experiment: str,
     for r in shown:
         value = fmt_row(r) if r.value is not None else f"unavailable: {r.unavailable_reason}"
         body.append([f"`{r.stage}`", r.probe, r.metric, value, str(r.n) if r.n else ""]
-                    + [_control_cell(control_row(rows, r, c)) for c, _ in controls])
+                    + [_control_cell(control_row(rows, r, c), r, control_row(rows, r, "control-task"))
+                       if c == "selectivity" else _control_cell(control_row(rows, r, c)) for c, _ in controls])
     return Table(header, body)
 
 
-def _control_cell(row: MetricRow | None) -> str:
-    """A dash where the control was not run for this row; n/a where it was run but has no value."""
-    return "—" if row is None else fmt_row(row)
+def _control_cell(row: MetricRow | None, task: MetricRow | None = None,
+                  control_task: MetricRow | None = None) -> str:
+    """A dash where the control was not run for this row; n/a where it was run but has no value.
+    Selectivity shows both sides it is the difference of (measured on the same test images)."""
+    if row is None:
+        return "—"
+    if task is not None and control_task is not None and row.value is not None:
+        return f"{fmt_row(row)} = {fmt(task.value)} − {fmt(control_task.value)}"
+    return fmt_row(row)
 
 
 def _bar(fraction: float) -> str:
@@ -143,9 +140,9 @@ def _retention_lines(title: str, per_stage: list[MetricRow], invert: bool = Fals
 
 
 def _per_stage(rows: Sequence[MetricRow], metric: str, probes: Sequence[str] | None = None,
-               higher_is_better: bool = True, control: str = "none") -> list[MetricRow]:
+               control: str = "none") -> list[MetricRow]:
     stages = sort_stages({r.stage for r in rows if r.metric == metric and r.control == control})
-    found = [best_row(rows, metric, higher_is_better, stages=[s], probes=probes, control=control)
+    found = [best_row(rows, metric, stages=[s], probes=probes, control=control)
              for s in stages]
     return [r for r in found if r is not None]
 
@@ -167,7 +164,7 @@ def retention_pattern(rows: Sequence[MetricRow]) -> str:
     lpips_reasons = sorted({r.unavailable_reason for r in rows
                             if r.metric == "lpips" and r.control == "none" and r.unavailable_reason})
     lines += _retention_lines("Perceptual (LPIPS, lower is better; bar = 1 − LPIPS):",
-                              _per_stage(rows, "lpips", higher_is_better=False), invert=True,
+                              _per_stage(rows, "lpips"), invert=not higher_is_better("lpips"),
                               reasons=lpips_reasons)
     lines += _retention_lines("Boundaries (edge F1):", _per_stage(rows, "edge_f1"))
     for metric, label in (("direction_acc", "direction"), ("speed_acc", "speed"), ("order_acc", "order")):
@@ -175,40 +172,37 @@ def retention_pattern(rows: Sequence[MetricRow]) -> str:
     return "\n".join(lines).rstrip()
 
 
-def _answer(analysis: Analysis, rows: Sequence[MetricRow]) -> list[str]:
-    decision, verdicts = analysis.decision, analysis.verdicts
-    spatial = {"GREEN": "**Object location survives the 2x2 merger.**",
-               "YELLOW": "**Object location is present before the merger but lost in it.**",
-               "RED": "**Object location is already weak before the merger.**",
+def _answer(analysis: Analysis) -> list[str]:
+    decision = analysis.decision
+    spatial = {"GREEN": "**Object location survives to the stage the decision reads.**",
+               "YELLOW": "**Object location is present before the merge but lost across it.**",
+               "RED": "**Object location is already weak at the first stage the decision reads.**",
                "UNAVAILABLE": "**Where object location is lost could not be decided.**"}[decision.colour]
-    if decision.grid_limited:
-        spatial = ("**Object location is present before the merger; after it the probe falls below the "
-                   "target — as it does on raw pixels at the same grid.**")
     paragraphs = [f"{spatial} {decision.reason[0].upper()}{decision.reason[1:]}."]
+    if decision.ceiling_problem:
+        paragraphs.append(f"**The deciding probe cannot judge this:** {decision.ceiling_problem}.")
     if decision.pooled_only:
         paragraphs.append("These are pooled-probe numbers (seed protocol): they cannot show location.")
-    perceptual = verdicts["lpips"]
-    edge = verdicts["edge_f1"]
-    paragraphs.append(
-        "**Perceptual detail:** "
-        + (f"best LPIPS {fmt_row(perceptual.row)} at `{perceptual.row.stage}` ({perceptual.display})"
-           if perceptual.row else f"LPIPS unavailable ({perceptual.reason})")
-        + "; "
-        + (f"best edge F1 {fmt_row(edge.row)} at `{edge.row.stage}` ({edge.display})."
-           if edge.row else f"edge F1 unavailable ({edge.reason}).")
-    )
-    temporal = [verdicts[k] for k in ("direction_acc", "speed_acc", "order_acc")]
-    parts = [f"{v.target.label} {fmt_row(v.row)} at `{v.row.stage}` ({v.display})" if v.row
-             else f"{v.target.label} unavailable" for v in temporal]
-    paragraphs.append("**Motion:** " + "; ".join(parts) + ".")
+    judged = [v for v in analysis.verdicts.values() if v.row is not None]
+    parts = [f"{v.target.label} {fmt_row(v.row)} at `{v.row.stage}` ({v.display})" for v in judged]  # type: ignore[union-attr]
+    if parts:
+        paragraphs.append("**Each target at its verdict stage:** " + "; ".join(parts) + ".")
     return paragraphs
+
+
+def _best_val_cell(verdict: Verdict) -> str:
+    best = verdict.best_val
+    if best is None:
+        return "—"
+    return f"`{best.stage}`: {fmt_row(best)}"
 
 
 def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow],
                             analysis: Analysis | None = None) -> Document:
     meta = RunMeta.from_results(results)
     analysis = analysis or analyse(rows, meta)
-    doc = Document().add(Heading(1, TITLE))
+    suite = analysis.suite
+    doc = Document().add(Heading(1, suite.title))
     if meta.weights_random:
         doc.add(Callout("warning", "Random weights.", RANDOM_WEIGHTS_WARNING.format(model=meta.model)))
     if meta.protocol == "seed":
@@ -218,8 +212,8 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
         Para(f"**Date:** {_date(results)}"),
         Para(f"**Model:** `{meta.model}` ({weights_phrase(meta)}, protocol `{meta.protocol}`)"),
         Para(f"**Recommendation:** {analysis.advice.headline}"),
-        Rule(), Heading(2, "The Question"), Para(QUESTION),
-        Heading(2, "The Answer"), *[Para(p) for p in _answer(analysis, rows)],
+        Rule(), Heading(2, "The Question"), Para(suite.question),
+        Heading(2, "The Answer"), *[Para(p) for p in _answer(analysis)],
         Rule(), Heading(2, "Key Results"),
     )
     key_rows = []
@@ -228,23 +222,26 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
         achieved = (f"{fmt_row(row)} at `{row.stage}` ({row.probe})" if row is not None
                     else f"unavailable: {verdict.reason}")
         key_rows.append([verdict.target.label, verdict.target.what, verdict.target.display, achieved,
-                         f"**{verdict.display}**"])
-    doc.add(Table(["Metric", "What it measures", "Target", "Achieved", "Verdict"], key_rows,
-                  caption="Achieved = the best stage's value with its bootstrap 95% CI."))
+                         f"**{verdict.display}**", _best_val_cell(verdict)])
+    doc.add(Table(["Metric", "What it measures", "Target", "Achieved at the verdict stage", "Verdict",
+                   "Best stage on val (its test value)"], key_rows,
+                  caption="Achieved = the declared stage's test value with its bootstrap 95% CI; the verdict "
+                          "reads only this. The last column names the stage whose validation score is best "
+                          "and gives its test value (a guide to where to read features, never a verdict)."))
     unavailable = len(analysis.verdicts) - analysis.measured
     doc.add(Para(f"**Overall: {analysis.passed}/{analysis.measured} measured criteria passed"
                  + (f", {unavailable} unavailable" if unavailable else "") + ".**"))
     doc.add(Heading(3, f"Decision matrix: {analysis.decision.colour}"), Para(_decision_text(analysis)))
-    matrix = [r for r in (analysis.decision.pre, analysis.decision.post) if r is not None]
+    matrix = [r for r in (analysis.decision.pre, analysis.decision.post, analysis.decision.drop) if r is not None]
     if matrix:
-        doc.add(Table(["Stage", "Probe", "Bbox IoU [95% CI]", "n", "Pixels"],
+        doc.add(Table(["Stage", "Probe", "Metric [95% CI]", "n", "Pixels"],
                       [[f"`{r.stage}`", r.probe, fmt_row(r), str(r.n),
                         _control_cell(control_row(rows, r, "pixels"))] for r in matrix]))
     doc.add(Rule(), Heading(2, "Sub-experiment Summaries"))
     for experiment, state in analysis.experiment_status.items():
-        doc.add(Heading(3, experiment_heading(experiment)),
+        doc.add(Heading(3, experiment_heading(experiment, suite.name)),
                 Para(f"**Status:** {state}. **Finding:** {analysis.findings[experiment]}"))
-        table = experiment_table(rows, experiment)
+        table = experiment_table(rows, experiment, suite=suite.name)
         if table.rows:
             doc.add(table)
     doc.add(Rule(), Heading(2, "Retention by stage"), Pre(retention_pattern(rows)))
@@ -259,7 +256,8 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
         doc.add(Para("**Issues:**"), Bullets(issues))
     present = [c for c in CONTROL_DESCRIPTIONS if any(r.control == c for r in rows)]
     doc.add(Heading(2, "Controls"),
-            Bullets([f"**{c}**: {CONTROL_DESCRIPTIONS[c]}" for c in present] or ["No controls were run."]))
+            Bullets([f"**{c}**: {CONTROL_DESCRIPTIONS[c]}" for c in present] or ["No controls were run."]),
+            *[Para(note) for note in suite.notes])
     doc.add(Para(f"**Confidence:** {analysis.confidence}. {analysis.confidence_notes}"))
     figures = artifact_paths(results)
     pngs = [p for p in figures if p.lower().endswith(".png")]
@@ -273,11 +271,14 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
 
 def _decision_text(analysis: Analysis) -> str:
     decision = analysis.decision
-    text = (f"GREEN: post-merge IoU ≥ target (proceed); YELLOW: only pre-merge ≥ target (investigate, "
-            f"take pre-merge features); RED: pre-merge below target (pivot). This run: "
-            f"**{decision.colour}** — {decision.reason}.")
+    text = (f"One probe ({decision.probe}) decides both sides. GREEN: after > target (proceed); YELLOW: only "
+            "before > target, the paired drop's CI above 0 (investigate, take the earlier features); RED: before "
+            "not above target (pivot only when the same probe clears the target on raw pixels at that grid). "
+            f"This run: **{decision.colour}** — {decision.reason}.")
     if decision.colour != "UNAVAILABLE" and not decision.conclusive:
-        text += " The 95% CI crosses the target, so the colour is not settled."
+        text += " The 95% CIs do not settle the colour."
+    if decision.ceiling_problem:
+        text += f" {decision.ceiling_problem[0].upper()}{decision.ceiling_problem[1:]}."
     return text
 
 

@@ -14,7 +14,6 @@ from typing import Any
 from stageprobe.report.analysis import RunMeta, analyse
 from stageprobe.report.document import Details, Figure, Heading, Table, slug, to_html
 from stageprobe.report.findings import (
-    TITLE,
     artifact_paths,
     build_findings_document,
     experiment_heading,
@@ -103,7 +102,7 @@ def render_html(results: Mapping[str, Any], rows: Sequence[MetricRow], artifacts
         table = experiment_table(rows, experiment, metrics=sorted({r.metric for r in rows
                                                                      if r.experiment == experiment}))
         if table.rows:
-            doc.add(Details(f"{experiment_heading(experiment)} — every metric", [table]))
+            doc.add(Details(f"{experiment_heading(experiment, analysis.suite.name)} — every metric", [table]))
     run_info = {k: results.get(k) for k in ("model", "weights_random", "protocol", "suite", "stages",
                                             "started_at", "completed_at", "executed_by")}
     doc.add(Details("Run details, configuration and environment",
@@ -116,6 +115,6 @@ def render_html(results: Mapping[str, Any], rows: Sequence[MetricRow], artifacts
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        f"<title>{html.escape(TITLE)} — {html.escape(str(results.get('model', '')))}</title>\n"
+        f"<title>{html.escape(analysis.suite.title)} — {html.escape(str(results.get('model', '')))}</title>\n"
         f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n<nav>{nav}</nav>\n{body}\n</main>\n</body>\n</html>\n"
     )

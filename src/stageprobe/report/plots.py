@@ -16,7 +16,8 @@ from PIL import Image
 
 from stageprobe.report.fmt import fmt
 from stageprobe.report.schema import POOLED_PROBE, SPATIAL_PROBES, MetricRow, sort_stages
-from stageprobe.report.targets import TARGETS_BY_KEY, best_row
+from stageprobe.report.targets import best_row
+from stageprobe.suites import get_suite
 
 ImageLike = np.ndarray | Image.Image
 
@@ -52,6 +53,10 @@ HEATMAP_COLUMNS: tuple[tuple[str, str, tuple[str, ...] | None, bool], ...] = (
     ("speed", "speed_acc", None, True),
     ("order", "order_acc", None, True),
 )
+
+
+def _threshold(target_key: str, suite: str = "q2") -> float:
+    return next(t.threshold for t in get_suite(suite).targets if t.key == target_key)
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -107,7 +112,7 @@ def plot_decay_curves(rows: Sequence[MetricRow], path: str | Path, title: str = 
                 ax.fill_between([x_of[p.stage] for p in with_ci], [p.ci_low for p in with_ci],
                                 [p.ci_high for p in with_ci], color=colour, alpha=0.15, lw=0)
             if target_key:
-                ax.axhline(TARGETS_BY_KEY[target_key].threshold, color=colour, lw=0.9, ls=":", alpha=0.8)
+                ax.axhline(_threshold(target_key), color=colour, lw=0.9, ls=":", alpha=0.8)
             for control in ("random-init", "control-task"):
                 ctrl = [best_row(rows, metric, higher, stages=[s], probes=probes, control=control)
                         for s in stages]

@@ -22,13 +22,7 @@ from stageprobe.report.schema import (
     RunContext,
     sort_stages,
 )
-from stageprobe.report.targets import TARGETS, success_criteria
 
-DEFAULT_CLAIM = (
-    "Spatial, perceptual and temporal information survive each stage of the VLM pipeline "
-    "(patch embedding, ViT blocks, 2x2 token merger, LLM layers) well enough to extract "
-    "features for video generation."
-)
 _REQUIRED_COLUMNS = ("experiment", "stage", "probe", "metric", "value")
 
 
@@ -186,16 +180,16 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
     listed = [p for paths in context.artifacts.values() for p in paths]
     return {
         "experiment_id": f"{context.suite}-information-preservation",
-        "claim": context.claim or DEFAULT_CLAIM,
+        "claim": context.claim or analysis.suite.claim,
         "status": _run_status(analysis),
         "executed_by": context.executed_by or f"stageprobe {__version__}",
         "started_at": _iso(context.started_at) or _iso(datetime.now(timezone.utc)),
         "completed_at": _iso(context.completed_at),
-        "success_criteria": success_criteria(),
+        "success_criteria": analysis.suite.success_criteria(),
         "success_criteria_details": {
-            t.key: {"metric": t.metric, "target": t.display, "what": t.what,
+            t.key: {"metric": t.metric, "target": t.display, "what": t.what, "probe": t.probe,
                     "experiments": list(t.experiments)}
-            for t in TARGETS
+            for t in analysis.suite.targets
         },
         "results": {"experiments": experiments},
         "assessment": assessment,

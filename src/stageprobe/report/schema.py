@@ -14,25 +14,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Control = Literal["none", "pixels", "random-init", "control-task", "token-shuffle", "selectivity"]
+Control = Literal["none", "pixels", "random-init", "control-task", "chance", "token-shuffle", "selectivity",
+                  "validation"]
 CONTROLS: tuple[Control, ...] = (
-    "none", "pixels", "random-init", "control-task", "token-shuffle", "selectivity",
+    "none", "pixels", "random-init", "control-task", "chance", "token-shuffle", "selectivity", "validation",
 )
 
 ExperimentStatus = Literal["completed", "in_progress", "skipped", "failed"]
 RunStatus = Literal["not_started", "in_progress", "completed", "blocked", "failed", "pivoted"]
 Recommendation = Literal["proceed", "pivot", "investigate", "block"]
 Protocol = Literal["stageprobe", "seed"]
-
-EXPERIMENTS: tuple[str, ...] = ("e_q2_1", "e_q2_2", "e_q2_3", "e_q2_4", "e_q2_5", "e_q2_6")
-EXPERIMENT_TITLES: dict[str, str] = {
-    "e_q2_1": "Pre-merge ViT analysis",
-    "e_q2_2": "Post-merge analysis",
-    "e_q2_3": "LLM layer-wise decay",
-    "e_q2_4": "Detection probe (mAP)",
-    "e_q2_5": "Fine-grained detail probe",
-    "e_q2_6": "Temporal information probe",
-}
 
 # Probes that read tokens at their grid positions. The decision matrix uses only these:
 # a pooled probe discards position (defect 1 of the seed harness), so it cannot say whether
@@ -121,7 +112,7 @@ class RunContext:
     """What the report needs to know about a run besides its numbers.
 
     `artifacts` maps an experiment id (or "summary") to paths relative to the run directory.
-    `training_curves` maps a name such as "e_q2_1/vision.pre_merge/dense-linear" to named
+    `training_curves` maps a name such as "<experiment>/vision.pre_merge/dense-linear" to named
     series ({"train_loss": [...], "val_loss": [...]}); `write_run_report` plots them.
     """
 
@@ -194,6 +185,8 @@ class VerdictEntry(BaseModel):
     probe: str | None = None
     experiment: str | None = None
     reason: str | None = None
+    best_val_stage: str | None = None
+    best_val_test_value: float | None = None
 
 
 class DecisionEntry(BaseModel):
@@ -202,6 +195,11 @@ class DecisionEntry(BaseModel):
     colour: Literal["GREEN", "YELLOW", "RED", "UNAVAILABLE"]
     probe: str | None = None
     target: float
+    pre_stage: str | None = None
+    post_stage: str | None = None
+    drop: float | None = None
+    drop_ci: list[float] | None = None
+    ceiling_problem: str | None = None
     pre_merge_iou: float | None = None
     pre_merge_ci: list[float] | None = None
     post_merge_iou: float | None = None
@@ -283,10 +281,11 @@ def pixel_stage_for(stage: str) -> str:
 CONTROL_DESCRIPTIONS: dict[str, str] = {
     "pixels": "pixel baseline: raw pixels of each 14 px / 28 px patch on the same grid (the ceiling)",
     "random-init": "same architecture with random weights (what architecture + probe give without learning)",
-    "control-task": "same probe trained on labels permuted across images (Hewitt & Liang, 2019)",
-    "selectivity": "task score minus control-task score",
+    "control-task": ("same probe trained on control labels: a fixed random function of a recurring input type "
+                     "(each object's shape and colour, each clip's object, each texture), identical in train, "
+                     "val and test, so only a probe that memorises types scores (Hewitt & Liang, 2019)"),
+    "chance": "same probe trained on labels permuted across the images of each split: what chance gives",
+    "selectivity": "task score minus control-task score, on the same test images (paired bootstrap)",
+    "validation": "the model's own probe scored on the validation split: used only to choose the best stage",
     "token-shuffle": "tokens of each image permuted before probing (a spatial probe must drop)",
 }
-
-# Metrics where a smaller number is the better one; everything else is higher-is-better.
-LOWER_IS_BETTER: frozenset[str] = frozenset({"lpips", "gram_distance", "iou_drop"})

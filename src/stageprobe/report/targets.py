@@ -1,38 +1,36 @@
-"""The seed study's targets, verdicts per target, and the GREEN / YELLOW / RED decision matrix.
+"""Targets, verdicts per target, and the GREEN / YELLOW / RED decision matrix — generic rules; the
+suite (e.g. `stageprobe.suites.q2`) declares which targets, probes and stages they read.
 
 Verdict rule (one place, used by results, findings, html and validate):
 
-* The verdict reads the **best stage**: the most favourable measured value of the metric over
-  every stage and probe of the target's experiments, for the model itself (control "none").
+* A target is judged at a **declared stage** (the suite's, e.g. `vision.post_merge` — what the LLM
+  receives; a ViT's last stage; `pixels.merged` for the pixel baseline; `--verdict-stage`
+  overrides) with the target's **declared probe**. Pixel stages and `vision.patch_embed` never
+  decide a verdict about a model.
 * PASS when that value beats the threshold strictly (`> 0.7`, or `< 0.3` for LPIPS), FAIL
-  otherwise, UNAVAILABLE when no stage has a value (with the rows' reasons).
-* When the value's 95 % CI contains the threshold the verdict keeps its point-estimate status
-  but is shown as "PASS (CI crosses target)" / "FAIL (CI crosses target)": the data cannot
-  tell the two apart, and the run's confidence and recommendation take that into account.
+  otherwise, UNAVAILABLE when the stage has no value (with the reason).
+* A second column names the stage whose **validation** score is best, with its **test** value.
+* When the 95 % CI contains the threshold the verdict keeps its point-estimate status but is
+  shown as "PASS (CI crosses target)" / "FAIL (CI crosses target)".
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.report.fmt import fmt, fmt_ci, fmt_target
-from stageprobe.report.schema import (
-    POOLED_PROBE,
-    SPATIAL_PROBES,
-    MetricRow,
-    Protocol,
-    Recommendation,
-    stage_sort_key,
-)
+from stageprobe.report.schema import MetricRow, pixel_stage_for, stage_sort_key
 
 VerdictStatus = Literal["PASS", "FAIL", "UNAVAILABLE"]
 Colour = Literal["GREEN", "YELLOW", "RED", "UNAVAILABLE"]
 
-PRE_MERGE = "vision.pre_merge"
-POST_MERGE = "vision.post_merge"
-SEED_PIVOT_WORDING = "PIVOT - Use hybrid approach with dedicated spatial models"
+#: where a target is judged unless the suite or the user says otherwise, first present wins
+DEFAULT_VERDICT_STAGES = ("vision.post_merge", "vision.final", "pixels.merged")
+#: the control under which the runner records validation-split scores (they only pick a stage)
+VALIDATION = "validation"
 
 
 @dataclass(frozen=True)
@@ -42,9 +40,15 @@ class Target:
     label: str
     what: str
     threshold: float
-    higher_is_better: bool
     experiments: tuple[str, ...]
     criterion_key: str  # the seed's `success_criteria` spelling
+    #: the probe family whose value at the verdict stage decides the target
+    probe: str
+    stages: tuple[str, ...] = DEFAULT_VERDICT_STAGES
+
+    @property
+    def higher_is_better(self) -> bool:
+        return higher_is_better(self.metric)
 
     @property
     def display(self) -> str:
@@ -53,42 +57,20 @@ class Target:
     def passes(self, value: float) -> bool:
         return value > self.threshold if self.higher_is_better else value < self.threshold
 
-    def better(self, a: float, b: float) -> bool:
-        return a > b if self.higher_is_better else a < b
-
-
-TARGETS: tuple[Target, ...] = (
-    Target("bbox_iou", "iou", "Bbox IoU", "Can we locate objects?", 0.7, True,
-           ("e_q2_1", "e_q2_2", "e_q2_3"), "bbox_iou_threshold"),
-    Target("lpips", "lpips", "LPIPS", "Reconstruction quality (perceptual distance)", 0.3, False,
-           ("e_q2_5",), "lpips_threshold"),
-    Target("edge_f1", "edge_f1", "Edge F1", "Are boundaries preserved?", 0.6, True,
-           ("e_q2_5",), "edge_f1_threshold"),
-    Target("irs", "irs", "IRS", "Information Retention Score (IoU, LPIPS, edge F1)", 0.6, True,
-           ("e_q2_5",), "irs_threshold"),
-    Target("map_50", "map_50", "mAP@0.5", "Detection accuracy", 0.4, True,
-           ("e_q2_4",), "mAP_threshold"),
-    Target("direction_acc", "direction_acc", "Direction Acc", "Motion direction", 0.8, True,
-           ("e_q2_6",), "direction_acc_threshold"),
-    Target("speed_acc", "speed_acc", "Speed Acc", "Motion speed", 0.75, True,
-           ("e_q2_6",), "speed_acc_threshold"),
-    Target("order_acc", "order_acc", "Order Acc", "Temporal ordering", 0.75, True,
-           ("e_q2_6",), "order_acc_threshold"),
-    Target("relation_acc", "relation_acc", "Relative position Acc",
-           "Which object is left of / above the other?", 0.9, True, ("e_q2_1", "e_q2_2"),
-           "relative_position_acc_threshold"),
-)
-TARGETS_BY_KEY: dict[str, Target] = {t.key: t for t in TARGETS}
-BBOX_IOU = TARGETS_BY_KEY["bbox_iou"]
-
-
-def success_criteria() -> dict[str, float]:
-    """The seed-compatible `success_criteria` block: flat thresholds."""
-    return {t.criterion_key: t.threshold for t in TARGETS}
-
 
 def ci_crosses(threshold: float, row: MetricRow) -> bool:
     return row.has_ci and row.ci_low <= threshold <= row.ci_high  # type: ignore[operator]
+
+
+def is_pixel_or_embedding(stage: str) -> bool:
+    """Stages that re-encode pixels: they never decide a verdict about a model."""
+    return stage.startswith("pixels.") or stage == "vision.patch_embed"
+
+
+def studies_pixels(rows: Iterable[MetricRow]) -> bool:
+    """The model studied is the pixel baseline itself (its own stages are pixels.*)."""
+    own = {r.stage for r in rows if r.control == "none"}
+    return bool(own) and all(s.startswith("pixels.") for s in own)
 
 
 @dataclass(frozen=True)
@@ -98,6 +80,8 @@ class Verdict:
     row: MetricRow | None = None
     ci_crosses_target: bool = False
     reason: str | None = None
+    #: the stage whose validation score is best, and the test row at that stage
+    best_val: MetricRow | None = None
 
     @property
     def display(self) -> str:
@@ -106,21 +90,23 @@ class Verdict:
         return self.status
 
     def as_dict(self) -> dict[str, object]:
-        row = self.row
+        row, best = self.row, self.best_val
         return {
             "metric": self.target.metric, "label": self.target.label, "status": self.status,
             "display": self.display, "target": self.target.display,
             "value": row.value if row else None, "ci_low": row.ci_low if row else None,
             "ci_high": row.ci_high if row else None, "ci_crosses_target": self.ci_crosses_target,
-            "stage": row.stage if row else None, "probe": row.probe if row else None,
+            "stage": row.stage if row else None, "probe": self.target.probe,
             "experiment": row.experiment if row else None, "reason": self.reason,
+            "best_val_stage": best.stage if best else None, "best_val_test_value": best.value if best else None,
         }
 
 
-def best_row(rows: Iterable[MetricRow], metric: str, higher_is_better: bool = True,
+def best_row(rows: Iterable[MetricRow], metric: str, higher: bool | None = None,
              experiments: Sequence[str] | None = None, stages: Sequence[str] | None = None,
              probes: Sequence[str] | None = None, control: str = "none") -> MetricRow | None:
-    """The most favourable available row; ties go to the earlier pipeline stage."""
+    """The most favourable available row (direction from the metric catalogue unless given);
+    ties go to the earlier pipeline stage."""
     candidates = [
         r for r in rows
         if r.metric == metric and r.control == control and r.value is not None
@@ -130,7 +116,7 @@ def best_row(rows: Iterable[MetricRow], metric: str, higher_is_better: bool = Tr
     ]
     if not candidates:
         return None
-    sign = 1.0 if higher_is_better else -1.0
+    sign = 1.0 if (higher_is_better(metric) if higher is None else higher) else -1.0
 
     def preference(row: MetricRow) -> tuple[float, int, int]:
         rank, index, _ = stage_sort_key(row.stage)
@@ -139,21 +125,54 @@ def best_row(rows: Iterable[MetricRow], metric: str, higher_is_better: bool = Tr
     return max(candidates, key=preference)
 
 
-def verdict_for(target: Target, rows: Sequence[MetricRow]) -> Verdict:
-    row = best_row(rows, target.metric, target.higher_is_better, experiments=target.experiments)
+def row_at(rows: Iterable[MetricRow], metric: str, probe: str, stage: str, experiments: Sequence[str],
+           control: str = "none") -> MetricRow | None:
+    """The row of `probe`'s `metric` at `stage` (first experiment in the given order that has it)."""
+    found = {r.experiment: r for r in rows if r.metric == metric and r.probe == probe and r.stage == stage
+             and r.control == control}
+    return next((found[e] for e in experiments if e in found), None)
+
+
+def verdict_stage(target: Target, rows: Sequence[MetricRow], override: str | None = None) -> str | None:
+    """The stage a target is judged at: the override, else the first declared stage measured."""
+    if override:
+        return override
+    own = {r.stage for r in rows if r.metric == target.metric and r.probe == target.probe
+           and r.control == "none" and r.experiment in target.experiments}
+    return next((s for s in target.stages if s in own), None)
+
+
+def verdict_for(target: Target, rows: Sequence[MetricRow], override: str | None = None) -> Verdict:
+    best_val = _best_on_validation(target, rows)
+    stage = verdict_stage(target, rows, override)
+    if stage is None:
+        return Verdict(target, "UNAVAILABLE", None, False,
+                       f"{target.probe} did not measure {target.metric} at any of "
+                       f"{', '.join(target.stages)}", best_val)
+    if is_pixel_or_embedding(stage) and not studies_pixels(rows):
+        return Verdict(target, "UNAVAILABLE", None, False,
+                       f"{stage} re-encodes pixels: it cannot decide a verdict about the model", best_val)
+    row = row_at(rows, target.metric, target.probe, stage, target.experiments)
     if row is None or row.value is None:
-        reasons = sorted({
-            r.unavailable_reason or "" for r in rows
-            if r.metric == target.metric and r.control == "none" and r.experiment in target.experiments
-        } - {""})
-        reason = "; ".join(reasons) if reasons else "no stage reported this metric"
-        return Verdict(target, "UNAVAILABLE", None, False, reason)
+        reason = (row.unavailable_reason if row is not None else None) or \
+            f"{target.probe} did not measure {target.metric} at {stage}"
+        return Verdict(target, "UNAVAILABLE", None, False, reason, best_val)
     status: VerdictStatus = "PASS" if target.passes(row.value) else "FAIL"
-    return Verdict(target, status, row, ci_crosses(target.threshold, row))
+    return Verdict(target, status, row, ci_crosses(target.threshold, row), None, best_val)
 
 
-def compute_verdicts(rows: Sequence[MetricRow]) -> dict[str, Verdict]:
-    return {t.key: verdict_for(t, rows) for t in TARGETS}
+def _best_on_validation(target: Target, rows: Sequence[MetricRow]) -> MetricRow | None:
+    """The test row at the stage whose validation score of the target's probe is best."""
+    chosen = best_row(rows, target.metric, experiments=target.experiments, probes=[target.probe],
+                      control=VALIDATION)
+    if chosen is None:
+        return None
+    return row_at(rows, target.metric, target.probe, chosen.stage, target.experiments)
+
+
+def compute_verdicts(targets: Sequence[Target], rows: Sequence[MetricRow],
+                     override: str | None = None) -> dict[str, Verdict]:
+    return {t.key: verdict_for(t, rows, override) for t in targets}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,155 +180,182 @@ def compute_verdicts(rows: Sequence[MetricRow]) -> dict[str, Verdict]:
 
 
 @dataclass(frozen=True)
+class DecisionRule:
+    """One probe family decides both sides. `pairs` are (before, after) stage pairs tried in order;
+    when none is measured, the first and last stage the probe measured form the pair (a ViT
+    encoder has no merger). `fallback_probe` (the seed protocol's pooled probe) is used for both
+    sides only when the deciding probe was not run, and the decision is then flagged."""
+
+    metric: str
+    probe: str
+    experiments: tuple[str, ...]
+    threshold: float
+    drop_metric: str
+    pairs: tuple[tuple[str, str], ...] = (("vision.pre_merge", "vision.post_merge"),
+                                          ("pixels.patch", "pixels.merged"))
+    fallback_probe: str | None = None
+
+
+@dataclass(frozen=True)
 class Decision:
     colour: Colour
+    probe: str | None
     pre: MetricRow | None
     post: MetricRow | None
     conclusive: bool
-    pooled_only: bool
-    pixel_ceiling: MetricRow | None
     reason: str
-    target: float = BBOX_IOU.threshold
-    #: the same probe on raw pixels at the merged grid (pixels.merged)
-    post_pixel_ceiling: MetricRow | None = None
-
-    @property
-    def grid_limited(self) -> bool:
-        """YELLOW, and the probe also falls below the target on raw pixels at the merged grid: the
-        drop across the merger is then (at least partly) the coarser token grid, not the model."""
-        return self.colour == "YELLOW" and _below(self.post_pixel_ceiling, self.target)
+    target: float
+    pooled_only: bool = False
+    drop: MetricRow | None = None
+    #: the same probe on raw pixels at the same grid as `pre` / `post`
+    pre_ceiling: MetricRow | None = None
+    post_ceiling: MetricRow | None = None
+    #: why the probe cannot judge this model here (no or failed pixel ceiling), else None
+    ceiling_problem: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict[str, object]:
         def ci(row: MetricRow | None) -> list[float] | None:
             return [row.ci_low, row.ci_high] if row is not None and row.has_ci else None  # type: ignore[list-item]
 
-        probes = sorted({r.probe for r in (self.pre, self.post) if r is not None})
+        def value(row: MetricRow | None) -> float | None:
+            return row.value if row is not None else None
+
         return {
-            "colour": self.colour, "probe": " / ".join(probes) or None, "target": self.target,
-            "pre_merge_iou": self.pre.value if self.pre else None, "pre_merge_ci": ci(self.pre),
-            "post_merge_iou": self.post.value if self.post else None, "post_merge_ci": ci(self.post),
+            "colour": self.colour, "probe": self.probe, "target": self.target,
+            "pre_stage": self.pre.stage if self.pre else None,
+            "post_stage": self.post.stage if self.post else None,
+            "pre_merge_iou": value(self.pre), "pre_merge_ci": ci(self.pre),
+            "post_merge_iou": value(self.post), "post_merge_ci": ci(self.post),
+            "drop": value(self.drop), "drop_ci": ci(self.drop),
             "conclusive": self.conclusive,
-            "pixel_ceiling": self.pixel_ceiling.value if self.pixel_ceiling else None,
-            "post_merge_pixel_ceiling": self.post_pixel_ceiling.value if self.post_pixel_ceiling else None,
-            "reason": self.reason,
+            "pixel_ceiling": value(self.pre_ceiling), "post_merge_pixel_ceiling": value(self.post_ceiling),
+            "ceiling_problem": self.ceiling_problem, "reason": self.reason,
         }
-
-
-def _below(row: MetricRow | None, target: float) -> bool:
-    """A measured value under the target (a missing row is not below anything)."""
-    return row is not None and row.value is not None and row.value < target
 
 
 def _describe(row: MetricRow) -> str:
     ci = fmt_ci(row.ci_low, row.ci_high)
-    return f"{row.probe} IoU at {row.stage} is {fmt(row.value)}" + (f" {ci}" if ci else "")
+    return f"{row.probe} {row.metric} at {row.stage} is {fmt(row.value)}" + (f" {ci}" if ci else "")
 
 
-def merge_pair(rows: Sequence[MetricRow]) -> tuple[str, str]:
-    """The stages on either side of the 2×2 merge: the model's own, or — when the model studied is
-    the pixel baseline itself — its 14 px and 28 px patches, which play the same roles."""
-    own = {r.stage for r in rows if r.control == "none"}
-    if PRE_MERGE not in own and POST_MERGE not in own and "pixels.patch" in own:
-        return "pixels.patch", "pixels.merged"
-    return PRE_MERGE, POST_MERGE
+def _measured(rows: Sequence[MetricRow], rule: DecisionRule, probe: str) -> list[str]:
+    stages = {r.stage for r in rows if r.metric == rule.metric and r.probe == probe and r.control == "none"
+              and r.value is not None and r.experiment in rule.experiments}
+    return sorted(stages, key=stage_sort_key)
 
 
-def decide(rows: Sequence[MetricRow], target: float = BBOX_IOU.threshold) -> Decision:
-    """GREEN / YELLOW / RED from the spatial probes' IoU before and after the 2×2 merger."""
-    probes: tuple[str, ...] = SPATIAL_PROBES
-    pre_stage, post_stage = merge_pair(rows)
-    pre = best_row(rows, "iou", stages=[pre_stage], probes=probes)
-    post = best_row(rows, "iou", stages=[post_stage], probes=probes)
-    pooled_only = False
-    if pre is None and post is None:
-        # Only the seed protocol's pooled probe was run: usable for a colour, but flagged.
-        pre = best_row(rows, "iou", stages=[pre_stage], probes=[POOLED_PROBE])
-        post = best_row(rows, "iou", stages=[post_stage], probes=[POOLED_PROBE])
-        pooled_only = pre is not None or post is not None
-    used_probes = [r.probe for r in (pre, post) if r is not None]
-    ceiling = best_row(rows, "iou", stages=["pixels.patch", pre_stage], probes=used_probes or None,
-                       control="pixels")
-    post_ceiling = best_row(rows, "iou", stages=["pixels.merged", post_stage], probes=used_probes or None,
-                            control="pixels")
-    t = fmt_target(target)
-    if pre is None or post is None:
-        missing = [s for s, r in ((pre_stage, pre), (post_stage, post)) if r is None]
-        return Decision("UNAVAILABLE", pre, post, False, pooled_only, ceiling,
-                        f"no spatial-probe IoU at {', '.join(missing)}: the decision matrix needs both "
-                        "sides of the 2×2 merger")
-    assert pre.value is not None and post.value is not None
-    if post.value >= target:
+def decision_pair(rows: Sequence[MetricRow], rule: DecisionRule, probe: str) -> tuple[str, str] | None:
+    measured = _measured(rows, rule, probe)
+    for pre, post in rule.pairs:
+        if pre in measured and post in measured:
+            return pre, post
+    return (measured[0], measured[-1]) if len(measured) >= 2 else None
+
+
+def _ceiling(rows: Sequence[MetricRow], rule: DecisionRule, probe: str, stage: str) -> MetricRow | None:
+    """The same probe on raw pixels at the same grid; a pixel stage is its own ceiling."""
+    if stage.startswith("pixels."):
+        return row_at(rows, rule.metric, probe, stage, rule.experiments)
+    return row_at(rows, rule.metric, probe, pixel_stage_for(stage), rule.experiments, control="pixels")
+
+
+def _ceiling_problem(rule: DecisionRule, probe: str, pairs: Sequence[tuple[str, MetricRow | None]]) -> str | None:
+    t = fmt_target(rule.threshold)
+    for stage, ceiling in pairs:
+        grid = stage if stage.startswith("pixels.") else pixel_stage_for(stage)
+        if ceiling is None or ceiling.value is None:
+            return f"{probe} has no pixel ceiling at {grid} (the grid of {stage}): it cannot show it would see a loss"
+        if not ceiling.value > rule.threshold:
+            return (f"{probe} reaches only {fmt(ceiling.value)} on raw pixels at {grid}, not above the {t} "
+                    f"target: it cannot judge the target at that grid")
+    return None
+
+
+def decide(rows: Sequence[MetricRow], rule: DecisionRule) -> Decision:
+    """GREEN / YELLOW / RED from one probe's values before and after the merge (or first → last stage)."""
+    probe, pooled_only = rule.probe, False
+    pair = decision_pair(rows, rule, probe)
+    if pair is None and rule.fallback_probe is not None:
+        pair = decision_pair(rows, rule, rule.fallback_probe)
+        if pair is not None:
+            probe, pooled_only = rule.fallback_probe, True
+    t, threshold = fmt_target(rule.threshold), rule.threshold
+    if pair is None:
+        return Decision("UNAVAILABLE", rule.probe, None, None, False,
+                        f"{rule.probe} measured {rule.metric} at fewer than two stages: the decision matrix "
+                        "needs the same probe before and after", threshold)
+    pre = row_at(rows, rule.metric, probe, pair[0], rule.experiments)
+    post = row_at(rows, rule.metric, probe, pair[1], rule.experiments)
+    assert pre is not None and post is not None and pre.value is not None and post.value is not None
+    drop = row_at(rows, rule.drop_metric, probe, post.stage, rule.experiments)
+    ceilings = (_ceiling(rows, rule, probe, pre.stage), _ceiling(rows, rule, probe, post.stage))
+    problem = _ceiling_problem(rule, probe, [(pre.stage, ceilings[0]), (post.stage, ceilings[1])])
+    if post.value > threshold:
         colour: Colour = "GREEN"
-        deciding = [post]
-        reason = f"{_describe(post)}, at or above the {t} target: the merger keeps location"
-    elif pre.value >= target:
+        conclusive = post.ci_low is not None and post.ci_low > threshold
+        reason = f"{_describe(post)}, above the {t} target: location survives to {post.stage}"
+    elif pre.value > threshold:
         colour = "YELLOW"
-        deciding = [pre, post]
-        if post_ceiling is not None and _below(post_ceiling, target):
-            reason = (f"{_describe(pre)}, at or above the {t} target, but {_describe(post)}; on raw pixels "
-                      f"at the same merged grid the probe also falls below the target ({_describe(post_ceiling)}), "
-                      "so the coarser token grid accounts for (part of) the drop, not the merger alone")
-        else:
-            reason = (f"{_describe(pre)}, at or above the {t} target, but {_describe(post)}: "
-                      "location is lost in the merger")
+        drop_clear = drop is not None and drop.ci_low is not None and drop.ci_low > 0
+        conclusive = bool(pre.ci_low is not None and pre.ci_low > threshold and drop_clear)
+        reason = (f"{_describe(pre)}, above the {t} target, but {_describe(post)}"
+                  + (f"; the paired drop {fmt(drop.value)} {fmt_ci(drop.ci_low, drop.ci_high)}"
+                     f"{' excludes' if drop_clear else ' does not exclude'} 0" if drop is not None
+                     else "; no paired drop was measured"))
     else:
         colour = "RED"
-        deciding = [pre]
-        reason = f"{_describe(pre)}, below the {t} target: location is weak before the merger"
-    conclusive = not any(ci_crosses(target, r) for r in deciding)
-    return Decision(colour, pre, post, conclusive, pooled_only, ceiling, reason, target, post_ceiling)
+        conclusive = pre.ci_high is not None and pre.ci_high < threshold
+        reason = f"{_describe(pre)}, not above the {t} target: location is weak already at {pre.stage}"
+    return Decision(colour, probe, pre, post, conclusive, reason, threshold, pooled_only, drop, *ceilings,
+                    problem)
 
 
 @dataclass(frozen=True)
 class Advice:
-    recommendation: Recommendation
+    recommendation: Literal["proceed", "pivot", "investigate", "block"]
     headline: str
     notes: str
     blockers: tuple[str, ...] = ()
 
 
-def recommend(decision: Decision, weights_random: bool, protocol: Protocol) -> Advice:
+SEED_PIVOT_WORDING = "PIVOT - Use hybrid approach with dedicated spatial models"
+
+
+def recommend(decision: Decision, weights_random: bool, protocol: str) -> Advice:
     """Turn the decision matrix into proceed / pivot / investigate / block, with the reason.
 
-    A RED only becomes the seed's PIVOT when it is evidence about the model: a spatial probe
-    (not the pooled seed protocol), a CI clear of the target, and a probe that does reach the
-    target on raw pixels when that control was run.
+    The seed's PIVOT only when the deciding probe clears the target on pixels at the same grid,
+    the model's stage does not, and its CI lies below the target.
     """
-    t = fmt_target(decision.target)
-    caveat = ""
-    if weights_random:
-        caveat = (" The model's weights are random, so this describes the architecture and the "
-                  "probes, not a trained model.")
+    caveat = (" The model's weights are random, so this describes the architecture and the probes, "
+              "not a trained model.") if weights_random else ""
     if decision.colour == "UNAVAILABLE":
         return Advice("block", "BLOCK - decision matrix cannot be computed",
                       f"Decision matrix unavailable: {decision.reason}.{caveat}", (decision.reason,))
     base = f"Decision matrix {decision.colour}: {decision.reason}."
     if decision.pooled_only or protocol == "seed":
         return Advice("investigate", "INVESTIGATE - pooled probes cannot measure location",
-                      base + " These IoUs come from mean-pooled probes (seed protocol, defect 1), which "
-                      "cannot localise even on raw pixels; rerun with the stageprobe protocol's spatial "
-                      "probes before deciding." + caveat)
-    ceiling = decision.pixel_ceiling
-    if decision.colour == "RED" and ceiling is not None and _below(ceiling, decision.target):
-        return Advice("investigate", "INVESTIGATE - the probe misses the target even on pixels",
-                      base + f" The same probe reaches only {fmt(ceiling.value)} IoU on the pixel baseline "
-                      f"({ceiling.stage}), below the {t} target, so a low score is a limit of the probe, "
-                      "not evidence about the model." + caveat)
-    if decision.grid_limited:
-        return Advice("investigate", "INVESTIGATE - the post-merge probe misses the target even on pixels",
-                      base + " Compare the model's measured IoU drop across the merger with the pixel "
-                      "baseline's (E-Q2.2) before blaming the merger; pre-merge features are the safe choice "
-                      "for spatial needs until a finer post-merge probe settles it." + caveat)
+                      base + " These values come from mean-pooled probes (seed protocol, defect 1), which "
+                      "cannot localise even on raw pixels; rerun with the stageprobe protocol before deciding."
+                      + caveat)
+    if decision.ceiling_problem is not None:
+        return Advice("investigate", "INVESTIGATE - the deciding probe has no pixel ceiling that clears the target",
+                      base + f" {decision.ceiling_problem[0].upper()}{decision.ceiling_problem[1:]}; a low score "
+                      "would be a limit of the probe, not evidence about the model." + caveat)
     if not decision.conclusive:
-        return Advice("investigate", "INVESTIGATE - confidence interval crosses the target",
-                      base + f" The 95 % CI contains the {t} target, so the colour is not settled; "
-                      "evaluate on more test items." + caveat)
+        return Advice("investigate", "INVESTIGATE - confidence interval does not settle the colour",
+                      base + " The 95 % CI (or the paired drop's CI) does not settle it; evaluate on more test "
+                      "items." + caveat)
+    assert decision.pre is not None and decision.post is not None
     if decision.colour == "GREEN":
-        return Advice("proceed", "PROCEED - VLM features keep object location through the merger",
-                      base + " Spatial features can be taken from the post-merge tokens." + caveat)
+        return Advice("proceed", f"PROCEED - location is kept at {decision.post.stage}",
+                      base + f" Spatial features can be taken from {decision.post.stage}." + caveat)
     if decision.colour == "YELLOW":
-        return Advice("investigate", "INVESTIGATE - take pre-merge features for spatial needs",
-                      base + " Use pre-merge features for spatial needs and investigate the merger." + caveat)
+        return Advice("investigate", f"INVESTIGATE - take {decision.pre.stage} features for spatial needs",
+                      base + f" Use {decision.pre.stage} features for spatial needs; location is lost between "
+                      f"{decision.pre.stage} and {decision.post.stage}." + caveat)
     return Advice("pivot", SEED_PIVOT_WORDING,
-                  base + " Location is not recoverable from the vision tower with a spatial probe that "
-                  "works on pixels; add a dedicated spatial model (detector or grounding model)." + caveat)
+                  base + " The same probe clears the target on raw pixels at this grid, so location is not "
+                  "recoverable from these features; add a dedicated spatial model (detector or grounding "
+                  "model)." + caveat)

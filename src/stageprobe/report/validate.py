@@ -14,12 +14,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from stageprobe.errors import UserInputError
+from stageprobe.metrics._catalog import METRICS, report_name
 from stageprobe.report.analysis import RunMeta, analyse
 from stageprobe.report.findings import artifact_paths
 from stageprobe.report.fmt import fmt
 from stageprobe.report.results import load_results_yaml, read_metrics_csv
 from stageprobe.report.schema import MetricRow, ResultsFile
-from stageprobe.report.targets import TARGETS, TARGETS_BY_KEY
 
 _TOLERANCE = 1e-9
 
@@ -59,15 +59,15 @@ def _artifact_problems(run_dir: Path, results: dict[str, Any]) -> list[str]:
 def _verdict_problems(results: dict[str, Any], rows: list[MetricRow]) -> list[str]:
     problems = []
     criteria = results.get("success_criteria") or {}
-    for target in TARGETS:
+    analysis = analyse(rows, RunMeta.from_results(results))
+    for target in analysis.suite.targets:
         listed = criteria.get(target.criterion_key)
         if listed is not None and not _same(float(listed), target.threshold):
             problems.append(f"success_criteria.{target.criterion_key} is {listed} but the seed target is "
                             f"{target.display}")
-    analysis = analyse(rows, RunMeta.from_results(results))
     stored = results.get("verdicts") or {}
     for key in stored:
-        if key not in TARGETS_BY_KEY:
+        if key not in analysis.verdicts:
             problems.append(f"verdicts.{key}: not a known target")
     for key, verdict in analysis.verdicts.items():
         entry = stored.get(key)
@@ -139,4 +139,9 @@ def validate_run(run_dir: str | Path) -> list[str]:
     problems += _artifact_problems(run_dir, results)
     if rows is not None and not schema:
         problems += _verdict_problems(results, rows)
+    if rows is not None:
+        undeclared = sorted({r.metric for r in rows if report_name(r.metric) not in METRICS})
+        if undeclared:
+            problems.append(f"metrics.csv has metrics without metadata ({', '.join(undeclared)}): declare them "
+                            "in stageprobe/metrics/_catalog.py")
     return problems

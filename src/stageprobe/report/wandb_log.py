@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stageprobe.errors import UserInputError
+from stageprobe.metrics._catalog import higher_is_better, label
 from stageprobe.report.findings import artifact_paths
 from stageprobe.report.render import load_run
 from stageprobe.report.schema import CSV_COLUMNS, sort_stages
@@ -44,8 +45,11 @@ def log_to_wandb(run_dir: str | Path, project: str = "stageprobe", entity: str |
                      tags=[*tags, *(["random-weights"] if results.get("weights_random") else [])])
     try:
         run.define_metric("stage_index")
-        run.define_metric("*", step_metric="stage_index")
         own = [r for r in rows if r.control == "none" and r.value is not None]
+        for key, metric in sorted({(f"{r.experiment}/{r.probe}/{r.metric}", r.metric) for r in own}):
+            # the summary keeps each curve's best stage, the right way round for its metric
+            run.define_metric(key, step_metric="stage_index", summary="max" if higher_is_better(metric) else "min")
+        run.summary["metric_labels"] = {r.metric: label(r.metric) for r in own}
         stages = sort_stages({r.stage for r in own})
         for index, stage in enumerate(stages):
             values = {f"{r.experiment}/{r.probe}/{r.metric}": r.value for r in own if r.stage == stage}

@@ -27,6 +27,7 @@ import torch
 from stageprobe.datasets import Dataset, Sample, dataset_from_spec
 from stageprobe.features.store import FeatureStore
 from stageprobe.probes import ProbeData, ProbeResult, fit_probe, split_probe_data
+from stageprobe.suites._validation import validation_scores
 
 #: at most this many workers by default: more processes each hold a stage of features in memory
 MAX_AUTO_WORKERS = 4
@@ -46,6 +47,16 @@ class FitRequest:
     seed: int
     control: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    #: also score the fitted probe on the validation split (what picks the best stage)
+    score_val: bool = False
+
+
+@dataclass
+class FitOutput:
+    """A fit's test result (without its predictor) and, when asked for, its validation scores."""
+
+    result: ProbeResult
+    val_scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,14 +128,15 @@ def _labels_of(dataset: Dataset) -> _Labels:
     return _Labels(samples, size)
 
 
-def fit_request(request: FitRequest) -> ProbeResult:
+def fit_request(request: FitRequest) -> FitOutput:
     """Fit one probe (in whichever process runs this) and return its result without the predictor,
     a closure over the fitted probe that cannot cross processes; the runner uses `predictions`."""
     splits = _CACHE.splits(request)
     result = fit_probe(request.probe, request.task, splits["train"], splits["val"], splits["test"],
                        seed=request.seed, control=request.control, **dict(request.options))
+    val_scores = validation_scores(result, splits["val"]) if request.score_val else {}
     result.predictor = None
-    return result
+    return FitOutput(result, val_scores)
 
 
 def _start_worker() -> None:
@@ -160,10 +172,10 @@ class ProbePool:
         """The key requests name `dataset` by; its labels are read here once for in-process fits."""
         return _CACHE.add_dataset(dataset)
 
-    def submit(self, request: FitRequest) -> Future[ProbeResult]:
+    def submit(self, request: FitRequest) -> Future[FitOutput]:
         if self._executor is not None:
             return self._executor.submit(fit_request, request)
-        future: Future[ProbeResult] = Future()
+        future: Future[FitOutput] = Future()
         try:
             future.set_result(fit_request(request))
         except Exception as error:

@@ -1,0 +1,120 @@
+"""Probe results → metric rows: pure functions (no files, no models), so they can be tested alone
+and reused by anything that fits the study's probes (e.g. calibration).
+
+A fit may have been repeated with several probe seeds (`--seeds N`): its value is the mean over
+seeds, its CI resamples seeds and test images together, and the row's note gives the spread.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from stageprobe.metrics._catalog import metric_info, report_name
+from stageprobe.probes import ProbeResult
+from stageprobe.report.schema import MetricRow
+from stageprobe.report.targets import VALIDATION
+from stageprobe.stats import bootstrap_ci, bootstrap_map_ci, paired_bootstrap_diff
+
+
+@dataclass(frozen=True)
+class FitLabel:
+    """Where a fit's rows go: experiment, stage, probe, the variant's control name and model."""
+
+    experiment: str
+    stage: str
+    probe: str
+    control: str
+    model: str
+
+    def row(self, metric: str, **values: object) -> MetricRow:
+        return MetricRow(experiment=self.experiment, stage=self.stage, probe=self.probe, metric=metric,
+                         control=self.control, model=self.model, **values)  # type: ignore[arg-type]
+
+
+def _kept(name: str, skip: Sequence[str]) -> bool:
+    return not name.startswith(tuple(skip))
+
+
+def seeded_ci(per_seed: Sequence[np.ndarray], n_bootstrap: int, seed: int) -> tuple[float, float, float]:
+    """(estimate, low, high) of the mean score: each draw picks a probe seed and resamples test images."""
+    matrix = np.stack([np.asarray(v, dtype=np.float64) for v in per_seed])
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, len(matrix), size=n_bootstrap)
+    images = rng.integers(0, matrix.shape[1], size=(n_bootstrap, matrix.shape[1]))
+    stats = np.nanmean(matrix[seeds[:, None], images], axis=1)
+    low, high = np.nanquantile(stats, [0.025, 0.975])
+    return float(np.nanmean(np.nanmean(matrix, axis=1))), float(low), float(high)
+
+
+def _spread_note(values: Sequence[float]) -> str:
+    return (f"{len(values)} probe seeds: sd {np.std(values, ddof=1):.4f}, range {min(values):.4f}…{max(values):.4f}; "
+            "CI resamples seeds and test images")
+
+
+def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[str], n_bootstrap: int,
+                seed: int) -> list[MetricRow]:
+    """One row per metric the fit emitted (mean over probe seeds), with its bootstrap CI; `n` counts
+    the test images with a finite score."""
+    first = results[0]
+    rows = []
+    for raw, value in first.metrics.items():
+        if not _kept(raw, skip):
+            continue
+        metric = metric_info(raw).name
+        per_seed = [r.per_item[raw] for r in results if raw in r.per_item]
+        low = high = None
+        n = int(np.isfinite(per_seed[0]).sum()) if per_seed else len(first.per_item.get("matched_iou", []))
+        note = ""
+        if per_seed and n:
+            if len(per_seed) > 1:
+                value, low, high = seeded_ci(per_seed, n_bootstrap, seed)
+                note = _spread_note([float(r.metrics[raw]) for r in results])
+            else:
+                # the mean of the per-image scores, so the value always sits inside its own CI
+                ci = bootstrap_ci(per_seed[0], n_bootstrap, seed)
+                value, low, high = ci.estimate, ci.low, ci.high
+        elif raw.startswith("map") and first.detection is not None:
+            ci = bootstrap_map_ci(first.detection, raw, n_bootstrap, seed)
+            low, high, n = ci.low, ci.high, ci.n
+        rows.append(label.row(metric, value=value, ci_low=low, ci_high=high, n=n, note=note))
+    for raw, reason in first.unavailable.items():
+        if _kept(raw, skip):
+            rows.append(label.row(metric_info(raw).name, value=None, unavailable_reason=reason))
+    return rows
+
+
+def selectivity_rows(label: FitLabel, task: ProbeResult, control: ProbeResult, skip: Sequence[str],
+                     n_bootstrap: int, seed: int) -> list[MetricRow]:
+    """Task − control-task score with the paired bootstrap CI, both on the same test images."""
+    rows = []
+    for raw, per_item in task.per_item.items():
+        if raw not in control.per_item or not np.isfinite(per_item).any() or not _kept(raw, skip):
+            continue
+        ci = paired_bootstrap_diff(per_item, control.per_item[raw], n_bootstrap, seed)
+        rows.append(label.row(metric_info(raw).name, value=ci.estimate, ci_low=ci.low, ci_high=ci.high, n=ci.n,
+                              note=f"task {float(np.nanmean(per_item)):.4f} − control task "
+                                   f"{float(np.nanmean(control.per_item[raw])):.4f} on the same {ci.n} test images"))
+    return rows
+
+
+def validation_rows(label: FitLabel, val_scores: Sequence[Mapping[str, float]], skip: Sequence[str]) -> list[MetricRow]:
+    """The fit's headline scores on the validation split (mean over probe seeds): they pick the best stage."""
+    if not val_scores or not val_scores[0]:
+        return []
+    return [MetricRow(experiment=label.experiment, stage=label.stage, probe=label.probe,
+                      metric=metric_info(raw).name, value=float(np.mean([s[raw] for s in val_scores])),
+                      control=VALIDATION, model=label.model, note="validation split: chooses the stage only")
+            for raw in val_scores[0] if _kept(raw, skip)]
+
+
+def per_image_scores(results: Sequence[ProbeResult]) -> dict[str, np.ndarray]:
+    """Per-test-image scores under report names, averaged over probe seeds (for derived metrics);
+    NaN stays NaN (an image the score does not apply to)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: images without the score
+        return {report_name(raw): np.nanmean(np.stack([r.per_item[raw] for r in results]), axis=0)
+                for raw in results[0].per_item}

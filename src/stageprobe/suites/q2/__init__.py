@@ -1,0 +1,130 @@
+"""The Q2 study as one unit: its experiments (data family, stages, probes, controls), the seed's
+targets with the stage and probe each is judged at, the decision matrix's deciding probe, the
+derived metrics (IoU drop, compression, IRS) and the finding texts.
+
+Adding a probe to an experiment is one `ProbeSpec` line; switching the probe that decides the
+decision matrix is `DECIDING_BOX_PROBE`. Stage patterns name the stages of every model family; a
+pattern a model does not have is simply not part of its study.
+"""
+
+from __future__ import annotations
+
+from stageprobe.report.schema import MetricRow
+from stageprobe.report.targets import DecisionRule, Target
+from stageprobe.suites._spec import DeriveInput, ExperimentSpec, ProbeSpec, Suite, thin_stages
+from stageprobe.suites.q2 import findings
+from stageprobe.suites.q2.derived import compression_rows, drop_rows, irs_rows
+
+#: the probe family whose IoU decides the decision matrix and the Bbox IoU target
+DECIDING_BOX_PROBE = "dense-linear"
+RECONSTRUCTION_PROBE = "decoder"
+
+#: token shuffle only where the probe carries its own position code; `dense-linear` reads each
+#: token's target at that token's raster position, so shuffling tokens and targets alike tells nothing
+POSITIONAL_CONTROLS = ("control-task", "token-shuffle")
+
+POOLED_BOXES = ProbeSpec("pooled-linear", "boxes", seed_protocol=True)
+DENSE_BOXES = ProbeSpec("dense-linear", "boxes", controls=("control-task", "chance"))
+RELATION = ProbeSpec("relation", "relation", controls=POSITIONAL_CONTROLS)
+POOLED_RELATION = ProbeSpec("relation-pooled", "relation", seed_protocol=True)
+
+PATCH_STAGES = ("vision.patch_embed", "vision.embed", "vision.block.*", "vision.pre_merge", "vision.final",
+                "pixels.patch")
+MERGE_STAGES = ("vision.pre_merge", "vision.post_merge", "pixels.patch", "pixels.merged")
+LANGUAGE_STAGES = ("language.layer.*",)
+MOTION_TASKS = ("direction", "speed", "order")
+BOX_TABLE = ("iou", "iou_gt_0.5", "iou_gt_0.7", "relation_acc", "patch_class_balanced_acc", "patch_class_acc")
+
+PRE_MERGE, POST_MERGE, LANGUAGE, DETECTION, DETAIL, MOTION = (f"e_q2_{i}" for i in range(1, 7))
+SPATIAL_EXPERIMENTS = (POST_MERGE, PRE_MERGE, LANGUAGE)
+
+DECISION = DecisionRule(metric="iou", probe=DECIDING_BOX_PROBE, experiments=SPATIAL_EXPERIMENTS, threshold=0.7,
+                        drop_metric="iou_drop", fallback_probe="pooled-linear")
+
+
+def _derive_merge(inputs: DeriveInput) -> list[MetricRow]:
+    return drop_rows(inputs, DECISION) + compression_rows(inputs)
+
+
+def _derive_detail(inputs: DeriveInput) -> list[MetricRow]:
+    return irs_rows(inputs, DECIDING_BOX_PROBE, SPATIAL_EXPERIMENTS, RECONSTRUCTION_PROBE)
+
+
+EXPERIMENTS: tuple[ExperimentSpec, ...] = (
+    ExperimentSpec(PRE_MERGE, "Pre-merge ViT analysis", "spatial", PATCH_STAGES,
+                   (POOLED_BOXES, DENSE_BOXES, RELATION, POOLED_RELATION), skip_metrics=("map",),
+                   table_metrics=BOX_TABLE, finding=findings.pre_merge, label="E-Q2.1"),
+    ExperimentSpec(POST_MERGE, "Post-merge analysis", "spatial", MERGE_STAGES,
+                   (POOLED_BOXES, DENSE_BOXES, RELATION, POOLED_RELATION), skip_metrics=("map",),
+                   table_metrics=(*BOX_TABLE, "iou_drop", "compression_ratio", "width_ratio"),
+                   reads=(PRE_MERGE,), derive=_derive_merge, finding=findings.post_merge, label="E-Q2.2"),
+    ExperimentSpec(LANGUAGE, "LLM layer-wise decay", "spatial", LANGUAGE_STAGES, (POOLED_BOXES, DENSE_BOXES),
+                   skip_metrics=("map",), table_metrics=("iou",), finding=findings.language_decay, label="E-Q2.3"),
+    ExperimentSpec(DETECTION, "Detection probe (mAP)", "spatial",
+                   ("vision.pre_merge", "vision.post_merge", "vision.final", "pixels.merged", *LANGUAGE_STAGES),
+                   (ProbeSpec("attention", "boxes", controls=POSITIONAL_CONTROLS, seeded=True),),
+                   max_language_layers=4, table_metrics=("map_50", "map_75", "map", "map_small", "best_match_iou"),
+                   finding=findings.detection, label="E-Q2.4"),
+    ExperimentSpec(DETAIL, "Fine-grained detail probe", "detail", ("vision.*", "pixels.*", *LANGUAGE_STAGES),
+                   (ProbeSpec(RECONSTRUCTION_PROBE, "reconstruction", controls=POSITIONAL_CONTROLS, seeded=True),
+                    ProbeSpec("decoder-pooled", "reconstruction", seed_protocol=True, seeded=True)),
+                   max_language_layers=3, table_metrics=("lpips", "ssim", "psnr", "edge_f1", "gram_gabor", "irs"),
+                   reads=SPATIAL_EXPERIMENTS, derive=_derive_detail, finding=findings.detail, label="E-Q2.5"),
+    ExperimentSpec(MOTION, "Temporal information probe", "motion",
+                   ("vision.post_merge", "pixels.merged", *LANGUAGE_STAGES),
+                   tuple(ProbeSpec("temporal-dense", task, controls=POSITIONAL_CONTROLS, seeded=True)
+                         for task in MOTION_TASKS)
+                   + tuple(ProbeSpec("temporal", task, seed_protocol=True) for task in MOTION_TASKS),
+                   table_metrics=("direction_acc", "speed_acc", "order_acc", "path_error_px"),
+                   finding=findings.motion, label="E-Q2.6"),
+)
+
+#: the experiments under their former name (bench.py reads them)
+Q2 = EXPERIMENTS
+
+TARGETS: tuple[Target, ...] = (
+    Target("bbox_iou", "iou", "Bbox IoU", "Can we locate objects?", 0.7, SPATIAL_EXPERIMENTS,
+           "bbox_iou_threshold", DECIDING_BOX_PROBE),
+    Target("lpips", "lpips", "LPIPS", "Reconstruction quality (perceptual distance)", 0.3, (DETAIL,),
+           "lpips_threshold", RECONSTRUCTION_PROBE),
+    Target("edge_f1", "edge_f1", "Edge F1", "Are boundaries preserved?", 0.6, (DETAIL,), "edge_f1_threshold",
+           RECONSTRUCTION_PROBE),
+    Target("irs", "irs", "IRS", "Information Retention Score (IoU, LPIPS, edge F1)", 0.6, (DETAIL,),
+           "irs_threshold", RECONSTRUCTION_PROBE),
+    Target("map_50", "map_50", "mAP@0.5", "Detection accuracy", 0.4, (DETECTION,), "mAP_threshold", "attention"),
+    Target("direction_acc", "direction_acc", "Direction Acc", "Motion direction", 0.8, (MOTION,),
+           "direction_acc_threshold", "temporal-dense"),
+    Target("speed_acc", "speed_acc", "Speed Acc", "Motion speed", 0.75, (MOTION,), "speed_acc_threshold",
+           "temporal-dense"),
+    Target("order_acc", "order_acc", "Order Acc", "Temporal ordering", 0.75, (MOTION,), "order_acc_threshold",
+           "temporal-dense"),
+    Target("relation_acc", "relation_acc", "Relative position Acc", "Which object is left of / above the other?",
+           0.9, (POST_MERGE, PRE_MERGE), "relative_position_acc_threshold", "relation"),
+)
+
+SUITE = Suite(
+    name="q2",
+    title="Q2: Information Preservation - Findings",
+    question=("How much spatial, perceptual and temporal information survives at each stage of the VLM "
+              "pipeline — patch embedding, ViT blocks, the 2x2 token merger, LLM layers? Where does it get "
+              "lost, and where should features be extracted from?"),
+    claim=("Spatial, perceptual and temporal information survive each stage of the VLM pipeline "
+           "(patch embedding, ViT blocks, 2x2 token merger, LLM layers) well enough to extract "
+           "features for video generation."),
+    experiments=EXPERIMENTS,
+    targets=TARGETS,
+    decision=DECISION,
+    data={"spatial": "shapes", "detail": "textures", "motion": "motion"},
+    sizes={"quick": {"spatial": 160, "detail": 48, "motion": 96},
+           "default": {"spatial": 600, "detail": 240, "motion": 400},
+           "full": {"spatial": 2000, "detail": 600, "motion": 1200}},
+    #: `--quick` reads a few evenly spaced blocks and layers: a smoke test of every code path
+    quick_stage_limits={"vision.block.": 3, "language.layer.": 2},
+    #: ... and trains the gradient-trained probes for fewer epochs (their numbers are then a floor)
+    quick_probe_options={"decoder": {"epochs": 5}, "decoder-pooled": {"epochs": 5}, "attention": {"epochs": 10}},
+    notes=("Token shuffle is not run for dense-linear: it reads each token's target at that token's own raster "
+           "position, so shuffling tokens changes nothing it could tell apart; it is run for the probes that "
+           "carry their own position code (relation, attention, decoder, temporal-dense).",),
+)
+
+__all__ = ["EXPERIMENTS", "Q2", "SUITE", "TARGETS", "ExperimentSpec", "ProbeSpec", "thin_stages"]

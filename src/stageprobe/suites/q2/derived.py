@@ -1,0 +1,119 @@
+"""Q2's derived metrics, each from measured values with its own CI: the IoU drop across the merge
+(paired bootstrap), the compression of the merge (tokens and width), and the IRS (METHODOLOGY #7)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stageprobe.metrics.base import MetricValue
+from stageprobe.metrics.irs import irs
+from stageprobe.report.schema import MetricRow, sort_stages
+from stageprobe.report.targets import DecisionRule
+from stageprobe.stats import paired_bootstrap_diff
+from stageprobe.suites._spec import DeriveInput, Scores
+
+
+def _pooled_scores(inputs: DeriveInput, experiments: tuple[str, ...]) -> Scores:
+    """Per-image scores of the given experiments, the first experiment winning a shared key."""
+    found: Scores = {}
+    for experiment in experiments:
+        for key, values in inputs.scores.get(experiment, {}).items():
+            found.setdefault(key, values)
+    return found
+
+
+def _pair_of(stages: list[str], rule: DecisionRule) -> tuple[str, str] | None:
+    for pre, post in rule.pairs:
+        if pre in stages and post in stages:
+            return pre, post
+    return (stages[0], stages[-1]) if len(stages) >= 2 else None
+
+
+def drop_rows(inputs: DeriveInput, rule: DecisionRule) -> list[MetricRow]:
+    """The deciding probe's metric before − after, paired over the same test images, on the model
+    and on the pixel baseline (whose drop is what the coarser grid alone costs)."""
+    scores = _pooled_scores(inputs, rule.experiments)
+    rows = []
+    for control in ("none", "pixels"):
+        stages = sort_stages({stage for (c, stage, probe, metric) in scores
+                              if c == control and probe == rule.probe and metric == rule.metric})
+        if control == "pixels":
+            stages = [s for s in ("pixels.patch", "pixels.merged") if s in stages]
+        pair = _pair_of(stages, rule)
+        if pair is None:
+            continue
+        pre, post = (scores[(control, s, rule.probe, rule.metric)] for s in pair)
+        ci = paired_bootstrap_diff(pre, post, inputs.n_bootstrap, inputs.seed)
+        rows.append(MetricRow(
+            experiment=inputs.experiment, stage=pair[1], probe=rule.probe, metric=rule.drop_metric,
+            value=ci.estimate, ci_low=ci.low, ci_high=ci.high, n=ci.n, control=control,  # type: ignore[arg-type]
+            model=inputs.model if control == "none" else "pixels",
+            note=f"{rule.metric}({pair[0]}) − {rule.metric}({pair[1]}), paired bootstrap over test images"))
+    return rows
+
+
+def compression_rows(inputs: DeriveInput, pre: str = "vision.pre_merge",
+                     post: str = "vision.post_merge") -> list[MetricRow]:
+    """Tokens before ÷ after the merge, and the width after ÷ before (e.g. 4×1280 → 3584)."""
+    if pre not in inputs.stages or post not in inputs.stages:
+        return []
+    a, b = inputs.stages[pre], inputs.stages[post]
+    common = {"experiment": inputs.experiment, "stage": post, "probe": "geometry", "n": 1, "model": inputs.model}
+    return [
+        MetricRow(metric="compression_ratio", value=a.tokens / b.tokens,
+                  note=f"tokens: {a.tokens} before ÷ {b.tokens} after the merge", **common),
+        MetricRow(metric="width_ratio", value=b.dim / a.dim,
+                  note=f"width: {a.tokens // b.tokens}×{a.dim} → {b.dim} per merged token", **common),
+    ]
+
+
+def _mean(values: np.ndarray | None) -> float | None:
+    if values is None or not np.isfinite(values).any():
+        return None
+    return float(np.nanmean(values))
+
+
+def _resampled_means(values: np.ndarray, rng: np.random.Generator, draws: int) -> np.ndarray:
+    picks = rng.integers(0, len(values), size=(draws, len(values)))
+    return np.nanmean(values[picks], axis=1)
+
+
+def irs_rows(inputs: DeriveInput, box_probe: str, box_experiments: tuple[str, ...],
+             recon_probe: str) -> list[MetricRow]:
+    """IRS per stage from that stage's own IoU (box probe, shapes data), LPIPS and edge F1
+    (reconstruction probe, detail data). Its CI resamples both test sets in every draw."""
+    boxes = _pooled_scores(inputs, box_experiments)
+    recon = inputs.scores.get(inputs.experiment, {})
+    out = []
+    for control, stage in sorted({(c, s) for (c, s, p, _) in recon if p == recon_probe and c in ("none", "pixels")}):
+        iou = boxes.get((control, stage, box_probe, "iou"))
+        lpips = recon.get((control, stage, recon_probe, "lpips"))
+        edge = recon.get((control, stage, recon_probe, "edge_f1"))
+        parts = [MetricValue("iou", v) if (v := _mean(iou)) is not None
+                 else MetricValue.unavailable("iou", f"no {box_probe} IoU measured at this stage"),
+                 MetricValue("lpips", v) if (v := _mean(lpips)) is not None
+                 else MetricValue.unavailable("lpips", "not measured at this stage"),
+                 MetricValue("edge_f1", v) if (v := _mean(edge)) is not None
+                 else MetricValue.unavailable("edge_f1", "not measured at this stage")]
+        score = irs(*parts)
+        low = high = None
+        n_images = int(np.isfinite(edge).sum()) if score.value is not None and edge is not None else 0
+        if score.value is not None:
+            assert iou is not None and lpips is not None and edge is not None
+            rng = np.random.default_rng(inputs.seed)
+            draws = inputs.n_bootstrap
+            picks = rng.integers(0, len(lpips), size=(draws, len(lpips)))
+            stats = (0.4 * _resampled_means(iou, rng, draws) / 0.85
+                     + 0.3 * (1 - np.nanmean(lpips[picks], axis=1)) / 0.7
+                     + 0.3 * np.nanmean(edge[picks], axis=1) / 0.8)
+            low, high = (float(q) for q in np.nanquantile(stats, [0.025, 0.975]))
+        out.append(MetricRow(
+            experiment=inputs.experiment, stage=stage, probe=recon_probe, metric="irs", value=score.value,
+            ci_low=low, ci_high=high, n=n_images,
+            control=control, model=inputs.model if control == "none" else "pixels",  # type: ignore[arg-type]
+            unavailable_reason=score.reason,
+            note=(f"0.4·IoU/0.85 + 0.3·(1−LPIPS)/0.7 + 0.3·EdgeF1/0.8; IoU from {box_probe} on the spatial data "
+                  f"({', '.join(box_experiments)}), LPIPS and edge F1 from {recon_probe} on the detail data; "
+                  "CI resamples both test sets")))
+    return out
+

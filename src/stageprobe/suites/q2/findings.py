@@ -1,0 +1,119 @@
+"""Q2's finding texts, one hook per experiment, written from the measured rows only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from stageprobe.report.fmt import fmt, fmt_row
+from stageprobe.report.schema import MetricRow, sort_stages
+from stageprobe.report.targets import best_row, row_at
+from stageprobe.suites._spec import FindingInput
+
+DENSE = "dense-linear"
+POOLED = "pooled-linear"
+
+
+def _at(row: MetricRow | None, what: str) -> str:
+    if row is None or row.value is None:
+        return f"{what}: not measured"
+    return f"{what} {fmt_row(row)} at {row.stage} ({row.probe})"
+
+
+def _verdict_parts(keys: Sequence[str], inputs: FindingInput) -> list[str]:
+    """Each target's value at its verdict stage against its target, or why it is unavailable."""
+    parts = []
+    for key in keys:
+        verdict = inputs.verdicts.get(key)
+        if verdict is None:
+            continue
+        if verdict.row is None:
+            parts.append(f"{verdict.target.label} unavailable ({verdict.reason})")
+        else:
+            parts.append(_at(verdict.row, verdict.target.label)
+                         + f", target {verdict.target.display}: {verdict.display}")
+    return parts
+
+
+def pre_merge(inputs: FindingInput) -> str:
+    decision = inputs.decision
+    pre_stage = decision.pre.stage if decision.pre else "vision.pre_merge"
+    pre = best_row(inputs.rows, "iou", stages=[pre_stage], probes=[DENSE])
+    parts = [_at(pre, "Bbox IoU before the merge")]
+    pooled = best_row(inputs.rows, "iou", stages=[pre_stage], probes=[POOLED])
+    if pooled is not None:
+        parts.append(f"the pooled-linear probe (seed protocol) gets {fmt_row(pooled)} on the same tokens")
+    if decision.pre_ceiling is not None:
+        parts.append(f"pixel baseline {fmt_row(decision.pre_ceiling)} ({decision.pre_ceiling.probe})")
+    relation = best_row(inputs.rows, "relation_acc", stages=[pre_stage], probes=["relation"])
+    if relation is not None:
+        parts.append(_at(relation, "relative-position accuracy"))
+    patch = best_row(inputs.rows, "patch_class_balanced_acc", stages=[pre_stage], probes=[DENSE])
+    if patch is not None:
+        parts.append(_at(patch, "per-patch class balanced accuracy"))
+    return "; ".join(parts) + "."
+
+
+def post_merge(inputs: FindingInput) -> str:
+    decision = inputs.decision
+    parts = [_at(decision.post, "Bbox IoU after the merge"), _at(decision.pre, "against")]
+    if decision.drop is not None:
+        parts.append(f"measured drop {fmt_row(decision.drop)} ({decision.drop.probe}, paired over test images)")
+    pixel_drop = best_row(inputs.all_rows, "iou_drop", control="pixels")
+    if pixel_drop is not None:
+        parts.append(f"the same probe's drop on raw pixels {fmt_row(pixel_drop)}")
+    ratio = best_row(inputs.rows, "compression_ratio")
+    width = best_row(inputs.rows, "width_ratio")
+    if ratio is not None:
+        parts.append(f"token compression {fmt(ratio.value)}× ({ratio.note})"
+                     + (f", width ratio {fmt(width.value)} ({width.note})" if width is not None else ""))
+    parts += _verdict_parts(("relation_acc",), inputs)
+    if decision.post is not None:
+        shuffled = row_at(inputs.all_rows, "iou", "relation", decision.post.stage,
+                          [decision.post.experiment], control="token-shuffle")
+        if shuffled is not None:
+            parts.append(f"relation probe with tokens shuffled: {fmt_row(shuffled)}")
+    return "; ".join(parts) + "."
+
+
+def language_decay(inputs: FindingInput) -> str:
+    layers = sort_stages({r.stage for r in inputs.rows if r.stage.startswith("language.") and r.metric == "iou"})
+    per_layer = [r for r in (best_row(inputs.rows, "iou", stages=[s], probes=[DENSE]) for s in layers) if r]
+    if not per_layer:
+        return "No LLM layer reported a bbox IoU."
+    best = max(per_layer, key=lambda r: r.value or 0.0)
+    parts = [_at(per_layer[0], "First LLM layer bbox IoU")]
+    if best is not per_layer[0]:
+        parts.append(_at(best, "best layer"))
+    if per_layer[-1] is not per_layer[0] and per_layer[-1] is not best:
+        parts.append(_at(per_layer[-1], "last layer"))
+    if inputs.decision.post is not None:
+        parts.append(f"the merge output it starts from has {fmt_row(inputs.decision.post)}")
+    return "; ".join(parts) + "."
+
+
+def detection(inputs: FindingInput) -> str:
+    parts = _verdict_parts(("map_50",), inputs)
+    verdict = inputs.verdicts.get("map_50")
+    if verdict is not None and verdict.row is not None:
+        for metric, label in (("map_75", "mAP@0.75"), ("map", "mAP@[.5:.95]"), ("map_small", "mAP small")):
+            row = row_at(inputs.rows, metric, verdict.row.probe, verdict.row.stage, [verdict.row.experiment])
+            if row is not None and row.value is not None:
+                parts.append(f"{label} {fmt_row(row)}")
+    return "; ".join(parts) + "." if parts else "No stage reported mAP@0.5."
+
+
+def detail(inputs: FindingInput) -> str:
+    parts = _verdict_parts(("lpips", "edge_f1", "irs"), inputs)
+    parts.append("IRS combines the box IoU measured on the spatial data (shapes or --data spatial) with LPIPS and "
+                 "edge F1 measured on the detail data (textures or --data detail), its CI resampling both test sets")
+    verdict = inputs.verdicts.get("lpips") or inputs.verdicts.get("edge_f1")
+    if verdict is not None and verdict.row is not None:
+        for metric, label in (("ssim", "SSIM"), ("gram_gabor", "Gram distance")):
+            row = row_at(inputs.rows, metric, verdict.row.probe, verdict.row.stage, [verdict.row.experiment])
+            if row is not None and row.value is not None:
+                parts.append(f"{label} {fmt_row(row)}")
+    return "; ".join(parts) + "."
+
+
+def motion(inputs: FindingInput) -> str:
+    return "; ".join(_verdict_parts(("direction_acc", "speed_acc", "order_acc"), inputs)) + "."

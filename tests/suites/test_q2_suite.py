@@ -1,0 +1,74 @@
+"""The Q2 suite's data is consistent, and its derived metrics (drop, compression, IRS) are measured
+values with CIs computed from the per-image scores handed to them."""
+
+from __future__ import annotations
+
+import fnmatch
+
+import numpy as np
+import pytest
+
+from stageprobe.models.base import StageInfo
+from stageprobe.suites import get_suite
+from stageprobe.suites._spec import DeriveInput, Scores
+from stageprobe.suites.q2 import DECISION, SUITE
+
+POST = "vision.post_merge"
+
+
+def test_every_target_is_read_by_a_probe_its_experiments_run_at_post_merge() -> None:
+    assert get_suite("q2") is SUITE
+    for target in SUITE.targets:
+        specs = [SUITE.experiment(e) for e in target.experiments]
+        assert any(p.probe == target.probe for spec in specs for p in spec.probes), target.key
+        assert any(fnmatch.fnmatchcase(POST, pattern) for spec in specs for pattern in spec.stages), target.key
+    deciding = {p.probe for e in DECISION.experiments for p in SUITE.experiment(e).probes}
+    assert DECISION.probe in deciding
+
+
+def test_token_shuffle_only_where_the_probe_carries_its_own_position_code() -> None:
+    shuffled = {p.probe for spec in SUITE.experiments for p in spec.probes if "token-shuffle" in p.controls}
+    assert "dense-linear" not in shuffled
+    assert {"relation", "attention", "decoder", "temporal-dense"} <= shuffled
+    assert any("not run for dense-linear" in note for note in SUITE.notes)
+
+
+def _inputs(experiment: str, scores: dict[str, Scores]) -> DeriveInput:
+    stages = {"vision.pre_merge": StageInfo("vision.pre_merge", 14, 1280, (1, 16, 16), ""),
+              POST: StageInfo(POST, 28, 3584, (1, 8, 8), "")}
+    return DeriveInput(experiment, [], scores, stages, "m", 400, 0)
+
+
+def test_drop_is_paired_and_compression_names_tokens_and_width() -> None:
+    rng = np.random.default_rng(0)
+    pre = rng.uniform(0.7, 0.9, 50)
+    scores: Scores = {("none", "vision.pre_merge", "dense-linear", "iou"): pre,
+                      ("none", POST, "dense-linear", "iou"): pre - 0.2,
+                      ("pixels", "pixels.patch", "dense-linear", "iou"): pre,
+                      ("pixels", "pixels.merged", "dense-linear", "iou"): pre - 0.05}
+    spec = SUITE.experiment("e_q2_2")
+    assert spec.derive is not None
+    rows = {(r.metric, r.control): r for r in spec.derive(_inputs("e_q2_2", {"e_q2_2": scores}))}
+    drop = rows[("iou_drop", "none")]
+    # every image drops by exactly 0.2: the paired CI has no width at all
+    assert drop.value == pytest.approx(0.2) and drop.ci_low == pytest.approx(0.2) and drop.n == 50
+    assert rows[("iou_drop", "pixels")].value == pytest.approx(0.05)
+    assert rows[("compression_ratio", "none")].value == 4.0 and "tokens" in rows[("compression_ratio", "none")].note
+    width = rows[("width_ratio", "none")]
+    assert width.value == pytest.approx(3584 / 1280) and "4×1280 → 3584" in width.note
+
+
+def test_irs_combines_both_test_sets_with_a_ci() -> None:
+    spatial: Scores = {("none", POST, "dense-linear", "iou"): np.full(40, 0.85)}
+    detail: Scores = {("none", POST, "decoder", "lpips"): np.linspace(0.1, 0.5, 30),
+                      ("none", POST, "decoder", "edge_f1"): np.full(30, 0.8)}
+    spec = SUITE.experiment("e_q2_5")
+    assert spec.derive is not None
+    rows = spec.derive(_inputs("e_q2_5", {"e_q2_2": spatial, "e_q2_5": detail}))
+    irs = next(r for r in rows if r.metric == "irs")
+    expected = 0.4 * 1.0 + 0.3 * (1 - 0.3) / 0.7 + 0.3 * 1.0
+    assert irs.value == pytest.approx(expected)
+    assert irs.ci_low < expected < irs.ci_high  # type: ignore[operator]
+    assert "spatial data" in irs.note and "detail data" in irs.note
+    missing = spec.derive(_inputs("e_q2_5", {"e_q2_5": detail}))
+    assert missing[0].value is None and "IoU" in (missing[0].unavailable_reason or "")
