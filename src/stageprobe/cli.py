@@ -220,7 +220,7 @@ def run(
         "(E-Q2.1–4, e.g. spatial=coco:ANN.json[:image_dir=DIR]), detail (E-Q2.5, e.g. detail=images:DIR), "
         "motion (E-Q2.6, e.g. motion=pan or motion=cutout:ANN.json). Default: generated data")] = None,
     experiments: Annotated[str | None, typer.Option(
-        help="comma-separated experiment ids to run (e.g. e_q2_1,e_q2_4); `list` lists them")] = None,
+        help="comma-separated experiment ids to run (as `--experiments list` prints them, or the seed's E-Q2.N spelling)")] = None,
     limit: Annotated[int | None, typer.Option(help="at most N samples per dataset (a quick look, wide CIs)")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help=f"continue the newest unfinished run of these settings under {DEFAULT_RUNS_ROOT}/")] = False,
@@ -315,7 +315,7 @@ def _list_experiments(suite: str) -> None:
 
 
 def _experiment_ids(suite: str, text: str) -> list[str]:
-    """Ids from `e_q2_1,e_q2_4` (also `E-Q2.1`: the seed's spelling), in suite order, each checked."""
+    """Ids from a comma-separated list (the suite's ids or the seed's `E-Q2.N` spelling), in suite order, checked."""
     known = _suite_experiments(suite)
     wanted = [part.strip().lower().replace("-", "_").replace(".", "_") for part in text.split(",") if part.strip()]
     unknown = [part for part in wanted if part not in known]
