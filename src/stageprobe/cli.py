@@ -220,7 +220,7 @@ def run(
         "(E-Q2.1–4, e.g. spatial=coco:ANN.json[:image_dir=DIR]), detail (E-Q2.5, e.g. detail=images:DIR), "
         "motion (E-Q2.6, e.g. motion=pan or motion=cutout:ANN.json). Default: generated data")] = None,
     experiments: Annotated[str | None, typer.Option(
-        help="comma-separated experiment ids to run (as `--experiments list` prints them, or the seed's E-Q2.N spelling)")] = None,
+        help="comma-separated experiment ids to run (see `--experiments list`; E-Q2.N works too)")] = None,
     limit: Annotated[int | None, typer.Option(help="at most N samples per dataset (a quick look, wide CIs)")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help=f"continue the newest unfinished run of these settings under {DEFAULT_RUNS_ROOT}/")] = False,
