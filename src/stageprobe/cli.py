@@ -218,7 +218,8 @@ def run(
     data: Annotated[list[str] | None, typer.Option(
         "--data", help="real data for one experiment family, KEY=DATASET; repeatable. Keys: spatial "
         "(E-Q2.1–4, e.g. spatial=coco:ANN.json[:image_dir=DIR]), detail (E-Q2.5, e.g. detail=images:DIR), "
-        "motion (E-Q2.6, e.g. motion=pan or motion=cutout:ANN.json). Default: generated data")] = None,
+        "motion (E-Q2.6, e.g. motion=cutout:ANN.json), camera (E-Q2.6 camera motion, e.g. "
+        "camera=pan:photo_dir=DIR). Default: generated data and skimage photos")] = None,
     experiments: Annotated[str | None, typer.Option(
         help="comma-separated experiment ids to run (see `--experiments list`; E-Q2.N works too)")] = None,
     limit: Annotated[int | None, typer.Option(help="at most N samples per dataset (a quick look, wide CIs)")] = None,

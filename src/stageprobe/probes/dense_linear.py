@@ -51,7 +51,8 @@ def object_blobs(objectness: np.ndarray, threshold: float, core: float = CORE_OB
     faint edge cells touch stay two blobs; a region with no core token is a blob of its own."""
     mask = objectness > threshold
     regions, n_regions = ndimage.label(mask)
-    markers, n = ndimage.label(objectness > max(core, threshold))
+    # seeds inside the mask only, so every label the watershed returns has tokens
+    markers, n = ndimage.label(mask & (objectness > core))
     for region in range(1, n_regions + 1):
         inside = regions == region
         if not markers[inside].any():

@@ -15,9 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Control = Literal["none", "pixels", "random-init", "control-task", "chance", "token-shuffle", "selectivity",
-                  "validation"]
+                  "validation", "reference"]
 CONTROLS: tuple[Control, ...] = (
     "none", "pixels", "random-init", "control-task", "chance", "token-shuffle", "selectivity", "validation",
+    "reference",
 )
 
 ExperimentStatus = Literal["completed", "in_progress", "skipped", "failed"]
@@ -137,7 +138,7 @@ class RunContext:
     def __post_init__(self) -> None:
         if self.protocol not in ("stageprobe", "seed"):
             raise ValueError(f"protocol must be 'stageprobe' or 'seed', not {self.protocol!r}")
-        unknown = [key for key in self.experiment_status if not re.fullmatch(r"e_q\d+_\d+", key)]
+        unknown = [key for key in self.experiment_status if not re.fullmatch(r"e_q\d+_\d+(_[a-z]+)?", key)]
         if unknown:
             raise ValueError(f"unknown experiment ids in experiment_status: {unknown}")
 

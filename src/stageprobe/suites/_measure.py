@@ -145,7 +145,8 @@ class Measurement:
         probes = probes_for(spec, self.config.protocol)
         with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console,
                       disable=self.quiet) as progress:
-            task = progress.add_task(f"{spec.id} probes", total=sum(len(s) for _, _, s in plan) * len(probes))
+            total = sum(probe.reads(stage) for _, _, stages in plan for stage in stages for probe in probes)
+            task = progress.add_task(f"{spec.id} probes", total=total)
 
             def collect(fits: _StageFits) -> None:
                 progress.update(task, description=f"{spec.id} {fits.probe.probe} @ {fits.stage} ({fits.which})")
@@ -157,7 +158,7 @@ class Measurement:
             window: deque[_StageFits] = deque()
             for which, store, stages in plan:
                 for stage in stages:
-                    for probe in probes:
+                    for probe in (p for p in probes if p.reads(stage)):
                         window.append(self._submit(which, store, stage, probe, dataset_key))
                         while len(window) > 2 * self.pool.workers:
                             collect(window.popleft())
@@ -175,7 +176,7 @@ class Measurement:
         scores = {k: o.scores for k, o in previous.items()}
         scores[spec.id] = outcome.scores
         return DeriveInput(spec.id, outcome.rows, scores, {s.name: s for s in main.stages}, main.name,
-                           self.config.n_bootstrap, self.config.seed)
+                           self.config.n_bootstrap, self.config.seed, self.dataset(spec.family))
 
     def _submit(self, which: str, store: FeatureStore, stage: str, probe: ProbeSpec, dataset_key: str) -> _StageFits:
         """The probe's fit(s) on this stage and, on the main model, its controls' fits."""

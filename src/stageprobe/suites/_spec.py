@@ -6,17 +6,19 @@ no experiment by name.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from stageprobe.datasets import Dataset
 from stageprobe.models.base import StageInfo
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.targets import Decision, DecisionRule, Target, Verdict
 
-Family = Literal["spatial", "detail", "motion"]
+Family = Literal["spatial", "detail", "motion", "camera"]
 
 #: per-image test scores of one fit: (control, stage, probe, metric) → scores in test order
 ScoreKey = tuple[str, str, str, str]
@@ -33,6 +35,12 @@ class ProbeSpec:
     #: gradient-trained: `--seeds N` refits it N times
     seeded: bool = False
     options: tuple[tuple[str, Any], ...] = ()
+    #: stage patterns this probe is fitted at (empty: every stage of its experiment); lets a costly
+    #: probe read only the stages it adds information at
+    stages: tuple[str, ...] = ()
+
+    def reads(self, stage: str) -> bool:
+        return not self.stages or any(fnmatch.fnmatchcase(stage, pattern) for pattern in self.stages)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class DeriveInput:
     model: str
     n_bootstrap: int
     seed: int
+    #: the experiment's dataset (for derived rows computed from the data itself, e.g. reference rows)
+    dataset: Dataset | None = None
 
 
 @dataclass(frozen=True)
@@ -126,9 +136,14 @@ def probes_for(spec: ExperimentSpec, protocol: str) -> tuple[ProbeSpec, ...]:
 
 
 def thin_stages(stages: list[str], prefix: str, limit: int | None) -> list[str]:
-    """Keep at most `limit` stages starting with `prefix`, evenly spaced, first and last included."""
-    family = [s for s in stages if s.startswith(prefix)]
+    """Keep at most `limit` stages starting with `prefix`, evenly spaced, first and last included. A
+    sub-stage (`language.layer.0.before_deepstack`) goes with the stage it belongs to."""
+
+    def base(stage: str) -> str:
+        return prefix + stage[len(prefix):].split(".", 1)[0]
+
+    family = [s for s in stages if s.startswith(prefix) and s == base(s)]
     if limit is None or len(family) <= limit:
         return stages
     picks = {family[round(i * (len(family) - 1) / (limit - 1))] for i in range(limit)} if limit > 1 else {family[0]}
-    return [s for s in stages if not s.startswith(prefix) or s in picks]
+    return [s for s in stages if not s.startswith(prefix) or base(s) in picks]

@@ -23,8 +23,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import stageprobe
+from stageprobe.datasets import DATA_FAMILIES, dataset_record
 from stageprobe.errors import UserInputError
 from stageprobe.models import StageModel, load_model
+from stageprobe.models.pixels import pixel_baseline_for
 from stageprobe.probes.training import default_device
 from stageprobe.report.render import ReportPaths, write_run_report
 from stageprobe.report.schema import RunContext
@@ -36,7 +38,7 @@ from stageprobe.suites.workers import ProbePool, auto_workers
 __all__ = ["ExperimentOutcome", "Measurement", "RunConfig", "StudyRun", "default_run_dir", "environment",
            "run_study"]
 
-FAMILIES: tuple[Family, ...] = ("spatial", "detail", "motion")
+FAMILIES: tuple[Family, ...] = tuple(DATA_FAMILIES)  # type: ignore[assignment]
 #: files and folders a run writes; `--overwrite` removes exactly these
 RUN_OUTPUTS = ("experiments", "artifacts", "results.yaml", "metrics.csv", "FINDINGS.md", "report.html",
                "config.yaml", "env.json")
@@ -200,7 +202,8 @@ class StudyRun:
         """`main`, `pixels` or `random-init` (the main model's architecture with fresh weights)."""
         if which not in self._models:
             if which == "pixels":
-                self._models[which] = load_model("pixels")
+                # the pixel baseline on the model's own grids (14/28 px for Qwen2.x, 16/32 px for Qwen3)
+                self._models[which] = pixel_baseline_for(self.model("main"))
             elif which == "main":
                 self._models[which] = load_model(self.config.model, device=self.config.device,
                                                  dtype=self.config.dtype, device_map=self.config.device_map,
@@ -271,12 +274,36 @@ class StudyRun:
             training_curves={k: v for o in outcomes.values() for k, v in o.curves.items()},
             executed_by=f"stageprobe {stageprobe.__version__}",
         )
+        context.config["datasets"] = self._dataset_records(status)
+        (self.out / "config.yaml").write_text(yaml.safe_dump(context.config, sort_keys=False))
+        context.env["video_grid"] = self._video_grid(status)
         env_path = self.out / "env.json"
         if env_path.is_file():
             context.env = json.loads(env_path.read_text())  # the environment that measured the numbers
         else:
             env_path.write_text(json.dumps(context.env, indent=2, default=str) + "\n")
         return write_run_report(self.out, rows, context)
+
+
+    def _families(self, status: dict[str, str]) -> list[Family]:
+        measured = [self.suite.experiment(e).family for e, state in status.items() if state == "completed"]
+        return [family for family in FAMILIES if family in measured]
+
+    def _dataset_records(self, status: dict[str, str]) -> dict[str, Any]:
+        """Each data family's resolved spec and content hash (the data the numbers were measured on)."""
+        return {family: dataset_record(self.measurement.dataset(family)) for family in self._families(status)}
+
+    def _video_grid(self, status: dict[str, str]) -> dict[str, Any] | None:
+        """The token grid the model's video path gives the clips (frames × height × width in, T×H×W out)."""
+        main = self.model("main")
+        videos = [f for f in self._families(status) if self.measurement.dataset(f).kind == "video"]
+        if not main.supports_video or not videos:
+            return None
+        frames = self.measurement.dataset(videos[0])[0].frames or []
+        width, height = frames[0].size
+        stages = {info.name: info for info in main.stages_for(height, width, len(frames))}
+        info = stages.get("vision.post_merge") or list(stages.values())[-1]
+        return {"frames": len(frames), "height": height, "width": width, "stage": info.name, "grid": list(info.grid)}
 
 
 def run_study(config: RunConfig, out: Path | None = None, cache_dir: Path | None = None,

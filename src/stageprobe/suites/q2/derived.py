@@ -6,11 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from stageprobe.metrics.base import MetricValue
+from stageprobe.metrics.degradations import reference_scores
 from stageprobe.metrics.irs import irs
 from stageprobe.report.schema import MetricRow, sort_stages
 from stageprobe.report.targets import DecisionRule
-from stageprobe.stats import paired_bootstrap_diff
+from stageprobe.stats import bootstrap_ci, paired_bootstrap_diff
 from stageprobe.suites._spec import DeriveInput, Scores
+from stageprobe.suites.workers import image_array
 
 
 def _pooled_scores(inputs: DeriveInput, experiments: tuple[str, ...]) -> Scores:
@@ -117,3 +119,27 @@ def irs_rows(inputs: DeriveInput, box_probe: str, box_experiments: tuple[str, ..
                   "CI resamples both test sets")))
     return out
 
+
+
+def reference_rows(inputs: DeriveInput) -> list[MetricRow]:
+    """Known degradations of the detail test images scored with every reconstruction metric, as rows
+    of stage `reference.<name>` (control `reference`): what identity, a σ = 4 px blur or a flat image
+    scores on the same images, so a stage's value can be read on each metric's own scale."""
+    if inputs.dataset is None:
+        return []
+    test = [sample for sample in inputs.dataset if sample.split == "test" and sample.image is not None]
+    if not test:
+        return []
+    rows = []
+    for name, (scores, unavailable) in reference_scores(image_array(test)).items():
+        common = {"experiment": inputs.experiment, "stage": f"reference.{name}", "probe": "reference",
+                  "control": "reference", "model": "reference"}
+        for metric, values in scores.items():
+            ci = bootstrap_ci(values, inputs.n_bootstrap, inputs.seed)
+            excluded = int((~np.isfinite(values)).sum())
+            note = f"{excluded} of {len(values)} test images excluded (no edges in the reference)" if excluded else ""
+            rows.append(MetricRow(metric=metric, value=_mean(values), ci_low=ci.low, ci_high=ci.high, n=ci.n,
+                                  note=note, **common))
+        rows += [MetricRow(metric=metric, value=None, n=len(test), unavailable_reason=reason, **common)
+                 for metric, reason in unavailable.items()]
+    return rows

@@ -9,8 +9,14 @@ from stageprobe.report.schema import MetricRow, sort_stages
 from stageprobe.report.targets import best_row, row_at
 from stageprobe.suites._spec import FindingInput
 
-DENSE = "dense-linear"
 POOLED = "pooled-linear"
+#: the box probe the decision matrix did not use falls back to this one (the low-capacity floor)
+FLOOR = "dense-linear"
+
+
+def _box_probe(inputs: FindingInput) -> str:
+    """The box probe that decides the decision matrix, so every finding speaks of one probe family."""
+    return inputs.decision.probe or FLOOR
 
 
 def _at(row: MetricRow | None, what: str) -> str:
@@ -37,7 +43,7 @@ def _verdict_parts(keys: Sequence[str], inputs: FindingInput) -> list[str]:
 def pre_merge(inputs: FindingInput) -> str:
     decision = inputs.decision
     pre_stage = decision.pre.stage if decision.pre else "vision.pre_merge"
-    pre = best_row(inputs.rows, "iou", stages=[pre_stage], probes=[DENSE])
+    pre = best_row(inputs.rows, "iou", stages=[pre_stage], probes=[_box_probe(inputs)])
     parts = [_at(pre, "Bbox IoU before the merge")]
     pooled = best_row(inputs.rows, "iou", stages=[pre_stage], probes=[POOLED])
     if pooled is not None:
@@ -47,7 +53,7 @@ def pre_merge(inputs: FindingInput) -> str:
     relation = best_row(inputs.rows, "relation_acc", stages=[pre_stage], probes=["relation"])
     if relation is not None:
         parts.append(_at(relation, "relative-position accuracy"))
-    patch = best_row(inputs.rows, "patch_class_balanced_acc", stages=[pre_stage], probes=[DENSE])
+    patch = best_row(inputs.rows, "patch_class_balanced_acc", stages=[pre_stage], probes=[_box_probe(inputs)])
     if patch is not None:
         parts.append(_at(patch, "per-patch class balanced accuracy"))
     return "; ".join(parts) + "."
@@ -77,7 +83,8 @@ def post_merge(inputs: FindingInput) -> str:
 
 def language_decay(inputs: FindingInput) -> str:
     layers = sort_stages({r.stage for r in inputs.rows if r.stage.startswith("language.") and r.metric == "iou"})
-    per_layer = [r for r in (best_row(inputs.rows, "iou", stages=[s], probes=[DENSE]) for s in layers) if r]
+    probe = _box_probe(inputs)
+    per_layer = [r for r in (best_row(inputs.rows, "iou", stages=[s], probes=[probe]) for s in layers) if r]
     if not per_layer:
         return "No LLM layer reported a bbox IoU."
     best = max(per_layer, key=lambda r: r.value or 0.0)
@@ -117,3 +124,18 @@ def detail(inputs: FindingInput) -> str:
 
 def motion(inputs: FindingInput) -> str:
     return "; ".join(_verdict_parts(("direction_acc", "speed_acc", "order_acc"), inputs)) + "."
+
+
+def camera_motion(inputs: FindingInput) -> str:
+    """Camera motion over real photos is reported beside the targets (they are judged on E-Q2.6's clips):
+    each task's value at the stage the motion targets are judged at."""
+    parts = []
+    for key in ("direction_acc", "speed_acc", "order_acc"):
+        verdict = inputs.verdicts.get(key)
+        if verdict is None or verdict.row is None:
+            continue
+        row = row_at(inputs.rows, key, verdict.target.probe, verdict.row.stage, [r.experiment for r in inputs.rows[:1]])
+        if row is not None:
+            parts.append(_at(row, key.replace("_acc", " accuracy")))
+    return ("Camera motion (a window panning and zooming across real photos): " + "; ".join(parts) + "."
+            if parts else "No stage reported camera-motion accuracy.")
