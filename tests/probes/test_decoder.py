@@ -40,12 +40,14 @@ def _decoder_checks(get: FeatureGetter, stage: str, n: int, **options: Any) -> d
     for result in (dense, pooled, control):
         _check_result(result, splits["test"])
     d, p, c = dense.metrics, pooled.metrics, control.metrics
-    # Scored at the 224-px input resolution, a 112-px output loses fine detail for both decoders,
-    # so the SSIM gap is narrower than at 112 px (measured 0.50 vs 0.44; edge F1 0.23 vs 0.0).
-    assert d["ssim"] >= p["ssim"] + 0.04, (d, p)
+    # Scored at the 224-px input resolution, a 112-px output loses fine detail for both decoders, and
+    # since the test photos' sources are no longer in train nothing is memorised, so the SSIM gap is
+    # narrow (measured 0.50 vs 0.47); PSNR (20.9 vs 15.3 dB) and edge F1 (0.17 vs 0.0) stay far apart.
+    assert d["ssim"] >= p["ssim"] + 0.02, (d, p)
     assert d["edge_f1"] >= p["edge_f1"] + 0.15, (d, p)
     assert d["psnr"] >= p["psnr"] + 3, (d, p)
-    assert d["ssim"] >= c["ssim"] + 0.04, (d, c)
+    # the control images are flat colour blocks, whose SSIM any smooth guess scores high: read PSNR
+    assert d["psnr"] >= c["psnr"] + 3, (d, c)
     assert d["edge_f1"] >= c["edge_f1"] + 0.15, (d, c)
     return {"dense": d, "pooled": p, "control": c}
 

@@ -27,7 +27,8 @@ from stageprobe.probes.base import ProbeData
 CONTROLS = ("control-task", "chance", "token-shuffle")
 #: integer labels of a whole sample that the control task redraws per type (motion, textures, COCO crops)
 SAMPLE_LABELS = ("direction", "speed", "reversed", "label")
-#: control images are random colour fields this coarse: a decoder that knows the type can draw them
+#: control images are random colour blocks this coarse: a decoder that knows the type can draw them, and
+#: their block borders are edges, so edge F1 is defined on them (a smooth field has no Canny edges)
 CONTROL_IMAGE_CELLS = 4
 RELATIONS = ("left-of", "right-of", "above", "below")
 
@@ -99,7 +100,7 @@ def _sample_control(target: dict[str, Any], ranges: dict[str, int], seed: int) -
 
 def _control_image(kind: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
     coarse = torch.from_numpy(type_rng(seed, "image", kind).random((1, 3, CONTROL_IMAGE_CELLS, CONTROL_IMAGE_CELLS)))
-    full = torch.nn.functional.interpolate(coarse.float(), size=shape[:2], mode="bilinear", align_corners=False)
+    full = torch.nn.functional.interpolate(coarse.float(), size=shape[:2], mode="nearest")
     return full[0].permute(1, 2, 0).numpy().astype(np.float32)
 
 

@@ -92,8 +92,10 @@ def selectivity_rows(label: FitLabel, task: ProbeResult, control: ProbeResult, s
     """Task − control-task score with the paired bootstrap CI, both on the same test images."""
     rows = []
     for raw, per_item in task.per_item.items():
-        if raw not in control.per_item or not np.isfinite(per_item).any() or not _kept(raw, skip):
+        if raw not in control.per_item or not _kept(raw, skip):
             continue
+        if not (np.isfinite(per_item) & np.isfinite(control.per_item[raw])).any():
+            continue  # undefined on every image for task or control (e.g. no reference edges): no pairs
         ci = paired_bootstrap_diff(per_item, control.per_item[raw], n_bootstrap, seed)
         rows.append(label.row(metric_info(raw).name, value=ci.estimate, ci_low=ci.low, ci_high=ci.high, n=ci.n,
                               note=f"task {float(np.nanmean(per_item)):.4f} − control task "
