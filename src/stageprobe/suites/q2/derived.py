@@ -135,6 +135,11 @@ def reference_rows(inputs: DeriveInput) -> list[MetricRow]:
         common = {"experiment": inputs.experiment, "stage": f"reference.{name}", "probe": "reference",
                   "control": "reference", "model": "reference"}
         for metric, values in scores.items():
+            if not np.isfinite(values).any():
+                # e.g. PSNR of an image with itself is infinite: said so, never a stand-in number
+                reason = "not finite on any test image" + (" (identical images)" if name == "identity" else "")
+                rows.append(MetricRow(metric=metric, value=None, n=0, unavailable_reason=reason, **common))
+                continue
             ci = bootstrap_ci(values, inputs.n_bootstrap, inputs.seed)
             excluded = int((~np.isfinite(values)).sum())
             note = f"{excluded} of {len(values)} test images excluded (no edges in the reference)" if excluded else ""
