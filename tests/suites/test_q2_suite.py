@@ -11,7 +11,7 @@ import pytest
 from stageprobe.models.base import StageInfo
 from stageprobe.suites import get_suite
 from stageprobe.suites._spec import DeriveInput, Scores
-from stageprobe.suites.q2 import DECISION, SUITE
+from stageprobe.suites.q2 import DECIDING_BOX_PROBE, DECISION, RECONSTRUCTION_PROBE, SUITE
 
 POST = "vision.post_merge"
 
@@ -28,9 +28,9 @@ def test_every_target_is_read_by_a_probe_its_experiments_run_at_post_merge() -> 
 
 def test_token_shuffle_only_where_the_probe_carries_its_own_position_code() -> None:
     shuffled = {p.probe for spec in SUITE.experiments for p in spec.probes if "token-shuffle" in p.controls}
-    assert "dense-linear" not in shuffled
-    assert {"relation", "attention", "decoder", "temporal-dense"} <= shuffled
-    assert any("not run for dense-linear" in note for note in SUITE.notes)
+    assert not {"dense-linear", "recon-linear"} & shuffled
+    assert {"relation", "attention", "dense-context", "temporal-dense"} <= shuffled
+    assert any("not run for dense-linear and recon-linear" in note for note in SUITE.notes)
 
 
 def _inputs(experiment: str, scores: dict[str, Scores]) -> DeriveInput:
@@ -42,10 +42,11 @@ def _inputs(experiment: str, scores: dict[str, Scores]) -> DeriveInput:
 def test_drop_is_paired_and_compression_names_tokens_and_width() -> None:
     rng = np.random.default_rng(0)
     pre = rng.uniform(0.7, 0.9, 50)
-    scores: Scores = {("none", "vision.pre_merge", "dense-linear", "iou"): pre,
-                      ("none", POST, "dense-linear", "iou"): pre - 0.2,
-                      ("pixels", "pixels.patch", "dense-linear", "iou"): pre,
-                      ("pixels", "pixels.merged", "dense-linear", "iou"): pre - 0.05}
+    box = DECISION.probe
+    scores: Scores = {("none", "vision.pre_merge", box, "iou"): pre,
+                      ("none", POST, box, "iou"): pre - 0.2,
+                      ("pixels", "pixels.patch", box, "iou"): pre,
+                      ("pixels", "pixels.merged", box, "iou"): pre - 0.05}
     spec = SUITE.experiment("e_q2_2")
     assert spec.derive is not None
     rows = {(r.metric, r.control): r for r in spec.derive(_inputs("e_q2_2", {"e_q2_2": scores}))}
@@ -59,9 +60,9 @@ def test_drop_is_paired_and_compression_names_tokens_and_width() -> None:
 
 
 def test_irs_combines_both_test_sets_with_a_ci() -> None:
-    spatial: Scores = {("none", POST, "dense-linear", "iou"): np.full(40, 0.85)}
-    detail: Scores = {("none", POST, "decoder", "lpips"): np.linspace(0.1, 0.5, 30),
-                      ("none", POST, "decoder", "edge_f1"): np.full(30, 0.8)}
+    spatial: Scores = {("none", POST, DECIDING_BOX_PROBE, "iou"): np.full(40, 0.85)}
+    detail: Scores = {("none", POST, RECONSTRUCTION_PROBE, "lpips"): np.linspace(0.1, 0.5, 30),
+                      ("none", POST, RECONSTRUCTION_PROBE, "edge_f1"): np.full(30, 0.8)}
     spec = SUITE.experiment("e_q2_5")
     assert spec.derive is not None
     rows = spec.derive(_inputs("e_q2_5", {"e_q2_2": spatial, "e_q2_5": detail}))
