@@ -125,3 +125,36 @@ def test_chromium_check_catches_a_broken_page(tmp_path: Path) -> None:
     report, console = _load_check(broken, tmp_path)
     assert report["images"][0]["width"] == 0
     assert report["errors"] and any("undefinedFunction" in line for line in console)
+
+
+# Injected into a copy of the page: where the answer table sits and how tall the page is, as rendered.
+LAYOUT_PROBE = """<script>
+window.addEventListener('load', () => {
+  const heading = document.getElementById('which-stage-to-read-for-what');
+  const table = heading && heading.nextElementSibling && heading.nextElementSibling.querySelector('table');
+  const box = table ? table.getBoundingClientRect() : null;
+  const out = document.createElement('pre');
+  out.id = 'stageprobe-layout';
+  out.textContent = JSON.stringify({
+    table_bottom: box ? box.bottom + window.scrollY : null,
+    height: document.documentElement.scrollHeight,
+    open_details: document.querySelectorAll('details[open]').length,
+    folded_tables: document.querySelectorAll('details table').length});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_chromium_shows_the_answer_first_on_a_short_page(good_run: Path, tmp_path: Path) -> None:
+    probed = tmp_path / "layout.html"
+    probed.write_text((good_run / "report.html").read_text().replace("<head>", "<head>\n" + LAYOUT_PROBE, 1))
+    done = _chromium(["--window-size=1280,1000", "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+                     tmp_path, "layout")
+    assert done.returncode == 0, done.stderr[-2000:]
+    match = re.search(r'<pre id="stageprobe-layout">(.*?)</pre>', done.stdout, flags=re.S)
+    assert match, "the layout probe did not run"
+    layout = json.loads(match.group(1).replace("&quot;", '"'))
+    assert layout["table_bottom"] is not None and layout["table_bottom"] <= 1000, layout
+    assert layout["open_details"] == 0 and layout["folded_tables"] >= 6, layout
+    assert layout["height"] < 10_000, layout
