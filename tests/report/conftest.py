@@ -22,6 +22,17 @@ VISION = [
 ]
 LANGUAGE = [f"language.layer.{i}" for i in range(4)]
 LPIPS_REASON = "LPIPS AlexNet weights are not available offline"
+#: what `Calibration.to_dict()` gives for one plant the spatial probe finds one stage late
+CALIBRATION = {
+    "model": "qwen2.5-vl-tiny", "size": "quick", "verdict": "FAIL",
+    "plants": [{"plant": "erase-position@vision.block.2", "type": "erase-position", "stage": "vision.block.2",
+                "information": "position", "dataset": "shapes", "verdict": "FAIL",
+                "checks": [{"probe": "dense-linear", "task": "boxes", "metric": "matched_iou", "role": "primary",
+                            "found_at": "vision.block.3", "earlier_stages_unchanged": True, "stays_down": True,
+                            "verdict": "FAIL",
+                            "drop_at_plant": {"estimate": 0.012, "ci_low": -0.004, "ci_high": 0.028, "n": 40}}]}],
+    "detectable_drop": {"position": {"dense-linear/matched_iou": {"n_test": 40, "drop": 0.037}}},
+}
 
 
 def _ci(rng: np.random.Generator, value: float, width: float = 0.04) -> tuple[float, float]:

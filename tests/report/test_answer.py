@@ -7,7 +7,7 @@ import math
 import re
 from pathlib import Path
 
-from conftest import LPIPS_REASON, row, synthetic_context, synthetic_rows
+from conftest import CALIBRATION, LPIPS_REASON, row, synthetic_context, synthetic_rows
 
 from stageprobe.report import build_results, render_findings
 from stageprobe.report.analysis import RunMeta, analyse
@@ -16,17 +16,6 @@ from stageprobe.report.findings import experiment_table
 from stageprobe.report.fmt import fmt_row
 from stageprobe.report.schema import MetricRow, ResultsFile, RunContext
 from stageprobe.report.targets import row_at
-
-CALIBRATION = {
-    "model": "qwen2.5-vl-tiny", "size": "quick", "verdict": "FAIL",
-    "plants": [{"plant": "erase-position@vision.block.2", "type": "erase-position", "stage": "vision.block.2",
-                "information": "position", "dataset": "shapes", "verdict": "FAIL",
-                "checks": [{"probe": "dense-linear", "task": "boxes", "metric": "matched_iou", "role": "primary",
-                            "found_at": "vision.block.3", "earlier_stages_unchanged": True, "stays_down": True,
-                            "verdict": "FAIL",
-                            "drop_at_plant": {"estimate": 0.012, "ci_low": -0.004, "ci_high": 0.028, "n": 40}}]}],
-    "detectable_drop": {"position": {"dense-linear/matched_iou": {"n_test": 40, "drop": 0.037}}},
-}
 
 
 def _findings(rows: list[MetricRow], context: RunContext | None = None) -> tuple[dict, str]:
