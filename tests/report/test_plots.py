@@ -49,3 +49,24 @@ def test_image_helpers(tmp_path: Path) -> None:
             tmp_path / "curves.png",
         )
     )
+
+
+def test_motion_confusion_labels_are_the_datasets_names() -> None:
+    from stageprobe.datasets.motion import DIRECTION_NAMES
+
+    assert plots.motion_class_names("direction", 8) == DIRECTION_NAMES
+    assert plots.motion_class_names("direction", 8)[2] == "up"
+    assert plots.motion_class_names("order", 2) == ["natural", "reversed"]
+    assert plots.motion_class_names("speed", 2) == ["slow", "medium"]
+    assert plots.motion_class_names("direction", 9) == [str(c) for c in range(9)]
+
+
+def test_retention_plot_needs_a_pixel_ceiling(tmp_path: Path) -> None:
+    from conftest import row
+
+    with_ceiling = [row("e_q2_1", "vision.block.0", "dense-linear", "iou", 0.45),
+                    row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.9, control="pixels")]
+    path = plots.plot_retention_vs_pixels(with_ceiling, tmp_path / "r.png")
+    assert path.is_file() and path.stat().st_size > 5000
+    assert plots._ceiling_of(with_ceiling, with_ceiling[0]) is with_ceiling[1]
+    assert plots._ceiling_of(with_ceiling[:1], with_ceiling[0]) is None

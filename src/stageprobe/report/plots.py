@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from stageprobe.report.fmt import fmt
@@ -310,6 +311,17 @@ def save_reconstruction_grid(originals: Sequence[ImageLike], reconstructions: Se
     return _save(fig, path)
 
 
+def motion_class_names(task: str, classes: int) -> list[str]:
+    """Axis labels of a motion confusion matrix: the motion dataset's direction names, speed classes
+    from slow to fast, natural / reversed order; class numbers where the count does not match."""
+    from stageprobe.datasets.motion import DIRECTION_NAMES
+
+    # the dataset's speed classes are its first k speed ranges, slowest first
+    known = {"direction": list(DIRECTION_NAMES), "order": ["natural", "reversed"],
+             "speed": ["slow", "medium", "fast"]}.get(task, [])
+    return known[:classes] if classes <= len(known) else [str(c) for c in range(classes)]
+
+
 def save_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | Path,
                           title: str = "") -> Path:
     """Rows = true class, columns = predicted; cells show counts, colour shows row-normalised rate."""
@@ -369,6 +381,7 @@ def save_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], pa
             ax.plot(range(1, len(values) + 1), list(values), color=shade, lw=1.2, label=label)
         ax.set_xlabel("epoch", fontsize=7)
         ax.set_ylabel("val loss", fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if lines:
             ax.legend(fontsize=6.5, frameon=False)
     for ax in axes[len(groups):]:
