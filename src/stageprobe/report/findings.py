@@ -161,7 +161,8 @@ def _bar(fraction: float) -> str:
 
 def _retention_lines(title: str, per_stage: list[MetricRow], invert: bool = False,
                      reasons: Sequence[str] = ()) -> list[str]:
-    lines = [title]
+    detectable = [d for d in (unpaired_detectable(r) for r in per_stage) if d is not None]
+    lines = [title + (f" (stage differences ≥ {fmt(max(detectable))} detectable)" if detectable else "")]
     if not per_stage:
         why = f"unavailable: {'; '.join(reasons)}" if reasons else "not measured"
         return [*lines, f"  ({why})", ""]
@@ -227,7 +228,8 @@ def _best_val_cell(verdict: Verdict) -> str:
     best = verdict.best_val
     if best is None:
         return "—"
-    return f"`{best.stage}`: {fmt_row(best)}"
+    detectable = unpaired_detectable(best)
+    return f"`{best.stage}`: {fmt_row(best)}" + (f"; differences ≥ {fmt(detectable)} detectable" if detectable else "")
 
 
 def _key_results(analysis: Analysis) -> Table:
