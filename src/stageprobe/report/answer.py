@@ -45,6 +45,8 @@ def unpaired_detectable(a: MetricRow | None, b: MetricRow | None = None) -> floa
 def detectable_phrase(drop: float | None, n: int) -> str:
     if drop is None:
         return "no CI: the detectable drop is unknown"
+    if fmt(drop) == fmt(0.0):
+        return "a zero-width CI: the detectable drop is unknown"
     return f"drops ≥ {fmt(drop)} detectable at n={n}" if n else f"drops ≥ {fmt(drop)} detectable"
 
 
@@ -98,6 +100,13 @@ def _calibrated_drop(calibration: Mapping[str, Any] | None, information: str, me
     return next((float(d) for d in drops if d is not None), None)
 
 
+def _detectable_cell(drop: float | None) -> str:
+    if drop is None:
+        return MISSING
+    # every test item scored alike (e.g. 100 % accuracy): the bootstrap cannot size a drop
+    return f"≥ {fmt(drop)}" if fmt(drop) != fmt(0.0) else "n/a (zero-width CI)"
+
+
 def which_stage_table(rows: Sequence[MetricRow], analysis: Analysis,
                       calibration: Mapping[str, Any] | None = None) -> Table:
     body = []
@@ -107,9 +116,10 @@ def which_stage_table(rows: Sequence[MetricRow], analysis: Analysis,
             body.append([label, MISSING, "not measured (no validation scores)", MISSING, MISSING, MISSING])
             continue
         best = answer.verdict.best_val
-        ceiling = f"{fmt_row(answer.ceiling)} at `{answer.ceiling.stage}`" if answer.ceiling else "not measured"
+        ceiling = ("this stage is the pixel baseline" if best.stage.startswith("pixels.")
+                   else f"{fmt_row(answer.ceiling)} at `{answer.ceiling.stage}`" if answer.ceiling else "not measured")
         body.append([label, f"{answer.verdict.target.label} ({best.probe})", f"`{best.stage}`", fmt_row(best),
-                     ceiling, f"≥ {fmt(answer.detectable)}" if answer.detectable is not None else MISSING])
+                     ceiling, _detectable_cell(answer.detectable)])
     return Table(["Information", "Metric (probe)", "Read this stage", "Its test value [95% CI]",
                   "Pixel ceiling (same probe, same grid)", "Smallest detectable drop"], body,
                  caption="The stage is the one whose validation score is best; the value is its test score. "

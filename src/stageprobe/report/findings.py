@@ -161,7 +161,7 @@ def _bar(fraction: float) -> str:
 
 def _retention_lines(title: str, per_stage: list[MetricRow], invert: bool = False,
                      reasons: Sequence[str] = ()) -> list[str]:
-    detectable = [d for d in (unpaired_detectable(r) for r in per_stage) if d is not None]
+    detectable = [d for d in (unpaired_detectable(r) for r in per_stage) if d is not None and d >= 0.0005]
     lines = [title + (f" (stage differences ≥ {fmt(max(detectable))} detectable)" if detectable else "")]
     if not per_stage:
         why = f"unavailable: {'; '.join(reasons)}" if reasons else "not measured"
@@ -229,7 +229,8 @@ def _best_val_cell(verdict: Verdict) -> str:
     if best is None:
         return "—"
     detectable = unpaired_detectable(best)
-    return f"`{best.stage}`: {fmt_row(best)}" + (f"; differences ≥ {fmt(detectable)} detectable" if detectable else "")
+    shown = detectable is not None and fmt(detectable) != fmt(0.0)
+    return f"`{best.stage}`: {fmt_row(best)}" + (f"; differences ≥ {fmt(detectable)} detectable" if shown else "")
 
 
 def _key_results(analysis: Analysis) -> Table:

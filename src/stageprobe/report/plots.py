@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -347,24 +348,64 @@ def save_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str |
     return _save(fig, path)
 
 
-def _curve_groups(curves: Mapping[str, Mapping[str, Sequence[float]]]
-                  ) -> dict[str, list[tuple[str, Sequence[float]]]]:
-    """"<experiment>/<stage>/<probe>" curves grouped by experiment and probe, stages in pipeline
-    order; each keeps its validation loss (else its first series)."""
-    groups: dict[str, list[tuple[str, Sequence[float]]]] = {}
+@dataclass(frozen=True)
+class Curve:
+    """One fit's validation curve: against epochs (gradient probes) or the ridge penalty λ (closed form)."""
+
+    stage: str
+    x: Sequence[float]
+    y: Sequence[float]
+    x_label: str
+    y_label: str
+
+
+def _validation_curve(stage: str, series: Mapping[str, Sequence[float]]) -> Curve | None:
+    """The fit's validation loss by epoch, else its first validation score with the setting it sweeps
+    (`<head>.val_score` against `<head>.lambda`, `threshold.val_matched_iou` against `threshold`,
+    `val_map_50` against `epoch`)."""
+    if len(series.get("val_loss") or []):
+        values = series["val_loss"]
+        return Curve(stage, list(range(1, len(values) + 1)), values, "epoch", "val loss")
+    for key, values in series.items():
+        if "val_" not in key:
+            continue
+        head = key.split("val_", 1)[0]
+        x_key = next((k for k in (f"{head}lambda", head.rstrip("."), "epoch") if k and k in series), None)
+        if x_key is not None and len(series[x_key]) == len(values):
+            label = "λ (ridge penalty)" if x_key.endswith("lambda") else x_key
+            return Curve(stage, series[x_key], values, label, key.replace("val_", "val "))
+    return None
+
+
+def _curve_groups(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, list[Curve]]:
+    """"<experiment>/<stage>/<probe>[/<task>]" curves grouped by experiment, probe and task, stages in
+    pipeline order."""
+    groups: dict[str, list[Curve]] = {}
     for name, series in curves.items():
         parts = name.split("/")
-        group, stage = (f"{parts[0]} · {parts[-1]}", "/".join(parts[1:-1])) if len(parts) >= 3 else (name, name)
-        values = series.get("val_loss") or next(iter(series.values()), [])
-        if len(values):
-            groups.setdefault(group, []).append((stage, values))
-    order = {s: i for i, s in enumerate(sort_stages({stage for lines in groups.values() for stage, _ in lines}))}
-    return {g: sorted(lines, key=lambda line: order[line[0]]) for g, lines in sorted(groups.items())}
+        group, stage = (f"{parts[0]} · {'/'.join(parts[2:])}", parts[1]) if len(parts) >= 3 else (name, name)
+        curve = _validation_curve(stage, series)
+        if curve is not None:
+            groups.setdefault(group, []).append(curve)
+    order = {s: i for i, s in enumerate(sort_stages({c.stage for lines in groups.values() for c in lines}))}
+    return {g: sorted(lines, key=lambda c: order[c.stage]) for g, lines in sorted(groups.items())}
+
+
+def _focus(ax, values: Sequence[float], lower_is_better: bool) -> None:  # type: ignore[no-untyped-def]
+    """Show the good three quarters of the values: a badly regularised fit (a loss of 10⁷) would
+    otherwise flatten every curve near the optimum into one line."""
+    finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if finite.size < 2:
+        return
+    low, high = (finite.min(), np.percentile(finite, 75)) if lower_is_better else (np.percentile(finite, 25),
+                                                                                    finite.max())
+    pad = 0.08 * (high - low) or 0.05 * abs(high) or 0.05
+    ax.set_ylim(low - pad, high + pad)
 
 
 def save_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path,
                          title: str = "", columns: int = 4) -> Path:
-    """Small multiples: one panel per experiment and probe, one validation-loss line per stage,
+    """Small multiples: one panel per experiment, probe and task, one validation curve per stage,
     coloured from early (light) to late (dark) stages — a few readable panels, not one per fit."""
     groups = _curve_groups(curves) or {"(no curves)": []}
     cols = max(1, min(columns, len(groups)))
@@ -374,19 +415,24 @@ def save_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], pa
     cmap = matplotlib.colormaps["viridis_r"]
     for ax, (group, lines) in zip(axes, groups.items(), strict=False):
         _style(ax, group)
-        for k, (stage, values) in enumerate(lines):
+        for k, curve in enumerate(lines):
             shade = cmap(0.15 + 0.75 * k / max(len(lines) - 1, 1))
             # only the first and last stage are named: a legend of 20 stages hides the curves
-            label = _short(stage) if k in (0, len(lines) - 1) else None
-            ax.plot(range(1, len(values) + 1), list(values), color=shade, lw=1.2, label=label)
-        ax.set_xlabel("epoch", fontsize=7)
-        ax.set_ylabel("val loss", fontsize=7)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            label = _short(curve.stage) if k in (0, len(lines) - 1) else None
+            ax.plot(list(curve.x), list(curve.y), color=shade, lw=1.2, marker=".", ms=3, label=label)
+        if lines:
+            ax.set_xlabel(lines[0].x_label, fontsize=7)
+            ax.set_ylabel(lines[0].y_label, fontsize=7)
+            _focus(ax, [v for c in lines for v in c.y], lower_is_better="loss" in lines[0].y_label)
+            if lines[0].x_label.startswith("λ"):
+                ax.set_xscale("log")
+            elif lines[0].x_label == "epoch":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if lines:
             ax.legend(fontsize=6.5, frameon=False)
     for ax in axes[len(groups):]:
         ax.axis("off")
-    fig.suptitle(title or "Probe validation loss by epoch (one line per stage; light = early, dark = late)",
+    fig.suptitle(title or "Probe validation curves (one line per stage; light = early, dark = late)",
                  fontsize=10, x=0.01, ha="left")
     fig.tight_layout()
     return _save(fig, path)
