@@ -162,6 +162,8 @@ class StudyRun:
     def check(self) -> dict[str, Any] | None:
         """Every check before anything is written; returns the previous config.yaml, if any."""
         self.selected()
+        if self.config.calibrate:
+            import stageprobe.calibrate  # noqa: F401 — a calibration that cannot load fails now, not after the study
         config_path = self.out / "config.yaml"
         if self.out.exists() and not self.out.is_dir():
             raise UserInputError(f"--out {self.out} is a file; pass a directory")
