@@ -230,6 +230,8 @@ def run(
     seeds: Annotated[int, typer.Option(help="fits of every gradient-trained probe (probe-seed spread and CI)")] = 1,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="start afresh in --out, discarding a run with other settings found there")] = False,
+    calibrate: Annotated[bool, typer.Option(
+        "--calibrate", help="also plant known losses and check the probes find them (a Calibration section)")] = False,
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
     from stageprobe.datasets import parse_data_options
@@ -249,6 +251,7 @@ def run(
         "dtype": dtype, "store_dtype": store_dtype, "trust_remote_code": trust_remote_code,
         "experiments": _experiment_ids(suite, experiments) if experiments else None, "limit": limit,
         "data": parse_data_options(data or []) or None, "verdict_stage": verdict_stage, "seeds": seeds,
+        "calibrate": calibrate,
     })
     _check_stage_patterns(model, stages, trust_remote_code)
     if use_wandb and importlib.util.find_spec("wandb") is None:

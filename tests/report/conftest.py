@@ -22,6 +22,17 @@ VISION = [
 ]
 LANGUAGE = [f"language.layer.{i}" for i in range(4)]
 LPIPS_REASON = "LPIPS AlexNet weights are not available offline"
+#: what `Calibration.to_dict()` gives for one plant the spatial probe finds one stage late
+CALIBRATION = {
+    "model": "qwen2.5-vl-tiny", "size": "quick", "verdict": "FAIL",
+    "plants": [{"plant": "erase-position@vision.block.2", "type": "erase-position", "stage": "vision.block.2",
+                "information": "position", "dataset": "shapes", "verdict": "FAIL",
+                "checks": [{"probe": "dense-linear", "task": "boxes", "metric": "matched_iou", "role": "primary",
+                            "found_at": "vision.block.3", "earlier_stages_unchanged": True, "stays_down": True,
+                            "verdict": "FAIL",
+                            "drop_at_plant": {"estimate": 0.012, "ci_low": -0.004, "ci_high": 0.028, "n": 40}}]}],
+    "detectable_drop": {"position": {"dense-linear/matched_iou": {"n_test": 40, "drop": 0.037}}},
+}
 
 
 def _ci(rng: np.random.Generator, value: float, width: float = 0.04) -> tuple[float, float]:
@@ -129,8 +140,18 @@ def synthetic_rows(pre: float = 0.853, post: float = 0.781, seed: int = 0) -> li
         add("e_q2_5", stage, "decoder", "psnr", 24.5 - 1.5 * k)
         add("e_q2_5", stage, "decoder", "edge_f1", 0.45 - 0.05 * k)
         rows.append(row("e_q2_5", stage, "decoder", "irs", None, reason="LPIPS unavailable"))
+    # reference degradations of the input, scored like stages: what an edge F1 or SSIM value means
+    for stage, ssim, edge in (("reference.identity", 1.0, 1.0), ("reference.blur_4px", 0.71, 0.31)):
+        add("e_q2_5", stage, "decoder", "ssim", ssim, control="reference", model="reference")
+        add("e_q2_5", stage, "decoder", "edge_f1", edge, control="reference", model="reference")
+        rows.append(row("e_q2_5", stage, "decoder", "lpips", None, control="reference", model="reference",
+                        reason=LPIPS_REASON))
+    for k, stage in enumerate(["vision.patch_embed", "vision.pre_merge", "vision.post_merge"]):
+        rows.append(row("e_q2_5", stage, "decoder", "edge_f1", 0.44 - 0.05 * k, control="validation"))
+    add("e_q2_5", "pixels.patch", "decoder", "edge_f1", 0.71, control="pixels", model="pixels")
     # e_q2_6: temporal
     for k, stage in enumerate(["vision.post_merge", *LANGUAGE[:2]]):
+        rows.append(row("e_q2_6", stage, "temporal-dense", "direction_acc", 0.93 - 0.15 * k, control="validation"))
         add("e_q2_6", stage, "temporal-dense", "direction_acc", 0.95 - 0.15 * k)
         add("e_q2_6", stage, "temporal-dense", "speed_acc", 0.8 - 0.1 * k)
         add("e_q2_6", stage, "temporal-dense", "order_acc", 0.76 - 0.2 * k)

@@ -46,10 +46,12 @@ window.addEventListener('load', () => {
 def test_page_is_self_contained(good_run: Path) -> None:
     page = (good_run / "report.html").read_text()
     assert not re.search(r"(https?:)?//[\w.-]+\.\w", page.replace("<!DOCTYPE html>", "")), "external URL"
-    for forbidden in ("<script", "<link", "@import", "url(", "<iframe"):
+    for forbidden in ("<script src", "<link", "@import", "url(", "<iframe", "fetch(", "xmlhttprequest"):
         assert forbidden not in page.lower()
+    assert page.count("<script") == 1  # the inline table sort, nothing else
     sources = re.findall(r'<img src="([^"]+)"', page)
-    assert len(sources) == 4  # the overlay the runner saved + decay curves, heatmap, training curves
+    # the overlay the runner saved + decay curves, retention vs pixels, heatmap, training curves
+    assert len(sources) == 5
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
@@ -89,7 +91,7 @@ def _load_check(page: Path, tmp_path: Path) -> tuple[dict, list[str]]:
     match = re.search(r'<pre id="stageprobe-check">(.*?)</pre>', done.stdout, flags=re.S)
     assert match, "the load probe did not run"
     report = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
-    # The page has no scripts of its own, so any console line at all means something went wrong.
+    # The page logs nothing itself, so any console line at all means something went wrong.
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     return report, console
 
@@ -98,7 +100,7 @@ def _load_check(page: Path, tmp_path: Path) -> tuple[dict, list[str]]:
 def test_chromium_renders_without_errors(good_run: Path, tmp_path: Path) -> None:
     report, console = _load_check(good_run / "report.html", tmp_path)
     assert console == [] and report["errors"] == []
-    assert len(report["images"]) == 4
+    assert len(report["images"]) == 5
     assert all(i["data"] and i["complete"] and i["width"] > 0 for i in report["images"]), report["images"]
     shot = tmp_path / "screenshot.png"
     done = _chromium(
@@ -123,3 +125,36 @@ def test_chromium_check_catches_a_broken_page(tmp_path: Path) -> None:
     report, console = _load_check(broken, tmp_path)
     assert report["images"][0]["width"] == 0
     assert report["errors"] and any("undefinedFunction" in line for line in console)
+
+
+# Injected into a copy of the page: where the answer table sits and how tall the page is, as rendered.
+LAYOUT_PROBE = """<script>
+window.addEventListener('load', () => {
+  const heading = document.getElementById('which-stage-to-read-for-what');
+  const table = heading && heading.nextElementSibling && heading.nextElementSibling.querySelector('table');
+  const box = table ? table.getBoundingClientRect() : null;
+  const out = document.createElement('pre');
+  out.id = 'stageprobe-layout';
+  out.textContent = JSON.stringify({
+    table_bottom: box ? box.bottom + window.scrollY : null,
+    height: document.documentElement.scrollHeight,
+    open_details: document.querySelectorAll('details[open]').length,
+    folded_tables: document.querySelectorAll('details table').length});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_chromium_shows_the_answer_first_on_a_short_page(good_run: Path, tmp_path: Path) -> None:
+    probed = tmp_path / "layout.html"
+    probed.write_text((good_run / "report.html").read_text().replace("<head>", "<head>\n" + LAYOUT_PROBE, 1))
+    done = _chromium(["--window-size=1280,1000", "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+                     tmp_path, "layout")
+    assert done.returncode == 0, done.stderr[-2000:]
+    match = re.search(r'<pre id="stageprobe-layout">(.*?)</pre>', done.stdout, flags=re.S)
+    assert match, "the layout probe did not run"
+    layout = json.loads(match.group(1).replace("&quot;", '"'))
+    assert layout["table_bottom"] is not None and layout["table_bottom"] <= 1000, layout
+    assert layout["open_details"] == 0 and layout["folded_tables"] >= 6, layout
+    assert layout["height"] < 10_000, layout

@@ -49,3 +49,44 @@ def test_image_helpers(tmp_path: Path) -> None:
             tmp_path / "curves.png",
         )
     )
+
+
+def test_motion_confusion_labels_are_the_datasets_names() -> None:
+    from stageprobe.datasets.motion import DIRECTION_NAMES
+
+    assert plots.motion_class_names("direction", 8) == DIRECTION_NAMES
+    assert plots.motion_class_names("direction", 8)[2] == "up"
+    assert plots.motion_class_names("order", 2) == ["natural", "reversed"]
+    assert plots.motion_class_names("speed", 2) == ["slow", "medium"]
+    assert plots.motion_class_names("direction", 9) == [str(c) for c in range(9)]
+
+
+def test_retention_plot_needs_a_pixel_ceiling(tmp_path: Path) -> None:
+    from conftest import row
+
+    with_ceiling = [row("e_q2_1", "vision.block.0", "dense-linear", "iou", 0.45),
+                    row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.9, control="pixels")]
+    path = plots.plot_retention_vs_pixels(with_ceiling, tmp_path / "r.png")
+    assert path.is_file() and path.stat().st_size > 5000
+    assert plots._ceiling_of(with_ceiling, with_ceiling[0]) is with_ceiling[1]
+    assert plots._ceiling_of(with_ceiling[:1], with_ceiling[0]) is None
+
+
+def test_training_curves_are_one_panel_per_experiment_probe_and_task() -> None:
+    curves = {
+        "e_q2_1/vision.block.1/dense-linear/boxes": {"class.lambda": [0.1, 1.0], "class.val_score": [0.8, 0.9]},
+        "e_q2_1/vision.block.0/dense-linear/boxes": {"class.lambda": [0.1, 1.0], "class.val_score": [0.7, 0.6]},
+        "e_q2_4/vision.post_merge/attention/boxes": {"epoch": [4, 9], "train_loss": [3.6, 2.7],
+                                                     "val_map_50": [0.08, 0.12]},
+        "e_q2_5/vision.block.0/decoder/reconstruction": {"train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6]},
+    }
+    groups = plots._curve_groups(curves)
+    assert list(groups) == ["e_q2_1 · dense-linear/boxes", "e_q2_4 · attention/boxes",
+                            "e_q2_5 · decoder/reconstruction"]
+    blocks = groups["e_q2_1 · dense-linear/boxes"]
+    assert [c.stage for c in blocks] == ["vision.block.0", "vision.block.1"]  # pipeline order
+    assert blocks[0].x_label.startswith("λ") and list(blocks[0].y) == [0.7, 0.6]
+    detection = groups["e_q2_4 · attention/boxes"][0]
+    assert (detection.x_label, list(detection.x), list(detection.y)) == ("epoch", [4, 9], [0.08, 0.12])
+    decoder = groups["e_q2_5 · decoder/reconstruction"][0]
+    assert (decoder.y_label, list(decoder.x)) == ("val loss", [1, 2])

@@ -119,6 +119,7 @@ def test_results_have_seed_keys_and_stageprobe_keys(tmp_path: Path) -> None:
         "selectivity",
         "token-shuffle",
         "validation",
+        "reference",
     }
     ResultsFile.model_validate(results)
     path = write_results_yaml(results, tmp_path / "results.yaml")

@@ -61,6 +61,8 @@ class Analysis:
     confidence_notes: str
     issues: list[str]
     suite: Suite
+    #: why confidence is not high, in a few words ("" when it is high)
+    confidence_reason: str = ""
 
     @property
     def passed(self) -> int:
@@ -85,7 +87,7 @@ def best_per_metric(rows: Sequence[MetricRow], experiment: str) -> dict[str, Met
     return best
 
 
-def _confidence(verdicts: Mapping[str, Verdict], decision: Decision, meta: RunMeta) -> tuple[str, str]:
+def _confidence(verdicts: Mapping[str, Verdict], decision: Decision, meta: RunMeta) -> tuple[str, str, str]:
     """low: random weights, seed protocol or no decision; medium: gaps or CIs on the target."""
     crossing = [v.target.label for v in verdicts.values() if v.ci_crosses_target]
     missing = [v.target.label for v in verdicts.values() if v.status == "UNAVAILABLE"]
@@ -102,7 +104,20 @@ def _confidence(verdicts: Mapping[str, Verdict], decision: Decision, meta: RunMe
         notes.append("Seed protocol: pooled probes.")
     unsettled = missing or crossing or not decision.conclusive or decision.ceiling_problem
     level = "low" if low else ("medium" if unsettled else "high")
-    return level, " ".join(notes)
+    return level, " ".join(notes), _confidence_reason(verdicts, decision, meta)
+
+
+def _confidence_reason(verdicts: Mapping[str, Verdict], decision: Decision, meta: RunMeta) -> str:
+    """The few words that say why confidence is not high (the verdict line prints them)."""
+    reasons = [text for applies, text in (
+        (meta.weights_random, "random weights"), (meta.protocol == "seed", "seed protocol (pooled probes)"),
+        (decision.colour == "UNAVAILABLE", "no decision matrix"),
+        (decision.ceiling_problem is not None, "the deciding probe has no pixel ceiling above the target"),
+        (decision.colour != "UNAVAILABLE" and not decision.conclusive, "the CIs do not settle the colour"),
+        (any(v.ci_crosses_target for v in verdicts.values()), "some CIs cross their target"),
+        (any(v.status == "UNAVAILABLE" for v in verdicts.values()), "some targets unavailable"),
+    ) if applies]
+    return ", ".join(reasons)
 
 
 def _finding(suite: Suite, experiment: str, inputs: FindingInput) -> str:
@@ -145,5 +160,5 @@ def analyse(rows: Sequence[MetricRow], meta: RunMeta) -> Analysis:
         issues.append(f"{meta.model} has random weights: numbers describe the architecture and the probes")
     if decision.ceiling_problem:
         issues.append(decision.ceiling_problem)
-    confidence, notes = _confidence(verdicts, decision, meta)
-    return Analysis(verdicts, decision, advice, status, findings, best, confidence, notes, issues, suite)
+    confidence, notes, reason = _confidence(verdicts, decision, meta)
+    return Analysis(verdicts, decision, advice, status, findings, best, confidence, notes, issues, suite, reason)

@@ -61,7 +61,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Details:
-    """A collapsible section (HTML); in Markdown its summary becomes a bold line."""
+    """A collapsible section: `<details>` in HTML and in Markdown (which GitHub folds too)."""
 
     summary: str
     blocks: list[Heading | Para | Bullets | Table | Pre | Callout | Figure | Rule]
@@ -92,9 +92,10 @@ def to_markdown(doc: Document) -> str:
     out: list[str] = []
     for block in doc.blocks:
         if isinstance(block, Details):
-            inner = Document([Para(f"**{block.summary}**"), *block.blocks]
-                             + ([Pre(block.pre)] if block.pre else []))
-            out.append(to_markdown(inner).rstrip("\n"))
+            # GitHub and most Markdown viewers fold raw <details>; plain viewers show everything
+            inner = Document([*block.blocks] + ([Pre(block.pre)] if block.pre else []))
+            out.append(f"<details><summary>{html.escape(block.summary, quote=False)}</summary>\n\n"
+                       f"{to_markdown(inner).rstrip()}\n\n</details>")
             continue
         if isinstance(block, Heading):
             out.append(f"{'#' * block.level} {block.text}")
@@ -178,7 +179,7 @@ def to_html(doc: Document, figure_src: dict[str, str]) -> str:
             body = "".join("<tr>" + "".join(_cell_html(c) for c in row) + "</tr>"
                            for row in block.rows)
             caption = f"<caption>{inline_html(block.caption)}</caption>" if block.caption else ""
-            out.append(f'<div class="table-wrap"><table>{caption}<thead><tr>{head}</tr></thead>'
+            out.append(f'<div class="table-wrap"><table class="sortable">{caption}<thead><tr>{head}</tr></thead>'
                        f"<tbody>{body}</tbody></table></div>")
         elif isinstance(block, Pre):
             out.append(f"<pre>{html.escape(block.text, quote=False)}</pre>")

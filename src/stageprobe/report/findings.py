@@ -12,9 +12,19 @@ from typing import Any
 
 from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.report.analysis import Analysis, RunMeta, analyse, model_rows
+from stageprobe.report.answer import (
+    calibration_blocks,
+    detectable_phrase,
+    merge_words,
+    paired_detectable,
+    unpaired_detectable,
+    verdict_line,
+    which_stage_table,
+)
 from stageprobe.report.document import (
     Bullets,
     Callout,
+    Details,
     Document,
     Figure,
     Heading,
@@ -53,6 +63,11 @@ CONTROL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("selectivity", "Selectivity"), ("chance", "Chance"), ("token-shuffle", "Token shuffle"),
 )
 BAR_WIDTH = 20
+#: figures shown right under the answer table (path → caption), in this order
+TOP_FIGURES = {
+    "artifacts/decay_curves.png": "Information by stage (bands: 95% CI; dotted: target; dashed: controls)",
+    "artifacts/retention_vs_pixels.png": "Retention: each stage's value ÷ the same probe's pixel ceiling at its grid",
+}
 
 
 def weights_phrase(meta: RunMeta) -> str:
@@ -92,22 +107,40 @@ def control_row(rows: Sequence[MetricRow], main: MetricRow, control: str) -> Met
     return None
 
 
+def _unavailable_notes(rows: Sequence[MetricRow]) -> list[str]:
+    """"unavailable: <reason>" once per metric and reason, with the stages it covers counted."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        grouped.setdefault((r.metric, r.unavailable_reason or "not measured"), []).append(r.stage)
+    return [f"{metric} unavailable at {len(stages)} stage{'s' if len(stages) > 1 else ''}: {reason}"
+            for (metric, reason), stages in grouped.items()]
+
+
 def experiment_table(rows: Sequence[MetricRow], experiment: str,
                      metrics: Sequence[str] | None = None, suite: str = "q2") -> Table:
+    """Every stage's value with its controls; reference degradations (what a value means) beside the
+    stages; metrics that could not be measured said once in the caption, not once per row."""
     own = model_rows(rows, experiment)
     wanted = metrics or table_metrics(experiment, suite) or tuple(dict.fromkeys(r.metric for r in own))
-    shown = [r for r in own if r.metric in wanted]
+    references = [r for r in rows if r.experiment == experiment and r.control == "reference"]
+    shown = [r for r in [*own, *references] if r.metric in wanted]
+    missing = [r for r in shown if r.value is None]
+    shown = [r for r in shown if r.value is not None]
     shown.sort(key=lambda r: (wanted.index(r.metric), r.probe, stage_sort_key(r.stage)))
     controls = [(c, label) for c, label in CONTROL_COLUMNS
                 if any(r.control == c and r.experiment == experiment for r in rows)]
     header = ["Stage", "Probe", "Metric", "Value [95% CI]", "n"] + [label for _, label in controls]
     body = []
     for r in shown:
-        value = fmt_row(r) if r.value is not None else f"unavailable: {r.unavailable_reason}"
-        body.append([f"`{r.stage}`", r.probe, r.metric, value, str(r.n) if r.n else ""]
-                    + [_control_cell(control_row(rows, r, c), r, control_row(rows, r, "control-task"))
+        stage = f"`{r.stage}` (reference)" if r.control == "reference" else f"`{r.stage}`"
+        body.append([stage, r.probe, r.metric, fmt_row(r), str(r.n) if r.n else ""]
+                    + ["—" if r.control == "reference" else
+                       _control_cell(control_row(rows, r, c), r, control_row(rows, r, "control-task"))
                        if c == "selectivity" else _control_cell(control_row(rows, r, c)) for c, _ in controls])
-    return Table(header, body)
+    notes = _unavailable_notes(missing)
+    if references:
+        notes.append("rows marked (reference) score degraded copies of the input itself: what a value means")
+    return Table(header, body, caption="; ".join(notes) + ("." if notes else ""))
 
 
 def _control_cell(row: MetricRow | None, task: MetricRow | None = None,
@@ -128,7 +161,8 @@ def _bar(fraction: float) -> str:
 
 def _retention_lines(title: str, per_stage: list[MetricRow], invert: bool = False,
                      reasons: Sequence[str] = ()) -> list[str]:
-    lines = [title]
+    detectable = [d for d in (unpaired_detectable(r) for r in per_stage) if d is not None and d >= 0.0005]
+    lines = [title + (f" (stage differences ≥ {fmt(max(detectable))} detectable)" if detectable else "")]
     if not per_stage:
         why = f"unavailable: {'; '.join(reasons)}" if reasons else "not measured"
         return [*lines, f"  ({why})", ""]
@@ -172,21 +206,21 @@ def retention_pattern(rows: Sequence[MetricRow]) -> str:
     return "\n".join(lines).rstrip()
 
 
-def _answer(analysis: Analysis) -> list[str]:
+def _answer(analysis: Analysis, rows: Sequence[MetricRow]) -> list[str]:
     decision = analysis.decision
+    across = merge_words(rows)
     spatial = {"GREEN": "**Object location survives to the stage the decision reads.**",
-               "YELLOW": "**Object location is present before the merge but lost across it.**",
+               "YELLOW": f"**Object location is present before {across} but lost across it.**",
                "RED": "**Object location is already weak at the first stage the decision reads.**",
                "UNAVAILABLE": "**Where object location is lost could not be decided.**"}[decision.colour]
     paragraphs = [f"{spatial} {decision.reason[0].upper()}{decision.reason[1:]}."]
+    if decision.drop is not None:
+        paragraphs.append(f"Drop across {across}: {fmt_row(decision.drop)} "
+                          f"({paired_detectable(decision.drop)}: the half-width of its paired 95% CI).")
     if decision.ceiling_problem:
         paragraphs.append(f"**The deciding probe cannot judge this:** {decision.ceiling_problem}.")
     if decision.pooled_only:
         paragraphs.append("These are pooled-probe numbers (seed protocol): they cannot show location.")
-    judged = [v for v in analysis.verdicts.values() if v.row is not None]
-    parts = [f"{v.target.label} {fmt_row(v.row)} at `{v.row.stage}` ({v.display})" for v in judged]  # type: ignore[union-attr]
-    if parts:
-        paragraphs.append("**Each target at its verdict stage:** " + "; ".join(parts) + ".")
     return paragraphs
 
 
@@ -194,7 +228,42 @@ def _best_val_cell(verdict: Verdict) -> str:
     best = verdict.best_val
     if best is None:
         return "—"
-    return f"`{best.stage}`: {fmt_row(best)}"
+    detectable = unpaired_detectable(best)
+    shown = detectable is not None and fmt(detectable) != fmt(0.0)
+    return f"`{best.stage}`: {fmt_row(best)}" + (f"; differences ≥ {fmt(detectable)} detectable" if shown else "")
+
+
+def _key_results(analysis: Analysis) -> Table:
+    key_rows = []
+    for verdict in analysis.verdicts.values():
+        row = verdict.row
+        achieved = (f"{fmt_row(row)} at `{row.stage}` ({row.probe})" if row is not None
+                    else f"unavailable: {verdict.reason}")
+        key_rows.append([verdict.target.label, verdict.target.what, verdict.target.display, achieved,
+                         f"**{verdict.display}**", _best_val_cell(verdict)])
+    return Table(["Metric", "What it measures", "Target", "Achieved at the verdict stage", "Verdict",
+                  "Best stage on val (its test value)"], key_rows,
+                 caption="Achieved = the declared stage's test value with its bootstrap 95% CI; the verdict "
+                         "reads only this. The last column names the stage whose validation score is best "
+                         "and gives its test value (a guide to where to read features, never a verdict).")
+
+
+def _top(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow], analysis: Analysis,
+         meta: RunMeta) -> None:
+    """The answer first: the verdict line, which stage to read for what, the decay curves."""
+    doc.add(Para(verdict_line(analysis)),
+            Para(f"**Model:** `{meta.model}` ({weights_phrase(meta)}, protocol `{meta.protocol}`) · "
+                 f"**Date:** {_date(results)} · "
+                 f"**Status:** {str(results.get('status', MISSING)).replace('_', ' ')}"),
+            Heading(2, "Which stage to read for what"),
+            which_stage_table(rows, analysis, results.get("calibration")))
+    references = sorted({r.stage for r in rows if r.control == "reference"})
+    if references:
+        doc.add(Para("For scale, the detail experiment also scores degraded copies of the input ("
+                     + ", ".join(f"`{s}`" for s in references) + "): see its table."))
+    figures = artifact_paths(results)
+    for path in (p for p in TOP_FIGURES if p in figures):
+        doc.add(Figure(path, TOP_FIGURES[path]))
 
 
 def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow],
@@ -207,44 +276,38 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
         doc.add(Callout("warning", "Random weights.", RANDOM_WEIGHTS_WARNING.format(model=meta.model)))
     if meta.protocol == "seed":
         doc.add(Callout("warning", "Seed protocol (pooled probes).", SEED_PROTOCOL_WARNING))
-    doc.add(
-        Para(f"**Status:** {str(results.get('status', MISSING)).replace('_', ' ').capitalize()}"),
-        Para(f"**Date:** {_date(results)}"),
-        Para(f"**Model:** `{meta.model}` ({weights_phrase(meta)}, protocol `{meta.protocol}`)"),
-        Para(f"**Recommendation:** {analysis.advice.headline}"),
-        Rule(), Heading(2, "The Question"), Para(suite.question),
-        Heading(2, "The Answer"), *[Para(p) for p in _answer(analysis)],
-        Rule(), Heading(2, "Key Results"),
-    )
-    key_rows = []
-    for verdict in analysis.verdicts.values():
-        row = verdict.row
-        achieved = (f"{fmt_row(row)} at `{row.stage}` ({row.probe})" if row is not None
-                    else f"unavailable: {verdict.reason}")
-        key_rows.append([verdict.target.label, verdict.target.what, verdict.target.display, achieved,
-                         f"**{verdict.display}**", _best_val_cell(verdict)])
-    doc.add(Table(["Metric", "What it measures", "Target", "Achieved at the verdict stage", "Verdict",
-                   "Best stage on val (its test value)"], key_rows,
-                  caption="Achieved = the declared stage's test value with its bootstrap 95% CI; the verdict "
-                          "reads only this. The last column names the stage whose validation score is best "
-                          "and gives its test value (a guide to where to read features, never a verdict)."))
-    unavailable = len(analysis.verdicts) - analysis.measured
-    doc.add(Para(f"**Overall: {analysis.passed}/{analysis.measured} measured criteria passed"
-                 + (f", {unavailable} unavailable" if unavailable else "") + ".**"))
+    _top(doc, results, rows, analysis, meta)
+    doc.add(Rule(), Heading(2, "The Question"), Para(suite.question),
+            Heading(2, "The Answer"), *[Para(p) for p in _answer(analysis, rows)],
+            Heading(2, "Key Results"), _key_results(analysis))
     doc.add(Heading(3, f"Decision matrix: {analysis.decision.colour}"), Para(_decision_text(analysis)))
     matrix = [r for r in (analysis.decision.pre, analysis.decision.post, analysis.decision.drop) if r is not None]
     if matrix:
-        doc.add(Table(["Stage", "Probe", "Metric [95% CI]", "n", "Pixels"],
-                      [[f"`{r.stage}`", r.probe, fmt_row(r), str(r.n),
-                        _control_cell(control_row(rows, r, "pixels"))] for r in matrix]))
+        doc.add(Table(["Stage", "Probe", "Metric [95% CI]", "n", "Pixels", "Smallest detectable difference"],
+                      [[f"`{r.stage}`", f"{r.probe} · {r.metric}", fmt_row(r), str(r.n),
+                        _control_cell(control_row(rows, r, "pixels")),
+                        paired_detectable(r) if r is analysis.decision.drop
+                        else detectable_phrase(unpaired_detectable(r), r.n)] for r in matrix]))
+    _experiments(doc, rows, analysis)
+    doc.add(Rule(), Heading(2, "Retention by stage"),
+            Details("Text bars: each information type, stage by stage", [Pre(retention_pattern(rows))]))
+    _closing(doc, results, rows, analysis)
+    return doc
+
+
+def _experiments(doc: Document, rows: Sequence[MetricRow], analysis: Analysis) -> None:
     doc.add(Rule(), Heading(2, "Sub-experiment Summaries"))
     for experiment, state in analysis.experiment_status.items():
-        doc.add(Heading(3, experiment_heading(experiment, suite.name)),
-                Para(f"**Status:** {state}. **Finding:** {analysis.findings[experiment]}"))
-        table = experiment_table(rows, experiment, suite=suite.name)
+        heading = experiment_heading(experiment, analysis.suite.name)
+        doc.add(Heading(3, heading), Para(f"**Status:** {state}. **Finding:** {analysis.findings[experiment]}"))
+        table = experiment_table(rows, experiment, suite=analysis.suite.name)
         if table.rows:
-            doc.add(table)
-    doc.add(Rule(), Heading(2, "Retention by stage"), Pre(retention_pattern(rows)))
+            doc.add(Details(f"{heading}: every stage ({len(table.rows)} rows)", [table]))
+        elif table.caption:
+            doc.add(Para(table.caption[0].upper() + table.caption[1:]))
+
+
+def _closing(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow], analysis: Analysis) -> None:
     doc.add(Rule(), Heading(2, "Recommendations"),
             Para(f"**{analysis.advice.headline}** ({analysis.advice.recommendation})"),
             Para(analysis.advice.notes))
@@ -254,19 +317,23 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
     issues = list(dict.fromkeys([*(results.get("issues") or []), *analysis.issues]))
     if issues:
         doc.add(Para("**Issues:**"), Bullets(issues))
+    if results.get("calibration"):
+        doc.add(*calibration_blocks(results["calibration"]))
     present = [c for c in CONTROL_DESCRIPTIONS if any(r.control == c for r in rows)]
     doc.add(Heading(2, "Controls"),
             Bullets([f"**{c}**: {CONTROL_DESCRIPTIONS[c]}" for c in present] or ["No controls were run."]),
-            *[Para(note) for note in suite.notes])
-    doc.add(Para(f"**Confidence:** {analysis.confidence}. {analysis.confidence_notes}"))
+            *[Para(note) for note in analysis.suite.notes])
     figures = artifact_paths(results)
-    pngs = [p for p in figures if p.lower().endswith(".png")]
+    pngs = [p for p in figures if p.lower().endswith(".png") and p not in TOP_FIGURES]
     doc.add(Rule(), Heading(2, "Artifacts"),
             Bullets(["Detailed metrics: `results.yaml`, `metrics.csv`", "Self-contained page: `report.html`"]
-                    + [f"`{p}`" for p in figures if p not in pngs]))
-    for path in pngs:
-        doc.add(Figure(path, path.rsplit("/", 1)[-1].removesuffix(".png").replace("_", " ")))
-    return doc
+                    + [f"`{p}`" for p in figures if not p.lower().endswith(".png")]))
+    if pngs:
+        doc.add(Details(f"Figures ({len(pngs)})", [Figure(p, _caption(p)) for p in pngs]))
+
+
+def _caption(path: str) -> str:
+    return path.rsplit("/", 1)[-1].removesuffix(".png").replace("_", " ")
 
 
 def _decision_text(analysis: Analysis) -> str:

@@ -1,5 +1,6 @@
-"""report.html: one self-contained page — inline CSS, PNGs as base64 data URIs, no scripts,
-fonts or links to anything outside the file — with FINDINGS.md's content and every plot.
+"""report.html: one self-contained page — inline CSS, PNGs as base64 data URIs, one small inline
+script (sort a table by a header click), no fonts or links to anything outside the file — with
+FINDINGS.md's content and every plot.
 """
 
 from __future__ import annotations
@@ -65,6 +66,25 @@ figcaption { color: var(--muted); font-size: 12.5px; margin-top: 4px; }
 details { margin: 10px 0; }
 summary { cursor: pointer; font-weight: 600; }
 .missing { color: var(--fail); }
+table.sortable th { cursor: pointer; }
+table.sortable th[aria-sort="ascending"]::after { content: " ▲"; }
+table.sortable th[aria-sort="descending"]::after { content: " ▼"; }
+"""
+
+#: Click a header to sort its table by that column (numbers by value, text alphabetically); again to reverse.
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
+  const table = th.closest('table'), body = table.tBodies[0], index = [...th.parentNode.children].indexOf(th);
+  const up = th.getAttribute('aria-sort') !== 'ascending';
+  table.querySelectorAll('th').forEach(h => h.removeAttribute('aria-sort'));
+  th.setAttribute('aria-sort', up ? 'ascending' : 'descending');
+  const key = tr => { const t = tr.children[index].textContent.trim(); const n = parseFloat(t);
+                      return isNaN(n) ? t : n; };
+  const rows = [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
+    const c = typeof x === typeof y ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === 'number' ? -1 : 1);
+    return up ? c : -c; });
+  rows.forEach(r => body.appendChild(r));
+}));
 """
 
 
@@ -95,8 +115,8 @@ def render_html(results: Mapping[str, Any], rows: Sequence[MetricRow], artifacts
     listed = set(artifact_paths(results))
     extra = [p for p in sources if p not in listed]
     if extra:
-        doc.add(Heading(3, "Other figures in artifacts/"))
-        doc.add(*[Figure(p, p.rsplit("/", 1)[-1].removesuffix(".png").replace("_", " ")) for p in extra])
+        doc.add(Details(f"Other figures in artifacts/ ({len(extra)})",
+                        [Figure(p, p.rsplit("/", 1)[-1].removesuffix(".png").replace("_", " ")) for p in extra]))
     doc.add(Heading(2, "All measurements"))
     for experiment in analysis.experiment_status:
         table = experiment_table(rows, experiment, metrics=sorted({r.metric for r in rows
@@ -116,5 +136,6 @@ def render_html(results: Mapping[str, Any], rows: Sequence[MetricRow], artifacts
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>{html.escape(analysis.suite.title)} — {html.escape(str(results.get('model', '')))}</title>\n"
-        f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n<nav>{nav}</nav>\n{body}\n</main>\n</body>\n</html>\n"
+        f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n<nav>{nav}</nav>\n{body}\n</main>\n"
+        f"<script>{SORT_SCRIPT}</script>\n</body>\n</html>\n"
     )

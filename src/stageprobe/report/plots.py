@@ -6,16 +6,21 @@ no pyplot state or global backend is touched (safe inside notebooks, threads and
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from stageprobe.report.fmt import fmt
-from stageprobe.report.schema import POOLED_PROBE, SPATIAL_PROBES, MetricRow, sort_stages
+from stageprobe.report.schema import POOLED_PROBE, SPATIAL_PROBES, MetricRow, pixel_stage_for, sort_stages
 from stageprobe.report.targets import best_row
 from stageprobe.suites import get_suite
 
@@ -140,6 +145,53 @@ def plot_decay_curves(rows: Sequence[MetricRow], path: str | Path, title: str = 
     return _save(fig, path)
 
 
+#: (label, metric, probes) per line of the retention plot: each information type's primary probe
+RETENTION_SERIES: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
+    ("bbox IoU (spatial probes)", "iou", SPATIAL_PROBES), ("mAP@0.5", "map_50", None),
+    ("edge F1", "edge_f1", None), ("SSIM", "ssim", None), ("direction acc", "direction_acc", None),
+    ("speed acc", "speed_acc", None), ("order acc", "order_acc", None),
+)
+
+
+def _ceiling_of(rows: Sequence[MetricRow], row: MetricRow) -> MetricRow | None:
+    """The same probe and metric on raw pixels at the grid of `row`'s stage."""
+    grid = pixel_stage_for(row.stage)
+    found = [r for r in rows if r.control == "pixels" and r.stage == grid and r.probe == row.probe
+             and r.metric == row.metric and r.value]
+    return next((r for r in found if r.experiment == row.experiment), found[0] if found else None)
+
+
+def plot_retention_vs_pixels(rows: Sequence[MetricRow], path: str | Path, title: str = "") -> Path:
+    """Each stage's value ÷ the same probe's value on raw pixels at the same grid (1 = all that the
+    pixels give this probe); a stage without a pixel ceiling is left out of its line."""
+    stages = sort_stages({r.stage for r in rows if r.control == "none" and not r.stage.startswith("pixels.")})
+    fig = Figure(figsize=(9, 4.2))
+    ax = fig.subplots()
+    _style(ax, title or "Retention relative to the pixel ceiling (same probe, same grid)")
+    x_of = {s: i for i, s in enumerate(stages)}
+    plotted = False
+    for colour, (label, metric, probes) in zip(itertools.cycle(PALETTE), RETENTION_SERIES, strict=False):
+        points = []
+        for stage in stages:
+            row = best_row(rows, metric, stages=[stage], probes=probes)
+            ceiling = _ceiling_of(rows, row) if row is not None else None
+            if row is not None and ceiling is not None and ceiling.value:
+                points.append((x_of[stage], row.value / ceiling.value))  # type: ignore[operator]
+        if points:
+            plotted = True
+            ax.plot(*zip(*points, strict=True), marker="o", ms=3.5, lw=1.6, color=colour, label=label)
+    ax.axhline(1.0, color=CONTROL_STYLE["pixels"][0], ls="--", lw=1.0, label="pixel ceiling")
+    ax.set_xticks(range(len(stages)))
+    ax.set_xticklabels([_short(s) for s in stages], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("value ÷ pixel ceiling", fontsize=8)
+    if not plotted:
+        ax.text(0.5, 0.5, "no pixel ceiling measured", ha="center", va="center", transform=ax.transAxes,
+                color="#6b7280")
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_stage_heatmap(rows: Sequence[MetricRow], path: str | Path, title: str = "") -> Path:
     """Stage × information type; colour = retention on 0–1 (LPIPS shown as 1 − LPIPS)."""
     stages = sort_stages({r.stage for r in rows if r.control == "none"})
@@ -186,6 +238,12 @@ def _draw_boxes(ax, boxes: np.ndarray, colour: str, style: str = "-",  # type: i
                     bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})
 
 
+def _box_legend(fig: Figure, entries: Sequence[tuple[str, str, str]]) -> None:
+    """One legend for every panel: which box is which."""
+    handles = [Line2D([], [], color=colour, ls=style, lw=1.8, label=label) for colour, style, label in entries]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+
+
 def save_box_overlay(images: Sequence[ImageLike], gt_boxes: Sequence[np.ndarray],
                      pred_boxes: Sequence[np.ndarray], path: str | Path, title: str = "",
                      columns: int = 4) -> Path:
@@ -201,8 +259,9 @@ def save_box_overlay(images: Sequence[ImageLike], gt_boxes: Sequence[np.ndarray]
         _draw_boxes(ax, pred, "#ea580c", "--")
     for ax in axes:
         ax.axis("off")
+    _box_legend(fig, [("#16a34a", "-", "ground truth"), ("#ea580c", "--", "predicted")])
     fig.suptitle(title or "Boxes: ground truth (green) vs predicted (orange, dashed)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))  # room for the legend below the panels
     return _save(fig, path)
 
 
@@ -225,9 +284,10 @@ def save_detection_overlay(images: Sequence[ImageLike], gt_boxes: Sequence[np.nd
                     [f"{s:.2f}" for s in scores[keep]])
     for ax in axes:
         ax.axis("off")
+    _box_legend(fig, [("#16a34a", "-", "ground truth"), ("#2563eb", "--", f"detection (score ≥ {score_threshold:g})")])
     fig.suptitle(title or f"Detections with score ≥ {score_threshold:g} (blue) vs ground truth (green)",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))  # room for the legend below the panels
     return _save(fig, path)
 
 
@@ -250,6 +310,17 @@ def save_reconstruction_grid(originals: Sequence[ImageLike], reconstructions: Se
     fig.suptitle(title or "Reconstructions from the token grid", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def motion_class_names(task: str, classes: int) -> list[str]:
+    """Axis labels of a motion confusion matrix: the motion dataset's direction names, speed classes
+    from slow to fast, natural / reversed order; class numbers where the count does not match."""
+    from stageprobe.datasets.motion import DIRECTION_NAMES
+
+    # the dataset's speed classes are its first k speed ranges, slowest first
+    known = {"direction": list(DIRECTION_NAMES), "order": ["natural", "reversed"],
+             "speed": ["slow", "medium", "fast"]}.get(task, [])
+    return known[:classes] if classes <= len(known) else [str(c) for c in range(classes)]
 
 
 def save_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str | Path,
@@ -277,23 +348,91 @@ def save_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str |
     return _save(fig, path)
 
 
+@dataclass(frozen=True)
+class Curve:
+    """One fit's validation curve: against epochs (gradient probes) or the ridge penalty λ (closed form)."""
+
+    stage: str
+    x: Sequence[float]
+    y: Sequence[float]
+    x_label: str
+    y_label: str
+
+
+def _validation_curve(stage: str, series: Mapping[str, Sequence[float]]) -> Curve | None:
+    """The fit's validation loss by epoch, else its first validation score with the setting it sweeps
+    (`<head>.val_score` against `<head>.lambda`, `threshold.val_matched_iou` against `threshold`,
+    `val_map_50` against `epoch`)."""
+    if len(series.get("val_loss") or []):
+        values = series["val_loss"]
+        return Curve(stage, list(range(1, len(values) + 1)), values, "epoch", "val loss")
+    for key, values in series.items():
+        if "val_" not in key:
+            continue
+        head = key.split("val_", 1)[0]
+        x_key = next((k for k in (f"{head}lambda", head.rstrip("."), "epoch") if k and k in series), None)
+        if x_key is not None and len(series[x_key]) == len(values):
+            label = "λ (ridge penalty)" if x_key.endswith("lambda") else x_key
+            return Curve(stage, series[x_key], values, label, key.replace("val_", "val "))
+    return None
+
+
+def _curve_groups(curves: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, list[Curve]]:
+    """"<experiment>/<stage>/<probe>[/<task>]" curves grouped by experiment, probe and task, stages in
+    pipeline order."""
+    groups: dict[str, list[Curve]] = {}
+    for name, series in curves.items():
+        parts = name.split("/")
+        group, stage = (f"{parts[0]} · {'/'.join(parts[2:])}", parts[1]) if len(parts) >= 3 else (name, name)
+        curve = _validation_curve(stage, series)
+        if curve is not None:
+            groups.setdefault(group, []).append(curve)
+    order = {s: i for i, s in enumerate(sort_stages({c.stage for lines in groups.values() for c in lines}))}
+    return {g: sorted(lines, key=lambda c: order[c.stage]) for g, lines in sorted(groups.items())}
+
+
+def _focus(ax, values: Sequence[float], lower_is_better: bool) -> None:  # type: ignore[no-untyped-def]
+    """Show the good three quarters of the values: a badly regularised fit (a loss of 10⁷) would
+    otherwise flatten every curve near the optimum into one line."""
+    finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if finite.size < 2:
+        return
+    low, high = (finite.min(), np.percentile(finite, 75)) if lower_is_better else (np.percentile(finite, 25),
+                                                                                    finite.max())
+    pad = 0.08 * (high - low) or 0.05 * abs(high) or 0.05
+    ax.set_ylim(low - pad, high + pad)
+
+
 def save_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path,
-                         title: str = "", columns: int = 3) -> Path:
-    """One small panel per probe: each named series (train_loss, val_loss, ...) against epoch."""
-    names = list(curves) or ["(no curves)"]
-    cols = max(1, min(columns, len(names)))
-    rows_n = -(-len(names) // cols)
-    fig = Figure(figsize=(3.6 * cols, 2.4 * rows_n + 0.4))
+                         title: str = "", columns: int = 4) -> Path:
+    """Small multiples: one panel per experiment, probe and task, one validation curve per stage,
+    coloured from early (light) to late (dark) stages — a few readable panels, not one per fit."""
+    groups = _curve_groups(curves) or {"(no curves)": []}
+    cols = max(1, min(columns, len(groups)))
+    rows_n = -(-len(groups) // cols)
+    fig = Figure(figsize=(3.4 * cols, 2.5 * rows_n + 0.5))
     axes = np.atleast_1d(fig.subplots(rows_n, cols)).ravel()
-    for ax, name in zip(axes, names, strict=False):
-        _style(ax, name)
-        for colour, (series, values) in zip(PALETTE, (curves.get(name) or {}).items(), strict=False):
-            ax.plot(range(1, len(values) + 1), list(values), color=colour, lw=1.5, label=series)
-        ax.set_xlabel("epoch", fontsize=7)
-        if curves.get(name):
+    cmap = matplotlib.colormaps["viridis_r"]
+    for ax, (group, lines) in zip(axes, groups.items(), strict=False):
+        _style(ax, group)
+        for k, curve in enumerate(lines):
+            shade = cmap(0.15 + 0.75 * k / max(len(lines) - 1, 1))
+            # only the first and last stage are named: a legend of 20 stages hides the curves
+            label = _short(curve.stage) if k in (0, len(lines) - 1) else None
+            ax.plot(list(curve.x), list(curve.y), color=shade, lw=1.2, marker=".", ms=3, label=label)
+        if lines:
+            ax.set_xlabel(lines[0].x_label, fontsize=7)
+            ax.set_ylabel(lines[0].y_label, fontsize=7)
+            _focus(ax, [v for c in lines for v in c.y], lower_is_better="loss" in lines[0].y_label)
+            if lines[0].x_label.startswith("λ"):
+                ax.set_xscale("log")
+            elif lines[0].x_label == "epoch":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if lines:
             ax.legend(fontsize=6.5, frameon=False)
-    for ax in axes[len(names):]:
+    for ax in axes[len(groups):]:
         ax.axis("off")
-    fig.suptitle(title or "Probe training curves", fontsize=10, x=0.01, ha="left")
+    fig.suptitle(title or "Probe validation curves (one line per stage; light = early, dark = late)",
+                 fontsize=10, x=0.01, ha="left")
     fig.tight_layout()
     return _save(fig, path)

@@ -13,7 +13,12 @@ from pydantic import ValidationError
 from stageprobe.errors import UserInputError
 from stageprobe.report.findings import artifact_paths, render_findings
 from stageprobe.report.html import render_html
-from stageprobe.report.plots import plot_decay_curves, plot_stage_heatmap, save_training_curves
+from stageprobe.report.plots import (
+    plot_decay_curves,
+    plot_retention_vs_pixels,
+    plot_stage_heatmap,
+    save_training_curves,
+)
 from stageprobe.report.results import (
     build_results,
     load_results_yaml,
@@ -25,9 +30,11 @@ from stageprobe.report.schema import MetricRow, ResultsFile, RunContext
 
 DECAY_PLOT = "artifacts/decay_curves.png"
 HEATMAP_PLOT = "artifacts/stage_heatmap.png"
+RETENTION_PLOT = "artifacts/retention_vs_pixels.png"
 TRAINING_PLOT = "artifacts/training_curves.png"
 # Plots derived from metrics.csv alone: `render_report` redraws them so they never go stale.
-DERIVED_PLOTS = {DECAY_PLOT: plot_decay_curves, HEATMAP_PLOT: plot_stage_heatmap}
+DERIVED_PLOTS = {DECAY_PLOT: plot_decay_curves, RETENTION_PLOT: plot_retention_vs_pixels,
+                 HEATMAP_PLOT: plot_stage_heatmap}
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,7 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
         "artifacts": list(dict.fromkeys(listed)),
         "config": context.config,
         "env": context.env,
+        **({"calibration": context.calibration} if context.calibration is not None else {}),
     }
 
 

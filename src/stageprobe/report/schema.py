@@ -130,6 +130,8 @@ class RunContext:
     experiment_errors: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, list[str]] = field(default_factory=dict)
     training_curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: `Calibration.to_dict()` when the run was made with `--calibrate`
+    calibration: dict[str, Any] | None = None
     executed_by: str = ""
     claim: str = ""
     issues: list[str] = field(default_factory=list)
@@ -212,6 +214,17 @@ class DecisionEntry(BaseModel):
     reason: str
 
 
+class CalibrationEntry(_Loose):
+    """The `calibration` key: one verdict, the plants with their checks, the detectable drops."""
+
+    model: str
+    size: str
+    verdict: Literal["PASS", "FAIL"]
+    plants: list[dict[str, Any]]
+    #: information type → "probe/metric" → {n_test, drop}
+    detectable_drop: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
+
+
 class ResultsFile(_Loose):
     experiment_id: str
     claim: str
@@ -239,6 +252,8 @@ class ResultsFile(_Loose):
     artifacts: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, Any] = Field(default_factory=dict)
+    #: planted-loss calibration (`run --calibrate`): `Calibration.to_dict()`
+    calibration: CalibrationEntry | None = None
 
     @model_validator(mode="after")
     def _completed_has_end(self) -> ResultsFile:
@@ -289,4 +304,6 @@ CONTROL_DESCRIPTIONS: dict[str, str] = {
     "selectivity": "task score minus control-task score, on the same test images (paired bootstrap)",
     "validation": "the model's own probe scored on the validation split: used only to choose the best stage",
     "token-shuffle": "tokens of each image permuted before probing (a spatial probe must drop)",
+    "reference": ("reference degradations of the input itself (identity, blurs, down-up, constant), scored like a "
+                  "stage: what a value of the metric means"),
 }

@@ -48,7 +48,7 @@ def _draw(result: ProbeResult, samples: list[Sample], path: Path, title: str) ->
         classes = int(max(truth.max(), predicted.max())) + 1
         matrix = np.zeros((classes, classes), dtype=int)
         np.add.at(matrix, (truth, predicted), 1)
-        names = [str(c) for c in range(classes)] if result.task != "order" else ["natural", "reversed"]
+        names = plots.motion_class_names(result.task, classes)
         plots.save_confusion_matrix(matrix, names, path, title=title)
     else:
         return False

@@ -41,9 +41,10 @@ __all__ = ["ExperimentOutcome", "Measurement", "RunConfig", "StudyRun", "default
 FAMILIES: tuple[Family, ...] = tuple(DATA_FAMILIES)  # type: ignore[assignment]
 #: files and folders a run writes; `--overwrite` removes exactly these
 RUN_OUTPUTS = ("experiments", "artifacts", "results.yaml", "metrics.csv", "FINDINGS.md", "report.html",
-               "config.yaml", "env.json")
+               "config.yaml", "env.json", "calibration")
 #: settings that do not change any number: placement, speed, which experiments, how verdicts read
-NOT_IN_IDENTITY = frozenset({"device", "device_map", "batch_size", "probe_workers", "experiments", "verdict_stage"})
+NOT_IN_IDENTITY = frozenset({"device", "device_map", "batch_size", "probe_workers", "experiments", "verdict_stage",
+                             "calibrate"})
 
 
 class RunConfig(BaseModel):
@@ -78,6 +79,8 @@ class RunConfig(BaseModel):
     verdict_stage: str | None = None
     #: data family (spatial, detail, motion) → dataset spec, e.g. "coco:/data/instances.json"
     data: dict[str, str] = Field(default_factory=dict)
+    #: after the experiments, plant known losses and check the probes find them (`run --calibrate`)
+    calibrate: bool = False
 
     @field_validator("suite")
     @classmethod
@@ -161,6 +164,8 @@ class StudyRun:
     def check(self) -> dict[str, Any] | None:
         """Every check before anything is written; returns the previous config.yaml, if any."""
         self.selected()
+        if self.config.calibrate:
+            import stageprobe.calibrate  # noqa: F401 — a calibration that cannot load fails now, not after the study
         config_path = self.out / "config.yaml"
         if self.out.exists() and not self.out.is_dir():
             raise UserInputError(f"--out {self.out} is a file; pass a directory")
@@ -222,7 +227,26 @@ class StudyRun:
         with ProbePool(self.config.probe_workers or auto_workers(default_device())) as pool:
             self.measurement.pool = pool
             outcomes, status, all_kept = self._run_experiments()
-        return self.report(outcomes, status, all_kept)
+        calibration_kept = (self.out / "calibration" / "calibration.yaml").is_file()
+        calibration = self.calibrate() if self.config.calibrate else None
+        return self.report(outcomes, status, all_kept and (calibration is None or calibration_kept), calibration)
+
+    def calibrate(self) -> dict[str, Any]:
+        """Planted-loss calibration of the main model (kept in calibration/ and reused on a rerun)."""
+        done = self.out / "calibration" / "calibration.yaml"
+        if done.is_file():
+            self.measurement.say("[dim]calibration: finished earlier, kept[/]")
+            return dict(yaml.safe_load(done.read_text())["calibration"])
+        from stageprobe.calibrate import Calibrator, default_plants, write_calibration
+
+        self.measurement.say("[bold]calibration[/] planted losses")
+        main = self.model("main")
+        result = Calibrator(main, self.out / "calibration", size=self.config.size,  # type: ignore[arg-type]
+                            seed=self.config.seed, n_bootstrap=self.config.n_bootstrap,
+                            batch_size=self.config.batch_size, stage_patterns=self.config.stages
+                            ).run(default_plants(main))
+        write_calibration(result, self.out / "calibration")
+        return result.to_dict()
 
     def _run_experiments(self) -> tuple[dict[str, ExperimentOutcome], dict[str, str], bool]:
         outcomes: dict[str, ExperimentOutcome] = {}
@@ -249,7 +273,7 @@ class StudyRun:
         return outcomes, status, all_kept
 
     def report(self, outcomes: dict[str, ExperimentOutcome], status: dict[str, str],
-               all_kept: bool = False) -> ReportPaths:
+               all_kept: bool = False, calibration: dict[str, Any] | None = None) -> ReportPaths:
         rows = [row for outcome in outcomes.values() for row in outcome.rows]
         main = self.model("main")
         completed_at = datetime.now(timezone.utc)
@@ -273,6 +297,7 @@ class StudyRun:
             artifacts={k: o.artifacts for k, o in outcomes.items()},
             training_curves={k: v for o in outcomes.values() for k, v in o.curves.items()},
             executed_by=f"stageprobe {stageprobe.__version__}",
+            calibration=calibration,
         )
         context.config["datasets"] = self._dataset_records(status)
         (self.out / "config.yaml").write_text(yaml.safe_dump(context.config, sort_keys=False))

@@ -1,0 +1,126 @@
+"""The answer first: one verdict line, "which stage to read for what" at the top, "unavailable" once
+per metric, detectable drops from CI widths, calibration in results.yaml and the report."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from conftest import CALIBRATION, LPIPS_REASON, row, synthetic_context, synthetic_rows
+
+from stageprobe.report import build_results, render_findings
+from stageprobe.report.analysis import RunMeta, analyse
+from stageprobe.report.answer import paired_detectable, unpaired_detectable, verdict_line
+from stageprobe.report.findings import experiment_table
+from stageprobe.report.fmt import fmt_row
+from stageprobe.report.schema import MetricRow, ResultsFile, RunContext
+from stageprobe.report.targets import row_at
+
+
+def _findings(rows: list[MetricRow], context: RunContext | None = None) -> tuple[dict, str]:
+    results = build_results(rows, context or synthetic_context())
+    return results, render_findings(results, rows)
+
+
+def test_one_verdict_line_reconciles_colour_targets_and_confidence() -> None:
+    rows = synthetic_rows(pre=0.853, post=0.6)  # post-merge below the 0.7 target: YELLOW
+    results, text = _findings(rows)
+    statuses = [v["status"] for v in results["verdicts"].values()]
+    passed, measured = statuses.count("PASS"), sum(s != "UNAVAILABLE" for s in statuses)
+    line = next(line for line in text.splitlines() if line.startswith("**Verdict:"))
+    assert line.startswith(f"**Verdict: {results['recommendation_headline']}.**")
+    assert "Decision matrix YELLOW" in line and f"{passed} of {measured} measured targets pass" in line
+    assert "confidence low: random weights" in line
+    # said once: no second tally, confidence or recommendation line elsewhere in the top part
+    assert text.count("**Verdict:") == 1
+    assert "criteria passed" not in text and "**Confidence:**" not in text and "**Recommendation:**" not in text
+
+
+def test_verdict_line_with_trained_weights_gives_no_random_weights_reason() -> None:
+    rows = synthetic_rows()
+    analysis = analyse(rows, RunMeta("qwen2.5-vl-tiny", weights_random=False))
+    line = verdict_line(analysis)
+    assert "random weights" not in line and f"confidence {analysis.confidence}" in line
+    assert analysis.advice.headline in line
+
+
+def test_unavailable_is_said_once_per_metric() -> None:
+    rows = synthetic_rows()
+    table = experiment_table(rows, "e_q2_5")
+    cells = [cell for body_row in table.rows for cell in body_row]
+    assert not any("unavailable" in cell for cell in cells)
+    assert not any(body_row[2] in ("lpips", "irs") for body_row in table.rows)
+    # four model stages and the two reference copies miss LPIPS for the same reason: one note
+    assert table.caption.count(LPIPS_REASON) == 1
+    assert f"lpips unavailable at 6 stages: {LPIPS_REASON}" in table.caption
+    assert "irs unavailable at 4 stages: LPIPS unavailable" in table.caption
+
+
+def test_reference_rows_sit_beside_the_stages_of_their_metric() -> None:
+    table = experiment_table(synthetic_rows(), "e_q2_5")
+    edge_rows = [r for r in table.rows if r[2] == "edge_f1"]
+    assert [r[0] for r in edge_rows[-2:]] == ["`reference.blur_4px` (reference)", "`reference.identity` (reference)"]
+    assert float(edge_rows[-1][3].split()[0]) > 0.95  # the identity copy keeps (nearly) every edge
+    assert "what a value means" in table.caption
+
+
+def test_detectable_drops_come_from_ci_half_widths() -> None:
+    wide = row("e_q2_1", "vision.block.0", "dense-linear", "iou", 0.5, ci=(0.4, 0.6))
+    narrow = row("e_q2_1", "vision.block.1", "dense-linear", "iou", 0.53, ci=(0.5, 0.56))
+    assert math.isclose(unpaired_detectable(wide), math.sqrt(2) * 0.1)  # type: ignore[arg-type]
+    assert math.isclose(unpaired_detectable(wide, narrow), math.sqrt(0.1**2 + 0.03**2))  # type: ignore[arg-type]
+    assert unpaired_detectable(row("e_q2_1", "vision.block.0", "dense-linear", "iou", 0.5)) is None
+    drop = row("e_q2_2", "vision.post_merge", "dense-linear", "iou_drop", 0.08, ci=(0.03, 0.13), n=150)
+    assert paired_detectable(drop) == "drops ≥ 0.050 detectable at n=150"
+
+
+def test_which_stage_table_comes_first_with_the_decay_curves_under_it() -> None:
+    rows = synthetic_rows()
+    results, text = _findings(rows)
+    results["artifacts"] = ["artifacts/decay_curves.png"]
+    text = render_findings(results, rows)
+    table_at, figure_at, question_at = (text.index(s) for s in (
+        "## Which stage to read for what", "artifacts/decay_curves.png", "## The Question"))
+    assert table_at < figure_at < question_at
+    spatial = next(line for line in text.splitlines() if line.startswith("| **Spatial**"))
+    best_val = max((r for r in rows if r.control == "validation" and r.metric == "iou"), key=lambda r: r.value or 0)
+    # the verdict's experiments in order: post-merge analysis first (it also reads pre-merge)
+    test_value = row_at(rows, "iou", "dense-linear", best_val.stage, ("e_q2_2", "e_q2_1", "e_q2_3"))
+    ceiling = next(r for r in rows if r.control == "pixels" and r.stage == "pixels.patch" and r.probe == "dense-linear")
+    assert f"`{best_val.stage}` | {fmt_row(test_value)} | {fmt_row(ceiling)} at `pixels.patch`" in spatial
+    # the merger drop is said with the smallest drop this run can detect beside it
+    assert re.search(r"Drop across the 2×2 merger: .* \(drops ≥ \d\.\d{3} detectable at n=200", text)
+
+
+def test_pixel_baseline_never_speaks_of_the_merger() -> None:
+    rows = [row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.93, ci=(0.9, 0.95), model="pixels"),
+            row("e_q2_2", "pixels.patch", "dense-linear", "iou", 0.93, ci=(0.9, 0.95), model="pixels"),
+            row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.6, ci=(0.55, 0.65), model="pixels"),
+            row("e_q2_2", "pixels.merged", "dense-linear", "iou_drop", 0.33, ci=(0.28, 0.38), model="pixels")]
+    context = RunContext(model="pixels", weights_random=False, stages=["pixels.patch", "pixels.merged"])
+    results, text = _findings(rows, context)
+    assert results["decision_matrix"]["colour"] == "YELLOW"
+    assert "the merger" not in text and "2×2 merger" not in text
+    assert "coarsening of the pixel grid" in text
+
+
+def test_calibration_goes_into_results_and_the_report() -> None:
+    rows = synthetic_rows()
+    context = synthetic_context()
+    context.calibration = CALIBRATION
+    results, text = _findings(rows, context)
+    ResultsFile.model_validate(results)
+    assert results["calibration"]["verdict"] == "FAIL"
+    section = text[text.index("## Calibration"):]
+    assert "**Calibration: FAIL.**" in section and "`erase-position@vision.block.2`" in section
+    assert "0.012 [-0.004, 0.028]" in section and "dense-linear/matched_iou drops ≥ 0.037" in section
+    # the calibrated detectable drop replaces the CI-based estimate in the answer table
+    spatial = next(line for line in text.splitlines() if line.startswith("| **Spatial**"))
+    assert spatial.endswith("| ≥ 0.037 |")
+
+
+def test_a_run_without_calibration_has_no_calibration_key(good_run: Path) -> None:
+    text = (good_run / "results.yaml").read_text()
+    assert not re.search(r"^calibration:", text, flags=re.M)
+    assert "## Calibration" not in (good_run / "FINDINGS.md").read_text()
