@@ -10,6 +10,9 @@ import pytest
 
 from stageprobe.report import MetricRow, RunContext, write_run_report
 from stageprobe.report.plots import save_box_overlay
+from stageprobe.suites.q2 import DECIDING_BOX_PROBE as BOX
+from stageprobe.suites.q2 import MOTION_PROBE as MOTION
+from stageprobe.suites.q2 import RECONSTRUCTION_PROBE as RECON
 
 MODEL = "qwen2.5-vl-tiny"
 VISION = [
@@ -27,7 +30,7 @@ CALIBRATION = {
     "model": "qwen2.5-vl-tiny", "size": "quick", "verdict": "FAIL",
     "plants": [{"plant": "erase-position@vision.block.2", "type": "erase-position", "stage": "vision.block.2",
                 "information": "position", "dataset": "shapes", "verdict": "FAIL",
-                "checks": [{"probe": "dense-linear", "task": "boxes", "metric": "matched_iou", "role": "primary",
+                "checks": [{"probe": BOX, "task": "boxes", "metric": "matched_iou", "role": "primary",
                             "found_at": "vision.block.3", "earlier_stages_unchanged": True, "stays_down": True,
                             "verdict": "FAIL",
                             "drop_at_plant": {"estimate": 0.012, "ci_low": -0.004, "ci_high": 0.028, "n": 40}}]}],
@@ -81,46 +84,46 @@ def synthetic_rows(pre: float = 0.853, post: float = 0.781, seed: int = 0) -> li
 
     for k, stage in enumerate(VISION):
         dense = pre - 0.05 * (len(VISION) - 1 - k)
-        add("e_q2_1", stage, "dense-linear", "iou", dense)
+        add("e_q2_1", stage, BOX, "iou", dense)
         add("e_q2_1", stage, "attention", "iou", dense - 0.03)
         add("e_q2_1", stage, "pooled-linear", "iou", 0.104)
-        add("e_q2_1", stage, "dense-linear", "iou_gt_0.5", min(dense + 0.1, 0.99))
+        add("e_q2_1", stage, BOX, "iou_gt_0.5", min(dense + 0.1, 0.99))
         add("e_q2_1", stage, "relation", "relation_acc", 0.88 + 0.01 * k)
         add("e_q2_1", stage, "patch-class", "patch_class_acc", 0.7 + 0.03 * k)
         add(
             "e_q2_1",
             stage,
-            "dense-linear",
+            BOX,
             "iou",
             0.41,
             control="random-init",
             model=f"{MODEL} (random-init)",
         )
-        add("e_q2_1", stage, "dense-linear", "iou", 0.05, control="control-task")
-        add("e_q2_1", stage, "dense-linear", "iou", dense - 0.05, control="selectivity")
-    add("e_q2_1", "vision.pre_merge", "dense-linear", "iou", 0.121, control="token-shuffle")
-    add("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.934, control="pixels", model="pixels")
+        add("e_q2_1", stage, BOX, "iou", 0.05, control="control-task")
+        add("e_q2_1", stage, BOX, "iou", dense - 0.05, control="selectivity")
+    add("e_q2_1", "vision.pre_merge", BOX, "iou", 0.121, control="token-shuffle")
+    add("e_q2_1", "pixels.patch", BOX, "iou", 0.934, control="pixels", model="pixels")
     add("e_q2_1", "pixels.patch", "pooled-linear", "iou", 0.112, control="pixels", model="pixels")
     # e_q2_2: merger
-    add("e_q2_2", "vision.post_merge", "dense-linear", "iou", post)
+    add("e_q2_2", "vision.post_merge", BOX, "iou", post)
     add("e_q2_2", "vision.post_merge", "pooled-linear", "iou", 0.101)
-    add("e_q2_2", "vision.pre_merge", "dense-linear", "iou", pre)
-    add("e_q2_2", "vision.post_merge", "dense-linear", "iou_drop", pre - post)
-    rows.append(row("e_q2_2", "vision.post_merge", "dense-linear", "compression_ratio", 4.0))
+    add("e_q2_2", "vision.pre_merge", BOX, "iou", pre)
+    add("e_q2_2", "vision.post_merge", BOX, "iou_drop", pre - post)
+    rows.append(row("e_q2_2", "vision.post_merge", BOX, "compression_ratio", 4.0))
     add("e_q2_2", "vision.post_merge", "relation", "relation_acc", 0.934)
-    add("e_q2_2", "vision.post_merge", "dense-linear", "iou", 0.119, control="token-shuffle")
-    add("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.902, control="pixels", model="pixels")
+    add("e_q2_2", "vision.post_merge", BOX, "iou", 0.119, control="token-shuffle")
+    add("e_q2_2", "pixels.merged", BOX, "iou", 0.902, control="pixels", model="pixels")
     # validation-split scores: pick the best stage, never a verdict
     for k, stage in enumerate(VISION):
-        rows.append(row("e_q2_1", stage, "dense-linear", "iou", pre - 0.05 * (len(VISION) - 1 - k),
+        rows.append(row("e_q2_1", stage, BOX, "iou", pre - 0.05 * (len(VISION) - 1 - k),
                         control="validation"))
-    rows.append(row("e_q2_2", "vision.post_merge", "dense-linear", "iou", post, control="validation"))
+    rows.append(row("e_q2_2", "vision.post_merge", BOX, "iou", post, control="validation"))
     # e_q2_3: LLM layers
     for k, stage in enumerate(LANGUAGE):
-        add("e_q2_3", stage, "dense-linear", "iou", post - 0.06 * (k + 1))
+        add("e_q2_3", stage, BOX, "iou", post - 0.06 * (k + 1))
         add("e_q2_3", stage, "pooled-linear", "iou", 0.08)
         add(
-            "e_q2_3", stage, "dense-linear", "iou", 0.3, control="random-init", model=f"{MODEL} (random-init)"
+            "e_q2_3", stage, BOX, "iou", 0.3, control="random-init", model=f"{MODEL} (random-init)"
         )
     # e_q2_4: detection
     for stage, value in (
@@ -135,26 +138,26 @@ def synthetic_rows(pre: float = 0.853, post: float = 0.781, seed: int = 0) -> li
     for k, stage in enumerate(
         ["vision.patch_embed", "vision.pre_merge", "vision.post_merge", "language.layer.0"]
     ):
-        rows.append(row("e_q2_5", stage, "decoder", "lpips", None, reason=LPIPS_REASON))
-        add("e_q2_5", stage, "decoder", "ssim", 0.82 - 0.05 * k)
-        add("e_q2_5", stage, "decoder", "psnr", 24.5 - 1.5 * k)
-        add("e_q2_5", stage, "decoder", "edge_f1", 0.45 - 0.05 * k)
-        rows.append(row("e_q2_5", stage, "decoder", "irs", None, reason="LPIPS unavailable"))
+        rows.append(row("e_q2_5", stage, RECON, "lpips", None, reason=LPIPS_REASON))
+        add("e_q2_5", stage, RECON, "ssim", 0.82 - 0.05 * k)
+        add("e_q2_5", stage, RECON, "psnr", 24.5 - 1.5 * k)
+        add("e_q2_5", stage, RECON, "edge_f1", 0.45 - 0.05 * k)
+        rows.append(row("e_q2_5", stage, RECON, "irs", None, reason="LPIPS unavailable"))
     # reference degradations of the input, scored like stages: what an edge F1 or SSIM value means
     for stage, ssim, edge in (("reference.identity", 1.0, 1.0), ("reference.blur_4px", 0.71, 0.31)):
-        add("e_q2_5", stage, "decoder", "ssim", ssim, control="reference", model="reference")
-        add("e_q2_5", stage, "decoder", "edge_f1", edge, control="reference", model="reference")
-        rows.append(row("e_q2_5", stage, "decoder", "lpips", None, control="reference", model="reference",
+        add("e_q2_5", stage, RECON, "ssim", ssim, control="reference", model="reference")
+        add("e_q2_5", stage, RECON, "edge_f1", edge, control="reference", model="reference")
+        rows.append(row("e_q2_5", stage, RECON, "lpips", None, control="reference", model="reference",
                         reason=LPIPS_REASON))
     for k, stage in enumerate(["vision.patch_embed", "vision.pre_merge", "vision.post_merge"]):
-        rows.append(row("e_q2_5", stage, "decoder", "edge_f1", 0.44 - 0.05 * k, control="validation"))
-    add("e_q2_5", "pixels.patch", "decoder", "edge_f1", 0.71, control="pixels", model="pixels")
+        rows.append(row("e_q2_5", stage, RECON, "edge_f1", 0.44 - 0.05 * k, control="validation"))
+    add("e_q2_5", "pixels.patch", RECON, "edge_f1", 0.71, control="pixels", model="pixels")
     # e_q2_6: temporal
     for k, stage in enumerate(["vision.post_merge", *LANGUAGE[:2]]):
-        rows.append(row("e_q2_6", stage, "temporal-dense", "direction_acc", 0.93 - 0.15 * k, control="validation"))
-        add("e_q2_6", stage, "temporal-dense", "direction_acc", 0.95 - 0.15 * k)
-        add("e_q2_6", stage, "temporal-dense", "speed_acc", 0.8 - 0.1 * k)
-        add("e_q2_6", stage, "temporal-dense", "order_acc", 0.76 - 0.2 * k)
+        rows.append(row("e_q2_6", stage, MOTION, "direction_acc", 0.93 - 0.15 * k, control="validation"))
+        add("e_q2_6", stage, MOTION, "direction_acc", 0.95 - 0.15 * k)
+        add("e_q2_6", stage, MOTION, "speed_acc", 0.8 - 0.1 * k)
+        add("e_q2_6", stage, MOTION, "order_acc", 0.76 - 0.2 * k)
     return rows
 
 

@@ -16,6 +16,7 @@ from stageprobe.report.findings import experiment_table
 from stageprobe.report.fmt import fmt_row
 from stageprobe.report.schema import MetricRow, ResultsFile, RunContext
 from stageprobe.report.targets import row_at
+from stageprobe.suites.q2 import DECIDING_BOX_PROBE as BOX
 
 
 def _findings(rows: list[MetricRow], context: RunContext | None = None) -> tuple[dict, str]:
@@ -66,12 +67,12 @@ def test_reference_rows_sit_beside_the_stages_of_their_metric() -> None:
 
 
 def test_detectable_drops_come_from_ci_half_widths() -> None:
-    wide = row("e_q2_1", "vision.block.0", "dense-linear", "iou", 0.5, ci=(0.4, 0.6))
-    narrow = row("e_q2_1", "vision.block.1", "dense-linear", "iou", 0.53, ci=(0.5, 0.56))
+    wide = row("e_q2_1", "vision.block.0", BOX, "iou", 0.5, ci=(0.4, 0.6))
+    narrow = row("e_q2_1", "vision.block.1", BOX, "iou", 0.53, ci=(0.5, 0.56))
     assert math.isclose(unpaired_detectable(wide), math.sqrt(2) * 0.1)  # type: ignore[arg-type]
     assert math.isclose(unpaired_detectable(wide, narrow), math.sqrt(0.1**2 + 0.03**2))  # type: ignore[arg-type]
-    assert unpaired_detectable(row("e_q2_1", "vision.block.0", "dense-linear", "iou", 0.5)) is None
-    drop = row("e_q2_2", "vision.post_merge", "dense-linear", "iou_drop", 0.08, ci=(0.03, 0.13), n=150)
+    assert unpaired_detectable(row("e_q2_1", "vision.block.0", BOX, "iou", 0.5)) is None
+    drop = row("e_q2_2", "vision.post_merge", BOX, "iou_drop", 0.08, ci=(0.03, 0.13), n=150)
     assert paired_detectable(drop) == "drops ≥ 0.050 detectable at n=150"
 
 
@@ -86,18 +87,18 @@ def test_which_stage_table_comes_first_with_the_decay_curves_under_it() -> None:
     spatial = next(line for line in text.splitlines() if line.startswith("| **Spatial**"))
     best_val = max((r for r in rows if r.control == "validation" and r.metric == "iou"), key=lambda r: r.value or 0)
     # the verdict's experiments in order: post-merge analysis first (it also reads pre-merge)
-    test_value = row_at(rows, "iou", "dense-linear", best_val.stage, ("e_q2_2", "e_q2_1", "e_q2_3"))
-    ceiling = next(r for r in rows if r.control == "pixels" and r.stage == "pixels.patch" and r.probe == "dense-linear")
+    test_value = row_at(rows, "iou", BOX, best_val.stage, ("e_q2_2", "e_q2_1", "e_q2_3"))
+    ceiling = next(r for r in rows if r.control == "pixels" and r.stage == "pixels.patch" and r.probe == BOX)
     assert f"`{best_val.stage}` | {fmt_row(test_value)} | {fmt_row(ceiling)} at `pixels.patch`" in spatial
     # the merger drop is said with the smallest drop this run can detect beside it
     assert re.search(r"Drop across the 2×2 merger: .* \(drops ≥ \d\.\d{3} detectable at n=200", text)
 
 
 def test_pixel_baseline_never_speaks_of_the_merger() -> None:
-    rows = [row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.93, ci=(0.9, 0.95), model="pixels"),
-            row("e_q2_2", "pixels.patch", "dense-linear", "iou", 0.93, ci=(0.9, 0.95), model="pixels"),
-            row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.6, ci=(0.55, 0.65), model="pixels"),
-            row("e_q2_2", "pixels.merged", "dense-linear", "iou_drop", 0.33, ci=(0.28, 0.38), model="pixels")]
+    rows = [row("e_q2_1", "pixels.patch", BOX, "iou", 0.93, ci=(0.9, 0.95), model="pixels"),
+            row("e_q2_2", "pixels.patch", BOX, "iou", 0.93, ci=(0.9, 0.95), model="pixels"),
+            row("e_q2_2", "pixels.merged", BOX, "iou", 0.6, ci=(0.55, 0.65), model="pixels"),
+            row("e_q2_2", "pixels.merged", BOX, "iou_drop", 0.33, ci=(0.28, 0.38), model="pixels")]
     context = RunContext(model="pixels", weights_random=False, stages=["pixels.patch", "pixels.merged"])
     results, text = _findings(rows, context)
     assert results["decision_matrix"]["colour"] == "YELLOW"

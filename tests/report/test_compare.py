@@ -10,6 +10,7 @@ from rich.console import Console
 
 from stageprobe.errors import UserInputError
 from stageprobe.report import compare_runs, comparison_table
+from stageprobe.suites.q2 import DECIDING_BOX_PROBE as BOX
 
 
 def test_compare_shows_deltas(good_run: Path, tmp_path: Path) -> None:
@@ -20,7 +21,7 @@ def test_compare_shows_deltas(good_run: Path, tmp_path: Path) -> None:
         r
         for r in comparison.rows
         if (r.experiment, r.stage, r.probe, r.metric)
-        == ("e_q2_2", "vision.post_merge", "dense-linear", "iou")
+        == ("e_q2_2", "vision.post_merge", BOX, "iou")
     )
     a, b = post.values
     assert a is not None and b is not None

@@ -10,6 +10,7 @@ from conftest import synthetic_context, synthetic_rows
 from stageprobe.report import build_results, read_metrics_csv, render_findings
 from stageprobe.report.fmt import fmt, fmt_target
 from stageprobe.report.targets import SEED_PIVOT_WORDING, row_at
+from stageprobe.suites.q2 import DECIDING_BOX_PROBE as BOX
 from stageprobe.suites.q2 import TARGETS
 
 # A number not glued to a word, dotted name or label ("Qwen2.5", "layer.3", "iou_gt_0.5", "mAP@0.5").
@@ -45,10 +46,10 @@ def test_headline_table_reads_the_declared_stage_and_names_the_best_on_val(good_
     rows = read_metrics_csv(good_run / "metrics.csv")
     assert ("| Metric | What it measures | Target | Achieved at the verdict stage | Verdict | "
             "Best stage on val (its test value) |") in text
-    post = next(r for r in rows if r.metric == "iou" and r.control == "none" and r.probe == "dense-linear"
+    post = next(r for r in rows if r.metric == "iou" and r.control == "none" and r.probe == BOX
                 and r.stage == "vision.post_merge" and r.experiment == "e_q2_2")
     best_val = max((r for r in rows if r.metric == "iou" and r.control == "validation"), key=lambda r: r.value or 0.0)
-    best_test = row_at(rows, "iou", "dense-linear", best_val.stage, ("e_q2_2", "e_q2_1"))
+    best_test = row_at(rows, "iou", BOX, best_val.stage, ("e_q2_2", "e_q2_1"))
     assert best_test is not None
     line = next(line for line in text.splitlines() if line.startswith("| Bbox IoU |"))
     achieved, verdict, best_cell = line.split(" | ")[3:6]
@@ -80,7 +81,7 @@ def test_random_weights_warning_only_when_random() -> None:
 
 def test_seed_protocol_warning_and_no_pivot_wording_for_pooled_numbers() -> None:
     rows = [
-        r for r in synthetic_rows(pre=0.2, post=0.15) if r.probe != "dense-linear" and r.probe != "attention"
+        r for r in synthetic_rows(pre=0.2, post=0.15) if r.probe != BOX and r.probe != "attention"
     ]
     results = build_results(rows, synthetic_context(protocol="seed"))
     text = render_findings(results, rows)

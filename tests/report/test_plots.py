@@ -9,6 +9,7 @@ from conftest import synthetic_rows
 from PIL import Image
 
 from stageprobe.report import plots
+from stageprobe.suites.q2 import DECIDING_BOX_PROBE as BOX
 
 
 def assert_png(path: Path) -> tuple[int, int]:
@@ -64,8 +65,8 @@ def test_motion_confusion_labels_are_the_datasets_names() -> None:
 def test_retention_plot_needs_a_pixel_ceiling(tmp_path: Path) -> None:
     from conftest import row
 
-    with_ceiling = [row("e_q2_1", "vision.block.0", "dense-linear", "iou", 0.45),
-                    row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.9, control="pixels")]
+    with_ceiling = [row("e_q2_1", "vision.block.0", BOX, "iou", 0.45),
+                    row("e_q2_1", "pixels.patch", BOX, "iou", 0.9, control="pixels")]
     path = plots.plot_retention_vs_pixels(with_ceiling, tmp_path / "r.png")
     assert path.is_file() and path.stat().st_size > 5000
     assert plots._ceiling_of(with_ceiling, with_ceiling[0]) is with_ceiling[1]

@@ -6,16 +6,17 @@ from conftest import row
 
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.targets import SEED_PIVOT_WORDING, decide, recommend, verdict_for
+from stageprobe.suites.q2 import DECIDING_BOX_PROBE as BOX
 from stageprobe.suites.q2 import DECISION, TARGETS
 
 BY_KEY = {t.key: t for t in TARGETS}
 BBOX = BY_KEY["bbox_iou"]
-CEILINGS = [row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.95, control="pixels", ci=(0.93, 0.97)),
-            row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.9, control="pixels", ci=(0.88, 0.92))]
+CEILINGS = [row("e_q2_1", "pixels.patch", BOX, "iou", 0.95, control="pixels", ci=(0.93, 0.97)),
+            row("e_q2_2", "pixels.merged", BOX, "iou", 0.9, control="pixels", ci=(0.88, 0.92))]
 
 
 def _post(value: float, ci: tuple[float, float] | None = None) -> MetricRow:
-    return row("e_q2_2", "vision.post_merge", "dense-linear", "iou", value, ci=ci)
+    return row("e_q2_2", "vision.post_merge", BOX, "iou", value, ci=ci)
 
 
 def test_iou_085_passes_01_fails_and_equal_to_target_fails() -> None:
@@ -28,12 +29,12 @@ def test_patch_embed_passing_does_not_pass_a_failing_post_merge() -> None:
     """The known answer of issue 10: the verdict reads post-merge; the best-on-val column names the
     earlier stage with its test value."""
     rows = [
-        row("e_q2_1", "vision.patch_embed", "dense-linear", "iou", 0.92),
-        row("e_q2_1", "vision.patch_embed", "dense-linear", "iou", 0.9, control="validation"),
-        row("e_q2_1", "vision.pre_merge", "dense-linear", "iou", 0.5),
-        row("e_q2_1", "vision.pre_merge", "dense-linear", "iou", 0.52, control="validation"),
+        row("e_q2_1", "vision.patch_embed", BOX, "iou", 0.92),
+        row("e_q2_1", "vision.patch_embed", BOX, "iou", 0.9, control="validation"),
+        row("e_q2_1", "vision.pre_merge", BOX, "iou", 0.5),
+        row("e_q2_1", "vision.pre_merge", BOX, "iou", 0.52, control="validation"),
         _post(0.31),
-        row("e_q2_2", "vision.post_merge", "dense-linear", "iou", 0.3, control="validation"),
+        row("e_q2_2", "vision.post_merge", BOX, "iou", 0.3, control="validation"),
     ]
     verdict = verdict_for(BBOX, rows)
     assert verdict.status == "FAIL"
@@ -43,13 +44,13 @@ def test_patch_embed_passing_does_not_pass_a_failing_post_merge() -> None:
 
 
 def test_verdict_stage_override_and_pixel_stages_never_judge_a_model() -> None:
-    rows = [row("e_q2_1", "vision.block.3", "dense-linear", "iou", 0.8), _post(0.3),
-            row("e_q2_1", "vision.patch_embed", "dense-linear", "iou", 0.95)]
+    rows = [row("e_q2_1", "vision.block.3", BOX, "iou", 0.8), _post(0.3),
+            row("e_q2_1", "vision.patch_embed", BOX, "iou", 0.95)]
     assert verdict_for(BBOX, rows, override="vision.block.3").status == "PASS"
     embed = verdict_for(BBOX, rows, override="vision.patch_embed")
     assert embed.status == "UNAVAILABLE" and "re-encodes pixels" in (embed.reason or "")
     # the pixel baseline studied as a model is judged at its merged grid
-    pixels = [row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.8)]
+    pixels = [row("e_q2_2", "pixels.merged", BOX, "iou", 0.8)]
     verdict = verdict_for(BBOX, pixels)
     assert verdict.status == "PASS" and verdict.row is not None and verdict.row.stage == "pixels.merged"
 
@@ -57,14 +58,14 @@ def test_verdict_stage_override_and_pixel_stages_never_judge_a_model() -> None:
 def test_verdict_reads_only_the_declared_probe() -> None:
     rows = [row("e_q2_2", "vision.post_merge", "pooled-linear", "iou", 0.95)]
     verdict = verdict_for(BBOX, rows)
-    assert verdict.status == "UNAVAILABLE" and "dense-linear" in (verdict.reason or "")
+    assert verdict.status == "UNAVAILABLE" and BOX in (verdict.reason or "")
 
 
 def test_lower_is_better_metric_passes_below_its_target() -> None:
     lpips = BY_KEY["lpips"]
-    assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", "decoder", "lpips", 0.25)]).status == "PASS"
-    assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", "decoder", "lpips", 0.45)]).status == "FAIL"
-    unavailable = [row("e_q2_5", "vision.post_merge", "decoder", "lpips", None, reason="weights offline")]
+    assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", lpips.probe, "lpips", 0.25)]).status == "PASS"
+    assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", lpips.probe, "lpips", 0.45)]).status == "FAIL"
+    unavailable = [row("e_q2_5", "vision.post_merge", lpips.probe, "lpips", None, reason="weights offline")]
     verdict = verdict_for(lpips, unavailable)
     assert verdict.status == "UNAVAILABLE" and verdict.reason == "weights offline"
 
@@ -75,7 +76,7 @@ def test_ci_crossing_the_target_is_flagged() -> None:
     assert verdict_for(BBOX, [_post(0.85, ci=(0.8, 0.9))]).display == "PASS"
 
 
-def _merge(pre: float, post: float, *, pre_probe: str = "dense-linear", post_probe: str = "dense-linear",
+def _merge(pre: float, post: float, *, pre_probe: str = BOX, post_probe: str = BOX,
            width: float = 0.03, drop_ci: tuple[float, float] | None = None) -> list[MetricRow]:
     rows = [row("e_q2_1", "vision.pre_merge", pre_probe, "iou", pre, ci=(pre - width, pre + width)),
             row("e_q2_2", "vision.post_merge", post_probe, "iou", post, ci=(post - width, post + width))]
@@ -106,8 +107,8 @@ def test_a_deciding_probe_without_pixel_ceiling_investigates_never_pivots() -> N
 
 
 def test_a_ceiling_that_misses_the_target_investigates() -> None:
-    weak = [row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.95, control="pixels"),
-            row("e_q2_2", "pixels.merged", "dense-linear", "iou", 0.65, control="pixels")]
+    weak = [row("e_q2_1", "pixels.patch", BOX, "iou", 0.95, control="pixels"),
+            row("e_q2_2", "pixels.merged", BOX, "iou", 0.65, control="pixels")]
     decision = decide(_merge(0.4, 0.3) + weak, DECISION)
     assert decision.colour == "RED" and "reaches only 0.650" in (decision.ceiling_problem or "")
     assert recommend(decision, False, "stageprobe").recommendation == "investigate"
@@ -136,10 +137,10 @@ def test_pooled_probe_decides_only_when_the_deciding_probe_was_not_run() -> None
 
 
 def test_a_model_without_merger_is_decided_between_its_first_and_last_stage() -> None:
-    vit = [row("e_q2_1", "vision.embed", "dense-linear", "iou", 0.9, ci=(0.88, 0.92)),
-           row("e_q2_1", "vision.block.5", "dense-linear", "iou", 0.85),
-           row("e_q2_1", "vision.final", "dense-linear", "iou", 0.8, ci=(0.78, 0.82)),
-           row("e_q2_1", "pixels.patch", "dense-linear", "iou", 0.95, control="pixels")]
+    vit = [row("e_q2_1", "vision.embed", BOX, "iou", 0.9, ci=(0.88, 0.92)),
+           row("e_q2_1", "vision.block.5", BOX, "iou", 0.85),
+           row("e_q2_1", "vision.final", BOX, "iou", 0.8, ci=(0.78, 0.82)),
+           row("e_q2_1", "pixels.patch", BOX, "iou", 0.95, control="pixels")]
     decision = decide(vit, DECISION)
     assert decision.colour == "GREEN" and decision.pre is not None and decision.post is not None
     assert (decision.pre.stage, decision.post.stage) == ("vision.embed", "vision.final")

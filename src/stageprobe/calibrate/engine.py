@@ -27,7 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from stageprobe.models.base import StageModel
 from stageprobe.models.planting import PLANT_TYPES, Plant, PlantedModel, plantable_stages
 from stageprobe.probes import ProbeResult, fit_probe, split_probe_data
 from stageprobe.stats import BootstrapCI, bootstrap_ci, paired_bootstrap_diff
-from stageprobe.suites.q2 import QUICK_PROBE_OPTIONS, SIZES, Size
+from stageprobe.suites.q2 import SUITE
 from stageprobe.suites.workers import image_array
 
 
@@ -63,13 +63,16 @@ PROBES_BY_INFORMATION: dict[str, tuple[ProbeCheck, ...]] = {
     "position": (ProbeCheck("dense-linear", "boxes", "matched_iou"),
                  ProbeCheck("relation", "relation", "relation_acc"),
                  ProbeCheck("pooled-linear", "boxes", "matched_iou", primary=False)),
-    "detail": (ProbeCheck("decoder", "reconstruction", "ssim"),
-               ProbeCheck("decoder", "reconstruction", "edge_f1")),
+    "detail": (ProbeCheck("recon-linear", "reconstruction", "ssim"),
+               ProbeCheck("recon-linear", "reconstruction", "edge_f1")),
     "time": tuple(ProbeCheck("temporal-dense", task, f"{task}_acc") for task in ("direction", "speed", "order")),
 }
 #: `none` (the reference plant) is read with the position probes: the cheapest full check.
 PROBES_BY_INFORMATION["none"] = PROBES_BY_INFORMATION["position"]
 DATASET_BY_INFORMATION = {"position": "shapes", "detail": "textures", "time": "motion", "none": "shapes"}
+#: the study's data family of each dataset: its sample counts are the study's for that family
+FAMILY_OF_DATASET = {"shapes": "spatial", "textures": "detail", "motion": "motion"}
+Size = Literal["quick", "default", "full"]
 
 #: stages never read by calibration unless planted at: pixel re-encodings and duplicates
 SKIPPED_STAGES = ("vision.patch_embed", "vision.embed", "vision.pre_merge", "language.norm")
@@ -235,7 +238,7 @@ class _Fits:
         if key not in self.results:
             images = self.images() if check.task == "reconstruction" else None
             splits = split_probe_data(features, self.samples, images)
-            options = QUICK_PROBE_OPTIONS.get(check.probe, {}) if self.size == "quick" else {}
+            options = dict(SUITE.quick_probe_options.get(check.probe, {})) if self.size == "quick" else {}
             self.results[key] = fit_probe(check.probe, check.task, splits["train"], splits["val"], splits["test"],
                                           seed=self.seed, **options)
         return self.results[key]
@@ -263,7 +266,8 @@ class Calibrator:
     stage_patterns: list[str] | None = None
 
     def dataset(self, name: str) -> Dataset:
-        options = {"n": SIZES[self.size][name], "seed": self.seed, **self.dataset_options.get(name, {})}
+        n = SUITE.sizes[self.size][FAMILY_OF_DATASET[name]]  # type: ignore[index]
+        options = {"n": n, "seed": self.seed, **self.dataset_options.get(name, {})}
         return load_dataset(name, **options)
 
     def run(self, plants: Sequence[Plant]) -> Calibration:
