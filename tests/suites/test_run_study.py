@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stageprobe.suites.q2 import DECIDING_BOX_PROBE
+
 CLI = [sys.executable, "-m", "stageprobe"]
 
 
@@ -50,7 +52,7 @@ def test_quick_run_writes_a_valid_run_directory(tiny_run: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     results = yaml.safe_load((tiny_run / "results.yaml").read_text())
     experiments = results["results"]["experiments"]
-    assert sorted(experiments) == [f"e_q2_{i}" for i in range(1, 7)]
+    assert sorted(experiments) == [*(f"e_q2_{i}" for i in range(1, 7)), "e_q2_6_camera"]
     assert all(e["status"] == "completed" for e in experiments.values())
     assert results["recommendation"] in ("proceed", "pivot", "investigate", "block")
     findings = (tiny_run / "FINDINGS.md").read_text()
@@ -79,7 +81,21 @@ def test_random_weights_are_judged_at_post_merge_not_at_the_patch_embedding(tiny
     assert judged and set(judged.values()) == {"vision.post_merge"}
     assert not results["assessment"]["success_criteria_met"]
     bbox = results["verdicts"]["bbox_iou"]
-    assert bbox["probe"] == "dense-linear" and bbox["best_val_stage"] is not None
+    assert bbox["probe"] == DECIDING_BOX_PROBE and bbox["best_val_stage"] is not None
+
+
+def test_reference_rows_show_each_metrics_scale(tiny_run: Path) -> None:
+    """METHODOLOGY #15: identity passes edge F1, a σ = 4 px blur and the constant image fail it."""
+    edge = {r["stage"]: float(r["value"]) for r in metric_rows(tiny_run)
+            if r["control"] == "reference" and r["metric"] == "edge_f1" and r["value"]}
+    assert edge["reference.identity"] > 0.99
+    assert edge["reference.blur-4px"] < 0.6 and edge["reference.constant-mean"] < 0.6
+
+
+def test_the_deciding_box_probe_is_read_with_token_shuffle(tiny_run: Path) -> None:
+    rows = [r for r in metric_rows(tiny_run) if r["probe"] == DECIDING_BOX_PROBE and r["metric"] == "iou"]
+    controls = {r["control"] for r in rows}
+    assert {"none", "pixels", "control-task", "token-shuffle", "selectivity"} <= controls
 
 
 def test_a_finished_run_rerun_keeps_its_times_and_environment(pixels_run: Path) -> None:
