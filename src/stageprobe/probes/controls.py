@@ -3,7 +3,9 @@
 - `control-task` (Hewitt & Liang, 2019): each target is replaced by a **fixed random function of a
   recurring, observable input type**, the same function in train, val and test — each object's
   (shape, colour) for box, class and relation targets; each clip's (shape, colour) for motion
-  labels; each texture's kind for reconstructions. A probe can score on it only by telling the
+  labels (a camera clip: its source photo); each texture's kind for reconstructions. Where a type does
+  not recur across splits (photos are split whole), the test split's control labels are unseen and
+  the control task scores what chance does. A probe can score on it only by telling the
   types apart and memorising their random answers; selectivity = task − control on the same test
   images says how much of the task score is more than that.
 - `chance`: targets (and reconstruction images) permuted across the images of each split — no
@@ -47,11 +49,13 @@ def object_types(target: dict[str, Any]) -> list[str]:
 
 
 def sample_type(target: dict[str, Any]) -> str:
-    """A whole sample's observable type: the moving object's shape and colour, or the texture kind."""
-    for keys in (("shape", "color"), ("texture",), ("label",)):
+    """A whole sample's observable type: the moving object's shape and colour, the texture kind, or
+    the source photo a camera clip pans across. Without any of them each sample is its own type (one
+    shared type would give every sample the same control label, which any probe predicts)."""
+    for keys in (("shape", "color"), ("texture",), ("label",), ("source",)):
         if all(k in target for k in keys):
             return "/".join(str(target[k]) for k in keys)
-    return "untyped"
+    return "sample/" + hashlib.sha256(repr(sorted(map(str, target.items()))).encode()).hexdigest()[:16]
 
 
 def _control_box(box: np.ndarray, kind: str, image_size: tuple[int, int], seed: int) -> np.ndarray:

@@ -35,10 +35,11 @@ POSITIONAL_CONTROLS = ("control-task", "token-shuffle")
 POOLED_BOXES = ProbeSpec("pooled-linear", "boxes", seed_protocol=True)
 DENSE_BOXES = ProbeSpec("dense-linear", "boxes", controls=("control-task", "chance"))
 #: the deciding box probe; its 3×3 neighbourhood gives it a position code, so token shuffle tells
-#: whether it reads position. On the 14 px ViT blocks it costs ~30 s a fit, so E-Q2.1 reads it only
-#: where the decision and the ceilings need it (dense-linear covers every block)
+#: whether it reads position. On a 14 px grid it costs ~30 s a fit, so E-Q2.1 reads it only at a ViT
+#: encoder's first and last stage (its decision pair) and their pixel ceiling; a VLM's pre-merge stage
+#: is read in E-Q2.2, and dense-linear covers every block
 CONTEXT_BOXES = ProbeSpec(DECIDING_BOX_PROBE, "boxes", controls=("control-task", "token-shuffle"))
-EDGE_STAGES = ("vision.embed", "vision.pre_merge", "vision.final", "pixels.patch")
+EDGE_STAGES = ("vision.embed", "vision.final", "pixels.patch")
 RELATION = ProbeSpec("relation", "relation", controls=POSITIONAL_CONTROLS)
 POOLED_RELATION = ProbeSpec("relation-pooled", "relation", seed_protocol=True)
 
