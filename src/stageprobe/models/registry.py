@@ -51,24 +51,27 @@ def register_preset(name: str, description: str) -> Callable[[ModelFactory], Mod
     return wrap
 
 
-def register_architecture(*model_types: str) -> Callable[[ModelFactory], ModelFactory]:
-    """`factory(name_or_path, config, device=, dtype=, trust_remote_code=)` loads that architecture."""
+def _register_for_model_types(
+    table: dict[str, ModelFactory], model_types: Sequence[str]
+) -> Callable[[ModelFactory], ModelFactory]:
+    """A decorator that files its factory in `table` under every one of `model_types`."""
 
     def wrap(factory: ModelFactory) -> ModelFactory:
         for model_type in model_types:
-            ARCHITECTURES[model_type] = factory
+            table[model_type] = factory
         return factory
 
     return wrap
+
+
+def register_architecture(*model_types: str) -> Callable[[ModelFactory], ModelFactory]:
+    """`factory(name_or_path, config, device=, dtype=, trust_remote_code=)` loads that architecture."""
+    return _register_for_model_types(ARCHITECTURES, model_types)
 
 
 def register_skeleton(*model_types: str) -> Callable[[ModelFactory], ModelFactory]:
-    def wrap(factory: ModelFactory) -> ModelFactory:
-        for model_type in model_types:
-            SKELETONS[model_type] = factory
-        return factory
-
-    return wrap
+    """`skeleton(name_or_path, config, trust_remote_code=)` builds that architecture on the meta device."""
+    return _register_for_model_types(SKELETONS, model_types)
 
 
 def describe_stages(
