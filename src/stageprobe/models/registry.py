@@ -43,6 +43,12 @@ ARCHITECTURES: dict[str, ModelFactory] = {}
 SKELETONS: dict[str, ModelFactory] = {}
 
 
+def pretrained_source(name: str) -> str:
+    """What `from_pretrained` gets for a model name: the local directory if one exists, else the Hub id."""
+    local = Path(name).expanduser()
+    return str(local) if local.exists() else name
+
+
 def register_preset(name: str, description: str) -> Callable[[ModelFactory], ModelFactory]:
     def wrap(factory: ModelFactory) -> ModelFactory:
         PRESETS[name] = Preset(name, description, factory)
