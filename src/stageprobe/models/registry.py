@@ -88,14 +88,8 @@ def describe_stages(
     meta = torch.device("meta")
     if name in PRESETS:
         return PRESETS[name].factory(device=meta, dtype=torch.float32).stages_for(height, width, frames)
-    config = _read_config(name, trust_remote_code)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SKELETONS:
-        raise UserInputError(
-            f"{name!r} is a {model_type!r} model, which stageprobe does not support. "
-            f"Supported architectures: {', '.join(sorted(ARCHITECTURES))}"
-        )
-    skeleton = SKELETONS[model_type](name, config, trust_remote_code=trust_remote_code)
+    config, build_skeleton = _config_and_factory(name, trust_remote_code, SKELETONS)
+    skeleton = build_skeleton(name, config, trust_remote_code=trust_remote_code)
     return skeleton.stages_for(height, width, frames)
 
 
@@ -157,19 +151,12 @@ def load_model(
                 "drop --device-map, or pass the checkpoint directory"
             )
         return PRESETS[name].factory(device=resolved_device, dtype=resolved_dtype)
-    config = _read_config(name, trust_remote_code)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in ARCHITECTURES:
-        raise UserInputError(
-            f"{name!r} is a {model_type!r} model, which stageprobe does not support. "
-            f"Supported architectures: {', '.join(sorted(ARCHITECTURES))}"
-        )
-    factory = ARCHITECTURES[model_type]
+    config, factory = _config_and_factory(name, trust_remote_code, ARCHITECTURES)
     options: dict[str, Any] = {}
     if device_map is not None:
         if "device_map" not in inspect.signature(factory).parameters:
             raise UserInputError(
-                f"--device-map is not supported for {model_type!r} models, which fit on one device; "
+                f"--device-map is not supported for {config.model_type!r} models, which fit on one device; "
                 "drop --device-map and use --device"
             )
         if importlib.util.find_spec("accelerate") is None:
@@ -177,6 +164,20 @@ def load_model(
         options["device_map"] = device_map
     return factory(name, config, device=resolved_device, dtype=resolved_dtype, trust_remote_code=trust_remote_code,
                    **options)
+
+
+def _config_and_factory(
+    name: str, trust_remote_code: bool, factories: dict[str, ModelFactory]
+) -> tuple[Any, ModelFactory]:
+    """The checkpoint's config and the factory `factories` holds for its `model_type`."""
+    config = _read_config(name, trust_remote_code)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in factories:
+        raise UserInputError(
+            f"{name!r} is a {model_type!r} model, which stageprobe does not support. "
+            f"Supported architectures: {', '.join(sorted(ARCHITECTURES))}"
+        )
+    return config, factories[model_type]
 
 
 def _read_config(name: str, trust_remote_code: bool) -> Any:
