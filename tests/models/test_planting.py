@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bright_cells import GREY, bright_cell_image
 from PIL import Image
 
 import stageprobe as sp
@@ -25,7 +26,6 @@ from stageprobe.models.planting import (
 )
 from stageprobe.models.qwen_vl import QwenVLModel
 
-GREY = (128, 128, 128)
 # 224×168 px: a 16×12 patch grid, more than one 8×8-patch attention window each way (with padding)
 SIZE = (224, 168)
 
@@ -37,12 +37,7 @@ def qwen(request: pytest.FixtureRequest) -> QwenVLModel:
 
 def odd_patch_images() -> list[Image.Image]:
     """Two grey images, each with one white 14-px patch at a different, off-centre cell."""
-    images = []
-    for row, col in [(2, 13), (9, 3)]:
-        image = Image.new("RGB", SIZE, GREY)
-        image.paste((255, 255, 255), (col * 14, row * 14, (col + 1) * 14, (row + 1) * 14))
-        images.append(image)
-    return images
+    return [bright_cell_image(SIZE, row, col, 14) for row, col in [(2, 13), (9, 3)]]
 
 
 @pytest.mark.parametrize("stage", ["vision.block.1", "vision.pre_merge", "vision.post_merge", "language.layer.1"])

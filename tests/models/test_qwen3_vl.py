@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from bright_cells import GREY, bright_cell_image
 from PIL import Image
 
 import stageprobe as sp
 from stageprobe.errors import UserInputError
 from stageprobe.models import describe_stages
 from stageprobe.models.qwen3_vl import Qwen3VLModel, build_qwen3_processor, qwen3_vl_tiny_config
-
-GREY = (128, 128, 128)
 
 
 @pytest.fixture(scope="module", params=["qwen3-vl-tiny", "qwen3.5-tiny"])
@@ -32,11 +31,9 @@ def deepstack_model() -> Qwen3VLModel:
     return loaded
 
 
-def bright(size: tuple[int, int], row: int, col: int, cell: int = 16) -> Image.Image:
-    """A grey (width, height) image with one white cell×cell square at grid cell (row, col)."""
-    image = Image.new("RGB", size, GREY)
-    image.paste((255, 255, 255), (col * cell, row * cell, (col + 1) * cell, (row + 1) * cell))
-    return image
+def bright(size: tuple[int, int], row: int, col: int) -> Image.Image:
+    """A grey (width, height) image with one white 16-px square at grid cell (row, col)."""
+    return bright_cell_image(size, row, col, 16)
 
 
 def changed_cell(grid: torch.Tensor, base: torch.Tensor) -> tuple[int, int]:

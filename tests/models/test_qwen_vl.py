@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from bright_cells import GREY, bright_cell_image
 from PIL import Image
 
 import stageprobe as sp
@@ -15,7 +16,6 @@ from stageprobe.models.qwen_vl import QwenVLModel
 from stageprobe.models.registry import preset_cache_dir
 
 PRESETS = ["qwen2.5-vl-tiny", "qwen2-vl-tiny"]
-GREY = (128, 128, 128)
 
 
 @pytest.fixture(scope="module", params=PRESETS)
@@ -25,11 +25,9 @@ def model(request: pytest.FixtureRequest) -> QwenVLModel:
     return loaded
 
 
-def with_bright_patch(size: tuple[int, int], row: int, col: int, patch: int = 14) -> Image.Image:
-    """A grey image (width, height) with one white patch at grid cell (row, col)."""
-    image = Image.new("RGB", size, GREY)
-    image.paste((255, 255, 255), (col * patch, row * patch, (col + 1) * patch, (row + 1) * patch))
-    return image
+def with_bright_patch(size: tuple[int, int], row: int, col: int) -> Image.Image:
+    """A grey image (width, height) with one white 14-px patch at grid cell (row, col)."""
+    return bright_cell_image(size, row, col, 14)
 
 
 def most_changed_cell(features: torch.Tensor, baseline: torch.Tensor) -> tuple[int, int, int]:

@@ -59,6 +59,19 @@ def is_reversed(key: str) -> bool:
     return hashlib.sha256(f"reverse:{key}".encode()).digest()[0] < 128
 
 
+def check_clip_options(dataset: str, frames: int, image_size: int, speed_classes: int) -> tuple[int, int, int]:
+    """(frames, image_size, speed_classes) of a moving-clip dataset, checked."""
+    check_int(dataset, "frames", frames, 1)
+    if frames % 2:
+        raise UserInputError(
+            f"{dataset}: frames={frames} is odd; video models group frames in pairs (temporal patches), "
+            f"so use an even number such as {max(4, frames + 1)}"
+        )
+    # Fewer than 4 frames leave no change of speed to see, so the order would not be learnable.
+    return (check_int(dataset, "frames", frames, 4), check_int(dataset, "image_size", image_size, 56),
+            check_int(dataset, "speed_classes", speed_classes, 1, len(SPEED_RANGES_224)))
+
+
 @register_dataset("motion", "clips of a shape moving in 8 directions at several speeds, half time-reversed")
 class MotionDataset(Dataset):
     """Video clips with direction, speed and order labels."""
@@ -80,16 +93,8 @@ class MotionDataset(Dataset):
     ) -> None:
         self.n = check_int(self.name, "n", n, 1)
         self.seed = check_int(self.name, "seed", seed, 0)
-        check_int(self.name, "frames", frames, 1)
-        if frames % 2:
-            raise UserInputError(
-                f"motion: frames={frames} is odd; video models group frames in pairs (temporal patches), "
-                f"so use an even number such as {max(4, frames + 1)}"
-            )
-        # Fewer than 4 frames leave no change of speed to see, so the order would not be learnable.
-        self.frames = check_int(self.name, "frames", frames, 4)
-        self.image_size = check_int(self.name, "image_size", image_size, 56)
-        self.speed_classes = check_int(self.name, "speed_classes", speed_classes, 1, len(SPEED_RANGES_224))
+        self.frames, self.image_size, self.speed_classes = check_clip_options(
+            self.name, frames, image_size, speed_classes)
         self.min_size = check_int(self.name, "min_size", min_size, 4, self.image_size)
         self.max_size = check_int(self.name, "max_size", max_size, 4, self.image_size)
         check_range(self.name, "object size", self.min_size, self.max_size)

@@ -33,6 +33,7 @@ from stageprobe.datasets.images import image_extensions
 from stageprobe.datasets.motion import (
     DIRECTION_NAMES,
     SPEED_RANGES_224,
+    check_clip_options,
     decelerating_travel,
     direction_vector,
     is_reversed,
@@ -49,15 +50,6 @@ PAN_PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "immunohisto
 WINDOW_FRACTION = 0.6
 # Object's longer side as a share of the frame, for cutouts.
 CUTOUT_SIZE = (0.2, 0.35)
-
-
-def _check_clip_options(dataset: str, frames: int, image_size: int, speed_classes: int) -> tuple[int, int, int]:
-    check_int(dataset, "frames", frames, 4)
-    if frames % 2:
-        raise UserInputError(f"{dataset}: frames={frames} is odd; video models group frames in pairs, "
-                             f"so use an even number such as {frames + 1}")
-    return (frames, check_int(dataset, "image_size", image_size, 56),
-            check_int(dataset, "speed_classes", speed_classes, 1, len(SPEED_RANGES_224)))
 
 
 def _kinematics(rng: np.random.Generator, speed_classes: int, image_size: int) -> tuple[int, int, float]:
@@ -104,7 +96,7 @@ class PanDataset(Dataset):
     ) -> None:
         self.n = check_int(self.name, "n", n, 1)
         self.seed = check_int(self.name, "seed", seed, 0)
-        self.frames, self.image_size, self.speed_classes = _check_clip_options(
+        self.frames, self.image_size, self.speed_classes = check_clip_options(
             self.name, frames, image_size, speed_classes)
         # Beyond 0.25 the zoom would blur the speed classes (their ranges are ≥ 1.7× apart).
         self.max_zoom = check_float(self.name, "max_zoom", max_zoom, 0.0, 0.25)
@@ -213,7 +205,7 @@ class CutoutDataset(Dataset):
     ) -> None:
         self.n = check_int(self.name, "n", n, 1)
         self.seed = check_int(self.name, "seed", seed, 0)
-        self.frames, self.image_size, self.speed_classes = _check_clip_options(
+        self.frames, self.image_size, self.speed_classes = check_clip_options(
             self.name, frames, image_size, speed_classes)
         self.min_area = check_float(self.name, "min_area", min_area, 1.0)
         self.source = CocoDataset(path, categories=categories, image_dir=image_dir)

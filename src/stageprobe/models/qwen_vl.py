@@ -33,6 +33,7 @@ from stageprobe.models._stages import Layout, StageSpec
 from stageprobe.models.base import Clip, HFStageModel, check_same_size
 from stageprobe.models.registry import (
     preset_cache_dir,
+    pretrained_source,
     register_architecture,
     register_preset,
     register_skeleton,
@@ -352,7 +353,7 @@ def load_qwen_vl(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bars are the ones users read
-    source = str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+    source = pretrained_source(name)
     try:
         # a map may put modules on "disk" (accelerate loads them per forward): they need a folder
         offload = {} if device_map is None else {"offload_folder": str(_offload_dir(os.path.abspath(source)))}
@@ -376,7 +377,7 @@ def qwen_skeleton(name: str, config: Any, trust_remote_code: bool = False) -> Qw
     """The adapter over a meta-device model: stage geometry from config + processor files, no weights."""
     from transformers import AutoProcessor
 
-    source = str(Path(name).expanduser()) if Path(name).expanduser().exists() else name
+    source = pretrained_source(name)
     try:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as error:

@@ -43,6 +43,12 @@ ARCHITECTURES: dict[str, ModelFactory] = {}
 SKELETONS: dict[str, ModelFactory] = {}
 
 
+def pretrained_source(name: str) -> str:
+    """What `from_pretrained` gets for a model name: the local directory if one exists, else the Hub id."""
+    local = Path(name).expanduser()
+    return str(local) if local.exists() else name
+
+
 def register_preset(name: str, description: str) -> Callable[[ModelFactory], ModelFactory]:
     def wrap(factory: ModelFactory) -> ModelFactory:
         PRESETS[name] = Preset(name, description, factory)
@@ -51,24 +57,27 @@ def register_preset(name: str, description: str) -> Callable[[ModelFactory], Mod
     return wrap
 
 
-def register_architecture(*model_types: str) -> Callable[[ModelFactory], ModelFactory]:
-    """`factory(name_or_path, config, device=, dtype=, trust_remote_code=)` loads that architecture."""
+def _register_for_model_types(
+    table: dict[str, ModelFactory], model_types: Sequence[str]
+) -> Callable[[ModelFactory], ModelFactory]:
+    """A decorator that files its factory in `table` under every one of `model_types`."""
 
     def wrap(factory: ModelFactory) -> ModelFactory:
         for model_type in model_types:
-            ARCHITECTURES[model_type] = factory
+            table[model_type] = factory
         return factory
 
     return wrap
+
+
+def register_architecture(*model_types: str) -> Callable[[ModelFactory], ModelFactory]:
+    """`factory(name_or_path, config, device=, dtype=, trust_remote_code=)` loads that architecture."""
+    return _register_for_model_types(ARCHITECTURES, model_types)
 
 
 def register_skeleton(*model_types: str) -> Callable[[ModelFactory], ModelFactory]:
-    def wrap(factory: ModelFactory) -> ModelFactory:
-        for model_type in model_types:
-            SKELETONS[model_type] = factory
-        return factory
-
-    return wrap
+    """`skeleton(name_or_path, config, trust_remote_code=)` builds that architecture on the meta device."""
+    return _register_for_model_types(SKELETONS, model_types)
 
 
 def describe_stages(
@@ -79,14 +88,8 @@ def describe_stages(
     meta = torch.device("meta")
     if name in PRESETS:
         return PRESETS[name].factory(device=meta, dtype=torch.float32).stages_for(height, width, frames)
-    config = _read_config(name, trust_remote_code)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in SKELETONS:
-        raise UserInputError(
-            f"{name!r} is a {model_type!r} model, which stageprobe does not support. "
-            f"Supported architectures: {', '.join(sorted(ARCHITECTURES))}"
-        )
-    skeleton = SKELETONS[model_type](name, config, trust_remote_code=trust_remote_code)
+    config, build_skeleton = _config_and_factory(name, trust_remote_code, SKELETONS)
+    skeleton = build_skeleton(name, config, trust_remote_code=trust_remote_code)
     return skeleton.stages_for(height, width, frames)
 
 
@@ -148,19 +151,12 @@ def load_model(
                 "drop --device-map, or pass the checkpoint directory"
             )
         return PRESETS[name].factory(device=resolved_device, dtype=resolved_dtype)
-    config = _read_config(name, trust_remote_code)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in ARCHITECTURES:
-        raise UserInputError(
-            f"{name!r} is a {model_type!r} model, which stageprobe does not support. "
-            f"Supported architectures: {', '.join(sorted(ARCHITECTURES))}"
-        )
-    factory = ARCHITECTURES[model_type]
+    config, factory = _config_and_factory(name, trust_remote_code, ARCHITECTURES)
     options: dict[str, Any] = {}
     if device_map is not None:
         if "device_map" not in inspect.signature(factory).parameters:
             raise UserInputError(
-                f"--device-map is not supported for {model_type!r} models, which fit on one device; "
+                f"--device-map is not supported for {config.model_type!r} models, which fit on one device; "
                 "drop --device-map and use --device"
             )
         if importlib.util.find_spec("accelerate") is None:
@@ -168,6 +164,20 @@ def load_model(
         options["device_map"] = device_map
     return factory(name, config, device=resolved_device, dtype=resolved_dtype, trust_remote_code=trust_remote_code,
                    **options)
+
+
+def _config_and_factory(
+    name: str, trust_remote_code: bool, factories: dict[str, ModelFactory]
+) -> tuple[Any, ModelFactory]:
+    """The checkpoint's config and the factory `factories` holds for its `model_type`."""
+    config = _read_config(name, trust_remote_code)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in factories:
+        raise UserInputError(
+            f"{name!r} is a {model_type!r} model, which stageprobe does not support. "
+            f"Supported architectures: {', '.join(sorted(ARCHITECTURES))}"
+        )
+    return config, factories[model_type]
 
 
 def _read_config(name: str, trust_remote_code: bool) -> Any:

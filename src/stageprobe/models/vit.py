@@ -23,7 +23,12 @@ from stageprobe.errors import UserInputError
 from stageprobe.models._presets import preset_checkpoint, quiet_transformers
 from stageprobe.models._stages import Layout, StageSpec
 from stageprobe.models.base import Clip, HFStageModel, check_same_size
-from stageprobe.models.registry import register_architecture, register_preset, register_skeleton
+from stageprobe.models.registry import (
+    pretrained_source,
+    register_architecture,
+    register_preset,
+    register_skeleton,
+)
 
 
 @dataclass(frozen=True)
@@ -181,8 +186,7 @@ def load_vit(
     name: str, config: Any, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False
 ) -> VitModel:
     """Any DINOv2 / SigLIP / CLIP checkpoint, by Hub id or local directory."""
-    local = Path(name).expanduser()
-    source = str(local) if local.exists() else name
+    source = pretrained_source(name)
     hf_model, processor = _load_pretrained(source, config.model_type, trust_remote_code)
     return VitModel(
         name, hf_model, processor, FAMILIES[config.model_type], device, dtype, _weights_id(source)
@@ -194,8 +198,7 @@ def vit_skeleton(name: str, config: Any, trust_remote_code: bool = False) -> Vit
     """The adapter over a meta-device encoder: geometry from config + processor files, no weights."""
     import transformers
 
-    local = Path(name).expanduser()
-    source = str(local) if local.exists() else name
+    source = pretrained_source(name)
     family = FAMILIES[config.model_type]
     try:
         processor = transformers.AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)

@@ -35,6 +35,7 @@ from stageprobe.metrics.classification import accuracy, balanced_accuracy
 from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
 from stageprobe.probes.classify import fit_ridge_classifier
 from stageprobe.probes.tokens import PCAReducer
+from stageprobe.probes.training import LinearMap
 
 PCA_DIM = 64
 # Per-token dims of the saliency read-out: enough for the pixel baseline's "how much object is
@@ -65,21 +66,30 @@ def _score(task: str, truth: np.ndarray, pred: np.ndarray) -> tuple[dict[str, fl
     return metrics, {f"{task}_acc": (truth == pred).astype(np.float64)}
 
 
+def fit_task_classifier(
+    task: str, train: ProbeData, val: ProbeData, test: ProbeData, designs: Sequence[torch.Tensor],
+    history: dict[str, list[float]],
+) -> tuple[LinearMap, np.ndarray]:
+    """Ridge classifier for `task` on the train/val design matrices (its λ path added to `history`),
+    and the test labels."""
+    y_tr, y_va, y_te = labels_for(task, train.targets), labels_for(task, val.targets), labels_for(task, test.targets)
+    n_classes = int(max(y_tr.max(), y_va.max(), y_te.max())) + 1
+    classifier, hist = fit_ridge_classifier(designs[0], y_tr, designs[1], y_va, n_classes)
+    history.update({f"{task}.{k}": v for k, v in hist.items()})
+    return classifier, y_te
+
+
 def _classify(task: str, name: str, train: ProbeData, val: ProbeData, test: ProbeData,
               designs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], design: Callable[[ProbeData], torch.Tensor],
               history: dict[str, list[float]], config: dict[str, Any]) -> ProbeResult:
     """Ridge classifier on the design matrices of train/val/test (computed once by the caller);
     `design` maps new data for the predictor."""
-    y_tr, y_va, y_te = labels_for(task, train.targets), labels_for(task, val.targets), labels_for(task, test.targets)
-    n_classes = int(max(y_tr.max(), y_va.max(), y_te.max())) + 1
-    x_tr, x_va, x_te = designs
-    classifier, hist = fit_ridge_classifier(x_tr, y_tr, x_va, y_va, n_classes)
-    history.update({f"{task}.{k}": v for k, v in hist.items()})
+    classifier, y_te = fit_task_classifier(task, train, val, test, designs, history)
 
     def predict(data: ProbeData) -> dict[str, Any]:
         return {task: classifier(design(data)).argmax(1).numpy()}
 
-    predictions = {task: classifier(x_te).argmax(1).numpy()}
+    predictions = {task: classifier(designs[2]).argmax(1).numpy()}
     metrics, per_item = _score(task, y_te, predictions[task])
     return ProbeResult(name, task, metrics, per_item, predictions, history, predictor=predict, config=config)
 

@@ -39,8 +39,7 @@ import torch
 
 from stageprobe.metrics.classification import accuracy, balanced_accuracy
 from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
-from stageprobe.probes.classify import fit_ridge_classifier
-from stageprobe.probes.temporal import HEADING_HARMONICS, kinematics, labels_for, step_centroids
+from stageprobe.probes.temporal import HEADING_HARMONICS, fit_task_classifier, kinematics, step_centroids
 from stageprobe.probes.training import RidgeSolver, negative_mse
 
 # Token dims the flow is solved in: 16 and 32 both read pan direction at 1.0; 16 read speed better
@@ -187,11 +186,8 @@ def fit_token_flow(task: str, train: ProbeData, val: ProbeData, test: ProbeData,
     generators, history = fit_shift_generators(reduced[0], step_velocities(train), reduced[1],
                                                step_velocities(val), seed)
     flows = [generators.flow(z) for z in reduced]
-    y_train, y_val, y_test = (labels_for(task, d.targets) for d in (train, val, test))
-    n_classes = int(max(y_train.max(), y_val.max(), y_test.max())) + 1
     read_outs = [motion_read_outs(flow, task) for flow in flows]
-    classifier, hist = fit_ridge_classifier(read_outs[0], y_train, read_outs[1], y_val, n_classes)
-    history.update({f"{task}.{k}": v for k, v in hist.items()})
+    classifier, y_test = fit_task_classifier(task, train, val, test, read_outs, history)
 
     def predict(data: ProbeData) -> dict[str, Any]:
         flow = generators.flow(basis(data))
