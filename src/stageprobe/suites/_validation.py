@@ -40,7 +40,9 @@ def validation_scores(result: ProbeResult, val: ProbeData) -> dict[str, float]:
         size = predictions["reconstructions"].shape[1]
         references = target_images(val, size).permute(0, 2, 3, 1).numpy()
         per_item, _ = reconstruction_scores(references, predictions["reconstructions"])
-        return {k: float(np.mean(v)) for k, v in per_item.items() if k in ("lpips", "edge_f1")}
+        # edge F1 is undefined (NaN) on references without edges: those are excluded, as on test
+        return {k: float(np.nanmean(v)) for k, v in per_item.items()
+                if k in ("lpips", "edge_f1") and np.isfinite(v).any()}
     if "relation" in predictions:
         return {"relation_acc": accuracy(_relation_truth(val), predictions["relation"])}
     if result.task in MOTION_TASKS and result.task in predictions:
