@@ -58,7 +58,7 @@ class FakeStudy:
     def __init__(self) -> None:
         self.run_dirs: list[Path] = []
 
-    def __call__(self, config: Any, out: Path, cache_dir: Path | None = None) -> Any:
+    def __call__(self, config: Any, out: Path, cache_dir: Path | None = None, overwrite: bool = False) -> Any:
         self.run_dirs.append(out)
         if len(self.run_dirs) == 1:
             out.mkdir(parents=True)

@@ -13,13 +13,13 @@ from stageprobe.errors import UserInputError
 def test_keys_map_to_specs() -> None:
     data = parse_data_options(["spatial=coco:/d/ann.json:image_dir=/imgs", "motion = pan"])
     assert data == {"spatial": "coco:/d/ann.json:image_dir=/imgs", "motion": "pan"}
-    assert set(DATA_FAMILIES) == {"spatial", "detail", "motion"}
+    assert set(DATA_FAMILIES) == {"spatial", "detail", "motion", "camera"}
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        (["colour=shapes"], r"--data key 'colour' is unknown; the keys are: spatial, detail, motion"),
+        (["colour=shapes"], r"--data key 'colour' is unknown; the keys are: spatial, detail, motion, camera"),
         (["spatial"], r"must be KEY=DATASET"),
         (["spatial=shapes", "spatial=coco:/x"], r"--data spatial= is given twice"),
         (["detail=photos:/x"], r"unknown dataset 'photos'"),
