@@ -59,7 +59,8 @@ def test_experiments_and_limit_reach_the_run_config(tmp_path: Path, monkeypatch:
 
     seen: list[Any] = []
     monkeypatch.setattr("stageprobe.suites.runner.RunConfig", OpenRunConfig)
-    monkeypatch.setattr("stageprobe.suites.runner.run_study", lambda config, *_, **__: seen.append(config) or sys.exit(0))
+    monkeypatch.setattr("stageprobe.suites.runner.run_study",
+                        lambda config, *_, **__: seen.append(config) or sys.exit(0))
     code, out = invoke("run", "--model", "pixels", "--experiments", "e_q2_4,E-Q2.1", "--limit", "5",
                        "--out", str(tmp_path / "run"))
     assert code == 0, out
