@@ -33,10 +33,10 @@ def test_version() -> None:
 def test_help_and_refusals_do_not_import_torch() -> None:
     script = ("import sys; from typer.testing import CliRunner; from stageprobe.cli import app; "
               "r = CliRunner(); codes = [r.invoke(app, a).exit_code for a in "
-              "(['--help'], ['run', '--help'], ['stages', 'pixels', '--image-size', '0'])]; "
+              "(['--help'], ['run', '--help'], ['models'], ['stages', 'pixels', '--image-size', '0'])]; "
               "print(codes, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == "[0, 0, 2] False", done.stderr[-2000:]
+    assert done.stdout.strip() == "[0, 0, 0, 2] False", done.stderr[-2000:]
 
 
 def test_stages_takes_the_model_as_option_or_argument() -> None:

@@ -85,14 +85,14 @@ def _options(
 @user_errors
 def models() -> None:
     """List model presets and supported architectures."""
-    from stageprobe.models import ARCHITECTURES, PRESETS
+    from stageprobe.models import _catalog
 
     table = Table("preset", "what")
-    for preset in PRESETS.values():
-        table.add_row(preset.name, preset.description)
+    for name, description in _catalog.preset_descriptions().items():
+        table.add_row(name, description)
     console.print(table)
     console.print("Hub ids and local directories of these architectures (config.json model_type): "
-                  + ", ".join(sorted(ARCHITECTURES)))
+                  + ", ".join(_catalog.model_types()))
 
 
 @app.command()

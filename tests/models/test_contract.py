@@ -134,3 +134,24 @@ def test_every_preset_describes_its_stages_without_weights() -> None:
     for name in PRESETS:
         infos = describe_stages(name, 448, 448)
         assert infos and all(info.tokens > 0 for info in infos), name
+
+
+def test_every_family_registers_exactly_what_the_catalog_declares() -> None:
+    from stageprobe.models import ARCHITECTURES, _catalog
+    from stageprobe.models.registry import SKELETONS
+
+    for family in _catalog.FAMILIES:
+        registered = {name for name, preset in PRESETS.items() if preset.factory.__module__ == family.module}
+        assert registered == set(family.presets), family.module
+        loads = {t for t, factory in ARCHITECTURES.items() if factory.__module__ == family.module}
+        assert loads == set(family.model_types), family.module
+    assert set(SKELETONS) == set(ARCHITECTURES)
+    assert [PRESETS[n].description for n in _catalog.preset_descriptions()] == list(
+        _catalog.preset_descriptions().values())
+
+
+def test_a_preset_missing_from_the_catalog_cannot_register() -> None:
+    from stageprobe.models.registry import register_preset
+
+    with pytest.raises(KeyError, match="not declared"):
+        register_preset("no-such-preset")

@@ -94,12 +94,12 @@ def _patchify(pixels: torch.Tensor, patch: int) -> torch.Tensor:
     return grid.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, t, h // patch, w // patch, f * patch * patch * c)
 
 
-@register_preset("pixels", "pixel baseline: raw pixels of each 14 px and 28 px patch (no network)")
+@register_preset("pixels")
 def pixel_model(device: torch.device, dtype: torch.dtype) -> PixelModel:
     return PixelModel(device, torch.float32 if dtype == torch.bfloat16 else dtype)
 
 
-@register_preset("pixels-16", "pixel baseline at Qwen3-VL / Qwen3.5 strides: raw pixels of each 16 px and 32 px patch")
+@register_preset("pixels-16")
 def pixel_model_16(device: torch.device, dtype: torch.dtype) -> PixelModel:
     return PixelModel(device, torch.float32 if dtype == torch.bfloat16 else dtype, patch_px=16, name="pixels-16")
 

@@ -225,14 +225,13 @@ def qwen35_tiny_config(processor: Any) -> Any:
                          architectures=["Qwen3_5ForConditionalGeneration"], **_special_ids(processor))
 
 
-@register_preset("qwen3-vl-tiny", "Qwen3-VL architecture (DeepStack ×3), small config, RANDOM weights, real processor")
+@register_preset("qwen3-vl-tiny")
 def qwen3_vl_tiny(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
     processor = build_qwen3_processor()
     return tiny_preset("qwen3-vl-tiny", qwen3_vl_tiny_config(processor), processor, device, dtype)
 
 
-@register_preset("qwen3.5-tiny", "Qwen3.5 architecture (hybrid linear/full-attention LLM), small config, "
-                 "RANDOM weights, real processor")
+@register_preset("qwen3.5-tiny")
 def qwen35_tiny(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
     processor = build_qwen3_processor()
     return tiny_preset("qwen3.5-tiny", qwen35_tiny_config(processor), processor, device, dtype)
@@ -259,10 +258,7 @@ def qwen3_vl_8b_config(processor: Any) -> Any:
                          architectures=["Qwen3VLForConditionalGeneration"], **_special_ids(processor))
 
 
-@register_preset(
-    "qwen3-vl-8b-random",
-    "the published Qwen3-VL-8B architecture with RANDOM weights (bf16): real-scale cost for benchmarks only",
-)
+@register_preset("qwen3-vl-8b-random")
 def qwen3_vl_8b_random(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
     from transformers import Qwen3VLForConditionalGeneration
 

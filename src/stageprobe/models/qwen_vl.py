@@ -492,12 +492,12 @@ def _tiny_preset(preset: str, family: str, device: torch.device, dtype: torch.dt
     return tiny_preset(preset, config, processor, device, dtype)
 
 
-@register_preset("qwen2.5-vl-tiny", "Qwen2.5-VL architecture, small config, RANDOM weights, real processor (default)")
+@register_preset("qwen2.5-vl-tiny")
 def qwen25_vl_tiny(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
     return _tiny_preset("qwen2.5-vl-tiny", "qwen2_5_vl", device, dtype)
 
 
-@register_preset("qwen2-vl-tiny", "Qwen2-VL architecture, small config, RANDOM weights, real processor")
+@register_preset("qwen2-vl-tiny")
 def qwen2_vl_tiny(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
     return _tiny_preset("qwen2-vl-tiny", "qwen2_vl", device, dtype)
 
@@ -526,10 +526,7 @@ def qwen25_vl_7b_config(token_ids: dict[str, int]) -> Any:
     )
 
 
-@register_preset(
-    "qwen2.5-vl-7b-random",
-    "the published Qwen2.5-VL-7B architecture with RANDOM weights (bf16): real-scale cost for benchmarks only",
-)
+@register_preset("qwen2.5-vl-7b-random")
 def qwen25_vl_7b_random(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
     from transformers import Qwen2_5_VLForConditionalGeneration
 

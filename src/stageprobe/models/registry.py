@@ -1,7 +1,9 @@
 """Model lookup: preset names, Hugging Face Hub ids and local directories.
 
 A model family registers itself in its own file: presets with `register_preset`, and the
-`config.json` `model_type`s it can load with `register_architecture`.
+`config.json` `model_type`s it can load with `register_architecture`. `_catalog` names each
+family's module, so the tables fill on first use (`load_families`) and listing the presets
+(`stageprobe models`) never imports torch.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from urllib.parse import urlsplit
 import torch
 
 from stageprobe.errors import UserInputError
+from stageprobe.models import _catalog
 from stageprobe.models.base import StageInfo, StageModel, select_stages
 
 ModelFactory = Callable[..., StageModel]
@@ -49,7 +52,16 @@ def pretrained_source(name: str) -> str:
     return str(local) if local.exists() else name
 
 
-def register_preset(name: str, description: str) -> Callable[[ModelFactory], ModelFactory]:
+def load_families() -> None:
+    """Import every family the catalog names, which fills PRESETS, ARCHITECTURES and SKELETONS."""
+    for family in _catalog.FAMILIES:
+        importlib.import_module(family.module)
+
+
+def register_preset(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Bind the factory of a preset the catalog declares (its description lives there)."""
+    description = _catalog.description_of(name)
+
     def wrap(factory: ModelFactory) -> ModelFactory:
         PRESETS[name] = Preset(name, description, factory)
         return factory
@@ -85,6 +97,7 @@ def describe_stages(
 ) -> list[StageInfo]:
     """The stages of a preset, Hub id or local directory for an input of this size, without reading
     any weights: the model is built on the meta device from its config (and its processor files)."""
+    load_families()
     meta = torch.device("meta")
     if name in PRESETS:
         return PRESETS[name].factory(device=meta, dtype=torch.float32).stages_for(height, width, frames)
@@ -142,6 +155,7 @@ def load_model(
     several GPUs with accelerate, for models one GPU cannot hold; it replaces `device`, which
     then only decides what dtype "auto" means (bf16 when CUDA is there).
     """
+    load_families()
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     if name in PRESETS:

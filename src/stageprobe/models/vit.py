@@ -329,22 +329,16 @@ def _clip_tiny() -> tuple[Any, Any]:
     return config, CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
 
 
-@register_preset(
-    "dinov2-tiny",
-    "DINOv2-with-registers architecture (2 registers, 3 blocks, 14 px patches), "
-    "random weights, built offline",
-)
+@register_preset("dinov2-tiny")
 def dinov2_tiny(device: torch.device, dtype: torch.dtype) -> VitModel:
     return _load_preset("dinov2-tiny", _dinov2_tiny, device, dtype)
 
 
-@register_preset(
-    "siglip-tiny", "SigLIP architecture (3 blocks, 16 px patches), random weights, built offline"
-)
+@register_preset("siglip-tiny")
 def siglip_tiny(device: torch.device, dtype: torch.dtype) -> VitModel:
     return _load_preset("siglip-tiny", _siglip_tiny, device, dtype)
 
 
-@register_preset("clip-tiny", "CLIP architecture (3 blocks, 16 px patches), random weights, built offline")
+@register_preset("clip-tiny")
 def clip_tiny(device: torch.device, dtype: torch.dtype) -> VitModel:
     return _load_preset("clip-tiny", _clip_tiny, device, dtype)

@@ -1,0 +1,67 @@
+"""The model families stageprobe knows, read without importing them (no torch): what
+`stageprobe models` lists, and which module to import for a preset or a config.json `model_type`.
+
+A family is one module and one entry here: the presets it offers (name → description) and the
+`model_type`s it loads. Its module binds the factories (`register_preset`, `register_architecture`);
+one test checks that every module registers exactly what its entry declares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    module: str
+    presets: Mapping[str, str] = field(default_factory=dict)
+    model_types: tuple[str, ...] = ()
+
+
+_QWEN3_TYPES = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
+_VIT_TYPES = ("dinov2", "dinov2_with_registers", "siglip", "siglip_vision_model", "clip", "clip_vision_model")
+
+FAMILIES: tuple[FamilyEntry, ...] = (
+    FamilyEntry("stageprobe.models.pixels", {
+        "pixels": "pixel baseline: raw pixels of each 14 px and 28 px patch (no network)",
+        "pixels-16": "pixel baseline at Qwen3-VL / Qwen3.5 strides: raw pixels of each 16 px and 32 px patch",
+    }),
+    FamilyEntry("stageprobe.models.qwen_vl", {
+        "qwen2.5-vl-tiny": "Qwen2.5-VL architecture, small config, RANDOM weights, real processor (default)",
+        "qwen2-vl-tiny": "Qwen2-VL architecture, small config, RANDOM weights, real processor",
+        "qwen2.5-vl-7b-random": "the published Qwen2.5-VL-7B architecture with RANDOM weights (bf16): "
+                                "real-scale cost for benchmarks only",
+    }, ("qwen2_5_vl", "qwen2_vl")),
+    FamilyEntry("stageprobe.models.qwen3_vl", {
+        "qwen3-vl-tiny": "Qwen3-VL architecture (DeepStack ×3), small config, RANDOM weights, real processor",
+        "qwen3.5-tiny": "Qwen3.5 architecture (hybrid linear/full-attention LLM), small config, "
+                        "RANDOM weights, real processor",
+        "qwen3-vl-8b-random": "the published Qwen3-VL-8B architecture with RANDOM weights (bf16): "
+                              "real-scale cost for benchmarks only",
+    }, _QWEN3_TYPES),
+    FamilyEntry("stageprobe.models.vit", {
+        "dinov2-tiny": "DINOv2-with-registers architecture (2 registers, 3 blocks, 14 px patches), "
+                       "random weights, built offline",
+        "siglip-tiny": "SigLIP architecture (3 blocks, 16 px patches), random weights, built offline",
+        "clip-tiny": "CLIP architecture (3 blocks, 16 px patches), random weights, built offline",
+    }, _VIT_TYPES),
+)
+
+
+def preset_descriptions() -> dict[str, str]:
+    """Every preset's name → what it is, in catalog order."""
+    return {name: text for family in FAMILIES for name, text in family.presets.items()}
+
+
+def model_types() -> list[str]:
+    """Every config.json `model_type` some family loads, sorted."""
+    return sorted(t for family in FAMILIES for t in family.model_types)
+
+
+def description_of(preset: str) -> str:
+    """The catalog's description of `preset`; a family registering a preset it does not declare is a bug."""
+    descriptions = preset_descriptions()
+    if preset not in descriptions:
+        raise KeyError(f"preset {preset!r} is not declared in stageprobe.models._catalog")
+    return descriptions[preset]
