@@ -217,7 +217,8 @@ def run(
     trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
     data: Annotated[list[str] | None, typer.Option(
         "--data", help="real data for one experiment family, KEY=DATASET; repeatable. Keys: spatial "
-        "(E-Q2.1–4, e.g. spatial=coco:ANN.json[:image_dir=DIR]), detail (E-Q2.5, e.g. detail=images:DIR), "
+        "(E-Q2.1–4, e.g. spatial=coco:ANN.json[:image_dir=DIR]), detail (E-Q2.5, procedural textures by "
+        "default), photos (E-Q2.5 on real photos, e.g. photos=images:DIR), "
         "motion (E-Q2.6, e.g. motion=cutout:ANN.json), camera (E-Q2.6 camera motion, e.g. "
         "camera=pan:photo_dir=DIR). Default: generated data and skimage photos")] = None,
     experiments: Annotated[str | None, typer.Option(

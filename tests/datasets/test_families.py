@@ -13,13 +13,13 @@ from stageprobe.errors import UserInputError
 def test_keys_map_to_specs() -> None:
     data = parse_data_options(["spatial=coco:/d/ann.json:image_dir=/imgs", "motion = pan"])
     assert data == {"spatial": "coco:/d/ann.json:image_dir=/imgs", "motion": "pan"}
-    assert set(DATA_FAMILIES) == {"spatial", "detail", "motion", "camera"}
+    assert set(DATA_FAMILIES) == {"spatial", "detail", "photos", "motion", "camera"}
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        (["colour=shapes"], r"--data key 'colour' is unknown; the keys are: spatial, detail, motion, camera"),
+        (["colour=shapes"], r"--data key 'colour' is unknown; the keys are: spatial, detail, photos, motion, camera"),
         (["spatial"], r"must be KEY=DATASET"),
         (["spatial=shapes", "spatial=coco:/x"], r"--data spatial= is given twice"),
         (["detail=photos:/x"], r"unknown dataset 'photos'"),
@@ -43,3 +43,14 @@ def test_record_hashes_the_content() -> None:
     other = dataset_record(load_dataset("shapes", n=3, image_size=64, min_size=10, max_size=20, seed=1))
     assert first == again and first["content_hash"] != other["content_hash"]
     assert first["samples"] == 3 and first["spec"]["options"]["image_size"] == 64
+
+
+def test_procedural_textures_and_real_photos_are_separate_families() -> None:
+    from stageprobe.suites.q2 import SUITE
+
+    procedural = load_dataset(DATA_FAMILIES["detail"], n=40, seed=0)
+    photos = load_dataset(DATA_FAMILIES["photos"], n=40, seed=0)
+    assert not any(s.group.startswith("photo:") for s in procedural)
+    assert all(s.group.startswith("photo:") for s in photos)
+    by_family = {spec.family: spec.id for spec in SUITE.experiments}
+    assert by_family["detail"] == "e_q2_5" and by_family["photos"] == "e_q2_5_photos"

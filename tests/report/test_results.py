@@ -105,8 +105,9 @@ def test_results_have_seed_keys_and_stageprobe_keys(tmp_path: Path) -> None:
     ):
         assert key in results, key
     assert results["experiment_id"] == "q2-information-preservation"
-    # the seed's six experiments, plus the suite's own (E-Q2.6 on camera motion)
-    assert set(results["results"]["experiments"]) == {*(f"e_q2_{i}" for i in range(1, 7)), "e_q2_6_camera"}
+    # the seed's six experiments, plus the suite's own (E-Q2.5 on real photos, E-Q2.6 on camera motion)
+    suite_own = {"e_q2_5_photos", "e_q2_6_camera"}
+    assert set(results["results"]["experiments"]) == {*(f"e_q2_{i}" for i in range(1, 7)), *suite_own}
     for entry in results["results"]["experiments"].values():
         assert {"status", "finding", "metrics", "artifacts"} <= set(entry)
         assert all(isinstance(v, float) for v in entry["metrics"].values())  # seed schema: numbers only

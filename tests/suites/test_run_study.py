@@ -52,7 +52,7 @@ def test_quick_run_writes_a_valid_run_directory(tiny_run: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     results = yaml.safe_load((tiny_run / "results.yaml").read_text())
     experiments = results["results"]["experiments"]
-    assert sorted(experiments) == [*(f"e_q2_{i}" for i in range(1, 7)), "e_q2_6_camera"]
+    assert sorted(experiments) == sorted([*(f"e_q2_{i}" for i in range(1, 7)), "e_q2_5_photos", "e_q2_6_camera"])
     assert all(e["status"] == "completed" for e in experiments.values())
     assert results["recommendation"] in ("proceed", "pivot", "investigate", "block")
     findings = (tiny_run / "FINDINGS.md").read_text()

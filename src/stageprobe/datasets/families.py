@@ -1,9 +1,10 @@
 """Data per experiment family: `stageprobe run --data spatial=coco:PATH --data detail=images:DIR …`.
 
-`spatial` feeds E-Q2.1–E-Q2.4, `detail` E-Q2.5, `motion` E-Q2.6 (moving shapes by default) and
-`camera` E-Q2.6's camera-motion experiment (a window panning across real photos by default). A
-family without `--data` keeps the generated default. `dataset_record` is what config.yaml and the
-report say about the data.
+`spatial` feeds E-Q2.1–E-Q2.4, `detail` E-Q2.5 (procedural textures by default), `photos` E-Q2.5's
+real-photo experiment (crops of the photos shipped with scikit-image, each photo in one split, by
+default), `motion` E-Q2.6 (moving shapes by default) and `camera` E-Q2.6's camera-motion experiment
+(a window panning across real photos by default). A family without `--data` keeps its default.
+`dataset_record` is what config.yaml and the report say about the data.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from stageprobe.datasets.registry import DATASETS, parse_spec
 from stageprobe.errors import UserInputError
 
 #: family → the generated dataset used when `--data` does not name one
-DATA_FAMILIES: dict[str, str] = {"spatial": "shapes", "detail": "textures", "motion": "motion", "camera": "pan"}
+DATA_FAMILIES: dict[str, str] = {
+    "spatial": "shapes", "detail": "textures:photo_fraction=0", "photos": "textures:photo_fraction=1",
+    "motion": "motion", "camera": "pan",
+}
 
 
 def parse_data_options(values: Iterable[str]) -> dict[str, str]:

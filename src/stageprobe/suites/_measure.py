@@ -10,6 +10,7 @@ import json
 import platform
 import re
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -49,6 +50,9 @@ class ExperimentOutcome:
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     #: per-image test scores, passed openly to the experiments that derive from them
     scores: Scores = field(default_factory=dict)
+    #: where the time went: the experiment's wall seconds (extraction included) and each fit's worker
+    #: seconds (`benchmarks/run_times.py` tabulates them)
+    timing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +64,8 @@ class _StageFits:
     probe: ProbeSpec
     fits: list[Future[FitOutput]]
     controls: dict[str, Future[FitOutput]]
+    #: the same fit already ran for an earlier experiment on the same data (its seconds are not counted again)
+    reused: bool = False
 
 
 class Measurement:
@@ -135,7 +141,8 @@ class Measurement:
 
     def run_experiment(self, spec: ExperimentSpec, previous: Mapping[str, ExperimentOutcome]) -> ExperimentOutcome:
         """Every probe at every stage of every variant, then the spec's derived metrics."""
-        outcome = ExperimentOutcome(rows=[])
+        started = time.perf_counter()
+        outcome = ExperimentOutcome(rows=[], timing={"fits": []})
         dataset = self.dataset(spec.family)
         dataset_key = self.pool.add_dataset(dataset)
         best: dict[str, BestFit] = {}
@@ -168,6 +175,7 @@ class Measurement:
             outcome.rows += spec.derive(self._derive_input(spec, outcome, previous))
         if self.artifacts_dir is not None and self.run_dir is not None:
             outcome.artifacts += draw_best_fits(spec.id, best, list(dataset), self.artifacts_dir, self.run_dir)
+        outcome.timing["seconds"] = round(time.perf_counter() - started, 2)
         return outcome
 
     def _derive_input(self, spec: ExperimentSpec, outcome: ExperimentOutcome,
@@ -187,10 +195,11 @@ class Measurement:
                              with_images=probe.task == "reconstruction", seed=self.config.seed,
                              options=tuple(sorted(options.items())), score_val=which == "main")
         seeds = self.config.seeds if probe.seeded else 1
+        reused = self.pool.started(request)
         fits = [self.pool.submit(replace(request, seed=self.config.seed + k)) for k in range(seeds)]
         controls = ({name: self.pool.submit(replace(request, control=name, score_val=False))
-                     for name in probe.controls} if which == "main" and self.probe_controls else {})
-        return _StageFits(which, stage, probe, fits, controls)
+                     for name in probe.controls_at(stage)} if which == "main" and self.probe_controls else {})
+        return _StageFits(which, stage, probe, fits, controls, reused)
 
     def _collect(self, spec: ExperimentSpec, fits: _StageFits, outcome: ExperimentOutcome,
                  best: dict[str, BestFit]) -> None:
@@ -199,6 +208,11 @@ class Measurement:
                          self.model(fits.which).name)
         outputs = [f.result() for f in fits.fits]
         results = [o.result for o in outputs]
+        control_outputs = {name: future.result() for name, future in fits.controls.items()}
+        outcome.timing["fits"].append({
+            "variant": fits.which, "stage": fits.stage, "probe": fits.probe.probe, "task": fits.probe.task,
+            "fits": len(outputs) + len(control_outputs), "reused": fits.reused,
+            "seconds": 0.0 if fits.reused else round(sum(o.seconds for o in [*outputs, *control_outputs.values()]), 2)})
         _add(outcome, result_rows(label, results, spec.skip_metrics, nb, seed))
         for metric, values in per_image_scores(results).items():
             outcome.scores[(label.control, label.stage, label.probe, metric)] = values
@@ -206,8 +220,8 @@ class Measurement:
             outcome.rows += validation_rows(label, [o.val_scores for o in outputs], spec.skip_metrics)
             outcome.curves[f"{spec.id}/{fits.stage}/{fits.probe.probe}/{fits.probe.task}"] = results[0].history
             _keep_best(best, f"{fits.probe.probe}/{fits.probe.task}", fits.stage, outputs[0])
-        for name, future in fits.controls.items():
-            controlled = future.result().result
+        for name, output in control_outputs.items():
+            controlled = output.result
             _add(outcome, result_rows(replace(label, control=name), [controlled], spec.skip_metrics, nb, seed))
             if name == "control-task":
                 _add(outcome, selectivity_rows(replace(label, control="selectivity"), results[0], controlled,
@@ -266,7 +280,7 @@ def environment(model: StageModel, seed: int) -> dict[str, Any]:
 def save_outcome(path: Path, outcome: ExperimentOutcome) -> None:
     scores = [[*key, values.tolist()] for key, values in outcome.scores.items()]
     payload = {"rows": [r.model_dump() for r in outcome.rows], "artifacts": outcome.artifacts,
-               "curves": outcome.curves, "scores": scores}
+               "curves": outcome.curves, "scores": scores, "timing": outcome.timing}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, default=float))
     tmp.replace(path)  # an experiment is either wholly recorded or redone
@@ -276,4 +290,4 @@ def load_outcome(path: Path) -> ExperimentOutcome:
     payload = json.loads(path.read_text())
     scores = {(c, s, p, m): np.asarray(v, dtype=float) for c, s, p, m, v in payload.get("scores", [])}
     return ExperimentOutcome([MetricRow(**r) for r in payload["rows"]], payload["artifacts"], payload["curves"],
-                             scores)
+                             scores, payload.get("timing", {}))

@@ -18,7 +18,7 @@ from stageprobe.models.base import StageInfo
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.targets import Decision, DecisionRule, Target, Verdict
 
-Family = Literal["spatial", "detail", "motion", "camera"]
+Family = Literal["spatial", "detail", "photos", "motion", "camera"]
 
 #: per-image test scores of one fit: (control, stage, probe, metric) → scores in test order
 ScoreKey = tuple[str, str, str, str]
@@ -38,9 +38,21 @@ class ProbeSpec:
     #: stage patterns this probe is fitted at (empty: every stage of its experiment); lets a costly
     #: probe read only the stages it adds information at
     stages: tuple[str, ...] = ()
+    #: stage patterns its controls are fitted at (empty: wherever the probe is); lets a costly probe
+    #: show its capacity where its verdict is read instead of at every stage
+    control_stages: tuple[str, ...] = ()
 
     def reads(self, stage: str) -> bool:
-        return not self.stages or any(fnmatch.fnmatchcase(stage, pattern) for pattern in self.stages)
+        return _matches(stage, self.stages)
+
+    def controls_at(self, stage: str) -> tuple[str, ...]:
+        """The controls fitted beside this probe at `stage`."""
+        return self.controls if _matches(stage, self.control_stages) else ()
+
+
+def _matches(stage: str, patterns: Sequence[str]) -> bool:
+    """Whether `stage` matches one of `patterns`; no patterns matches every stage."""
+    return not patterns or any(fnmatch.fnmatchcase(stage, pattern) for pattern in patterns)
 
 
 @dataclass(frozen=True)

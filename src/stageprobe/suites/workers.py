@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class FitOutput:
 
     result: ProbeResult
     val_scores: dict[str, float] = field(default_factory=dict)
+    #: wall seconds of the fit in its worker (loading the stage's features included)
+    seconds: float = 0.0
 
 
 @dataclass
@@ -131,12 +134,13 @@ def _labels_of(dataset: Dataset) -> _Labels:
 def fit_request(request: FitRequest) -> FitOutput:
     """Fit one probe (in whichever process runs this) and return its result without the predictor,
     a closure over the fitted probe that cannot cross processes; the runner uses `predictions`."""
+    started = time.perf_counter()
     splits = _CACHE.splits(request)
     result = fit_probe(request.probe, request.task, splits["train"], splits["val"], splits["test"],
                        seed=request.seed, control=request.control, **dict(request.options))
     val_scores = validation_scores(result, splits["val"]) if request.score_val else {}
     result.predictor = None
-    return FitOutput(result, val_scores)
+    return FitOutput(result, val_scores, time.perf_counter() - started)
 
 
 def _start_worker() -> None:
@@ -164,15 +168,32 @@ class ProbePool:
         if workers < 1:
             raise ValueError(f"probe workers must be at least 1, got {workers}")
         self.workers = workers
+        #: fits of the current dataset by request: experiments on the same data that read the same stage
+        #: (E-Q2.1 and E-Q2.2 both read `vision.pre_merge` and `pixels.patch`) fit each probe there once.
+        #: Kept for one dataset at a time, so a run never holds every experiment's results.
+        self._fits: dict[FitRequest, Future[FitOutput]] = {}
         # spawn, not fork: a forked child inherits the parent's OpenMP thread pool in a broken state
         self._executor = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                               initializer=_start_worker) if workers > 1 else None)
 
     def add_dataset(self, dataset: Dataset) -> str:
         """The key requests name `dataset` by; its labels are read here once for in-process fits."""
-        return _CACHE.add_dataset(dataset)
+        key = _CACHE.add_dataset(dataset)
+        if any(request.dataset_spec != key for request in self._fits):
+            self._fits.clear()
+        return key
+
+    def started(self, request: FitRequest) -> bool:
+        """Whether this request's fit was already submitted (for this dataset)."""
+        return request in self._fits
 
     def submit(self, request: FitRequest) -> Future[FitOutput]:
+        """The fit of `request`: started now, or the one already started for the same request."""
+        if request not in self._fits:
+            self._fits[request] = self._start(request)
+        return self._fits[request]
+
+    def _start(self, request: FitRequest) -> Future[FitOutput]:
         if self._executor is not None:
             return self._executor.submit(fit_request, request)
         future: Future[FitOutput] = Future()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from stageprobe.datasets import DATA_FAMILIES
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.targets import DecisionRule, Target
 from stageprobe.suites._spec import DeriveInput, ExperimentSpec, ProbeSpec, Suite, thin_stages
@@ -38,7 +39,11 @@ DENSE_BOXES = ProbeSpec("dense-linear", "boxes", controls=("control-task", "chan
 #: whether it reads position. On a 14 px grid it costs ~30 s a fit, so E-Q2.1 reads it only at a ViT
 #: encoder's first and last stage (its decision pair) and their pixel ceiling; a VLM's pre-merge stage
 #: is read in E-Q2.2, and dense-linear covers every block
-CONTEXT_BOXES = ProbeSpec(DECIDING_BOX_PROBE, "boxes", controls=("control-task", "token-shuffle"))
+#: the stages each experiment's verdict and decision matrix read (a VLM's merge pair, a ViT's first and last
+#: stage): where the costly trained probes also fit their controls, so their capacity shows where it is used
+VERDICT_STAGES = ("vision.embed", "vision.final", "vision.pre_merge", "vision.post_merge")
+CONTEXT_BOXES = ProbeSpec(DECIDING_BOX_PROBE, "boxes", controls=("control-task", "token-shuffle"),
+                          control_stages=VERDICT_STAGES)
 EDGE_STAGES = ("vision.embed", "vision.final", "pixels.patch")
 RELATION = ProbeSpec("relation", "relation", controls=POSITIONAL_CONTROLS)
 POOLED_RELATION = ProbeSpec("relation-pooled", "relation", seed_protocol=True)
@@ -54,9 +59,20 @@ MOTION_PROBES = (
     tuple(ProbeSpec(MOTION_PROBE, task, controls=("control-task",)) for task in MOTION_TASKS)
     + tuple(ProbeSpec("temporal-dense", task, controls=POSITIONAL_CONTROLS, seeded=True) for task in MOTION_TASKS)
     + tuple(ProbeSpec("temporal", task, seed_protocol=True) for task in MOTION_TASKS))
+DETAIL_STAGES = ("vision.*", "pixels.*", *LANGUAGE_STAGES)
+DETAIL_PROBES = (
+    ProbeSpec(RECONSTRUCTION_PROBE, "reconstruction", controls=("control-task",)),
+    # the nonlinear variant, where it adds information: either side of the merge
+    ProbeSpec("decoder", "reconstruction", seeded=True, stages=MERGE_STAGES),
+    ProbeSpec("decoder-pooled", "reconstruction", seed_protocol=True, seeded=True, stages=MERGE_STAGES),
+)
+DETAIL_TABLE = ("lpips", "ssim", "psnr", "edge_f1", "gram_gabor", "irs")
 BOX_TABLE = ("iou", "iou_gt_0.5", "iou_gt_0.7", "relation_acc", "patch_class_balanced_acc", "patch_class_acc")
 
 PRE_MERGE, POST_MERGE, LANGUAGE, DETECTION, DETAIL, MOTION = (f"e_q2_{i}" for i in range(1, 7))
+#: E-Q2.5 on real photos (`--data photos=…`), reported apart from the procedural textures the
+#: detail targets are judged on
+PHOTOS = "e_q2_5_photos"
 #: E-Q2.6 on natural images: a crop window panning and zooming across real photos (`--data camera=…`)
 CAMERA = "e_q2_6_camera"
 SPATIAL_EXPERIMENTS = (POST_MERGE, PRE_MERGE, LANGUAGE)
@@ -88,17 +104,16 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
                    skip_metrics=("map",), table_metrics=("iou",), finding=findings.language_decay, label="E-Q2.3"),
     ExperimentSpec(DETECTION, "Detection probe (mAP)", "spatial",
                    ("vision.pre_merge", "vision.post_merge", "vision.final", "pixels.merged", *LANGUAGE_STAGES),
-                   (ProbeSpec("attention", "boxes", controls=POSITIONAL_CONTROLS, seeded=True),),
+                   (ProbeSpec("attention", "boxes", controls=POSITIONAL_CONTROLS, seeded=True,
+                              control_stages=("vision.post_merge", "vision.final")),),
                    max_language_layers=4, table_metrics=("map_50", "map_75", "map", "map_small", "best_match_iou"),
                    finding=findings.detection, label="E-Q2.4"),
-    ExperimentSpec(DETAIL, "Fine-grained detail probe", "detail", ("vision.*", "pixels.*", *LANGUAGE_STAGES),
-                   (ProbeSpec(RECONSTRUCTION_PROBE, "reconstruction", controls=("control-task",)),
-                    # the nonlinear variant, where it adds information: either side of the merge
-                    ProbeSpec("decoder", "reconstruction", seeded=True, stages=MERGE_STAGES),
-                    ProbeSpec("decoder-pooled", "reconstruction", seed_protocol=True, seeded=True,
-                              stages=MERGE_STAGES)),
-                   max_language_layers=3, table_metrics=("lpips", "ssim", "psnr", "edge_f1", "gram_gabor", "irs"),
-                   reads=SPATIAL_EXPERIMENTS, derive=_derive_detail, finding=findings.detail, label="E-Q2.5"),
+    ExperimentSpec(DETAIL, "Fine-grained detail probe", "detail", DETAIL_STAGES, DETAIL_PROBES,
+                   max_language_layers=3, table_metrics=DETAIL_TABLE, reads=SPATIAL_EXPERIMENTS,
+                   derive=_derive_detail, finding=findings.detail, label="E-Q2.5"),
+    ExperimentSpec(PHOTOS, "Fine-grained detail on real photos", "photos", DETAIL_STAGES, DETAIL_PROBES,
+                   max_language_layers=3, table_metrics=DETAIL_TABLE, reads=SPATIAL_EXPERIMENTS,
+                   derive=_derive_detail, finding=findings.detail_photos, label="E-Q2.5 (photos)"),
     ExperimentSpec(MOTION, "Temporal information probe", "motion", MOTION_STAGES, MOTION_PROBES,
                    table_metrics=MOTION_TABLE, finding=findings.motion, label="E-Q2.6"),
     ExperimentSpec(CAMERA, "Temporal probe on camera motion over real photos", "camera", MOTION_STAGES,
@@ -141,10 +156,10 @@ SUITE = Suite(
     experiments=EXPERIMENTS,
     targets=TARGETS,
     decision=DECISION,
-    data={"spatial": "shapes", "detail": "textures", "motion": "motion", "camera": "pan"},
-    sizes={"quick": {"spatial": 160, "detail": 48, "motion": 96, "camera": 96},
-           "default": {"spatial": 600, "detail": 240, "motion": 400, "camera": 200},
-           "full": {"spatial": 2000, "detail": 600, "motion": 1200, "camera": 600}},
+    data=DATA_FAMILIES,  # type: ignore[arg-type]
+    sizes={"quick": {"spatial": 160, "detail": 48, "photos": 48, "motion": 96, "camera": 96},
+           "default": {"spatial": 600, "detail": 160, "photos": 120, "motion": 400, "camera": 200},
+           "full": {"spatial": 2000, "detail": 600, "photos": 300, "motion": 1200, "camera": 600}},
     #: `--quick` reads a few evenly spaced blocks and layers: a smoke test of every code path
     quick_stage_limits={"vision.block.": 3, "language.layer.": 2},
     #: ... and trains the gradient-trained probes for fewer epochs (their numbers are then a floor)
@@ -153,6 +168,9 @@ SUITE = Suite(
            "token's own raster position, so shuffling tokens changes nothing it could tell apart; it is run for "
            "the probes that carry their own position code (dense-context's 3×3 neighbourhood, relation, "
            "attention, temporal-dense).",
+           "The trained box probes fit their controls where verdicts are read, not at every stage: dense-context at "
+           "the merge pair (a ViT's first and last stage), the attention probe at the stage mAP is judged at "
+           "(vision.post_merge, a ViT's vision.final). A --verdict-stage elsewhere has no control rows there.",
            "token-flow reads motion inside and between tokens; token shuffle does not hide motion within a "
            "token, so its control is the control task only.",
            "Reference rows (control `reference`) score known degradations of the detail test images — identity, "

@@ -122,6 +122,22 @@ def detail(inputs: FindingInput) -> str:
     return "; ".join(parts) + "."
 
 
+def detail_photos(inputs: FindingInput) -> str:
+    """Real photos are reported beside the detail targets (judged on E-Q2.5's procedural textures):
+    each reconstruction metric at the stage and probe those targets are judged at."""
+    verdict = inputs.verdicts.get("lpips") or inputs.verdicts.get("edge_f1")
+    if verdict is None or verdict.row is None:
+        return "No stage reported reconstruction of real photos."
+    experiment = [r.experiment for r in inputs.rows[:1]]
+    found = {label: row_at(inputs.rows, metric, verdict.target.probe, verdict.row.stage, experiment)
+             for metric, label in (("lpips", "LPIPS"), ("edge_f1", "edge F1"), ("ssim", "SSIM"), ("irs", "IRS"))}
+    parts = [_at(row, label) for label, row in found.items() if row is not None]
+    if not parts:
+        return f"No reconstruction of real photos was measured at {verdict.row.stage}."
+    return ("Real photos (test crops come only from photos no train crop comes from; the CI resamples crops, "
+            "so with few test photos it understates photo-to-photo spread): " + "; ".join(parts) + ".")
+
+
 def motion(inputs: FindingInput) -> str:
     return "; ".join(_verdict_parts(("direction_acc", "speed_acc", "order_acc"), inputs)) + "."
 

@@ -1,0 +1,47 @@
+"""Where a `stageprobe run` spent its time, from the timing each experiment records.
+
+Every experiment's JSON under RUN_DIR/experiments keeps its wall seconds (extraction, fits, derived
+rows, artifacts) and each probe fit's worker seconds (controls and probe seeds included; a fit an
+earlier experiment already made on the same data counts once).
+
+Run: python benchmarks/run_times.py RUN_DIR [--by probe|stage]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+
+def load_timings(run_dir: Path) -> dict[str, dict]:
+    """Experiment id → its recorded timing, in the order the run wrote them."""
+    files = sorted((run_dir / "experiments").glob("e_*.json"), key=lambda p: p.stat().st_mtime)
+    return {p.stem: json.loads(p.read_text()).get("timing", {}) for p in files}
+
+
+def summary(timings: dict[str, dict], by: str) -> list[str]:
+    lines = [f"{'experiment':<16} {'wall s':>8} {'fits':>5} {'fit s':>8}  largest by {by} (fit s)"]
+    for experiment, timing in timings.items():
+        fits = timing.get("fits", [])
+        groups: dict[str, float] = defaultdict(float)
+        for fit in fits:
+            groups[fit[by]] += fit["seconds"]
+        top = ", ".join(f"{k} {v:.0f}" for k, v in sorted(groups.items(), key=lambda kv: -kv[1])[:3])
+        fit_seconds = sum(f["seconds"] for f in fits)
+        count = sum(f["fits"] for f in fits if not f["reused"])
+        lines.append(f"{experiment:<16} {timing.get('seconds', float('nan')):>8.1f} {count:>5} {fit_seconds:>8.1f}  {top}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--by", choices=("probe", "stage", "variant"), default="probe")
+    args = parser.parse_args()
+    print("\n".join(summary(load_timings(args.run_dir), args.by)))
+
+
+if __name__ == "__main__":
+    main()
