@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from stageprobe.metrics import CocoDetectionEval, Detections, GroundTruth
-from stageprobe.stats import bootstrap_ci, bootstrap_map_ci, paired_bootstrap_diff, paired_bootstrap_map_diff
+from stageprobe.stats import (
+    bootstrap_ci,
+    bootstrap_map_ci,
+    bootstrap_map_cis,
+    paired_bootstrap_diff,
+    paired_bootstrap_map_diff,
+)
 
 
 def test_bootstrap_ci_covers_true_mean_in_at_least_90_percent_of_trials() -> None:
@@ -57,6 +63,15 @@ def test_map_bootstrap_interval_contains_estimate() -> None:
     ci = bootstrap_map_ci(ev, "map_75", n_resamples=300, seed=0)
     assert ci.low <= ci.estimate <= ci.high
     assert 0 < ci.high - ci.low < 0.5
+
+
+def test_map_cis_from_shared_draws_equal_one_metric_at_a_time() -> None:
+    ev = _detection_eval(noise=10, seed=1)
+    together = bootstrap_map_cis(ev, ["map_50", "map_75", "map_50_95"], n_resamples=200, seed=3)
+    for metric, ci in together.items():
+        assert ci == bootstrap_map_ci(ev, metric, n_resamples=200, seed=3)
+    # the estimate is COCOeval's own number
+    assert together["map_75"].estimate == ev.summary()["map_75"]
 
 
 def test_paired_map_diff_sees_better_predictions() -> None:

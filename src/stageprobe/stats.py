@@ -8,6 +8,7 @@ matching with resampled image multiplicities (`CocoDetectionEval.resampled`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,10 +78,18 @@ def paired_bootstrap_diff(a: np.ndarray, b: np.ndarray, n_resamples: int = 1000,
 def bootstrap_map_ci(evaluation: CocoDetectionEval, metric: str = "map_50", n_resamples: int = 1000,
                      seed: int = 0, confidence: float = 0.95) -> BootstrapCI:
     """CI of a COCO detection metric, resampling test images and re-accumulating."""
-    estimate = evaluation.summary()[metric]
+    return bootstrap_map_cis(evaluation, [metric], n_resamples, seed, confidence)[metric]
+
+
+def bootstrap_map_cis(evaluation: CocoDetectionEval, metrics: Sequence[str], n_resamples: int = 1000,
+                      seed: int = 0, confidence: float = 0.95) -> dict[str, BootstrapCI]:
+    """CIs of several COCO detection metrics from one set of resamples: each draw re-accumulates the
+    matching once and gives all six stats, so asking for them together costs what one costs."""
+    summary = evaluation.summary()
     counts = _counts(np.random.default_rng(seed), evaluation.n_images, n_resamples)
-    stats = np.array([evaluation.resampled(c)[metric] for c in counts])
-    return _interval(estimate, stats, evaluation.n_images, confidence, n_resamples)
+    draws = [evaluation.resampled(c) for c in counts]
+    return {metric: _interval(summary[metric], np.array([d[metric] for d in draws]), evaluation.n_images,
+                              confidence, n_resamples) for metric in metrics}
 
 
 def paired_bootstrap_map_diff(a: CocoDetectionEval, b: CocoDetectionEval, metric: str = "map_50",

@@ -186,15 +186,13 @@ class CocoDetectionEval:
             w = weights[t["img"]]
             tp = np.cumsum(t["tp"] * w, axis=1)
             fp = np.cumsum(t["fp"] * w, axis=1)
-            precision = np.zeros((len(p.iouThrs), len(rec_thrs)))
-            for thr in range(len(p.iouThrs)):
-                rc = tp[thr] / npig
-                pr = tp[thr] / (tp[thr] + fp[thr] + np.spacing(1))
-                pr = np.maximum.accumulate(pr[::-1])[::-1]
-                idx = np.searchsorted(rc, rec_thrs, side="left")
-                valid = idx < len(pr)
-                precision[thr, valid] = pr[idx[valid]]
-            per_area[area_name].append(precision)
+            recall = tp / npig
+            # COCOeval's interpolation: precision made non-increasing from the right, then read at the
+            # first detection reaching each recall threshold (0 where none does)
+            pr = np.maximum.accumulate((tp / (tp + fp + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+            pr = np.concatenate([pr, np.zeros((len(pr), 1))], axis=1)
+            idx = np.stack([np.searchsorted(row, rec_thrs, side="left") for row in recall])
+            per_area[area_name].append(np.take_along_axis(pr, idx, axis=1))
         out = {}
         iou_50 = int(np.argmin(np.abs(p.iouThrs - 0.5)))
         iou_75 = int(np.argmin(np.abs(p.iouThrs - 0.75)))

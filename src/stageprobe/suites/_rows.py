@@ -17,7 +17,7 @@ from stageprobe.metrics._catalog import metric_info, report_name
 from stageprobe.probes import ProbeResult
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.targets import VALIDATION
-from stageprobe.stats import bootstrap_ci, bootstrap_map_ci, paired_bootstrap_diff
+from stageprobe.stats import bootstrap_ci, bootstrap_map_cis, paired_bootstrap_diff
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
     the test images with a finite score."""
     first = results[0]
     rows = []
+    map_cis = (bootstrap_map_cis(first.detection, [m for m in first.metrics if m.startswith("map") and _kept(m, skip)],
+                                 n_bootstrap, seed) if first.detection is not None else {})
     for raw, value in first.metrics.items():
         if not _kept(raw, skip):
             continue
@@ -77,9 +79,8 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
                 # the mean of the per-image scores, so the value always sits inside its own CI
                 ci = bootstrap_ci(per_seed[0], n_bootstrap, seed)
                 value, low, high = ci.estimate, ci.low, ci.high
-        elif raw.startswith("map") and first.detection is not None:
-            ci = bootstrap_map_ci(first.detection, raw, n_bootstrap, seed)
-            low, high, n = ci.low, ci.high, ci.n
+        elif raw in map_cis:
+            low, high, n = map_cis[raw].low, map_cis[raw].high, map_cis[raw].n
         rows.append(label.row(metric, value=value, ci_low=low, ci_high=high, n=n, note=note))
     for raw, reason in first.unavailable.items():
         if _kept(raw, skip):
