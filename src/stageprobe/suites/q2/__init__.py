@@ -35,16 +35,16 @@ POSITIONAL_CONTROLS = ("control-task", "token-shuffle")
 
 POOLED_BOXES = ProbeSpec("pooled-linear", "boxes", seed_protocol=True)
 DENSE_BOXES = ProbeSpec("dense-linear", "boxes", controls=("control-task", "chance"))
-#: the deciding box probe; its 3×3 neighbourhood gives it a position code, so token shuffle tells
-#: whether it reads position. On a 14 px grid it costs ~30 s a fit, so E-Q2.1 reads it only at a ViT
-#: encoder's first and last stage (its decision pair) and their pixel ceiling; a VLM's pre-merge stage
-#: is read in E-Q2.2, and dense-linear covers every block
 #: the stages each experiment's verdict and decision matrix read (a VLM's merge pair, a ViT's first and last
 #: stage): where the costly trained probes also fit their controls, so their capacity shows where it is used
 VERDICT_STAGES = ("vision.embed", "vision.final", "vision.pre_merge", "vision.post_merge")
 CONTEXT_BOXES = ProbeSpec(DECIDING_BOX_PROBE, "boxes", controls=("control-task", "token-shuffle"),
                           control_stages=VERDICT_STAGES)
-EDGE_STAGES = ("vision.embed", "vision.final", "pixels.patch")
+#: the deciding box probe; its 3×3 neighbourhood gives it a position code, so token shuffle tells
+#: whether it reads position. On a 14 px grid it costs ~30 s a fit, so E-Q2.1 reads it only at the decision
+#: pair's first stage (a ViT's first and last, a VLM's pre-merge: the fit E-Q2.2 then reuses) and its pixel
+#: ceiling; dense-linear covers every block
+EDGE_STAGES = ("vision.embed", "vision.final", "vision.pre_merge", "pixels.patch")
 RELATION = ProbeSpec("relation", "relation", controls=POSITIONAL_CONTROLS)
 POOLED_RELATION = ProbeSpec("relation-pooled", "relation", seed_protocol=True)
 
@@ -61,7 +61,7 @@ MOTION_PROBES = (
     + tuple(ProbeSpec("temporal", task, seed_protocol=True) for task in MOTION_TASKS))
 DETAIL_STAGES = ("vision.*", "pixels.*", *LANGUAGE_STAGES)
 DETAIL_PROBES = (
-    ProbeSpec(RECONSTRUCTION_PROBE, "reconstruction", controls=("control-task",)),
+    ProbeSpec(RECONSTRUCTION_PROBE, "reconstruction", controls=("control-task",), control_stages=VERDICT_STAGES),
     # the nonlinear variant, where it adds information: either side of the merge
     ProbeSpec("decoder", "reconstruction", seeded=True, stages=MERGE_STAGES),
     ProbeSpec("decoder-pooled", "reconstruction", seed_protocol=True, seeded=True, stages=MERGE_STAGES),
@@ -168,9 +168,10 @@ SUITE = Suite(
            "token's own raster position, so shuffling tokens changes nothing it could tell apart; it is run for "
            "the probes that carry their own position code (dense-context's 3×3 neighbourhood, relation, "
            "attention, temporal-dense).",
-           "The trained box probes fit their controls where verdicts are read, not at every stage: dense-context at "
-           "the merge pair (a ViT's first and last stage), the attention probe at the stage mAP is judged at "
-           "(vision.post_merge, a ViT's vision.final). A --verdict-stage elsewhere has no control rows there.",
+           "dense-context and recon-linear fit their control task at the stages verdicts are read at (the merge "
+           "pair; a ViT's first and last stage), the attention probe at the stage mAP is judged at "
+           "(vision.post_merge, a ViT's vision.final), not at every stage. A --verdict-stage elsewhere has no "
+           "control rows there.",
            "token-flow reads motion inside and between tokens; token shuffle does not hide motion within a "
            "token, so its control is the control task only.",
            "Reference rows (control `reference`) score known degradations of the detail test images — identity, "

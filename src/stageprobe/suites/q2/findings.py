@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from stageprobe.report.fmt import fmt, fmt_row
 from stageprobe.report.schema import MetricRow, sort_stages
-from stageprobe.report.targets import best_row, row_at
+from stageprobe.report.targets import Verdict, best_row, row_at
 from stageprobe.suites._spec import FindingInput
 
 POOLED = "pooled-linear"
@@ -20,6 +20,8 @@ def _box_probe(inputs: FindingInput) -> str:
 
 
 def _at(row: MetricRow | None, what: str) -> str:
+    if row is not None and row.value is None and row.unavailable_reason:
+        return f"{what}: unavailable"
     if row is None or row.value is None:
         return f"{what}: not measured"
     return f"{what} {fmt_row(row)} at {row.stage} ({row.probe})"
@@ -109,11 +111,16 @@ def detection(inputs: FindingInput) -> str:
     return "; ".join(parts) + "." if parts else "No stage reported mAP@0.5."
 
 
+def _first_judged(inputs: FindingInput, keys: Sequence[str]) -> Verdict | None:
+    """The first of these targets that was measured at its verdict stage (LPIPS may be unavailable)."""
+    return next((v for v in (inputs.verdicts.get(k) for k in keys) if v is not None and v.row is not None), None)
+
+
 def detail(inputs: FindingInput) -> str:
     parts = _verdict_parts(("lpips", "edge_f1", "irs"), inputs)
     parts.append("IRS combines the box IoU measured on the spatial data (shapes or --data spatial) with LPIPS and "
                  "edge F1 measured on the detail data (textures or --data detail), its CI resampling both test sets")
-    verdict = inputs.verdicts.get("lpips") or inputs.verdicts.get("edge_f1")
+    verdict = _first_judged(inputs, ("lpips", "edge_f1"))
     if verdict is not None and verdict.row is not None:
         for metric, label in (("ssim", "SSIM"), ("gram_gabor", "Gram distance")):
             row = row_at(inputs.rows, metric, verdict.row.probe, verdict.row.stage, [verdict.row.experiment])
@@ -125,7 +132,7 @@ def detail(inputs: FindingInput) -> str:
 def detail_photos(inputs: FindingInput) -> str:
     """Real photos are reported beside the detail targets (judged on E-Q2.5's procedural textures):
     each reconstruction metric at the stage and probe those targets are judged at."""
-    verdict = inputs.verdicts.get("lpips") or inputs.verdicts.get("edge_f1")
+    verdict = _first_judged(inputs, ("lpips", "edge_f1"))
     if verdict is None or verdict.row is None:
         return "No stage reported reconstruction of real photos."
     experiment = [r.experiment for r in inputs.rows[:1]]
