@@ -111,3 +111,30 @@ def test_metric_value_needs_value_xor_reason() -> None:
         MetricValue("x", None)
     with pytest.raises(ValueError):
         MetricValue("x", 1.0, "both")
+
+
+def _direct_gram_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """gram_gabor by the definition: scipy's direct reflect-mode convolution with skimage's Gabor kernels."""
+    from skimage.color import rgb2gray
+    from skimage.filters import gabor_kernel
+
+    def gram(image: np.ndarray) -> np.ndarray:
+        grey = rgb2gray(image)
+        kernels = [np.real(gabor_kernel(f, theta=t)) for f in (0.1, 0.2, 0.3) for t in np.arange(4) * np.pi / 4]
+        maps = np.stack([(grey - grey.mean()).ravel()]
+                        + [ndimage.convolve(grey, k, mode="reflect").ravel() for k in kernels])
+        return maps @ maps.T / maps.shape[1]
+
+    ga, gb = gram(a), gram(b)
+    return float(np.linalg.norm(ga - gb) / (np.linalg.norm(ga) + np.linalg.norm(gb)))
+
+
+def test_gram_distance_equals_the_direct_convolution_definition() -> None:
+    reference = _photo("coffee")[:96, :80]
+    blurred = ndimage.gaussian_filter(reference, sigma=(2, 2, 0))
+    other = _photo("chelsea")[:96, :80]
+    for recon in (blurred, other):
+        assert gram_distance(reference, recon) == pytest.approx(_direct_gram_distance(reference, recon), rel=1e-9)
+    # the reference-side cache never answers for different content
+    assert gram_distance(other, reference) == pytest.approx(_direct_gram_distance(other, reference), rel=1e-9)
+    assert gram_distance(reference, blurred) < gram_distance(reference, other)
