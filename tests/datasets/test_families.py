@@ -33,7 +33,7 @@ def test_bad_values(values: list[str], message: str) -> None:
 def test_run_refuses_an_unknown_key_with_exit_code_2(tmp_path) -> None:
     result = CliRunner().invoke(app, ["run", "--data", "pixels=shapes", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
-    assert "the keys are: spatial, detail, motion" in result.output
+    assert "the keys are: spatial, detail, photos, motion, camera" in result.output
     assert not (tmp_path / "run").exists()
 
 

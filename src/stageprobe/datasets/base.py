@@ -99,7 +99,13 @@ class Dataset(ABC):
         return [i for i in range(len(self)) if self.sample_split(i) == split]
 
     def content_hash(self) -> str:
-        """sha256 over every sample's pixels and targets: two stores of the same data share it."""
+        """sha256 over every sample's pixels and targets: two stores of the same data share it.
+        Computed once per dataset object (a dataset is deterministic: its samples never change)."""
+        if "_content_hash" not in self.__dict__:
+            self.__dict__["_content_hash"] = self._hash_content()
+        return self.__dict__["_content_hash"]
+
+    def _hash_content(self) -> str:
         digest = hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode())
         for sample in self:
             digest.update(sample.key.encode())

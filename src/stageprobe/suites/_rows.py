@@ -61,8 +61,9 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
     the test images with a finite score."""
     first = results[0]
     rows = []
-    map_cis = (bootstrap_map_cis(first.detection, [m for m in first.metrics if m.startswith("map") and _kept(m, skip)],
-                                 n_bootstrap, seed) if first.detection is not None else {})
+    map_metrics = [m for m in first.metrics if m.startswith("map") and _kept(m, skip)]
+    map_cis = (bootstrap_map_cis(first.detection, map_metrics, n_bootstrap, seed)
+               if first.detection is not None and map_metrics else {})
     for raw, value in first.metrics.items():
         if not _kept(raw, skip):
             continue

@@ -164,7 +164,8 @@ SUITE = Suite(
     #: `--quick` reads a few evenly spaced blocks and layers: a smoke test of every code path
     quick_stage_limits={"vision.block.": 3, "language.layer.": 2},
     #: ... and trains the gradient-trained probes for fewer epochs (their numbers are then a floor)
-    quick_probe_options={"decoder": {"epochs": 5}, "decoder-pooled": {"epochs": 5}, "attention": {"epochs": 10}},
+    quick_probe_options={"decoder": {"epochs": 5}, "decoder-pooled": {"epochs": 5}, "attention": {"epochs": 10},
+                         DECIDING_BOX_PROBE: {"epochs": 10}},
     notes=("Token shuffle is not run for dense-linear and recon-linear: each reads a token's target at that "
            "token's own raster position, so shuffling tokens changes nothing it could tell apart; it is run for "
            "the probes that carry their own position code (dense-context's 3×3 neighbourhood, relation, "
