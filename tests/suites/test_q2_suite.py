@@ -33,6 +33,16 @@ def test_token_shuffle_only_where_the_probe_carries_its_own_position_code() -> N
     assert any("not run for dense-linear and recon-linear" in note for note in SUITE.notes)
 
 
+def test_every_target_has_its_probe_controls_at_its_verdict_stage() -> None:
+    """Costly probes may fit their controls at fewer stages, but never skip the stage a verdict reads."""
+    for target in SUITE.targets:
+        for spec in (SUITE.experiment(e) for e in target.experiments):
+            for probe in (p for p in spec.probes if p.probe == target.probe and p.reads(POST)):
+                assert probe.controls_at(POST) == probe.controls, (target.key, spec.id)
+    attention = next(p for p in SUITE.experiment("e_q2_4").probes if p.probe == "attention")
+    assert attention.controls_at("language.layer.3") == () and attention.controls_at(POST)
+
+
 def _inputs(experiment: str, scores: dict[str, Scores]) -> DeriveInput:
     stages = {"vision.pre_merge": StageInfo("vision.pre_merge", 14, 1280, (1, 16, 16), ""),
               POST: StageInfo(POST, 28, 3584, (1, 8, 8), "")}

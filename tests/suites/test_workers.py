@@ -82,3 +82,16 @@ def test_auto_workers_uses_the_cores_on_cpu_and_one_process_on_a_gpu() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ProbePool(0)
 
+
+
+def test_a_request_repeated_on_the_same_data_is_fitted_once(requests: list[FitRequest]) -> None:
+    boxes = requests[0]
+    shapes, textures = load_dataset("shapes", n=60, seed=0), load_dataset("textures", n=40, seed=0)
+    with ProbePool(1) as pool:
+        pool.add_dataset(shapes)
+        first = pool.submit(boxes)
+        assert pool.started(boxes) and pool.submit(boxes) is first
+        assert pool.submit(replace(boxes, control="token-shuffle")) is not first  # a control is its own fit
+        assert first.result().seconds > 0
+        pool.add_dataset(textures)  # another experiment's data: the earlier fits are let go
+        assert not pool.started(boxes)

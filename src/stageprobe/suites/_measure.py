@@ -209,10 +209,7 @@ class Measurement:
         outputs = [f.result() for f in fits.fits]
         results = [o.result for o in outputs]
         control_outputs = {name: future.result() for name, future in fits.controls.items()}
-        outcome.timing["fits"].append({
-            "variant": fits.which, "stage": fits.stage, "probe": fits.probe.probe, "task": fits.probe.task,
-            "fits": len(outputs) + len(control_outputs), "reused": fits.reused,
-            "seconds": 0.0 if fits.reused else round(sum(o.seconds for o in [*outputs, *control_outputs.values()]), 2)})
+        outcome.timing["fits"].append(_fit_timing(fits, [*outputs, *control_outputs.values()]))
         _add(outcome, result_rows(label, results, spec.skip_metrics, nb, seed))
         for metric, values in per_image_scores(results).items():
             outcome.scores[(label.control, label.stage, label.probe, metric)] = values
@@ -226,6 +223,13 @@ class Measurement:
             if name == "control-task":
                 _add(outcome, selectivity_rows(replace(label, control="selectivity"), results[0], controlled,
                                                spec.skip_metrics, nb, seed))
+
+
+def _fit_timing(fits: _StageFits, outputs: Sequence[FitOutput]) -> dict[str, Any]:
+    """One probe's fits at one stage: how many and their worker seconds (0 when an earlier experiment made them)."""
+    seconds = 0.0 if fits.reused else round(sum(o.seconds for o in outputs), 2)
+    return {"variant": fits.which, "stage": fits.stage, "probe": fits.probe.probe, "task": fits.probe.task,
+            "fits": len(outputs), "reused": fits.reused, "seconds": seconds}
 
 
 def _add(outcome: ExperimentOutcome, rows: list[MetricRow]) -> None:
