@@ -48,13 +48,13 @@ def test_bench_json_reports_every_key_with_sane_values() -> None:
 
 def test_seed_protocol_counts_one_forward_per_stage_per_experiment_per_image() -> None:
     pixels = load_model("pixels", device="cpu")
-    # E-Q2.1 reads pixels.patch; 2 and 5 read both; 4, 6 and 6's camera-motion twin read pixels.merged;
-    # 3 reads neither.
-    assert seed_protocol_reads(pixels) == {"pixels.patch": 3, "pixels.merged": 5}
+    # E-Q2.1 reads pixels.patch; 2, 5 and 5's real-photo twin read both; 4, 6 and 6's camera-motion twin
+    # read pixels.merged; 3 reads neither.
+    assert seed_protocol_reads(pixels) == {"pixels.patch": 4, "pixels.merged": 6}
     images = [sample.image for sample in bench_samples(3)]
     seconds, note = time_seed_protocol(pixels, images, seed_images=1)
     assert seconds > 0
-    assert note.startswith("24 batch-1 forwards (8 (experiment, stage) reads × 3 images")
+    assert note.startswith("30 batch-1 forwards (10 (experiment, stage) reads × 3 images")
 
 
 def test_peak_rss_of_an_extract_subprocess(tmp_path: Path) -> None:
