@@ -31,7 +31,8 @@ def summary(timings: dict[str, dict], by: str) -> list[str]:
         top = ", ".join(f"{k} {v:.0f}" for k, v in sorted(groups.items(), key=lambda kv: -kv[1])[:3])
         fit_seconds = sum(f["seconds"] for f in fits)
         count = sum(f["fits"] for f in fits if not f["reused"])
-        lines.append(f"{experiment:<16} {timing.get('seconds', float('nan')):>8.1f} {count:>5} {fit_seconds:>8.1f}  {top}")
+        wall = timing.get("seconds", float("nan"))
+        lines.append(f"{experiment:<16} {wall:>8.1f} {count:>5} {fit_seconds:>8.1f}  {top}")
     return lines
 
 
