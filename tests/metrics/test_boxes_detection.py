@@ -61,10 +61,11 @@ def test_coco_empty_predictions() -> None:
     assert stats["map_50"] == 0.0
 
 
-def test_resampled_accumulate_matches_cocoeval() -> None:
-    rng = np.random.default_rng(0)
+def _noisy_detections(n: int, seed: int = 0) -> tuple[list[GroundTruth], list[Detections]]:
+    """n images of 1–3 objects in 3 classes; per image its objects found with noise plus a spurious box."""
+    rng = np.random.default_rng(seed)
     gts, preds = [], []
-    for _ in range(30):
+    for _ in range(n):
         k = int(rng.integers(1, 4))
         xy = rng.uniform(0, 300, (k, 2))
         wh = rng.uniform(20, 120, (k, 2))
@@ -75,6 +76,11 @@ def test_resampled_accumulate_matches_cocoeval() -> None:
         extra = np.concatenate([xy[:1] + 150, xy[:1] + 190], 1)
         preds.append(_dets(np.concatenate([noisy, extra]), list(rng.uniform(0, 1, k + 1)),
                            list(np.concatenate([labels, [0]]))))
+    return gts, preds
+
+
+def test_resampled_accumulate_matches_cocoeval() -> None:
+    gts, preds = _noisy_detections(30)
     ev = CocoDetectionEval(gts, preds, num_classes=3)
     exact = ev.summary()
     ours = ev.resampled(np.ones(30))
@@ -86,6 +92,21 @@ def test_resampled_accumulate_matches_cocoeval() -> None:
     # Doubling every image leaves precision and recall unchanged.
     doubled = ev.resampled(np.full(30, 2.0))
     assert doubled["map_50"] == pytest.approx(exact["map_50"], abs=1e-9)
+
+
+def test_a_bootstrap_draw_scores_what_cocoeval_gives_the_resampled_images() -> None:
+    """A draw counts image i `counts[i]` times: COCOeval on a dataset holding each image that many
+    times (none for 0) must give the same six stats. Scores are continuous, so copies never tie with
+    another image's detections."""
+    gts, preds = _noisy_detections(25, seed=3)
+    ev = CocoDetectionEval(gts, preds, num_classes=3)
+    for draw in range(5):
+        counts = np.bincount(np.random.default_rng(draw).integers(0, 25, 25), minlength=25)
+        copies = [i for i in range(25) for _ in range(counts[i])]
+        reference = CocoDetectionEval([gts[i] for i in copies], [preds[i] for i in copies], num_classes=3).summary()
+        ours = ev.resampled(counts)
+        for name, value in reference.items():
+            assert ours[name] == pytest.approx(value, abs=1e-12, nan_ok=True), (draw, name)
 
 
 def test_coco_data_through_our_wrapper_equals_pycocotools_on_the_same_files(tmp_path) -> None:

@@ -172,12 +172,6 @@ def synthetic_context(weights_random: bool = True, protocol: str = "stageprobe")
         started_at=datetime(2026, 1, 18, 18, 17, tzinfo=timezone.utc),
         completed_at=datetime(2026, 1, 18, 21, 0, tzinfo=timezone.utc),
         artifacts={"e_q2_1": ["artifacts/premerge_boxes.png"]},
-        training_curves={
-            "e_q2_1/vision.pre_merge/dense-linear": {
-                "train_loss": [1.0, 0.6, 0.4, 0.35],
-                "val_loss": [1.1, 0.7, 0.5, 0.48],
-            }
-        },
     )
 
 

@@ -50,8 +50,8 @@ def test_page_is_self_contained(good_run: Path) -> None:
         assert forbidden not in page.lower()
     assert page.count("<script") == 1  # the inline table sort, nothing else
     sources = re.findall(r'<img src="([^"]+)"', page)
-    # the overlay the runner saved + decay curves, retention vs pixels, heatmap, training curves
-    assert len(sources) == 5
+    # the overlay the runner saved + decay curves, retention vs pixels, heatmap
+    assert len(sources) == 4
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
@@ -100,7 +100,7 @@ def _load_check(page: Path, tmp_path: Path) -> tuple[dict, list[str]]:
 def test_chromium_renders_without_errors(good_run: Path, tmp_path: Path) -> None:
     report, console = _load_check(good_run / "report.html", tmp_path)
     assert console == [] and report["errors"] == []
-    assert len(report["images"]) == 5
+    assert len(report["images"]) == 4
     assert all(i["data"] and i["complete"] and i["width"] > 0 for i in report["images"]), report["images"]
     shot = tmp_path / "screenshot.png"
     done = _chromium(

@@ -39,5 +39,5 @@ def test_offline_logging_writes_a_local_run(
     # so only its presence is checked.
     assert list(run_dirs[0].glob("run-*.wandb"))
     images = sorted(p.name.split("_")[0] for p in run_dirs[0].glob("files/media/images/artifacts/*.png"))
-    assert images == ["decay", "premerge", "retention", "stage", "training"]
+    assert images == ["decay", "premerge", "retention", "stage"]
     assert list(run_dirs[0].glob("files/media/table/metrics_*.table.json"))

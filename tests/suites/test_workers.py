@@ -95,3 +95,16 @@ def test_a_request_repeated_on_the_same_data_is_fitted_once(requests: list[FitRe
         assert first.result().seconds > 0
         pool.add_dataset(textures)  # another experiment's data: the earlier fits are let go
         assert not pool.started(boxes)
+
+
+def test_this_process_leaves_busy_workers_their_cores(requests: list[FitRequest]) -> None:
+    before = torch.get_num_threads()
+    with ProbePool(2) as pool:
+        fit = pool.submit(requests[3])  # a decoder fit: seconds, in a worker just started
+        with pool.cores_left():
+            beside_fits = torch.get_num_threads()
+        fit.result()
+        with pool.cores_left():
+            idle = torch.get_num_threads()
+    assert beside_fits == max(1, before - 2)
+    assert idle == before == torch.get_num_threads()

@@ -36,7 +36,6 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
-from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from stageprobe.datasets._options import check_choice, check_int, image_problem, load_rgb, seeded_subset
 from stageprobe.datasets.base import Dataset, Sample, Split, ranked_splits
@@ -416,6 +415,10 @@ def _stack_boxes(boxes: list[np.ndarray]) -> np.ndarray:
 
 def _processor_canvas(image_size: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """(height, width) Qwen's processor gives an image_size² image; it leaves an image of that size as it is."""
+    # imported here: transformers' image processing pulls in torchvision (2 s), which every probe
+    # worker would otherwise import to read any dataset
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
     try:
         return tuple(smart_resize(image_size, image_size, factor=factor, min_pixels=min_pixels,
                                   max_pixels=max_pixels))  # type: ignore[return-value]

@@ -17,7 +17,6 @@ from stageprobe.report.plots import (
     plot_decay_curves,
     plot_retention_vs_pixels,
     plot_stage_heatmap,
-    save_training_curves,
 )
 from stageprobe.report.results import (
     build_results,
@@ -31,7 +30,6 @@ from stageprobe.report.schema import MetricRow, ResultsFile, RunContext
 DECAY_PLOT = "artifacts/decay_curves.png"
 HEATMAP_PLOT = "artifacts/stage_heatmap.png"
 RETENTION_PLOT = "artifacts/retention_vs_pixels.png"
-TRAINING_PLOT = "artifacts/training_curves.png"
 # Plots derived from metrics.csv alone: `render_report` redraws them so they never go stale.
 DERIVED_PLOTS = {DECAY_PLOT: plot_decay_curves, RETENTION_PLOT: plot_retention_vs_pixels,
                  HEATMAP_PLOT: plot_stage_heatmap}
@@ -67,9 +65,6 @@ def write_run_report(run_dir: str | Path, rows: Sequence[MetricRow], context: Ru
     (run_dir / "artifacts").mkdir(parents=True, exist_ok=True)
     write_metrics_csv(rows, paths.metrics)
     summary = [relative for relative, plot in DERIVED_PLOTS.items() if plot(rows, run_dir / relative)]
-    if context.training_curves:
-        save_training_curves(context.training_curves, run_dir / TRAINING_PLOT)
-        summary.append(TRAINING_PLOT)
     artifacts = {key: list(value) for key, value in context.artifacts.items()}
     artifacts["summary"] = list(dict.fromkeys([*artifacts.get("summary", []), *summary]))
     results = build_results(rows, replace(context, artifacts=artifacts))

@@ -113,8 +113,6 @@ class RunContext:
     """What the report needs to know about a run besides its numbers.
 
     `artifacts` maps an experiment id (or "summary") to paths relative to the run directory.
-    `training_curves` maps a name such as "<experiment>/vision.pre_merge/dense-linear" to named
-    series ({"train_loss": [...], "val_loss": [...]}); `write_run_report` plots them.
     """
 
     model: str
@@ -129,7 +127,6 @@ class RunContext:
     experiment_status: dict[str, ExperimentStatus] = field(default_factory=dict)
     experiment_errors: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, list[str]] = field(default_factory=dict)
-    training_curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     #: `Calibration.to_dict()` when the run was made with `--calibrate`
     calibration: dict[str, Any] | None = None
     executed_by: str = ""

@@ -25,11 +25,11 @@ class BestFit:
     result: ProbeResult
 
 
-def _draw(result: ProbeResult, samples: list[Sample], path: Path, title: str) -> bool:
-    by_key = {sample.key: sample for sample in samples}
-    # the test split in dataset order: the order every probe's predictions are in
-    test_keys = [s.key for s in samples if s.split == "test"]
-    test_targets = [s.target for s in samples if s.split == "test"]
+def _draw(result: ProbeResult, test: list[Sample], path: Path, title: str) -> bool:
+    """`test`: the test split in dataset order, the order every probe's predictions are in."""
+    by_key = {sample.key: sample for sample in test}
+    test_keys = [s.key for s in test]
+    test_targets = [s.target for s in test]
     predictions, shown = result.predictions, min(8, len(test_keys))
     if "detections" in predictions:
         images = [by_key[key].image for key in test_keys[:shown]]
@@ -55,14 +55,26 @@ def _draw(result: ProbeResult, samples: list[Sample], path: Path, title: str) ->
     return True
 
 
-def draw_best_fits(experiment: str, best: dict[str, BestFit], samples: list[Sample], artifacts_dir: Path,
+def draw_training_curves(experiment: str, curves: dict[str, dict[str, list[float]]], artifacts_dir: Path,
+                         run_dir: Path) -> list[str]:
+    """The experiment's probe validation curves: a panel per probe and task, a line per stage. Drawn
+    as the experiment finishes, while the workers fit the next ones, not all at the end of the run."""
+    if not curves:
+        return []
+    path = artifacts_dir / f"{experiment}_training_curves.png"
+    plots.save_training_curves(curves, path, title=f"{experiment}: probe validation curves (one line per stage; "
+                                                   "light = early, dark = late)")
+    return [str(path.relative_to(run_dir))]
+
+
+def draw_best_fits(experiment: str, best: dict[str, BestFit], test: list[Sample], artifacts_dir: Path,
                    run_dir: Path) -> list[str]:
     """One figure per probe at its best-on-validation stage, and `<experiment>_analysis.json`."""
     written: list[str] = []
     for key, fit in best.items():
         path = artifacts_dir / f"{experiment}_{key.replace('/', '_')}_{fit.stage}.png"
         title = f"{experiment} {fit.result.probe} ({fit.result.task}) at {fit.stage} (best on validation)"
-        if _draw(fit.result, samples, path, title):
+        if _draw(fit.result, test, path, title):
             written.append(str(path.relative_to(run_dir)))
     analysis = {key: {"best_stage_on_validation": fit.stage} for key, fit in best.items()}
     (artifacts_dir / f"{experiment}_analysis.json").write_text(json.dumps(analysis, indent=2))

@@ -30,7 +30,7 @@ from stageprobe.features.store import FeatureStore
 from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.models import StageModel, select_stages
 from stageprobe.report.schema import MetricRow
-from stageprobe.suites._artifacts import BestFit, draw_best_fits
+from stageprobe.suites._artifacts import BestFit, draw_best_fits, draw_training_curves
 from stageprobe.suites._rows import FitLabel, per_image_scores, result_rows, selectivity_rows, validation_rows
 from stageprobe.suites._spec import DeriveInput, ExperimentSpec, Family, ProbeSpec, Scores, probes_for, thin_stages
 from stageprobe.suites.workers import FitOutput, FitRequest, ProbePool
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 console = Console(stderr=True)
 #: a model variant's name in the rows' `control` column
 VARIANT_CONTROL = {"main": "none", "pixels": "pixels", "random-init": "random-init"}
+#: experiments started ahead of the one being collected (each holds its fits' results until collected)
+LOOKAHEAD = 2
 
 
 @dataclass
@@ -68,6 +70,16 @@ class _StageFits:
     reused: bool = False
 
 
+@dataclass
+class ExperimentInFlight:
+    """An experiment whose features are extracted and whose fits are submitted, in submission order."""
+
+    spec: ExperimentSpec
+    fits: list[_StageFits]
+    #: `time.perf_counter()` when it started
+    started: float
+
+
 class Measurement:
     """Features and probe fits of a suite's experiments for the model variants `model_of` gives."""
 
@@ -85,6 +97,7 @@ class Measurement:
         #: fit each probe's own controls (control task, chance, token shuffle) on the main model
         self.probe_controls = probe_controls
         self._datasets: dict[str, Dataset] = {}
+        self._last_finished = 0.0
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -139,43 +152,73 @@ class Measurement:
 
     # -- probing ---------------------------------------------------------------------------
 
-    def run_experiment(self, spec: ExperimentSpec, previous: Mapping[str, ExperimentOutcome]) -> ExperimentOutcome:
-        """Every probe at every stage of every variant, then the spec's derived metrics."""
+    def run_experiments(self, specs: Sequence[ExperimentSpec], outcomes: dict[str, ExperimentOutcome],
+                        done: Callable[[ExperimentSpec, ExperimentOutcome], None] = lambda _spec, _outcome: None
+                        ) -> None:
+        """Run `specs` in order into `outcomes`, calling `done` as each finishes. Up to `LOOKAHEAD`
+        later experiments are started (features extracted, fits submitted) before one is collected, so
+        the workers fit them while this process extracts, derives, draws and saves; rows and scores are
+        the same as one at a time (every fit seeds itself and results are read in order)."""
+        in_flight: deque[ExperimentInFlight] = deque()
+        for spec in specs:
+            try:
+                in_flight.append(self.start_experiment(spec))
+            except Exception:
+                while in_flight:  # keep what was measured before the error
+                    self._finish_into(in_flight.popleft(), outcomes, done)
+                raise
+            while len(in_flight) > LOOKAHEAD:
+                self._finish_into(in_flight.popleft(), outcomes, done)
+        while in_flight:
+            self._finish_into(in_flight.popleft(), outcomes, done)
+
+    def _finish_into(self, in_flight: ExperimentInFlight, outcomes: dict[str, ExperimentOutcome],
+                     done: Callable[[ExperimentSpec, ExperimentOutcome], None]) -> None:
+        outcomes[in_flight.spec.id] = self.finish_experiment(in_flight, outcomes)
+        done(in_flight.spec, outcomes[in_flight.spec.id])
+
+    def start_experiment(self, spec: ExperimentSpec) -> ExperimentInFlight:
+        """Extract the features `spec` reads and submit every probe fit (and control) on them: a model
+        variant's fits as soon as its features are there, so they run while the next variant extracts."""
+        self.say(f"[bold]{spec.id}[/] {spec.title}")
         started = time.perf_counter()
-        outcome = ExperimentOutcome(rows=[], timing={"fits": []})
-        dataset = self.dataset(spec.family)
-        dataset_key = self.pool.add_dataset(dataset)
-        best: dict[str, BestFit] = {}
-        # extraction first: its own progress bar cannot nest inside the probing one
-        plan = [(which, self.store(which, spec.family), self.experiment_stages(spec, which))
-                for which in self.variants() if self.experiment_stages(spec, which)]
+        dataset_key = self.pool.add_dataset(self.dataset(spec.family))
         probes = probes_for(spec, self.config.protocol)
+        fits: list[_StageFits] = []
+        for which in self.variants():
+            stages = self.experiment_stages(spec, which)
+            if not stages:
+                continue
+            with self.pool.cores_left():
+                store = self.store(which, spec.family)
+            fits += [self._submit(which, store, stage, probe, dataset_key)
+                     for stage in stages for probe in probes if probe.reads(stage)]
+        return ExperimentInFlight(spec, fits, started)
+
+    def finish_experiment(self, in_flight: ExperimentInFlight,
+                          previous: Mapping[str, ExperimentOutcome]) -> ExperimentOutcome:
+        """Collect the experiment's fits in submission order, then its derived metrics and figures."""
+        spec = in_flight.spec
+        outcome = ExperimentOutcome(rows=[], timing={"fits": []})
+        best: dict[str, BestFit] = {}
         with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console,
                       disable=self.quiet) as progress:
-            total = sum(probe.reads(stage) for _, _, stages in plan for stage in stages for probe in probes)
-            task = progress.add_task(f"{spec.id} probes", total=total)
-
-            def collect(fits: _StageFits) -> None:
+            task = progress.add_task(f"{spec.id} probes", total=len(in_flight.fits))
+            for fits in in_flight.fits:
                 progress.update(task, description=f"{spec.id} {fits.probe.probe} @ {fits.stage} ({fits.which})")
                 self._collect(spec, fits, outcome, best)
                 progress.advance(task)
-
-            # Fits run ahead on the workers; results are read in submission order, so the rows are
-            # the same whatever the number of workers. The window bounds the results held at once.
-            window: deque[_StageFits] = deque()
-            for which, store, stages in plan:
-                for stage in stages:
-                    for probe in (p for p in probes if p.reads(stage)):
-                        window.append(self._submit(which, store, stage, probe, dataset_key))
-                        while len(window) > 2 * self.pool.workers:
-                            collect(window.popleft())
-            while window:
-                collect(window.popleft())
         if spec.derive is not None:
             outcome.rows += spec.derive(self._derive_input(spec, outcome, previous))
         if self.artifacts_dir is not None and self.run_dir is not None:
-            outcome.artifacts += draw_best_fits(spec.id, best, list(dataset), self.artifacts_dir, self.run_dir)
-        outcome.timing["seconds"] = round(time.perf_counter() - started, 2)
+            dataset = self.dataset(spec.family)
+            test = [dataset[i] for i in dataset.split_indices("test")]  # renders no other sample
+            outcome.artifacts += draw_best_fits(spec.id, best, test, self.artifacts_dir, self.run_dir)
+            outcome.artifacts += draw_training_curves(spec.id, outcome.curves, self.artifacts_dir, self.run_dir)
+        # the wall time the run spent on this experiment: from its start or the previous one's end
+        finished = time.perf_counter()
+        outcome.timing["seconds"] = round(finished - max(in_flight.started, self._last_finished), 2)
+        self._last_finished = finished
         return outcome
 
     def _derive_input(self, spec: ExperimentSpec, outcome: ExperimentOutcome,
@@ -256,8 +299,7 @@ def measure(model: StageModel, specs: Sequence[ExperimentSpec], config: RunConfi
     measurement = Measurement(config.model_copy(update={"controls": False}), lambda _which: model,
                               work_dir / "features", pool=pool, quiet=True, probe_controls=False)
     outcomes: dict[str, ExperimentOutcome] = {}
-    for spec in specs:
-        outcomes[spec.id] = measurement.run_experiment(spec, outcomes)
+    measurement.run_experiments(specs, outcomes)
     return outcomes
 
 

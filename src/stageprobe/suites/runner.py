@@ -32,7 +32,7 @@ from stageprobe.report.render import ReportPaths, write_run_report
 from stageprobe.report.schema import RunContext
 from stageprobe.suites import SUITES, get_suite
 from stageprobe.suites._measure import ExperimentOutcome, Measurement, environment, load_outcome, save_outcome
-from stageprobe.suites._spec import Family, Suite
+from stageprobe.suites._spec import ExperimentSpec, Family, Suite
 from stageprobe.suites.workers import ProbePool, auto_workers
 
 __all__ = ["ExperimentOutcome", "Measurement", "RunConfig", "StudyRun", "default_run_dir", "environment",
@@ -251,7 +251,7 @@ class StudyRun:
     def _run_experiments(self) -> tuple[dict[str, ExperimentOutcome], dict[str, str], bool]:
         outcomes: dict[str, ExperimentOutcome] = {}
         status: dict[str, str] = {}
-        all_kept = True
+        to_run: list[ExperimentSpec] = []
         for experiment in self.selected():
             spec = self.suite.experiment(experiment)
             done = self.experiments_dir / f"{spec.id}.json"
@@ -259,18 +259,21 @@ class StudyRun:
                 outcomes[spec.id] = load_outcome(done)
                 status[spec.id] = "completed"
                 self.measurement.say(f"[dim]{spec.id}: finished earlier, kept[/]")
-                continue
-            if not self.measurement.experiment_stages(spec, "main"):
+            elif not self.measurement.experiment_stages(spec, "main"):
                 status[spec.id] = "skipped"
                 outcomes[spec.id] = ExperimentOutcome(rows=[])
                 self.measurement.say(f"{spec.id}: skipped ({self.config.model} has no stage it reads)")
-                continue
-            all_kept = False
-            self.measurement.say(f"[bold]{spec.id}[/] {spec.title}")
-            outcomes[spec.id] = self.measurement.run_experiment(spec, outcomes)
+            else:
+                to_run.append(spec)
+
+        def save(spec: ExperimentSpec, outcome: ExperimentOutcome) -> None:
             status[spec.id] = "completed"
-            save_outcome(done, outcomes[spec.id])
-        return outcomes, status, all_kept
+            save_outcome(self.experiments_dir / f"{spec.id}.json", outcome)
+
+        self.measurement.run_experiments(to_run, outcomes, save)
+        # the report lists experiments in suite order, whatever order they finished in
+        ordered = {e: outcomes[e] for e in self.selected() if e in outcomes}
+        return ordered, {e: status[e] for e in self.selected() if e in status}, not to_run
 
     def report(self, outcomes: dict[str, ExperimentOutcome], status: dict[str, str],
                all_kept: bool = False, calibration: dict[str, Any] | None = None) -> ReportPaths:
@@ -295,7 +298,6 @@ class StudyRun:
             completed_at=completed_at,
             experiment_status=status,  # type: ignore[arg-type]
             artifacts={k: o.artifacts for k, o in outcomes.items()},
-            training_curves={k: v for o in outcomes.values() for k, v in o.curves.items()},
             executed_by=f"stageprobe {stageprobe.__version__}",
             calibration=calibration,
         )

@@ -12,12 +12,14 @@ results in submission order, so a run gives the same numbers with one worker or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,6 +154,20 @@ def _start_worker() -> None:
         signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers are forked from a fork server that has imported this module (torch, the probes) once and
+    never ran an OpenMP op: a child forked from this process would inherit its OpenMP thread pool in a
+    broken state, and a spawned one spends seconds importing torch before its first fit. The server
+    starts now, so it imports while this process extracts the first features. Spawn where there is no
+    fork server (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    multiprocessing.forkserver.ensure_running()
+    return context
+
+
 def auto_workers(device: torch.device) -> int:
     """One process per available core (up to `MAX_AUTO_WORKERS`) on CPU; one on a GPU, which runs
     each fit fast and whose memory several processes would each claim a share of."""
@@ -172,13 +188,15 @@ class ProbePool:
         #: (E-Q2.1 and E-Q2.2 both read `vision.pre_merge` and `pixels.patch`) fit each probe there once.
         #: Kept for one dataset at a time, so a run never holds every experiment's results.
         self._fits: dict[FitRequest, Future[FitOutput]] = {}
-        # spawn, not fork: a forked child inherits the parent's OpenMP thread pool in a broken state
-        self._executor = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                              initializer=_start_worker) if workers > 1 else None)
+        #: submitted fits not yet known to be done (any dataset)
+        self._running: list[Future[FitOutput]] = []
+        self._executor = (ProcessPoolExecutor(workers, mp_context=_worker_context(), initializer=_start_worker)
+                          if workers > 1 else None)
 
     def add_dataset(self, dataset: Dataset) -> str:
-        """The key requests name `dataset` by; its labels are read here once for in-process fits."""
-        key = _CACHE.add_dataset(dataset)
+        """The key requests name `dataset` by; for in-process fits its labels are read here, once
+        (worker processes read their own)."""
+        key = _CACHE.add_dataset(dataset) if self._executor is None else dataset_key(dataset)
         if any(request.dataset_spec != key for request in self._fits):
             self._fits.clear()
         return key
@@ -191,7 +209,13 @@ class ProbePool:
         """The fit of `request`: started now, or the one already started for the same request."""
         if request not in self._fits:
             self._fits[request] = self._start(request)
+            self._running.append(self._fits[request])
         return self._fits[request]
+
+    def busy(self) -> bool:
+        """Whether a worker is fitting (or has fits queued)."""
+        self._running = [future for future in self._running if not future.done()]
+        return bool(self._running)
 
     def _start(self, request: FitRequest) -> Future[FitOutput]:
         if self._executor is not None:
@@ -202,6 +226,19 @@ class ProbePool:
         except Exception as error:
             future.set_exception(error)
         return future
+
+    @contextlib.contextmanager
+    def cores_left(self) -> Iterator[None]:
+        """While workers fit, run this process's torch ops on the cores they leave (at least one): two
+        OpenMP threads on a core a worker is fitting on spin against it, and extraction beside two fits
+        took 2.6× as long (measured, 2 cores)."""
+        previous = torch.get_num_threads()
+        if self._executor is not None and self.busy():
+            torch.set_num_threads(max(1, previous - self.workers))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
     def close(self) -> None:
         if self._executor is not None:
