@@ -38,9 +38,14 @@ def test_every_target_has_its_probe_controls_at_its_verdict_stage() -> None:
     for target in SUITE.targets:
         for spec in (SUITE.experiment(e) for e in target.experiments):
             for probe in (p for p in spec.probes if p.probe == target.probe and p.reads(POST)):
-                assert probe.controls_at(POST) == probe.controls, (target.key, spec.id)
+                for size in SUITE.sizes:
+                    assert SUITE.controls_at(probe, POST, size) == probe.controls, (target.key, spec.id, size)
     attention = next(p for p in SUITE.experiment("e_q2_4").probes if p.probe == "attention")
     assert attention.controls_at("language.layer.3") == () and attention.controls_at(POST)
+    # --quick leaves out the deciding probe's controls before the merge, a default run fits them there
+    deciding = next(p for p in SUITE.experiment("e_q2_1").probes if p.probe == DECIDING_BOX_PROBE)
+    assert SUITE.controls_at(deciding, "vision.pre_merge", "default") == deciding.controls
+    assert SUITE.controls_at(deciding, "vision.pre_merge", "quick") == ()
 
 
 def _inputs(experiment: str, scores: dict[str, Scores]) -> DeriveInput:

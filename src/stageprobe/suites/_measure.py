@@ -241,7 +241,8 @@ class Measurement:
         reused = self.pool.started(request)
         fits = [self.pool.submit(replace(request, seed=self.config.seed + k)) for k in range(seeds)]
         controls = ({name: self.pool.submit(replace(request, control=name, score_val=False))
-                     for name in probe.controls_at(stage)} if which == "main" and self.probe_controls else {})
+                     for name in self.suite.controls_at(probe, stage, self.config.size)}
+                    if which == "main" and self.probe_controls else {})
         return _StageFits(which, stage, probe, fits, controls, reused)
 
     def _collect(self, spec: ExperimentSpec, fits: _StageFits, outcome: ExperimentOutcome,

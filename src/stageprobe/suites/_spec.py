@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -122,6 +122,8 @@ class Suite:
     sizes: Mapping[str, Mapping[Family, int]]
     quick_stage_limits: Mapping[str, int] = field(default_factory=dict)
     quick_probe_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: `--quick` fits these probes' controls only at stages matching these patterns
+    quick_control_stages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: said once in the report's controls section (e.g. why a control is not run for a probe)
     notes: tuple[str, ...] = ()
 
@@ -130,6 +132,12 @@ class Suite:
             if spec.id == experiment_id:
                 return spec
         raise KeyError(experiment_id)
+
+    def controls_at(self, probe: ProbeSpec, stage: str, size: str) -> tuple[str, ...]:
+        """The controls fitted beside `probe` at `stage` in a run of this size."""
+        if size == "quick" and probe.probe in self.quick_control_stages:
+            probe = replace(probe, control_stages=self.quick_control_stages[probe.probe])
+        return probe.controls_at(stage)
 
     @property
     def experiment_ids(self) -> tuple[str, ...]:

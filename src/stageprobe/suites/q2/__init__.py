@@ -166,6 +166,9 @@ SUITE = Suite(
     #: ... and trains the gradient-trained probes for fewer epochs (their numbers are then a floor)
     #: (the deciding box probe keeps its 30 epochs: with 10 its pixel ceiling fell from 0.82 to 0.57 at 14 px)
     quick_probe_options={"decoder": {"epochs": 5}, "decoder-pooled": {"epochs": 5}, "attention": {"epochs": 10}},
+    #: ... and fits the deciding box probe's controls only where the verdict is read (its three fits on the
+    #: 14-px grid of 448-px images were a tenth of a quick run's fitting)
+    quick_control_stages={DECIDING_BOX_PROBE: ("vision.post_merge", "vision.final")},
     notes=("Token shuffle is not run for dense-linear and recon-linear: each reads a token's target at that "
            "token's own raster position, so shuffling tokens changes nothing it could tell apart; it is run for "
            "the probes that carry their own position code (dense-context's 3×3 neighbourhood, relation, "
@@ -173,7 +176,8 @@ SUITE = Suite(
            "dense-context and recon-linear fit their control task at the stages verdicts are read at (the merge "
            "pair; a ViT's first and last stage), the attention probe at the stage mAP is judged at "
            "(vision.post_merge, a ViT's vision.final), not at every stage. A --verdict-stage elsewhere has no "
-           "control rows there.",
+           "control rows there. A --quick run fits dense-context's controls at vision.post_merge (a ViT's "
+           "vision.final) only.",
            "token-flow reads motion inside and between tokens; token shuffle does not hide motion within a "
            "token, so its control is the control task only.",
            "Reference rows (control `reference`) score known degradations of the detail test images — identity, "
