@@ -1,8 +1,10 @@
 """Where a `stageprobe run` spent its time, from the timing each experiment records.
 
-Every experiment's JSON under RUN_DIR/experiments keeps its wall seconds (extraction, fits, derived
-rows, artifacts) and each probe fit's worker seconds (controls and probe seeds included; a fit an
-earlier experiment already made on the same data counts once).
+Every experiment's JSON under RUN_DIR/experiments keeps its wall seconds and each probe fit's worker
+seconds (controls and probe seeds included; a fit an earlier experiment already made on the same data
+counts once). Experiments overlap — the next ones are extracted and fitted while one is collected — so
+an experiment's wall seconds run from its start or the previous one's end, whichever is later, to its
+end: they add up to the run's time spent on experiments.
 
 Run: python benchmarks/run_times.py RUN_DIR [--by probe|stage]
 """
