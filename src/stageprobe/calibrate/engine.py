@@ -69,9 +69,11 @@ PROBES_BY_INFORMATION: dict[str, tuple[ProbeCheck, ...]] = {
 }
 #: `none` (the reference plant) is read with the position probes: the cheapest full check.
 PROBES_BY_INFORMATION["none"] = PROBES_BY_INFORMATION["position"]
-DATASET_BY_INFORMATION = {"position": "shapes", "detail": "textures", "time": "motion", "none": "shapes"}
-#: the study's data family of each dataset: its sample counts are the study's for that family
-FAMILY_OF_DATASET = {"shapes": "spatial", "textures": "detail", "motion": "motion"}
+#: the study's data family each information type is planted and read on: the family's default
+#: dataset (detail: the procedural textures E-Q2.5 judges, not the real photos) and sample counts
+FAMILY_BY_INFORMATION = {"position": "spatial", "detail": "detail", "time": "motion", "none": "spatial"}
+DATASET_BY_INFORMATION = {info: SUITE.data[family] for info, family in FAMILY_BY_INFORMATION.items()}
+FAMILY_OF_DATASET = {SUITE.data[family]: family for family in FAMILY_BY_INFORMATION.values()}
 Size = Literal["quick", "default", "full"]
 
 #: stages never read by calibration unless planted at: pixel re-encodings and duplicates
@@ -292,7 +294,8 @@ class Calibrator:
     def _extract(self, model: StageModel, dataset: Dataset, name: str, stages: list[str]) -> FeatureStore:
         # one store per stage list: a store refuses to be resumed with other stages
         stage_hash = hashlib.sha256(",".join(stages).encode()).hexdigest()[:8]
-        path = self.work_dir / "features" / _slug(model.name) / f"{name}-{self.size}-seed{self.seed}-{stage_hash}"
+        store = f"{_slug(name)}-{self.size}-seed{self.seed}-{stage_hash}"
+        path = self.work_dir / "features" / _slug(model.name) / store
         return extract_dataset(model, dataset, path, stages=stages, batch_size=self.batch_size)
 
     def _read(self, plant: Plant, stages: list[str], reference: FeatureStore, planted: FeatureStore,
