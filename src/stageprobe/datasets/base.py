@@ -98,6 +98,10 @@ class Dataset(ABC):
     def split_indices(self, split: Split) -> list[int]:
         return [i for i in range(len(self)) if self.sample_split(i) == split]
 
+    def split_samples(self, split: Split) -> list[Sample]:
+        """The samples of one split in dataset order, rendering no other sample."""
+        return [self[i] for i in self.split_indices(split)]
+
     def content_hash(self) -> str:
         """sha256 over every sample's pixels and targets: two stores of the same data share it.
         Computed once per dataset object (a dataset is deterministic: its samples never change)."""

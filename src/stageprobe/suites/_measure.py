@@ -211,8 +211,7 @@ class Measurement:
         if spec.derive is not None:
             outcome.rows += spec.derive(self._derive_input(spec, outcome, previous))
         if self.artifacts_dir is not None and self.run_dir is not None:
-            dataset = self.dataset(spec.family)
-            test = [dataset[i] for i in dataset.split_indices("test")]  # renders no other sample
+            test = self.dataset(spec.family).split_samples("test")
             outcome.artifacts += draw_best_fits(spec.id, best, test, self.artifacts_dir, self.run_dir)
             outcome.artifacts += draw_training_curves(spec.id, outcome.curves, self.artifacts_dir, self.run_dir)
         # the wall time the run spent on this experiment: from its start or the previous one's end

@@ -188,7 +188,7 @@ class ProbePool:
         #: (E-Q2.1 and E-Q2.2 both read `vision.pre_merge` and `pixels.patch`) fit each probe there once.
         #: Kept for one dataset at a time, so a run never holds every experiment's results.
         self._fits: dict[FitRequest, Future[FitOutput]] = {}
-        #: submitted fits not yet known to be done (any dataset)
+        #: fits submitted to the workers and not yet known to be done (any dataset)
         self._running: list[Future[FitOutput]] = []
         self._executor = (ProcessPoolExecutor(workers, mp_context=_worker_context(), initializer=_start_worker)
                           if workers > 1 else None)
@@ -209,7 +209,6 @@ class ProbePool:
         """The fit of `request`: started now, or the one already started for the same request."""
         if request not in self._fits:
             self._fits[request] = self._start(request)
-            self._running.append(self._fits[request])
         return self._fits[request]
 
     def busy(self) -> bool:
@@ -219,7 +218,8 @@ class ProbePool:
 
     def _start(self, request: FitRequest) -> Future[FitOutput]:
         if self._executor is not None:
-            return self._executor.submit(fit_request, request)
+            self._running.append(self._executor.submit(fit_request, request))
+            return self._running[-1]
         future: Future[FitOutput] = Future()
         try:
             future.set_result(fit_request(request))
@@ -233,7 +233,7 @@ class ProbePool:
         OpenMP threads on a core a worker is fitting on spin against it, and extraction beside two fits
         took 2.6× as long (measured, 2 cores)."""
         previous = torch.get_num_threads()
-        if self._executor is not None and self.busy():
+        if self.busy():
             torch.set_num_threads(max(1, previous - self.workers))
         try:
             yield

@@ -38,6 +38,8 @@ DENSE_BOXES = ProbeSpec("dense-linear", "boxes", controls=("control-task", "chan
 #: the stages each experiment's verdict and decision matrix read (a VLM's merge pair, a ViT's first and last
 #: stage): where the costly trained probes also fit their controls, so their capacity shows where it is used
 VERDICT_STAGES = ("vision.embed", "vision.final", "vision.pre_merge", "vision.post_merge")
+#: the stage a model's last-grid verdicts are judged at (a VLM's merged grid, a ViT's last stage)
+JUDGED_STAGES = ("vision.post_merge", "vision.final")
 CONTEXT_BOXES = ProbeSpec(DECIDING_BOX_PROBE, "boxes", controls=("control-task", "token-shuffle"),
                           control_stages=VERDICT_STAGES)
 #: the deciding box probe; its 3×3 neighbourhood gives it a position code, so token shuffle tells
@@ -105,7 +107,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
     ExperimentSpec(DETECTION, "Detection probe (mAP)", "spatial",
                    ("vision.pre_merge", "vision.post_merge", "vision.final", "pixels.merged", *LANGUAGE_STAGES),
                    (ProbeSpec("attention", "boxes", controls=POSITIONAL_CONTROLS, seeded=True,
-                              control_stages=("vision.post_merge", "vision.final")),),
+                              control_stages=JUDGED_STAGES),),
                    max_language_layers=4, table_metrics=("map_50", "map_75", "map", "map_small", "best_match_iou"),
                    finding=findings.detection, label="E-Q2.4"),
     ExperimentSpec(DETAIL, "Fine-grained detail probe", "detail", DETAIL_STAGES, DETAIL_PROBES,
@@ -168,7 +170,7 @@ SUITE = Suite(
     quick_probe_options={"decoder": {"epochs": 5}, "decoder-pooled": {"epochs": 5}, "attention": {"epochs": 10}},
     #: ... and fits the deciding box probe's controls only where the verdict is read (its three fits on the
     #: 14-px grid of 448-px images were a tenth of a quick run's fitting)
-    quick_control_stages={DECIDING_BOX_PROBE: ("vision.post_merge", "vision.final")},
+    quick_control_stages={DECIDING_BOX_PROBE: JUDGED_STAGES},
     notes=("Token shuffle is not run for dense-linear and recon-linear: each reads a token's target at that "
            "token's own raster position, so shuffling tokens changes nothing it could tell apart; it is run for "
            "the probes that carry their own position code (dense-context's 3×3 neighbourhood, relation, "

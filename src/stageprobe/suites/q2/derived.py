@@ -127,8 +127,7 @@ def reference_rows(inputs: DeriveInput) -> list[MetricRow]:
     scores on the same images, so a stage's value can be read on each metric's own scale."""
     if inputs.dataset is None:
         return []
-    dataset = inputs.dataset
-    test = [s for s in (dataset[i] for i in dataset.split_indices("test")) if s.image is not None]
+    test = [sample for sample in inputs.dataset.split_samples("test") if sample.image is not None]
     if not test:
         return []
     rows = []
