@@ -10,18 +10,23 @@ import yaml
 
 from stageprobe.calibrate import (
     Calibration,
+    DetectableDrop,
     PlantOutcome,
     ProbeCheck,
     analyse,
     calibration_dict,
     calibration_markdown,
+    checks_of,
     detectable_drop,
     write_calibration,
 )
+from stageprobe.errors import UserInputError
 from stageprobe.models.planting import PLANT_TYPES, Plant
+from stageprobe.suites.q2 import SUITE
 
 STAGES = ["vision.block.0", "vision.block.1", "vision.block.2", "vision.block.3"]
-IOU = ProbeCheck("dense-linear", "boxes", "matched_iou")
+BOX = SUITE.row("location").probe
+IOU = ProbeCheck(BOX, "boxes", "iou")
 N = 200
 
 
@@ -111,25 +116,26 @@ def test_detectable_drop_is_the_ci_half_width_of_neighbouring_stages() -> None:
 def made_up_calibration() -> Calibration:
     reference = scores([0.7, 0.7, 0.7, 0.7])
     erase = plant("erase-position", "vision.block.2")
-    pooled = ProbeCheck("pooled-linear", "boxes", "matched_iou", primary=False)
+    pooled = ProbeCheck("pooled-linear", "boxes", "iou", primary=False)
     checks = [analyse(IOU, erase, STAGES, reference, scores([0.7, 0.7, 0.2, 0.2]), 200),
               analyse(pooled, erase, STAGES, reference, dict(reference), 200)]
     late = plant("blur-detail", "vision.block.1")
     late_checks = [analyse(ProbeCheck("decoder", "reconstruction", "ssim"), late, STAGES, reference,
                            scores([0.7, 0.7, 0.7, 0.7]), 200)]
-    return Calibration("tiny", "quick", [PlantOutcome(erase, "position", "shapes", checks),
+    drop = DetectableDrop(40, 0.05, {"vision.block.1": 0.04, "vision.block.2": 0.05}, "spatial", "shapes")
+    return Calibration("tiny", "quick", [PlantOutcome(erase, "location", "shapes", checks),
                                          PlantOutcome(late, "detail", "textures", late_checks)],
-                       {"position": {"dense-linear/matched_iou": (40, 0.05)}})
+                       {"location": {f"{BOX}/iou": drop}})
 
 
 def test_markdown_names_each_verdict_and_the_detectable_drop() -> None:
     text = calibration_markdown(made_up_calibration())
-    assert "| `erase-position@vision.block.2` | dense-linear · IoU | vision.block.2 |" in text
+    assert f"| `erase-position@vision.block.2` | {BOX} · Bbox IoU | vision.block.2 |" in text
     assert "| blind |" in text  # the pooled probe cannot see a position loss
     assert "**FAIL** `blur-detail@vision.block.1` · decoder SSIM: the detail loss planted at vision.block.1 was " \
            "not found at any stage" in text
     assert "blind to that loss" in text
-    assert "with 40 test items, IoU drops ≥ 0.050 are detectable" in text
+    assert "location (shapes): with 40 test items, Bbox IoU drops ≥ 0.050 are detectable" in text
     assert "Overall: **FAIL**" in text
 
 
@@ -140,7 +146,9 @@ def test_results_dict_is_plain_yaml(tmp_path: Path) -> None:
     assert loaded == yaml.safe_load(yaml.safe_dump(calibration_dict(calibration)))
     assert [p["verdict"] for p in loaded["plants"]] == ["PASS", "FAIL"]
     assert loaded["plants"][0]["checks"][0]["found_at"] == "vision.block.2"
-    assert loaded["detectable_drop"]["position"]["dense-linear/matched_iou"] == {"n_test": 40, "drop": 0.05}
+    assert loaded["detectable_drop"]["location"][f"{BOX}/iou"] == {
+        "n_test": 40, "drop": 0.05, "family": "spatial", "dataset": "shapes",
+        "stages": {"vision.block.1": 0.04, "vision.block.2": 0.05}}
     assert markdown.read_text().startswith("## Calibration")
 
 
@@ -149,3 +157,29 @@ def test_plant_at_the_first_stage_read_is_judged_against_the_unplanted_model() -
     outcome = analyse(IOU, plant("erase-position", STAGES[0]), STAGES, reference, scores([0.2, 0.2, 0.2, 0.2]), 300)
     assert outcome.found_at == STAGES[0]
     assert outcome.verdict == "PASS"
+
+
+@pytest.mark.parametrize("info", SUITE.information, ids=lambda info: info.name)
+def test_calibration_reads_each_plant_with_the_deciding_probe_of_its_information_type(info) -> None:  # type: ignore[no-untyped-def]
+    """A suite whose deciding probe and calibration probe differ fails here: the checks that decide a
+    plant's verdict are exactly the deciding probe's metrics, the rest are secondary."""
+    deciding = [c for c in checks_of(info) if c.primary]
+    assert {c.probe for c in deciding} == {info.probe}
+    assert [(c.task, c.metric) for c in deciding] == list(info.metrics)
+    assert all(not c.primary for c in checks_of(info) if c.probe != info.probe)
+    for name in info.plants:
+        assert SUITE.row_of_plant(name) is info
+
+
+def test_every_plant_type_is_read_by_one_declared_information_type() -> None:
+    declared = [name for info in SUITE.information for name in info.plants]
+    assert sorted(declared) == sorted(PLANT_TYPES) and len(set(declared)) == len(declared)
+
+
+def test_a_plant_no_information_type_reads_is_refused_with_the_declared_plants() -> None:
+    from dataclasses import replace
+
+    no_motion = replace(SUITE, information=SUITE.information[:2])
+    with pytest.raises(UserInputError, match=r"erase-time.*its plants: erase-position, scramble-position, none, "
+                                             r"blur-detail"):
+        no_motion.row_of_plant("erase-time")

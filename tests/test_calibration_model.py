@@ -3,18 +3,21 @@ are found at their stage, stay down after, and leave earlier stages alone; `none
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import stageprobe as sp
-from stageprobe.calibrate import PROBES_BY_INFORMATION, Calibration, Calibrator, CheckOutcome, PlantOutcome
+from stageprobe.calibrate import Calibration, Calibrator, CheckOutcome, PlantOutcome
 from stageprobe.models.planting import parse_plant
 from stageprobe.models.qwen_vl import QwenVLModel
+from stageprobe.suites.q2 import SUITE
 
 # small shapes on a 112-px image: an 8×8 patch grid, a 4×4 merged grid
 SMALL_SHAPES = {"image_size": 112, "min_size": 16, "max_size": 36}
-SPATIAL = ("dense-linear/matched_iou", "relation/relation_acc")
+LOCATION = SUITE.row("location")
+BOX = f"{LOCATION.probe}/{LOCATION.metric}"
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +25,9 @@ def model() -> QwenVLModel:
     return sp.load_model("qwen2.5-vl-tiny", device="cpu")
 
 
-def calibrate(model: QwenVLModel, work: Path, plants: list[str], n: int, **options: object) -> Calibration:
-    calibrator = Calibrator(model, work, size="quick", n_bootstrap=500,
+def calibrate(model: QwenVLModel, work: Path, plants: list[str], n: int, suite=SUITE,  # type: ignore[no-untyped-def]
+              **options: object) -> Calibration:
+    calibrator = Calibrator(model, suite, work, size="quick", n_bootstrap=500,
                             dataset_options={"shapes": {"n": n, **SMALL_SHAPES},
                                              "motion": {"n": n, "image_size": 112, "frames": 4}},
                             **options)  # type: ignore[arg-type]
@@ -34,11 +38,14 @@ def checks_of(plant: PlantOutcome) -> dict[str, CheckOutcome]:
     return {f"{c.check.probe}/{c.check.metric}": c for c in plant.checks}
 
 
-def test_erase_position_at_a_window_block_is_found_there(model: QwenVLModel, tmp_path: Path) -> None:
-    spatial_only = {"position": PROBES_BY_INFORMATION["position"][:2]}
-    result = calibrate(model, tmp_path, ["erase-position@vision.block.4"], n=64, probes=spatial_only,
+def test_erase_position_at_a_window_block_is_found_there_by_the_deciding_probe(model: QwenVLModel,
+                                                                             tmp_path: Path) -> None:
+    # the deciding probe alone (its secondary probes are shown beside and cost time)
+    deciding_only = replace(SUITE, information=(replace(LOCATION, secondary=()),))
+    result = calibrate(model, tmp_path, ["erase-position@vision.block.4"], n=64, suite=deciding_only,
                        stage_patterns=["vision.block.*", "vision.post_merge"])
     (plant,) = result.plants
+    assert [f"{c.check.probe}/{c.check.metric}" for c in plant.checks] == [BOX]
     for check in plant.checks:
         assert check.stages[:3] == ["vision.block.0", "vision.block.3", "vision.block.4"]
         assert check.found_at == "vision.block.4", check.check
@@ -53,15 +60,15 @@ def test_position_plants_and_none_through_the_llm(model: QwenVLModel, tmp_path: 
                                          "none@vision.post_merge"], n=120)
     erase, scramble, none = result.plants
     assert erase.verdict == "PASS", result.to_markdown()
-    iou = checks_of(erase)["dense-linear/matched_iou"]
+    iou = checks_of(erase)[BOX]
     assert {"vision.post_merge", "language.layer.3"} <= set(iou.stages)  # stays down through the LLM
     # scrambling the tokens is seen by the spatial box probe, not by the pooled (seed) probe
-    spatial = checks_of(scramble)["dense-linear/matched_iou"]
+    spatial = checks_of(scramble)[BOX]
     assert spatial.found_at == "language.layer.2" and spatial.verdict == "PASS", result.to_markdown()
-    pooled = checks_of(scramble)["pooled-linear/matched_iou"]
+    pooled = checks_of(scramble)["pooled-linear/iou"]
     assert pooled.found_at is None
     assert pooled.loss_vs_reference["language.layer.2"].low <= 0 <= pooled.loss_vs_reference["language.layer.2"].high
-    assert "blind" in result.to_markdown()
+    assert "does not see this loss" in result.to_markdown()
     assert none.verdict == "PASS"
     assert all(c.found_at is None for c in none.checks)
 
@@ -73,10 +80,11 @@ def test_erase_time_after_the_merger_is_found_and_order_falls_to_chance(model: Q
     result = calibrate(model, tmp_path, ["erase-time@vision.post_merge"], n=160,
                        stage_patterns=["vision.block.7", "vision.post_merge", "language.layer.*"])
     checks = checks_of(result.plants[0])
-    direction = checks["temporal-dense/direction_acc"]
+    motion = SUITE.row("motion")
+    direction = checks[f"{motion.probe}/direction_acc"]
     assert direction.found_at == "vision.post_merge" and direction.verdict == "PASS", result.to_markdown()
     assert direction.earlier_unchanged and direction.stays_down
-    order = checks["temporal-dense/order_acc"]
+    order = checks[f"{motion.probe}/order_acc"]
     for stage in order.stages[order.stages.index("vision.post_merge"):]:
         ci = order.planted_ci[stage]
         assert ci.low <= 0.5 <= ci.high, (stage, ci)

@@ -39,7 +39,8 @@ from rich.table import Table
 
 from stageprobe.datasets import Sample, load_dataset
 from stageprobe.models import StageModel, load_model
-from stageprobe.suites.q2 import Q2, thin_stages
+from stageprobe.suites.q2 import EXPERIMENTS as Q2_EXPERIMENTS
+from stageprobe.suites.q2 import thin_stages
 
 IMAGE_SIZE = 448
 #: metric → (target, "max" if the value must not exceed it, "min" if it must reach it)
@@ -85,7 +86,7 @@ def seed_protocol_reads(model: StageModel) -> Counter[str]:
     """How many Q2 experiments read each of the model's stages (what the seed ran a forward for)."""
     available = model.stage_names
     reads: Counter[str] = Counter()
-    for spec in Q2:
+    for spec in Q2_EXPERIMENTS:
         wanted = [s for s in available if any(fnmatch.fnmatchcase(s, p) for p in spec.stages)]
         reads.update(thin_stages(wanted, "language.layer.", spec.max_language_layers))
     return reads
@@ -105,7 +106,7 @@ def time_seed_protocol(model: StageModel, images: Sequence[Image.Image], seed_im
     calls = sum(reads.values()) * len(images)
     seconds = sum(per_call[stage] * count for stage, count in reads.items()) * len(images)
     note = (f"{calls} batch-1 forwards ({sum(reads.values())} (experiment, stage) reads × {len(images)} images "
-            f"over {len(Q2)} Q2 experiments, {len(reads)} distinct stages); each distinct stage timed on "
+            f"over {len(Q2_EXPERIMENTS)} Q2 experiments, {len(reads)} distinct stages); each distinct stage timed on "
             f"{len(timed)} image(s) and extrapolated linearly to {len(images)}")
     return seconds, note
 

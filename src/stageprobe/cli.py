@@ -304,12 +304,10 @@ def _run_dir(out: Path | None, resume: bool, config: RunConfig) -> Path:
 
 
 def _suite_experiments(suite: str) -> dict[str, str]:
-    """Experiment id → title of a suite (only q2 exists; RunConfig refuses other names)."""
-    from stageprobe.suites.q2 import Q2
+    """Experiment id → title of a suite (an unknown suite: UserInputError naming the available ones)."""
+    from stageprobe.suites import get_suite
 
-    if suite != "q2":
-        raise UserInputError(f"unknown suite {suite!r}; the available suite is q2")
-    return {spec.id: spec.title for spec in Q2}
+    return {spec.id: spec.title for spec in get_suite(suite).experiments}
 
 
 def _list_experiments(suite: str) -> None:
@@ -428,6 +426,7 @@ def calibrate(
     from stageprobe.calibrate import Calibrator, default_plants, write_calibration
     from stageprobe.models import load_model
     from stageprobe.models.planting import parse_plant
+    from stageprobe.suites import DEFAULT_SUITE, get_suite
     from stageprobe.suites.runner import default_run_dir
 
     check_device(device)
@@ -435,9 +434,13 @@ def calibrate(
     if out is not None:
         check_writable_dir(out)
     loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
-    plants = [parse_plant(text, loaded) for text in plant] if plant else default_plants(loaded)
+    study = get_suite(DEFAULT_SUITE)
+    plants = [parse_plant(text, loaded) for text in plant] if plant else default_plants(loaded, study)
+    for each in plants:  # a plant no information type of the suite reads: exit 2 before any extraction
+        study.row_of_plant(each.type.name)
     run_dir = out or default_run_dir(f"calibrate-{model}")
-    calibrator = Calibrator(loaded, run_dir, size="quick" if quick else "default", seed=seed, batch_size=batch_size)
+    calibrator = Calibrator(loaded, study, run_dir, size="quick" if quick else "default", seed=seed,
+                            batch_size=batch_size)
     result = calibrator.run(plants)
     data, markdown = write_calibration(result, run_dir)
     console.print(result.to_markdown(), highlight=False, soft_wrap=True)

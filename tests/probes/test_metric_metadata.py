@@ -12,7 +12,7 @@ import pytest
 from stageprobe.metrics._catalog import METRICS, metric_info
 from stageprobe.probes import ProbeData, fit_probe, registered_probes
 from stageprobe.report.schema import MetricRow
-from stageprobe.report.targets import best_row
+from stageprobe.report.verdicts import best_row
 
 FeatureGetter = Callable[..., tuple[list[Any], dict[str, ProbeData]]]
 #: the data each task is probed on: (dataset, stage, n, with reconstruction images)

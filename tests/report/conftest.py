@@ -29,12 +29,15 @@ LPIPS_REASON = "LPIPS AlexNet weights are not available offline"
 CALIBRATION = {
     "model": "qwen2.5-vl-tiny", "size": "quick", "verdict": "FAIL",
     "plants": [{"plant": "erase-position@vision.block.2", "type": "erase-position", "stage": "vision.block.2",
-                "information": "position", "dataset": "shapes", "verdict": "FAIL",
-                "checks": [{"probe": BOX, "task": "boxes", "metric": "matched_iou", "role": "primary",
+                "information": "location", "dataset": "shapes", "verdict": "FAIL",
+                "checks": [{"probe": BOX, "task": "boxes", "metric": "iou", "role": "deciding",
                             "found_at": "vision.block.3", "earlier_stages_unchanged": True, "stays_down": True,
                             "verdict": "FAIL",
                             "drop_at_plant": {"estimate": 0.012, "ci_low": -0.004, "ci_high": 0.028, "n": 40}}]}],
-    "detectable_drop": {"position": {"dense-linear/matched_iou": {"n_test": 40, "drop": 0.037}}},
+    # the stage the synthetic rows' best validation score picks has its own half-width
+    "detectable_drop": {"location": {f"{BOX}/iou": {"n_test": 40, "drop": 0.037, "family": "spatial",
+                                                    "dataset": "shapes",
+                                                    "stages": {s: 0.031 for s in (*VISION, "vision.post_merge")}}}},
 }
 
 
@@ -165,6 +168,7 @@ def synthetic_context(weights_random: bool = True, protocol: str = "stageprobe")
     return RunContext(
         model=MODEL,
         weights_random=weights_random,
+        suite="q2",
         protocol=protocol,  # type: ignore[arg-type]
         stages=[*VISION, "vision.post_merge", *LANGUAGE],
         config={"model": MODEL, "suite": "q2", "seed": 0, "image_size": 224},

@@ -15,8 +15,9 @@ from stageprobe.report.answer import paired_detectable, unpaired_detectable, ver
 from stageprobe.report.findings import experiment_table
 from stageprobe.report.fmt import fmt_row
 from stageprobe.report.schema import MetricRow, ResultsFile, RunContext
-from stageprobe.report.targets import row_at
+from stageprobe.report.verdicts import row_at
 from stageprobe.suites.q2 import DECIDING_BOX_PROBE as BOX
+from stageprobe.suites.q2 import SUITE
 
 
 def _findings(rows: list[MetricRow], context: RunContext | None = None) -> tuple[dict, str]:
@@ -40,7 +41,7 @@ def test_one_verdict_line_reconciles_colour_targets_and_confidence() -> None:
 
 def test_verdict_line_with_trained_weights_gives_no_random_weights_reason() -> None:
     rows = synthetic_rows()
-    analysis = analyse(rows, RunMeta("qwen2.5-vl-tiny", weights_random=False))
+    analysis = analyse(rows, RunMeta("qwen2.5-vl-tiny", weights_random=False, suite="q2"))
     line = verdict_line(analysis)
     assert "random weights" not in line and f"confidence {analysis.confidence}" in line
     assert analysis.advice.headline in line
@@ -48,7 +49,7 @@ def test_verdict_line_with_trained_weights_gives_no_random_weights_reason() -> N
 
 def test_unavailable_is_said_once_per_metric() -> None:
     rows = synthetic_rows()
-    table = experiment_table(rows, "e_q2_5")
+    table = experiment_table(rows, "e_q2_5", SUITE)
     cells = [cell for body_row in table.rows for cell in body_row]
     assert not any("unavailable" in cell for cell in cells)
     assert not any(body_row[2] in ("lpips", "irs") for body_row in table.rows)
@@ -59,7 +60,7 @@ def test_unavailable_is_said_once_per_metric() -> None:
 
 
 def test_reference_rows_sit_beside_the_stages_of_their_metric() -> None:
-    table = experiment_table(synthetic_rows(), "e_q2_5")
+    table = experiment_table(synthetic_rows(), "e_q2_5", SUITE)
     edge_rows = [r for r in table.rows if r[2] == "edge_f1"]
     assert [r[0] for r in edge_rows[-2:]] == ["`reference.blur_4px` (reference)", "`reference.identity` (reference)"]
     assert float(edge_rows[-1][3].split()[0]) > 0.95  # the identity copy keeps (nearly) every edge
@@ -84,7 +85,7 @@ def test_which_stage_table_comes_first_with_the_decay_curves_under_it() -> None:
     table_at, figure_at, question_at = (text.index(s) for s in (
         "## Which stage to read for what", "artifacts/decay_curves.png", "## The Question"))
     assert table_at < figure_at < question_at
-    spatial = next(line for line in text.splitlines() if line.startswith("| **Spatial**"))
+    spatial = next(line for line in text.splitlines() if line.startswith("| **Location**"))
     best_val = max((r for r in rows if r.control == "validation" and r.metric == "iou"), key=lambda r: r.value or 0)
     # the verdict's experiments in order: post-merge analysis first (it also reads pre-merge)
     test_value = row_at(rows, "iou", BOX, best_val.stage, ("e_q2_2", "e_q2_1", "e_q2_3"))
@@ -99,7 +100,7 @@ def test_pixel_baseline_never_speaks_of_the_merger() -> None:
             row("e_q2_2", "pixels.patch", BOX, "iou", 0.93, ci=(0.9, 0.95), model="pixels"),
             row("e_q2_2", "pixels.merged", BOX, "iou", 0.6, ci=(0.55, 0.65), model="pixels"),
             row("e_q2_2", "pixels.merged", BOX, "iou_drop", 0.33, ci=(0.28, 0.38), model="pixels")]
-    context = RunContext(model="pixels", weights_random=False, stages=["pixels.patch", "pixels.merged"])
+    context = RunContext(model="pixels", weights_random=False, suite="q2", stages=["pixels.patch", "pixels.merged"])
     results, text = _findings(rows, context)
     assert results["decision_matrix"]["colour"] == "YELLOW"
     assert "the merger" not in text and "2×2 merger" not in text
@@ -115,10 +116,21 @@ def test_calibration_goes_into_results_and_the_report() -> None:
     assert results["calibration"]["verdict"] == "FAIL"
     section = text[text.index("## Calibration"):]
     assert "**Calibration: FAIL.**" in section and "`erase-position@vision.block.2`" in section
-    assert "0.012 [-0.004, 0.028]" in section and "dense-linear/matched_iou drops ≥ 0.037" in section
-    # the calibrated detectable drop replaces the CI-based estimate in the answer table
-    spatial = next(line for line in text.splitlines() if line.startswith("| **Spatial**"))
-    assert spatial.endswith("| ≥ 0.037 |")
+    assert "0.012 [-0.004, 0.028]" in section and f"{BOX}/iou drops ≥ 0.037" in section
+    # the calibrated detectable drop of exactly this row (probe, metric, stage, data) replaces the CI-based one
+    spatial = next(line for line in text.splitlines() if line.startswith("| **Location**"))
+    assert spatial.endswith("| ≥ 0.031 (calibration) |")
+
+
+def test_a_calibrated_drop_of_another_probe_or_data_is_not_put_beside_the_row() -> None:
+    rows = synthetic_rows()
+    for key, family in (("dense-linear/iou", "spatial"), (f"{BOX}/iou", "photos")):
+        context = synthetic_context()
+        entry = dict(CALIBRATION["detectable_drop"]["location"][f"{BOX}/iou"], family=family)
+        context.calibration = {**CALIBRATION, "detectable_drop": {"location": {key: entry}}}
+        _, text = _findings(rows, context)
+        spatial = next(line for line in text.splitlines() if line.startswith("| **Location**"))
+        assert spatial.endswith("(its CI) |"), (key, family)
 
 
 def test_a_run_without_calibration_has_no_calibration_key(good_run: Path) -> None:

@@ -9,9 +9,10 @@ from conftest import synthetic_context, synthetic_rows
 
 from stageprobe.report import build_results, read_metrics_csv, render_findings
 from stageprobe.report.fmt import fmt, fmt_target
-from stageprobe.report.targets import SEED_PIVOT_WORDING, row_at
+from stageprobe.report.verdicts import row_at
 from stageprobe.suites.q2 import DECIDING_BOX_PROBE as BOX
 from stageprobe.suites.q2 import TARGETS
+from stageprobe.suites.q2.advice import SEED_PIVOT_WORDING
 
 # A number not glued to a word, dotted name or label ("Qwen2.5", "layer.3", "iou_gt_0.5", "mAP@0.5").
 NUMBER = re.compile(r"(?<![\w.@\-])-?\d+\.\d+(?![\w.])")

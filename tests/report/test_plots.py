@@ -9,7 +9,9 @@ from conftest import synthetic_rows
 from PIL import Image
 
 from stageprobe.report import plots
+from stageprobe.report.verdicts import pixel_ceiling
 from stageprobe.suites.q2 import DECIDING_BOX_PROBE as BOX
+from stageprobe.suites.q2 import SUITE
 
 
 def assert_png(path: Path) -> tuple[int, int]:
@@ -20,13 +22,13 @@ def assert_png(path: Path) -> tuple[int, int]:
 
 def test_summary_plots(tmp_path: Path) -> None:
     rows = synthetic_rows()
-    assert assert_png(plots.plot_decay_curves(rows, tmp_path / "a" / "decay.png"))[0] > 600
-    assert assert_png(plots.plot_stage_heatmap(rows, tmp_path / "heat.png"))[1] > 200
+    assert assert_png(plots.plot_decay_curves(rows, SUITE, tmp_path / "a" / "decay.png"))[0] > 600
+    assert assert_png(plots.plot_stage_heatmap(rows, SUITE, tmp_path / "heat.png"))[1] > 200
 
 
 def test_summary_plots_with_nothing_measured(tmp_path: Path) -> None:
-    assert_png(plots.plot_decay_curves([], tmp_path / "decay.png"))
-    assert_png(plots.plot_stage_heatmap([], tmp_path / "heat.png"))
+    assert_png(plots.plot_decay_curves([], SUITE, tmp_path / "decay.png"))
+    assert_png(plots.plot_stage_heatmap([], SUITE, tmp_path / "heat.png"))
 
 
 def test_image_helpers(tmp_path: Path) -> None:
@@ -67,10 +69,10 @@ def test_retention_plot_needs_a_pixel_ceiling(tmp_path: Path) -> None:
 
     with_ceiling = [row("e_q2_1", "vision.block.0", BOX, "iou", 0.45),
                     row("e_q2_1", "pixels.patch", BOX, "iou", 0.9, control="pixels")]
-    path = plots.plot_retention_vs_pixels(with_ceiling, tmp_path / "r.png")
+    path = plots.plot_retention_vs_pixels(with_ceiling, SUITE, tmp_path / "r.png")
     assert path.is_file() and path.stat().st_size > 5000
-    assert plots._ceiling_of(with_ceiling, with_ceiling[0]) is with_ceiling[1]
-    assert plots._ceiling_of(with_ceiling[:1], with_ceiling[0]) is None
+    assert pixel_ceiling(with_ceiling, with_ceiling[0]) is with_ceiling[1]
+    assert pixel_ceiling(with_ceiling[:1], with_ceiling[0]) is None
 
 
 def test_training_curves_are_one_panel_per_experiment_probe_and_task() -> None:

@@ -13,8 +13,10 @@ through the unplanted one (the reference), fits the study's probes at every stag
 - **stays down**: every later stage is still below the reference, or (where the reference has
   lost the information too) not above the planted stage: the probe does not recover the loss.
 
-A loss plant PASSes when it is found at its own stage, earlier stages are unchanged and the loss
-stays down, for every primary probe of its information type. `none` PASSes when no stage differs.
+Each plant is read by the deciding probe of the suite's information type that declares it (the
+probe its verdicts are read with), on that type's data family; its secondary probes are shown
+beside and do not decide. A loss plant PASSes when it is found at its own stage, earlier stages
+are unchanged and the loss stays down, for every metric of the deciding probe. `none` PASSes when no stage differs.
 The reference's stage-over-stage CIs also give the smallest drop the run can detect.
 """
 
@@ -24,7 +26,7 @@ import fnmatch
 import hashlib
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,60 +38,62 @@ from stageprobe.calibrate.report import calibration_dict, calibration_markdown
 from stageprobe.datasets import Dataset, load_dataset
 from stageprobe.features.extract import extract_dataset
 from stageprobe.features.store import FeatureStore
+from stageprobe.metrics._catalog import higher_is_better, report_name
 from stageprobe.models.base import StageModel
 from stageprobe.models.planting import PLANT_TYPES, Plant, PlantedModel, plantable_stages
 from stageprobe.probes import ProbeResult, fit_probe, split_probe_data
 from stageprobe.stats import BootstrapCI, bootstrap_ci, paired_bootstrap_diff
-from stageprobe.suites.q2 import SUITE
+from stageprobe.suites._spec import InformationType, Suite
 from stageprobe.suites.workers import image_array
 
 
 @dataclass(frozen=True)
 class ProbeCheck:
-    """One probe metric that should see a loss of its information type."""
+    """One probe metric that should see a loss of its information type (metric named as metrics.csv does)."""
 
     probe: str
     task: str
     metric: str
     #: False for metrics where lower is better (distances)
     higher_is_better: bool = True
-    #: primary checks decide PASS/FAIL; the others (the seed's pooled probes) are shown beside
+    #: the information type's deciding probe: it decides PASS/FAIL; secondary probes are shown beside
     primary: bool = True
 
 
-#: The probes that judge each information type: the study's primary probe families. Change a row
-#: here when the study's primary probe for that information type changes.
-PROBES_BY_INFORMATION: dict[str, tuple[ProbeCheck, ...]] = {
-    "position": (ProbeCheck("dense-linear", "boxes", "matched_iou"),
-                 ProbeCheck("relation", "relation", "relation_acc"),
-                 ProbeCheck("pooled-linear", "boxes", "matched_iou", primary=False)),
-    "detail": (ProbeCheck("recon-linear", "reconstruction", "ssim"),
-               ProbeCheck("recon-linear", "reconstruction", "edge_f1")),
-    "time": tuple(ProbeCheck("temporal-dense", task, f"{task}_acc") for task in ("direction", "speed", "order")),
-}
-#: `none` (the reference plant) is read with the position probes: the cheapest full check.
-PROBES_BY_INFORMATION["none"] = PROBES_BY_INFORMATION["position"]
-#: the study's data family each information type is planted and read on: the family's default
-#: dataset (detail: the procedural textures E-Q2.5 judges, not the real photos) and sample counts
-FAMILY_BY_INFORMATION = {"position": "spatial", "detail": "detail", "time": "motion", "none": "spatial"}
-DATASET_BY_INFORMATION = {info: SUITE.data[family] for info, family in FAMILY_BY_INFORMATION.items()}
-FAMILY_OF_DATASET = {SUITE.data[family]: family for family in FAMILY_BY_INFORMATION.values()}
+def checks_of(info: InformationType) -> tuple[ProbeCheck, ...]:
+    """The probe metrics that read a plant of `info`: its deciding probe's metrics, which decide the
+    verdict, then its secondary probes marked for calibration, shown beside."""
+    deciding = tuple(ProbeCheck(r.probe, r.task, r.metric, higher_is_better(r.metric)) for r in info.deciding)
+    secondary = tuple(ProbeCheck(r.probe, r.task, r.metric, higher_is_better(r.metric), primary=False)
+                      for r in info.secondary if r.calibrate)
+    return deciding + secondary
+
+
+def item_scores(result: ProbeResult, metric: str) -> np.ndarray | None:
+    """A fit's per-test-item scores of `metric` (metrics.csv's name or the probe's own), None if not scored."""
+    for raw, scores in result.per_item.items():
+        if raw == metric or report_name(raw) == metric:
+            return scores
+    return None
+
+
 Size = Literal["quick", "default", "full"]
 
 #: stages never read by calibration unless planted at: pixel re-encodings and duplicates
 SKIPPED_STAGES = ("vision.patch_embed", "vision.embed", "vision.pre_merge", "language.norm")
 
 
-def default_plants(model: StageModel) -> list[Plant]:
-    """Each plant type at a middle ViT block, at vision.post_merge and at a middle LLM layer (a
-    ViT encoder: a middle and the last block); erase-time only where the model takes video."""
+def default_plants(model: StageModel, suite: Suite) -> list[Plant]:
+    """Each plant type the suite declares at a middle ViT block, at vision.post_merge and at a middle LLM
+    layer (a ViT encoder: a middle and the last block); erase-time only where the model takes video."""
     names = plantable_stages(model)
     blocks = [s for s in names if s.startswith("vision.block.")]
     layers = [s for s in names if s.startswith("language.layer.")]
     sites = [blocks[len(blocks) // 2]]
     sites += ["vision.post_merge"] if "vision.post_merge" in names else [blocks[-1]]
     sites += [layers[len(layers) // 2]] if layers else []
-    types = [t for t in PLANT_TYPES.values() if model.supports_video or not t.needs_video]
+    declared = {name for info in suite.information for name in info.plants}
+    types = [t for t in PLANT_TYPES.values() if t.name in declared and (model.supports_video or not t.needs_video)]
     return [Plant(t, stage) for stage in dict.fromkeys(sites) for t in types]
 
 
@@ -139,9 +143,12 @@ class CheckOutcome:
 @dataclass
 class PlantOutcome:
     plant: Plant
+    #: the suite's information type whose probes read this plant
     information: str
     dataset: str
     checks: list[CheckOutcome]
+    #: "probe/metric" → why it could not be read (e.g. LPIPS without its weights)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -149,13 +156,27 @@ class PlantOutcome:
         return "PASS" if primary and all(v == "PASS" for v in primary) else "FAIL"
 
 
+@dataclass(frozen=True)
+class DetectableDrop:
+    """The smallest drop one probe metric can tell from 0 on the unplanted model's data."""
+
+    n_test: int
+    #: the largest over the stages read: a drop this large is detectable between any two neighbours
+    drop: float
+    #: stage → half-width of the paired CI between that stage and the one read before it
+    stages: dict[str, float]
+    #: the data it was read on (the information type's family and its dataset)
+    family: str
+    dataset: str
+
+
 @dataclass
 class Calibration:
     model: str
     size: str
     plants: list[PlantOutcome]
-    #: information → "probe/metric" → (n test items, smallest detectable drop)
-    detectable: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
+    #: information type → "probe/metric" → its smallest detectable drop
+    detectable: dict[str, dict[str, DetectableDrop]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the `calibration` key of results.yaml."""
@@ -203,30 +224,41 @@ def analyse(check: ProbeCheck, plant: Plant, stages: list[str], reference: dict[
                         "PASS" if passed else "FAIL")
 
 
+def stage_detectable(stages: list[str], reference: dict[str, np.ndarray], n_bootstrap: int = 1000,
+                     seed: int = 0) -> tuple[int, dict[str, float]]:
+    """(n test items, stage → half-width of the paired CI between that stage and the one before it on
+    the reference curve); one stage only: its own CI's half-width is the scale."""
+    widths: dict[str, float] = {}
+    n = 0
+    for before, stage in itertools.pairwise(stages):
+        ci = paired_bootstrap_diff(reference[before], reference[stage], n_bootstrap, seed)
+        if np.isfinite([ci.low, ci.high]).all():
+            widths[stage] = float((ci.high - ci.low) / 2)
+            n = max(n, ci.n)
+    if not widths:
+        ci = bootstrap_ci(reference[stages[0]], n_bootstrap, seed)
+        return ci.n, {stages[0]: float((ci.high - ci.low) / 2)}
+    return n, widths
+
+
 def detectable_drop(stages: list[str], reference: dict[str, np.ndarray], n_bootstrap: int = 1000,
                     seed: int = 0) -> tuple[int, float]:
     """(n test items, largest half-width of the paired CI between adjacent reference stages): a
     drop at least this large between any two neighbouring stages has a CI that excludes 0."""
-    widths, n = [], 0
-    for before, stage in itertools.pairwise(stages):
-        ci = paired_bootstrap_diff(reference[before], reference[stage], n_bootstrap, seed)
-        if np.isfinite([ci.low, ci.high]).all():
-            widths.append((ci.high - ci.low) / 2)
-            n = max(n, ci.n)
-    if not widths:  # one stage only: the single-stage CI's half-width is the scale
-        ci = bootstrap_ci(reference[stages[0]], n_bootstrap, seed)
-        return ci.n, (ci.high - ci.low) / 2
-    return n, float(max(widths))
+    n, widths = stage_detectable(stages, reference, n_bootstrap, seed)
+    return n, max(widths.values())
 
 
 class _Fits:
     """Probe fits per (store, stage, probe, task), with the stage's splits loaded once."""
 
-    def __init__(self, dataset: Dataset, size: Size, seed: int) -> None:
+    def __init__(self, dataset: Dataset, size: Size, seed: int, quick_options: Mapping[str, Mapping[str, Any]]
+                 ) -> None:
         self.samples = list(dataset)
         self._images: np.ndarray | None = None
         self.size = size
         self.seed = seed
+        self.quick_options = quick_options
         self.results: dict[tuple[str, str, str, str], ProbeResult] = {}
 
     def images(self) -> np.ndarray:
@@ -240,7 +272,7 @@ class _Fits:
         if key not in self.results:
             images = self.images() if check.task == "reconstruction" else None
             splits = split_probe_data(features, self.samples, images)
-            options = dict(SUITE.quick_probe_options.get(check.probe, {})) if self.size == "quick" else {}
+            options = dict(self.quick_options.get(check.probe, {})) if self.size == "quick" else {}
             self.results[key] = fit_probe(check.probe, check.task, splits["train"], splits["val"], splits["test"],
                                           seed=self.seed, **options)
         return self.results[key]
@@ -252,9 +284,12 @@ def _slug(text: str) -> str:
 
 @dataclass
 class Calibrator:
-    """Runs plants on one model; feature stores go under `work_dir` (reused on a rerun)."""
+    """Runs plants on one model with a suite's information types: each plant is read by the deciding
+    probe of the type that declares it (plus its secondary probes, shown beside), on that type's data
+    family. Feature stores go under `work_dir` (reused on a rerun)."""
 
     model: StageModel
+    suite: Suite
     work_dir: Path
     size: Size = "default"
     seed: int = 0
@@ -262,33 +297,34 @@ class Calibrator:
     batch_size: int = 8
     #: per dataset name, options overriding the study's (e.g. {"shapes": {"image_size": 224}})
     dataset_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: information type → the probe metrics that judge it (`PROBES_BY_INFORMATION` by default)
-    probes: dict[str, tuple[ProbeCheck, ...]] = field(default_factory=lambda: dict(PROBES_BY_INFORMATION))
     #: stage globs that limit what is read (None: the defaults of `calibration_stages`)
     stage_patterns: list[str] | None = None
 
-    def dataset(self, name: str) -> Dataset:
-        n = SUITE.sizes[self.size][FAMILY_OF_DATASET[name]]  # type: ignore[index]
-        options = {"n": n, "seed": self.seed, **self.dataset_options.get(name, {})}
+    def dataset(self, info: InformationType) -> Dataset:
+        name = self.suite.data[info.family]
+        options = {"n": self.suite.sizes[self.size][info.family], "seed": self.seed,
+                   **self.dataset_options.get(name, {})}
         return load_dataset(name, **options)
 
     def run(self, plants: Sequence[Plant]) -> Calibration:
+        by_info: dict[str, list[Plant]] = {}
+        for plant in plants:  # every plant is checked before anything is extracted
+            by_info.setdefault(self.suite.row_of_plant(plant.type.name).name, []).append(plant)
         outcomes: list[PlantOutcome] = []
-        detectable: dict[str, dict[str, tuple[int, float]]] = {}
-        by_dataset: dict[str, list[Plant]] = {}
-        for plant in plants:
-            by_dataset.setdefault(DATASET_BY_INFORMATION[plant.type.information], []).append(plant)
-        for name, group in by_dataset.items():
-            dataset = self.dataset(name)
-            fits = _Fits(dataset, self.size, self.seed)
+        detectable: dict[str, dict[str, DetectableDrop]] = {}
+        for name, group in by_info.items():
+            info = self.suite.row(name)
+            dataset = self.dataset(info)
+            fits = _Fits(dataset, self.size, self.seed, self.suite.quick_probe_options)
             stages = {p.label: calibration_stages(self.model, p, self.size, self.stage_patterns) for p in group}
             every_stage = [s for s in self.model.stage_names if any(s in v for v in stages.values())]
-            reference = self._extract(self.model, dataset, name, every_stage)
+            reference = self._extract(self.model, dataset, self.suite.data[info.family], every_stage)
             for plant in group:
-                planted = self._extract(PlantedModel(self.model, plant, self.seed), dataset, name, stages[plant.label])
-                checks = self._read(plant, stages[plant.label], reference, planted, fits)
-                outcomes.append(PlantOutcome(plant, plant.type.information, name, checks))
-            self._detectable(group, reference, every_stage, fits, detectable)
+                planted = self._extract(PlantedModel(self.model, plant, self.seed), dataset,
+                                        self.suite.data[info.family], stages[plant.label])
+                checks, unavailable = self._read(info, plant, stages[plant.label], reference, planted, fits)
+                outcomes.append(PlantOutcome(plant, info.name, self.suite.data[info.family], checks, unavailable))
+            detectable[info.name] = self._detectable(info, reference, every_stage, fits)
         return Calibration(self.model.name, self.size, outcomes, detectable)
 
     def _extract(self, model: StageModel, dataset: Dataset, name: str, stages: list[str]) -> FeatureStore:
@@ -298,32 +334,39 @@ class Calibrator:
         path = self.work_dir / "features" / _slug(model.name) / store
         return extract_dataset(model, dataset, path, stages=stages, batch_size=self.batch_size)
 
-    def _read(self, plant: Plant, stages: list[str], reference: FeatureStore, planted: FeatureStore,
-              fits: _Fits) -> list[CheckOutcome]:
-        scores: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    def _read(self, info: InformationType, plant: Plant, stages: list[str], reference: FeatureStore,
+              planted: FeatureStore, fits: _Fits) -> tuple[list[CheckOutcome], dict[str, str]]:
+        scores: dict[ProbeCheck, dict[str, dict[str, np.ndarray]]] = {}
+        unavailable: dict[str, str] = {}
         for stage in stages:
             ref_features, got_features = reference.load(stage), planted.load(stage)
             # the same features give the same (deterministic, seeded) fit: reuse the reference's
             same = torch.equal(ref_features, got_features)
-            for check in self.probes[plant.type.information]:
+            for check in checks_of(info):
                 ref_fit = fits.fit(reference, stage, ref_features, check)
                 got_fit = ref_fit if same else fits.fit(planted, stage, got_features, check)
-                key = f"{check.probe}/{check.metric}"
-                scores.setdefault(key, {"reference": {}, "planted": {}})
-                scores[key]["reference"][stage] = ref_fit.per_item[check.metric]
-                scores[key]["planted"][stage] = got_fit.per_item[check.metric]
-        return [analyse(check, plant, stages, scores[f"{check.probe}/{check.metric}"]["reference"],
-                        scores[f"{check.probe}/{check.metric}"]["planted"], self.n_bootstrap, self.seed)
-                for check in self.probes[plant.type.information]]
+                ref_scores, got_scores = item_scores(ref_fit, check.metric), item_scores(got_fit, check.metric)
+                if ref_scores is None or got_scores is None:
+                    unavailable[f"{check.probe}/{check.metric}"] = (ref_fit.unavailable.get(check.metric)
+                                                                    or "not scored by this probe")
+                    continue
+                scores.setdefault(check, {"reference": {}, "planted": {}})
+                scores[check]["reference"][stage] = ref_scores
+                scores[check]["planted"][stage] = got_scores
+        readable = [c for c in checks_of(info) if f"{c.probe}/{c.metric}" not in unavailable]
+        return [analyse(check, plant, stages, scores[check]["reference"], scores[check]["planted"],
+                        self.n_bootstrap, self.seed) for check in readable], unavailable
 
-    def _detectable(self, group: list[Plant], reference: FeatureStore, stages: list[str], fits: _Fits,
-                    detectable: dict[str, dict[str, tuple[int, float]]]) -> None:
-        """The smallest detectable drop of each probe metric over every stage the reference was read at."""
-        for information in dict.fromkeys(p.type.information for p in group):
-            # `none` reads the position probes on the same data: one table for both
-            table = detectable.setdefault("position" if information == "none" else information, {})
-            for check in self.probes[information]:
-                per_stage = {s: fits.fit(reference, s, reference.load(s), check).per_item[check.metric]
-                             for s in stages}
-                table.setdefault(f"{check.probe}/{check.metric}",
-                                 detectable_drop(stages, per_stage, self.n_bootstrap, self.seed))
+    def _detectable(self, info: InformationType, reference: FeatureStore, stages: list[str], fits: _Fits
+                    ) -> dict[str, DetectableDrop]:
+        """Each probe metric's smallest detectable drop at every stage the reference was read at."""
+        table: dict[str, DetectableDrop] = {}
+        for check in checks_of(info):
+            per_stage = {s: item_scores(fits.fit(reference, s, reference.load(s), check), check.metric)
+                         for s in stages}
+            if any(v is None for v in per_stage.values()):
+                continue
+            n, widths = stage_detectable(stages, per_stage, self.n_bootstrap, self.seed)  # type: ignore[arg-type]
+            table[f"{check.probe}/{check.metric}"] = DetectableDrop(n, max(widths.values()), widths, info.family,
+                                                                    self.suite.data[info.family])
+        return table

@@ -7,14 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from stageprobe.metrics._catalog import label as metric_label
 from stageprobe.stats import BootstrapCI
 
 if TYPE_CHECKING:
     from stageprobe.calibrate.engine import Calibration, CheckOutcome, PlantOutcome
 
-#: probe metric names → the words the report uses
-METRIC_WORDS = {"matched_iou": "IoU", "relation_acc": "relation accuracy", "ssim": "SSIM", "edge_f1": "edge F1",
-                "direction_acc": "direction accuracy", "speed_acc": "speed accuracy", "order_acc": "order accuracy"}
 
 
 def _ci(ci: BootstrapCI) -> dict[str, float]:
@@ -25,7 +23,7 @@ def _check_dict(outcome: CheckOutcome, plant_stage: str) -> dict[str, Any]:
     check = outcome.check
     return {
         "probe": check.probe, "task": check.task, "metric": check.metric,
-        "role": "primary" if check.primary else "seed protocol (shown beside)",
+        "role": "deciding" if check.primary else "secondary (shown beside)",
         "found_at": outcome.found_at,
         "drop_at_plant": _ci(outcome.stage_drop[plant_stage]) if plant_stage in outcome.stage_drop else None,
         "loss_vs_reference_at_plant": _ci(outcome.loss_vs_reference[plant_stage]),
@@ -47,8 +45,10 @@ def calibration_dict(calibration: Calibration) -> dict[str, Any]:
         "verdict": "PASS" if all(p.verdict == "PASS" for p in calibration.plants) else "FAIL",
         "plants": [{"plant": p.plant.label, "type": p.plant.type.name, "stage": p.plant.stage,
                     "information": p.information, "dataset": p.dataset, "verdict": p.verdict,
-                    "checks": [_check_dict(c, p.plant.stage) for c in p.checks]} for p in calibration.plants],
-        "detectable_drop": {info: {key: {"n_test": n, "drop": drop} for key, (n, drop) in table.items()}
+                    "checks": [_check_dict(c, p.plant.stage) for c in p.checks],
+                    **({"unavailable": dict(p.unavailable)} if p.unavailable else {})} for p in calibration.plants],
+        "detectable_drop": {info: {key: {"n_test": d.n_test, "drop": d.drop, "family": d.family, "dataset": d.dataset,
+                                         "stages": dict(d.stages)} for key, d in table.items()}
                             for info, table in calibration.detectable.items()},
     }
 
@@ -58,7 +58,7 @@ def _fmt(ci: BootstrapCI) -> str:
 
 
 def _words(metric: str) -> str:
-    return METRIC_WORDS.get(metric, metric)
+    return metric_label(metric)
 
 
 def _rows(plant: PlantOutcome) -> list[str]:
@@ -101,8 +101,8 @@ def _failures(calibration: Calibration) -> list[str]:
             if c.check.primary and c.verdict == "FAIL":
                 lines.append(f"- **FAIL** {label}: {_failure_reason(plant, c)}")
             elif not c.check.primary and c.found_at != plant.plant.stage and plant.plant.type.name != "none":
-                lines.append(f"- {label} (seed protocol) cannot see this loss: it mean-pools the tokens, which "
-                             "discards where each token is.")
+                lines.append(f"- {label} (secondary, does not decide) does not see this loss at its stage.")
+        lines += [f"- `{plant.plant.label}` · {key}: not read ({why})" for key, why in plant.unavailable.items()]
     return lines
 
 
@@ -127,10 +127,10 @@ def calibration_markdown(calibration: Calibration) -> str:
     lines += ["", "**Detectable effect size** (largest half-width of the paired 95 % CI between neighbouring stages "
               "of the unplanted model):", ""]
     for info, table in calibration.detectable.items():
-        for key, (n, drop) in table.items():
+        for key, d in table.items():
             probe, metric = key.split("/", 1)
-            lines.append(f"- {info}: with {n} test items, {_words(metric)} drops ≥ {drop:.3f} are detectable "
-                         f"({probe}).")
+            lines.append(f"- {info} ({d.dataset}): with {d.n_test} test items, {_words(metric)} drops ≥ {d.drop:.3f} "
+                         f"are detectable ({probe}).")
     return "\n".join(lines) + "\n"
 
 

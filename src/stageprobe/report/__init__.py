@@ -13,14 +13,14 @@ from stageprobe.report.results import (
     write_results_yaml,
 )
 from stageprobe.report.schema import MetricRow, ResultsFile, RunContext
-from stageprobe.report.targets import Decision, DecisionRule, Target, Verdict, compute_verdicts, decide, recommend
 from stageprobe.report.validate import validate_run
+from stageprobe.report.verdicts import Decision, DecisionRule, Target, Verdict, compute_verdicts, decide
 from stageprobe.report.wandb_log import log_to_wandb
 
 __all__ = [
     "CompareRow", "Comparison", "Decision", "DecisionRule", "MetricRow", "ReportPaths", "ResultsFile",
     "RunContext", "Target", "Verdict", "build_results", "compare_runs", "comparison_table",
     "compute_verdicts", "decide", "load_results_yaml", "load_run", "log_to_wandb", "read_metrics_csv",
-    "recommend", "render_findings", "render_html", "render_report", "validate_run", "write_metrics_csv",
+    "render_findings", "render_html", "render_report", "validate_run", "write_metrics_csv",
     "write_results_yaml", "write_run_report",
 ]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from stageprobe.report.fmt import fmt_row
 from stageprobe.report.schema import ExperimentStatus, MetricRow, Protocol, RunContext
-from stageprobe.report.targets import Advice, Decision, Verdict, best_row, compute_verdicts, decide, recommend
+from stageprobe.report.verdicts import Advice, Decision, Verdict, best_row, compute_verdicts, decide
 from stageprobe.suites import get_suite
 
 if TYPE_CHECKING:
@@ -29,7 +29,8 @@ class RunMeta:
     protocol: Protocol = "stageprobe"
     experiment_status: Mapping[str, ExperimentStatus] = field(default_factory=dict)
     experiment_errors: Mapping[str, str] = field(default_factory=dict)
-    suite: str = "q2"
+    #: the suite whose rows, targets and words read the run (results.yaml's `suite`)
+    suite: str = ""
     #: `--verdict-stage`: judge every target at this stage instead of the suite's
     verdict_stage: str | None = None
 
@@ -45,7 +46,7 @@ class RunMeta:
         status = {k: v.get("status", "completed") for k, v in experiments.items() if isinstance(v, dict)}
         errors = {k: v["error"] for k, v in experiments.items() if isinstance(v, dict) and v.get("error")}
         return cls(str(results.get("model", "")), bool(results.get("weights_random", False)),
-                   results.get("protocol", "stageprobe"), status, errors, str(results.get("suite") or "q2"),
+                   results.get("protocol", "stageprobe"), status, errors, str(results.get("suite") or ""),
                    (results.get("config") or {}).get("verdict_stage"))
 
 
@@ -128,14 +129,15 @@ def _finding(suite: Suite, experiment: str, inputs: FindingInput) -> str:
     return "; ".join(f"{metric} {fmt_row(r)} at {r.stage} ({r.probe})" for metric, r in best.items()) + "."
 
 
-def analyse(rows: Sequence[MetricRow], meta: RunMeta) -> Analysis:
+def analyse(rows: Sequence[MetricRow], meta: RunMeta, suite: Suite | None = None) -> Analysis:
+    """Verdicts, decision, advice and findings of `rows` under `suite` (default: the run's, by name)."""
     # imported here: the suite modules import the report's types, so the report loads first
     from stageprobe.suites._spec import FindingInput
 
-    suite = get_suite(meta.suite)
+    suite = suite or get_suite(meta.suite)
     verdicts = compute_verdicts(suite.targets, rows, meta.verdict_stage)
     decision = decide(rows, suite.decision)
-    advice = recommend(decision, meta.weights_random, meta.protocol)
+    advice = suite.advise(decision, meta.weights_random, meta.protocol)
     status: dict[str, ExperimentStatus] = {}
     findings: dict[str, str] = {}
     best: dict[str, dict[str, MetricRow]] = {}

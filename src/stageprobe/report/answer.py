@@ -8,23 +8,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageprobe.report.analysis import Analysis
 from stageprobe.report.document import Block, Heading, Para, Table
 from stageprobe.report.fmt import MISSING, fmt, fmt_row
-from stageprobe.report.schema import MetricRow, pixel_stage_for, stage_sort_key
-from stageprobe.report.targets import Verdict, studies_pixels
+from stageprobe.report.schema import MetricRow, stage_sort_key
+from stageprobe.report.verdicts import Verdict, pixel_ceiling
 
-#: information type → the targets that answer it, first measured wins (LPIPS may be unavailable offline)
-INFORMATION_TARGETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("Spatial", "where objects are", ("bbox_iou", "relation_acc", "map_50")),
-    ("Detail", "appearance, edges, texture", ("lpips", "edge_f1", "irs")),
-    ("Motion", "direction, speed, order", ("direction_acc", "speed_acc", "order_acc")),
-)
-#: calibration information types by the report's information names
-CALIBRATION_INFORMATION = {"Spatial": "position", "Detail": "detail", "Motion": "time"}
-
+if TYPE_CHECKING:
+    from stageprobe.suites._spec import InformationType
 
 def half_width(row: MetricRow | None) -> float | None:
     if row is None or not row.has_ci:
@@ -59,45 +52,44 @@ def paired_detectable(drop_row: MetricRow | None) -> str:
 
 @dataclass(frozen=True)
 class StageAnswer:
-    information: str
-    what: str
+    information: InformationType
     verdict: Verdict | None
     ceiling: MetricRow | None
     detectable: float | None
-
-
-def _pixel_ceiling(rows: Sequence[MetricRow], best: MetricRow) -> MetricRow | None:
-    """The same probe and metric on raw pixels at the grid of `best` (any experiment of the same data)."""
-    grid = best.stage if best.stage.startswith("pixels.") else pixel_stage_for(best.stage)
-    control = "none" if best.stage.startswith("pixels.") else "pixels"
-    found = [r for r in rows if r.stage == grid and r.probe == best.probe and r.metric == best.metric
-             and r.control == control and r.value is not None]
-    return next((r for r in found if r.experiment == best.experiment), found[0] if found else None)
+    #: where the detectable drop comes from: the calibration's reading of exactly this row, or its own CI
+    detectable_source: str = ""
 
 
 def stage_answers(rows: Sequence[MetricRow], analysis: Analysis,
                   calibration: Mapping[str, Any] | None = None) -> list[StageAnswer]:
-    """Per information type: the first target with a best-on-validation stage, its pixel ceiling,
-    and the smallest drop the run can detect for it (calibration's when it measured one)."""
+    """Per information type of the suite: the first of its targets with a best-on-validation stage, its
+    pixel ceiling, and the smallest drop the run can detect for it (calibration's when it measured that
+    probe and metric at that stage on the same data)."""
     answers = []
-    for information, what, keys in INFORMATION_TARGETS:
-        verdicts = [analysis.verdicts[k] for k in keys if k in analysis.verdicts]
+    for info in analysis.suite.information:
+        verdicts = [analysis.verdicts[t.key] for t in info.targets if t.key in analysis.verdicts]
         chosen = next((v for v in verdicts if v.best_val is not None and v.best_val.value is not None), None)
-        if chosen is None:
-            answers.append(StageAnswer(information, what, None, None, None))
+        if chosen is None or chosen.best_val is None:
+            answers.append(StageAnswer(info, None, None, None))
             continue
         best = chosen.best_val
-        assert best is not None
-        detectable = _calibrated_drop(calibration, information, best.metric) or unpaired_detectable(best)
-        answers.append(StageAnswer(information, what, chosen, _pixel_ceiling(rows, best), detectable))
+        calibrated = calibrated_drop(calibration, info, best, analysis.suite.family_of(best.experiment))
+        detectable = calibrated if calibrated is not None else unpaired_detectable(best)
+        source = "calibration" if calibrated is not None else "its CI" if detectable is not None else ""
+        answers.append(StageAnswer(info, chosen, pixel_ceiling(rows, best), detectable, source))
     return answers
 
 
-def _calibrated_drop(calibration: Mapping[str, Any] | None, information: str, metric: str) -> float | None:
-    table = ((calibration or {}).get("detectable_drop") or {}).get(CALIBRATION_INFORMATION[information]) or {}
-    wanted = "matched_iou" if metric == "iou" else metric
-    drops = [entry.get("drop") for key, entry in table.items() if key.split("/", 1)[-1] == wanted]
-    return next((float(d) for d in drops if d is not None), None)
+def calibrated_drop(calibration: Mapping[str, Any] | None, info: InformationType, best: MetricRow,
+                    family: str | None) -> float | None:
+    """The calibration's detectable drop for exactly this row: the same information type, probe and
+    metric, at the same stage, on the same data family; None where calibration did not read it."""
+    entry = ((((calibration or {}).get("detectable_drop") or {}).get(info.name) or {})
+             .get(f"{best.probe}/{best.metric}") or {})
+    if not isinstance(entry, Mapping) or entry.get("family") != family:
+        return None
+    drop = (entry.get("stages") or {}).get(best.stage)
+    return float(drop) if drop is not None else None
 
 
 def _detectable_cell(drop: float | None) -> str:
@@ -111,7 +103,7 @@ def which_stage_table(rows: Sequence[MetricRow], analysis: Analysis,
                       calibration: Mapping[str, Any] | None = None) -> Table:
     body = []
     for answer in stage_answers(rows, analysis, calibration):
-        label = f"**{answer.information}** ({answer.what})"
+        label = f"**{answer.information.label}** ({answer.information.what})"
         if answer.verdict is None or answer.verdict.best_val is None:
             body.append([label, MISSING, "not measured (no validation scores)", MISSING, MISSING, MISSING])
             continue
@@ -119,13 +111,16 @@ def which_stage_table(rows: Sequence[MetricRow], analysis: Analysis,
         ceiling = ("this stage is the pixel baseline" if best.stage.startswith("pixels.")
                    else f"{fmt_row(answer.ceiling)} at `{answer.ceiling.stage}`" if answer.ceiling else "not measured")
         body.append([label, f"{answer.verdict.target.label} ({best.probe})", f"`{best.stage}`", fmt_row(best),
-                     ceiling, _detectable_cell(answer.detectable)])
+                     ceiling, _detectable_cell(answer.detectable)
+                     + (f" ({answer.detectable_source})" if answer.detectable is not None else "")])
     return Table(["Information", "Metric (probe)", "Read this stage", "Its test value [95% CI]",
                   "Pixel ceiling (same probe, same grid)", "Smallest detectable drop"], body,
                  caption="The stage is the one whose validation score is best; the value is its test score. "
                          "The pixel ceiling is what the same probe reaches on raw pixels at that stage's grid. "
                          "A stage-to-stage difference smaller than the last column is within noise at this "
-                         "sample size.")
+                         "sample size (calibration: the paired CI of the unplanted model between that stage and "
+                         "the one before, same probe, metric and data; its CI: the value's own CI as if "
+                         "unpaired).")
 
 
 def verdict_line(analysis: Analysis) -> str:
@@ -141,11 +136,6 @@ def verdict_line(analysis: Analysis) -> str:
             f"{targets}; confidence {analysis.confidence}" + (f": {why}" if why else "") + ".")
 
 
-def merge_words(rows: Sequence[MetricRow]) -> str:
-    """How the report names the 14 px → 28 px step: the pixel baseline has no merger."""
-    return "the 14 px → 28 px coarsening of the pixel grid" if studies_pixels(rows) else "the 2×2 merger"
-
-
 def _stage_cell(check: Mapping[str, Any]) -> str:
     drop = check.get("drop_at_plant") or {}
     if drop.get("estimate") is None:
@@ -158,11 +148,12 @@ def calibration_blocks(calibration: Mapping[str, Any]) -> list[Block]:
     body = []
     for plant in calibration.get("plants") or []:
         for check in plant.get("checks") or []:
-            primary = str(check.get("role", "primary")) == "primary"
-            body.append([f"`{plant.get('plant')}`", f"{check.get('probe')} · {check.get('metric')}",
+            deciding = str(check.get("role", "deciding")) in ("deciding", "primary")
+            body.append([f"`{plant.get('plant')}`", f"{check.get('probe')} · {check.get('metric')}"
+                         + ("" if deciding else " (secondary)"),
                          f"`{check['found_at']}`" if check.get("found_at") else "not found",
                          _stage_cell(check), "yes" if check.get("earlier_stages_unchanged") else "**no**",
-                         str(check.get("verdict")) if primary else "shown beside (seed protocol)"])
+                         str(check.get("verdict")) if deciding else "shown beside (does not decide)"])
     body.sort(key=lambda r: stage_sort_key(r[0].strip("`").split("@")[-1]))
     drops = [f"{info}: {key} drops ≥ {fmt(entry.get('drop'))} detectable with {int(entry.get('n_test', 0))} "
              "test items" for info, table in (calibration.get("detectable_drop") or {}).items()

@@ -8,14 +8,13 @@ be traced to `metrics.csv`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.report.analysis import Analysis, RunMeta, analyse, model_rows
 from stageprobe.report.answer import (
     calibration_blocks,
     detectable_phrase,
-    merge_words,
     paired_detectable,
     unpaired_detectable,
     verdict_line,
@@ -35,17 +34,11 @@ from stageprobe.report.document import (
     to_markdown,
 )
 from stageprobe.report.fmt import MISSING, fmt, fmt_row
-from stageprobe.report.schema import (
-    CONTROL_DESCRIPTIONS,
-    POOLED_PROBE,
-    SPATIAL_PROBES,
-    MetricRow,
-    pixel_stage_for,
-    sort_stages,
-    stage_sort_key,
-)
-from stageprobe.report.targets import Verdict, best_row
-from stageprobe.suites import get_suite
+from stageprobe.report.schema import CONTROL_DESCRIPTIONS, MetricRow, pixel_stage_for, stage_sort_key
+from stageprobe.report.verdicts import Verdict, stage_line
+
+if TYPE_CHECKING:
+    from stageprobe.suites._spec import Suite
 
 RANDOM_WEIGHTS_WARNING = (
     "The weights of `{model}` are random (random-init). These numbers describe the architecture and "
@@ -76,13 +69,13 @@ def weights_phrase(meta: RunMeta) -> str:
     return "random weights" if meta.weights_random else "trained weights"
 
 
-def experiment_heading(experiment: str, suite: str = "q2") -> str:
-    spec = next((e for e in get_suite(suite).experiments if e.id == experiment), None)
+def experiment_heading(experiment: str, suite: Suite) -> str:
+    spec = next((e for e in suite.experiments if e.id == experiment), None)
     return f"{spec.label or spec.id}: {spec.title}" if spec is not None else experiment
 
 
-def table_metrics(experiment: str, suite: str = "q2") -> tuple[str, ...]:
-    spec = next((e for e in get_suite(suite).experiments if e.id == experiment), None)
+def table_metrics(experiment: str, suite: Suite) -> tuple[str, ...]:
+    spec = next((e for e in suite.experiments if e.id == experiment), None)
     return spec.table_metrics if spec is not None else ()
 
 
@@ -116,8 +109,8 @@ def _unavailable_notes(rows: Sequence[MetricRow]) -> list[str]:
             for (metric, reason), stages in grouped.items()]
 
 
-def experiment_table(rows: Sequence[MetricRow], experiment: str,
-                     metrics: Sequence[str] | None = None, suite: str = "q2") -> Table:
+def experiment_table(rows: Sequence[MetricRow], experiment: str, suite: Suite,
+                     metrics: Sequence[str] | None = None) -> Table:
     """Every stage's value with its controls; reference degradations (what a value means) beside the
     stages; metrics that could not be measured said once in the caption, not once per row."""
     own = model_rows(rows, experiment)
@@ -173,55 +166,30 @@ def _retention_lines(title: str, per_stage: list[MetricRow], invert: bool = Fals
     return [*lines, ""]
 
 
-def _per_stage(rows: Sequence[MetricRow], metric: str, probes: Sequence[str] | None = None,
-               control: str = "none") -> list[MetricRow]:
-    stages = sort_stages({r.stage for r in rows if r.metric == metric and r.control == control})
-    found = [best_row(rows, metric, stages=[s], probes=probes, control=control)
-             for s in stages]
-    return [r for r in found if r is not None]
-
-
-def retention_pattern(rows: Sequence[MetricRow]) -> str:
-    """Text bars per information type and stage, like the seed's retention chart."""
-    spatial_probes = list(SPATIAL_PROBES) if any(
-        r.metric == "iou" and r.probe in SPATIAL_PROBES for r in rows) else [POOLED_PROBE]
+def retention_pattern(rows: Sequence[MetricRow], suite: Suite) -> str:
+    """Text bars per information type and stage, like the seed's retention chart: each type's deciding
+    probe on the data family its verdicts are judged on, its pixel ceiling, then its secondary probes."""
     lines: list[str] = ["Information retention by stage (bar = value on a 0–1 scale)", ""]
-    lines += _retention_lines(f"Spatial (bbox IoU, {' / '.join(spatial_probes)}):",
-                              _per_stage(rows, "iou", spatial_probes))
-    if spatial_probes != [POOLED_PROBE] and any(r.probe == POOLED_PROBE and r.metric == "iou" for r in rows):
-        lines += _retention_lines("Spatial, seed protocol (bbox IoU, pooled-linear):",
-                                  _per_stage(rows, "iou", [POOLED_PROBE]))
-    pixels = _per_stage(rows, "iou", spatial_probes, control="pixels")
-    if pixels:
-        lines += _retention_lines("Spatial ceiling (pixel baseline, same probes):", pixels)
-    lines += _retention_lines("Detection (mAP@0.5):", _per_stage(rows, "map_50"))
-    lpips_reasons = sorted({r.unavailable_reason for r in rows
-                            if r.metric == "lpips" and r.control == "none" and r.unavailable_reason})
-    lines += _retention_lines("Perceptual (LPIPS, lower is better; bar = 1 − LPIPS):",
-                              _per_stage(rows, "lpips"), invert=not higher_is_better("lpips"),
-                              reasons=lpips_reasons)
-    lines += _retention_lines("Boundaries (edge F1):", _per_stage(rows, "edge_f1"))
-    for metric, label in (("direction_acc", "direction"), ("speed_acc", "speed"), ("order_acc", "order")):
-        lines += _retention_lines(f"Temporal ({label} accuracy):", _per_stage(rows, metric))
+    for info in suite.information:
+        experiments = suite.family_experiments(info.family)
+        for metric in info.drawn:
+            line = stage_line(rows, metric, info.probe, experiments)
+            lower = not higher_is_better(metric)
+            reasons = sorted({r.unavailable_reason for r in rows if r.metric == metric and r.probe == info.probe
+                              and r.control == "none" and r.unavailable_reason})
+            lines += _retention_lines(f"{info.label} ({metric}, {info.probe}"
+                                      + ("; lower is better, bar = 1 − value" if lower else "") + "):",
+                                      line, invert=lower, reasons=reasons)
+            ceiling = stage_line(rows, metric, info.probe, experiments, control="pixels")
+            if ceiling:
+                lines += _retention_lines(f"{info.label} ceiling (pixel baseline, {info.probe}, {metric}):",
+                                          ceiling, invert=lower)
+        for read in info.secondary:
+            line = stage_line(rows, read.metric, read.probe, experiments)
+            if line:
+                lines += _retention_lines(f"{info.label}, secondary ({read.metric}, {read.probe}):", line,
+                                          invert=not higher_is_better(read.metric))
     return "\n".join(lines).rstrip()
-
-
-def _answer(analysis: Analysis, rows: Sequence[MetricRow]) -> list[str]:
-    decision = analysis.decision
-    across = merge_words(rows)
-    spatial = {"GREEN": "**Object location survives to the stage the decision reads.**",
-               "YELLOW": f"**Object location is present before {across} but lost across it.**",
-               "RED": "**Object location is already weak at the first stage the decision reads.**",
-               "UNAVAILABLE": "**Where object location is lost could not be decided.**"}[decision.colour]
-    paragraphs = [f"{spatial} {decision.reason[0].upper()}{decision.reason[1:]}."]
-    if decision.drop is not None:
-        paragraphs.append(f"Drop across {across}: {fmt_row(decision.drop)} "
-                          f"({paired_detectable(decision.drop)}: the half-width of its paired 95% CI).")
-    if decision.ceiling_problem:
-        paragraphs.append(f"**The deciding probe cannot judge this:** {decision.ceiling_problem}.")
-    if decision.pooled_only:
-        paragraphs.append("These are pooled-probe numbers (seed protocol): they cannot show location.")
-    return paragraphs
 
 
 def _best_val_cell(verdict: Verdict) -> str:
@@ -278,7 +246,7 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
         doc.add(Callout("warning", "Seed protocol (pooled probes).", SEED_PROTOCOL_WARNING))
     _top(doc, results, rows, analysis, meta)
     doc.add(Rule(), Heading(2, "The Question"), Para(suite.question),
-            Heading(2, "The Answer"), *[Para(p) for p in _answer(analysis, rows)],
+            Heading(2, "The Answer"), *[Para(p) for p in suite.answer(analysis.decision, rows)],
             Heading(2, "Key Results"), _key_results(analysis))
     doc.add(Heading(3, f"Decision matrix: {analysis.decision.colour}"), Para(_decision_text(analysis)))
     matrix = [r for r in (analysis.decision.pre, analysis.decision.post, analysis.decision.drop) if r is not None]
@@ -290,7 +258,7 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
                         else detectable_phrase(unpaired_detectable(r), r.n)] for r in matrix]))
     _experiments(doc, rows, analysis)
     doc.add(Rule(), Heading(2, "Retention by stage"),
-            Details("Text bars: each information type, stage by stage", [Pre(retention_pattern(rows))]))
+            Details("Text bars: each information type, stage by stage", [Pre(retention_pattern(rows, suite))]))
     _closing(doc, results, rows, analysis)
     return doc
 
@@ -298,9 +266,9 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
 def _experiments(doc: Document, rows: Sequence[MetricRow], analysis: Analysis) -> None:
     doc.add(Rule(), Heading(2, "Sub-experiment Summaries"))
     for experiment, state in analysis.experiment_status.items():
-        heading = experiment_heading(experiment, analysis.suite.name)
+        heading = experiment_heading(experiment, analysis.suite)
         doc.add(Heading(3, heading), Para(f"**Status:** {state}. **Finding:** {analysis.findings[experiment]}"))
-        table = experiment_table(rows, experiment, suite=analysis.suite.name)
+        table = experiment_table(rows, experiment, analysis.suite)
         if table.rows:
             doc.add(Details(f"{heading}: every stage ({len(table.rows)} rows)", [table]))
         elif table.caption:

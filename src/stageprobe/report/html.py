@@ -119,10 +119,10 @@ def render_html(results: Mapping[str, Any], rows: Sequence[MetricRow], artifacts
                         [Figure(p, p.rsplit("/", 1)[-1].removesuffix(".png").replace("_", " ")) for p in extra]))
     doc.add(Heading(2, "All measurements"))
     for experiment in analysis.experiment_status:
-        table = experiment_table(rows, experiment, metrics=sorted({r.metric for r in rows
+        table = experiment_table(rows, experiment, analysis.suite, metrics=sorted({r.metric for r in rows
                                                                      if r.experiment == experiment}))
         if table.rows:
-            doc.add(Details(f"{experiment_heading(experiment, analysis.suite.name)} — every metric", [table]))
+            doc.add(Details(f"{experiment_heading(experiment, analysis.suite)} — every metric", [table]))
     run_info = {k: results.get(k) for k in ("model", "weights_random", "protocol", "suite", "stages",
                                             "started_at", "completed_at", "executed_by")}
     doc.add(Details("Run details, configuration and environment",

@@ -10,6 +10,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -19,10 +20,13 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
+from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.report.fmt import fmt
-from stageprobe.report.schema import POOLED_PROBE, SPATIAL_PROBES, MetricRow, pixel_stage_for, sort_stages
-from stageprobe.report.targets import best_row
-from stageprobe.suites import get_suite
+from stageprobe.report.schema import MetricRow, sort_stages
+from stageprobe.report.verdicts import pixel_ceiling, stage_line
+
+if TYPE_CHECKING:
+    from stageprobe.suites._spec import InformationType, Suite
 
 ImageLike = np.ndarray | Image.Image
 
@@ -32,37 +36,9 @@ CONTROL_STYLE: dict[str, tuple[str, str]] = {
     "pixels": ("#6b7280", "pixel baseline"),
     "random-init": ("#b91c1c", "random-init"),
     "control-task": ("#7c3aed", "control task"),
+    "chance": ("#a16207", "chance"),
+    "token-shuffle": ("#0f766e", "token shuffle"),
 }
-
-# One panel per information type: (title, [(metric, label, probes, higher_is_better, target key)]).
-INFO_TYPES: tuple[tuple[str, tuple[tuple[str, str, tuple[str, ...] | None, bool, str | None], ...]], ...] = (
-    ("Spatial", (("iou", "bbox IoU (spatial probes)", SPATIAL_PROBES, True, "bbox_iou"),
-                 ("iou", "bbox IoU (pooled, seed protocol)", (POOLED_PROBE,), True, None),
-                 ("map_50", "mAP@0.5", None, True, "map_50"))),
-    ("Perceptual", (("lpips", "LPIPS (lower is better)", None, False, "lpips"),
-                    ("edge_f1", "edge F1", None, True, "edge_f1"),
-                    ("ssim", "SSIM", None, True, None))),
-    ("Temporal", (("direction_acc", "direction acc", None, True, "direction_acc"),
-                  ("speed_acc", "speed acc", None, True, "speed_acc"),
-                  ("order_acc", "order acc", None, True, "order_acc"))),
-)
-
-# Heatmap columns: (label, metric, probes, higher_is_better).
-HEATMAP_COLUMNS: tuple[tuple[str, str, tuple[str, ...] | None, bool], ...] = (
-    ("bbox IoU", "iou", SPATIAL_PROBES, True),
-    ("IoU pooled", "iou", (POOLED_PROBE,), True),
-    ("mAP@0.5", "map_50", None, True),
-    ("1 − LPIPS", "lpips", None, False),
-    ("edge F1", "edge_f1", None, True),
-    ("direction", "direction_acc", None, True),
-    ("speed", "speed_acc", None, True),
-    ("order", "order_acc", None, True),
-)
-
-
-def _threshold(target_key: str, suite: str = "q2") -> float:
-    return next(t.threshold for t in get_suite(suite).targets if t.key == target_key)
-
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
@@ -91,100 +67,110 @@ def _short(stage: str) -> str:
             .replace("pixels.", "px."))
 
 
-def plot_decay_curves(rows: Sequence[MetricRow], path: str | Path, title: str = "") -> Path:
-    """Value per stage for each information type, with 95 % CI bands, targets and control lines.
+def _x_labels(ax, stages: Sequence[str]) -> None:  # type: ignore[no-untyped-def]
+    ax.set_xticks(range(len(stages)))
+    ax.set_xticklabels([_short(s) for s in stages], rotation=60, ha="right", fontsize=7)
 
-    Pixel baseline: dashed horizontal line (the ceiling of the first probe family of a panel);
-    random-init and control-task: dashed lines at the stages where they were measured.
-    """
-    stages = sort_stages({r.stage for r in rows if r.control == "none"})
-    fig = Figure(figsize=(12, 5.6))
-    axes = fig.subplots(1, len(INFO_TYPES))
-    for ax, (panel, series) in zip(axes, INFO_TYPES, strict=True):
-        _style(ax, panel)
-        x_of = {s: i for i, s in enumerate(stages)}
-        plotted = False
-        for colour, (metric, label, probes, higher, target_key) in zip(PALETTE, series, strict=False):
-            points = [best_row(rows, metric, higher, stages=[s], probes=probes) for s in stages]
-            points_ok = [p for p in points if p is not None]
-            if not points_ok:
-                continue
-            plotted = True
-            xs = [x_of[p.stage] for p in points_ok]
-            ax.plot(xs, [p.value for p in points_ok], marker="o", ms=3.5, lw=1.8, color=colour, label=label)
-            with_ci = [p for p in points_ok if p.has_ci]
-            if with_ci:
-                ax.fill_between([x_of[p.stage] for p in with_ci], [p.ci_low for p in with_ci],
-                                [p.ci_high for p in with_ci], color=colour, alpha=0.15, lw=0)
-            if target_key:
-                ax.axhline(_threshold(target_key), color=colour, lw=0.9, ls=":", alpha=0.8)
-            for control in ("random-init", "control-task"):
-                ctrl = [best_row(rows, metric, higher, stages=[s], probes=probes, control=control)
-                        for s in stages]
-                ctrl_ok = [c for c in ctrl if c is not None]
-                if ctrl_ok:
-                    ax.plot([x_of[c.stage] for c in ctrl_ok], [c.value for c in ctrl_ok], ls="--", lw=1.1,
-                            color=CONTROL_STYLE[control][0], alpha=0.85,
-                            label=f"{label}: {CONTROL_STYLE[control][1]}")
-            ceiling = best_row(rows, metric, higher, probes=probes, control="pixels")
-            if ceiling is not None and ceiling.value is not None:
-                ax.axhline(ceiling.value, ls="--", lw=1.1, color=CONTROL_STYLE["pixels"][0],
-                           label=f"{label}: pixel baseline ({fmt(ceiling.value)})")
-        if not plotted:
-            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes,
-                    color="#6b7280")
-        ax.set_xticks(range(len(stages)))
-        ax.set_xticklabels([_short(s) for s in stages], rotation=60, ha="right", fontsize=7)
-        ax.set_ylim(-0.02, 1.05)
-        if plotted:
+
+def _deciding_lines(rows: Sequence[MetricRow], suite: Suite, info: InformationType
+                    ) -> dict[str, list[MetricRow]]:
+    """metric → the deciding probe's line on the row's own data family."""
+    experiments = suite.family_experiments(info.family)
+    return {metric: stage_line(rows, metric, info.probe, experiments) for metric in info.drawn}
+
+
+def _ceiling_steps(rows: Sequence[MetricRow], line: Sequence[MetricRow], experiments: Sequence[str]
+                   ) -> list[MetricRow | None]:
+    """The pixel ceiling at each stage's own grid (14 px before the merge, 28 px after)."""
+    return [pixel_ceiling(rows, r, experiments) for r in line]
+
+
+def _draw_info_panel(ax, rows: Sequence[MetricRow], suite: Suite,  # type: ignore[no-untyped-def]
+                     info: InformationType) -> bool:
+    """The deciding probe's line per metric with its CI band, its pixel ceiling as a step line at each
+    stage's grid, its control rows, its targets; secondary probes thin and labelled as such."""
+    experiments = suite.family_experiments(info.family)
+    lines = _deciding_lines(rows, suite, info)
+    controls = {(metric, c): stage_line(rows, metric, info.probe, experiments, control=c)
+                for metric in info.drawn for c in CONTROL_STYLE if c != "pixels"}
+    secondary = {read: stage_line(rows, read.metric, read.probe, experiments)
+                 for read in info.secondary if read.metric in info.drawn}
+    stages = sort_stages({r.stage for group in (lines, controls, secondary) for line in group.values() for r in line})
+    x_of = {s: i for i, s in enumerate(stages)}
+    for colour, (metric, line) in zip(PALETTE, lines.items(), strict=False):
+        if not line:
+            continue
+        xs = [x_of[r.stage] for r in line]
+        ax.plot(xs, [r.value for r in line], marker="o", ms=3.5, lw=1.8, color=colour, label=f"{info.probe} · {metric}")
+        with_ci = [r for r in line if r.has_ci]
+        if with_ci:
+            ax.fill_between([x_of[r.stage] for r in with_ci], [r.ci_low for r in with_ci],
+                            [r.ci_high for r in with_ci], color=colour, alpha=0.15, lw=0)
+        steps = [(x, c.value) for x, c in zip(xs, _ceiling_steps(rows, line, experiments), strict=True) if c]
+        if steps:
+            ax.step(*zip(*steps, strict=True), where="mid", ls="--", lw=1.1, color=CONTROL_STYLE["pixels"][0],
+                    label=f"{metric}: pixel ceiling at each stage's grid")
+        for target in info.targets:
+            if target.metric == metric and target.probe in ("", info.probe):
+                ax.axhline(target.threshold, color=colour, lw=0.9, ls=":", alpha=0.8)
+        for control in CONTROL_STYLE:
+            ctrl = controls.get((metric, control)) or []
+            if ctrl:
+                ax.plot([x_of[c.stage] for c in ctrl], [c.value for c in ctrl], ls="--", lw=1.1, marker=".",
+                        color=CONTROL_STYLE[control][0], alpha=0.85, label=f"{metric}: {CONTROL_STYLE[control][1]}")
+    for read, line in secondary.items():
+        if line:
+            ax.plot([x_of[r.stage] for r in line], [r.value for r in line], lw=0.9, ls="-.", alpha=0.7,
+                    color="#9ca3af", label=f"secondary: {read.probe} · {read.metric}")
+    _x_labels(ax, stages)
+    return any(lines.values())
+
+
+def plot_decay_curves(rows: Sequence[MetricRow], suite: Suite, path: str | Path, title: str = "") -> Path:
+    """One panel per information type of the suite: its deciding probe at every stage (95 % CI band),
+    its pixel ceiling at each stage's grid, its controls (dashed) and targets (dotted)."""
+    fig = Figure(figsize=(4 * max(len(suite.information), 1), 5.6))
+    axes = np.atleast_1d(fig.subplots(1, max(len(suite.information), 1)))
+    for ax, info in zip(axes, suite.information, strict=False):
+        _style(ax, f"{info.label} ({info.probe})")
+        if _draw_info_panel(ax, rows, suite, info):
             # Below the axes: inside, the legend hides the curves it explains.
             ax.legend(fontsize=6.5, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.34))
-    fig.suptitle(title or "Information retention by stage (bands: 95% CI; dotted: target)", fontsize=11,
+        else:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="#6b7280")
+        ax.set_ylim(-0.02, 1.05)
+    fig.suptitle(title or "Deciding probe by stage (bands: 95% CI; dotted: target; dashed: controls)", fontsize=11,
                  color=INK, x=0.01, ha="left")
     fig.tight_layout()
     return _save(fig, path)
 
 
-#: (label, metric, probes) per line of the retention plot: each information type's primary probe
-RETENTION_SERIES: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
-    ("bbox IoU (spatial probes)", "iou", SPATIAL_PROBES), ("mAP@0.5", "map_50", None),
-    ("edge F1", "edge_f1", None), ("SSIM", "ssim", None), ("direction acc", "direction_acc", None),
-    ("speed acc", "speed_acc", None), ("order acc", "order_acc", None),
-)
-
-
-def _ceiling_of(rows: Sequence[MetricRow], row: MetricRow) -> MetricRow | None:
-    """The same probe and metric on raw pixels at the grid of `row`'s stage."""
-    grid = pixel_stage_for(row.stage)
-    found = [r for r in rows if r.control == "pixels" and r.stage == grid and r.probe == row.probe
-             and r.metric == row.metric and r.value]
-    return next((r for r in found if r.experiment == row.experiment), found[0] if found else None)
-
-
-def plot_retention_vs_pixels(rows: Sequence[MetricRow], path: str | Path, title: str = "") -> Path:
-    """Each stage's value ÷ the same probe's value on raw pixels at the same grid (1 = all that the
-    pixels give this probe); a stage without a pixel ceiling is left out of its line."""
-    stages = sort_stages({r.stage for r in rows if r.control == "none" and not r.stage.startswith("pixels.")})
+def plot_retention_vs_pixels(rows: Sequence[MetricRow], suite: Suite, path: str | Path, title: str = "") -> Path:
+    """Each stage's value of the deciding probe ÷ the same probe's value on raw pixels at the same grid
+    (1 = all that the pixels give this probe), higher-is-better metrics; a stage without a pixel ceiling
+    is left out of its line."""
+    series = []
+    for info in suite.information:
+        experiments = suite.family_experiments(info.family)
+        for metric, line in _deciding_lines(rows, suite, info).items():
+            if higher_is_better(metric):
+                points = [(r.stage, r.value / c.value) for r, c in  # type: ignore[operator]
+                          zip(line, _ceiling_steps(rows, line, experiments), strict=True)
+                          if c is not None and c.value and not r.stage.startswith("pixels.")]
+                series.append((f"{info.label}: {metric} ({info.probe})", points))
+    stages = sort_stages({stage for _, points in series for stage, _ in points})
+    x_of = {s: i for i, s in enumerate(stages)}
     fig = Figure(figsize=(9, 4.2))
     ax = fig.subplots()
-    _style(ax, title or "Retention relative to the pixel ceiling (same probe, same grid)")
-    x_of = {s: i for i, s in enumerate(stages)}
-    plotted = False
-    for colour, (label, metric, probes) in zip(itertools.cycle(PALETTE), RETENTION_SERIES, strict=False):
-        points = []
-        for stage in stages:
-            row = best_row(rows, metric, stages=[stage], probes=probes)
-            ceiling = _ceiling_of(rows, row) if row is not None else None
-            if row is not None and ceiling is not None and ceiling.value:
-                points.append((x_of[stage], row.value / ceiling.value))  # type: ignore[operator]
+    _style(ax, title or "Retention relative to the pixel ceiling (deciding probe, same grid)")
+    for colour, (label, points) in zip(itertools.cycle(PALETTE), series, strict=False):
         if points:
-            plotted = True
-            ax.plot(*zip(*points, strict=True), marker="o", ms=3.5, lw=1.6, color=colour, label=label)
+            ax.plot([x_of[s] for s, _ in points], [v for _, v in points], marker="o", ms=3.5, lw=1.6, color=colour,
+                    label=label)
     ax.axhline(1.0, color=CONTROL_STYLE["pixels"][0], ls="--", lw=1.0, label="pixel ceiling")
-    ax.set_xticks(range(len(stages)))
-    ax.set_xticklabels([_short(s) for s in stages], rotation=60, ha="right", fontsize=7)
+    _x_labels(ax, stages)
     ax.set_ylabel("value ÷ pixel ceiling", fontsize=8)
-    if not plotted:
+    if not any(points for _, points in series):
         ax.text(0.5, 0.5, "no pixel ceiling measured", ha="center", va="center", transform=ax.transAxes,
                 color="#6b7280")
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -192,20 +178,18 @@ def plot_retention_vs_pixels(rows: Sequence[MetricRow], path: str | Path, title:
     return _save(fig, path)
 
 
-def plot_stage_heatmap(rows: Sequence[MetricRow], path: str | Path, title: str = "") -> Path:
-    """Stage × information type; colour = retention on 0–1 (LPIPS shown as 1 − LPIPS)."""
-    stages = sort_stages({r.stage for r in rows if r.control == "none"})
-    measured = [r for r in rows if r.control == "none" and r.value is not None]
-    columns = [c for c in HEATMAP_COLUMNS
-               if any(r.metric == c[1] and (c[2] is None or r.probe in c[2]) for r in measured)]
+def plot_stage_heatmap(rows: Sequence[MetricRow], suite: Suite, path: str | Path, title: str = "") -> Path:
+    """Stage × (information type, metric) of each deciding probe; colour = value on 0–1 (a
+    lower-is-better metric shown as 1 − value)."""
+    columns = [(f"{info.label}: {metric}", {r.stage: r for r in line}, higher_is_better(metric))
+               for info in suite.information for metric, line in _deciding_lines(rows, suite, info).items() if line]
+    stages = sort_stages({stage for _, line, _ in columns for stage in line})
     grid = np.full((len(stages), max(len(columns), 1)), np.nan)
-    labels = [["" for _ in range(grid.shape[1])] for _ in stages]
     for i, stage in enumerate(stages):
-        for j, (_, metric, probes, higher) in enumerate(columns):
-            row = best_row(rows, metric, higher, stages=[stage], probes=probes)
-            if row is not None and row.value is not None:
-                grid[i, j] = row.value if higher else 1.0 - row.value
-                labels[i][j] = fmt(row.value)
+        for j, (_, line, higher) in enumerate(columns):
+            if stage in line:
+                value = float(line[stage].value)  # type: ignore[arg-type]
+                grid[i, j] = value if higher else 1.0 - value
     fig = Figure(figsize=(1.1 * max(len(columns), 1) + 2.4, 0.32 * len(stages) + 1.4))
     ax = fig.subplots()
     if not stages or not columns:
@@ -218,13 +202,14 @@ def plot_stage_heatmap(rows: Sequence[MetricRow], path: str | Path, title: str =
     ax.set_xticklabels([c[0] for c in columns], rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(stages)))
     ax.set_yticklabels(stages, fontsize=7.5)
-    for i in range(len(stages)):
-        for j in range(len(columns)):
-            if labels[i][j]:
-                ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=6.5,
+    for i, stage in enumerate(stages):
+        for j, (_, line, _) in enumerate(columns):
+            if stage in line:
+                ax.text(j, i, fmt(line[stage].value), ha="center", va="center", fontsize=6.5,
                         color="white" if grid[i, j] < 0.6 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="retention (0–1)")
-    ax.set_title(title or "Stage × information type (cell text: measured value)", fontsize=10, loc="left")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="value (0–1; distances as 1 − value)")
+    ax.set_title(title or "Stage × information type, deciding probes (cell text: measured value)", fontsize=10,
+                 loc="left")
     fig.tight_layout()
     return _save(fig, path)
 

@@ -26,6 +26,7 @@ from stageprobe.report.results import (
     write_results_yaml,
 )
 from stageprobe.report.schema import MetricRow, ResultsFile, RunContext
+from stageprobe.suites import get_suite
 
 DECAY_PLOT = "artifacts/decay_curves.png"
 HEATMAP_PLOT = "artifacts/stage_heatmap.png"
@@ -64,7 +65,8 @@ def write_run_report(run_dir: str | Path, rows: Sequence[MetricRow], context: Ru
     paths = _paths(run_dir)
     (run_dir / "artifacts").mkdir(parents=True, exist_ok=True)
     write_metrics_csv(rows, paths.metrics)
-    summary = [relative for relative, plot in DERIVED_PLOTS.items() if plot(rows, run_dir / relative)]
+    suite = get_suite(context.suite)
+    summary = [relative for relative, plot in DERIVED_PLOTS.items() if plot(rows, suite, run_dir / relative)]
     artifacts = {key: list(value) for key, value in context.artifacts.items()}
     artifacts["summary"] = list(dict.fromkeys([*artifacts.get("summary", []), *summary]))
     results = build_results(rows, replace(context, artifacts=artifacts))
@@ -100,9 +102,10 @@ def render_report(run_dir: str | Path) -> ReportPaths:
     run_dir = Path(run_dir)
     results, rows = load_run(run_dir)
     listed = set(artifact_paths(results))
+    suite = get_suite(str(results.get("suite")))
     for relative, plot in DERIVED_PLOTS.items():
         if relative in listed:
-            plot(rows, run_dir / relative)
+            plot(rows, suite, run_dir / relative)
     paths = _paths(run_dir)
     _write_text(paths.findings, render_findings(results, rows))
     _write_text(paths.html, render_html(results, rows, run_dir / "artifacts"))

@@ -26,12 +26,6 @@ RunStatus = Literal["not_started", "in_progress", "completed", "blocked", "faile
 Recommendation = Literal["proceed", "pivot", "investigate", "block"]
 Protocol = Literal["stageprobe", "seed"]
 
-# Probes that read tokens at their grid positions. The decision matrix uses only these:
-# a pooled probe discards position (defect 1 of the seed harness), so it cannot say whether
-# the merger keeps location.
-SPATIAL_PROBES: tuple[str, ...] = ("dense-linear", "attention")
-POOLED_PROBE = "pooled-linear"
-
 CSV_COLUMNS: tuple[str, ...] = (
     "experiment", "stage", "probe", "metric", "value", "ci_low", "ci_high", "n", "control", "model",
     "unavailable_reason", "note",
@@ -117,7 +111,8 @@ class RunContext:
 
     model: str
     weights_random: bool
-    suite: str = "q2"
+    #: the suite that measured the run (its rows, targets and words read it)
+    suite: str
     protocol: Protocol = "stageprobe"
     stages: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
@@ -218,8 +213,8 @@ class CalibrationEntry(_Loose):
     size: str
     verdict: Literal["PASS", "FAIL"]
     plants: list[dict[str, Any]]
-    #: information type → "probe/metric" → {n_test, drop}
-    detectable_drop: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
+    #: information type → "probe/metric" → {n_test, drop, family, dataset, stages: {stage: drop}}
+    detectable_drop: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
 
 class ResultsFile(_Loose):

@@ -12,10 +12,14 @@ if TYPE_CHECKING:
 
 #: suite name → module holding its `SUITE`
 SUITES: dict[str, str] = {"q2": "stageprobe.suites.q2"}
+#: the study `stageprobe run` runs unless told otherwise
+DEFAULT_SUITE = "q2"
 
 
 def get_suite(name: str) -> Suite:
     if name not in SUITES:
-        raise KeyError(f"unknown suite {name!r}; available: {', '.join(sorted(SUITES))}")
+        from stageprobe.errors import UserInputError
+
+        raise UserInputError(f"unknown suite {name!r}; available: {', '.join(sorted(SUITES))}")
     suite: Suite = import_module(SUITES[name]).SUITE
     return suite

@@ -16,7 +16,7 @@ import numpy as np
 from stageprobe.metrics._catalog import metric_info, report_name
 from stageprobe.probes import ProbeResult
 from stageprobe.report.schema import MetricRow
-from stageprobe.report.targets import VALIDATION
+from stageprobe.report.verdicts import VALIDATION
 from stageprobe.stats import bootstrap_ci, bootstrap_map_cis, paired_bootstrap_diff
 
 

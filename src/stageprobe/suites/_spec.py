@@ -1,7 +1,8 @@
-"""What a suite is made of: experiments (data family, stages, probes), targets, a decision rule,
-and hooks — in lm-eval's `process_results` style — that turn an experiment's measurements into
-derived metrics and into its finding text. The runner and the report call these hooks and know
-no experiment by name.
+"""What a suite is made of: experiments (data family, stages, probes), information types (each with
+its targets, deciding probe, secondary probes, plot metrics and calibration plants), a decision
+rule, and hooks — in lm-eval's `process_results` style — that turn an experiment's measurements
+into derived metrics, finding texts and the recommendation. The runner, the report and the
+calibration call these hooks and read these rows; they know no experiment, probe or metric by name.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from stageprobe.datasets import Dataset
 from stageprobe.models.base import StageInfo
 from stageprobe.report.schema import MetricRow
-from stageprobe.report.targets import Decision, DecisionRule, Target, Verdict
+from stageprobe.report.verdicts import Advice, Decision, DecisionRule, Target, Verdict
 
 Family = Literal["spatial", "detail", "photos", "motion", "camera"]
 
@@ -83,6 +84,86 @@ class FindingInput:
 
 DeriveHook = Callable[[DeriveInput], list[MetricRow]]
 FindingHook = Callable[[FindingInput], str]
+#: (decision, weights random, protocol) → the recommendation in the suite's words
+AdviceHook = Callable[[Decision, bool, str], Advice]
+#: (decision, all rows) → the answer's paragraphs in the suite's words
+AnswerHook = Callable[[Decision, Sequence[MetricRow]], list[str]]
+
+
+def _check_probe_metric(where: str, probe: str, task: str, metric: str) -> None:
+    """A row naming an unregistered probe, a task it does not do or an undeclared metric fails here."""
+    from stageprobe.metrics._catalog import METRICS, report_name
+    from stageprobe.probes import registered_probes
+
+    entry = registered_probes().get(probe)
+    if entry is None:
+        known = ", ".join(sorted(registered_probes()))
+        raise ValueError(f"{where}: probe {probe!r} is not registered; registered: {known}")
+    if task not in entry.tasks:
+        raise ValueError(f"{where}: probe {probe!r} does not do task {task!r}; it does {', '.join(entry.tasks)}")
+    if report_name(metric) not in METRICS:
+        raise ValueError(f"{where}: metric {metric!r} has no metadata in stageprobe/metrics/_catalog.py")
+
+
+@dataclass(frozen=True)
+class ProbeRead:
+    """One metric of one probe on one task, as metrics.csv names them."""
+
+    probe: str
+    task: str
+    metric: str
+    #: read by calibration too (off for costly gradient-trained probes shown only beside the decision)
+    calibrate: bool = True
+
+
+@dataclass(frozen=True)
+class InformationType:
+    """One thing the study measures (e.g. location), declared once: everything that reads it — the
+    verdicts, the answer table, the figures, the retention bars, the calibration — reads this row."""
+
+    name: str
+    label: str
+    #: what it is, in a few words ("where objects are")
+    what: str
+    #: the data family its verdicts are judged on (the figures and calibration read the same data)
+    family: Family
+    #: the probe that decides it, and the (task, metric) pairs it is read with; the first metric leads
+    probe: str
+    metrics: tuple[tuple[str, str], ...]
+    #: its targets, the first measured answers "which stage to read"; a target naming no probe is judged
+    #: with `probe`, one naming no experiments on the experiments of `family`
+    targets: tuple[Target, ...]
+    #: other probes shown beside the deciding one, labelled, never merged into its line or verdict
+    secondary: tuple[ProbeRead, ...] = ()
+    #: the deciding probe's metrics drawn in its figure panel (default: `metrics`)
+    plot_metrics: tuple[str, ...] = ()
+    #: planted-loss types (`models/planting.py`) the calibration checks this row's probes against
+    plants: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.metrics:
+            raise ValueError(f"information type {self.name!r}: declare the deciding probe's metrics")
+        for task, metric in self.metrics:
+            _check_probe_metric(f"information type {self.name!r}", self.probe, task, metric)
+        for read in self.secondary:
+            _check_probe_metric(f"information type {self.name!r} (secondary)", read.probe, read.task, read.metric)
+        for metric in self.plot_metrics:
+            if metric not in {m for _, m in self.metrics}:
+                raise ValueError(f"information type {self.name!r}: plot metric {metric!r} is not one of the "
+                                 f"deciding probe's metrics {[m for _, m in self.metrics]}")
+
+    @property
+    def metric(self) -> str:
+        """The metric that leads: the decision matrix and the first figure line read it."""
+        return self.metrics[0][1]
+
+    @property
+    def deciding(self) -> tuple[ProbeRead, ...]:
+        return tuple(ProbeRead(self.probe, task, metric) for task, metric in self.metrics)
+
+    @property
+    def drawn(self) -> tuple[str, ...]:
+        return self.plot_metrics or tuple(metric for _, metric in self.metrics)
 
 
 @dataclass(frozen=True)
@@ -114,12 +195,18 @@ class Suite:
     question: str
     claim: str
     experiments: tuple[ExperimentSpec, ...]
-    targets: tuple[Target, ...]
+    #: what the study measures, one row per information type (see `InformationType`)
+    information: tuple[InformationType, ...]
+    #: the decision matrix; its `information` names the row whose deciding probe and metric it reads
     decision: DecisionRule
     #: default dataset spec of each data family
     data: Mapping[Family, str]
     #: samples per data family and run size
     sizes: Mapping[str, Mapping[Family, int]]
+    #: the recommendation (proceed / pivot / investigate / block) in the suite's words
+    advise: AdviceHook
+    #: the answer's paragraphs in the suite's words
+    answer: AnswerHook
     quick_stage_limits: Mapping[str, int] = field(default_factory=dict)
     quick_probe_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: `--quick` fits these probes' controls only at stages matching these patterns
@@ -127,11 +214,51 @@ class Suite:
     #: said once in the report's controls section (e.g. why a control is not run for a probe)
     notes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        row = self.row(self.decision.information)
+        # the decision matrix reads its row's deciding probe and metric on that row's data
+        object.__setattr__(self, "decision", replace(
+            self.decision, probe=row.probe, metric=row.metric,
+            experiments=self.decision.experiments or self.family_experiments(row.family)))
+
+    def row(self, name: str) -> InformationType:
+        """The information type called `name`; KeyError lists the declared ones."""
+        for row in self.information:
+            if row.name == name:
+                return row
+        raise KeyError(f"suite {self.name!r} declares no information type {name!r}; "
+                       f"declared: {', '.join(r.name for r in self.information)}")
+
+    def family_experiments(self, family: str) -> tuple[str, ...]:
+        return tuple(spec.id for spec in self.experiments if spec.family == family)
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """Every row's targets, judged with the row's deciding probe unless a target names its own, on
+        the experiments of the row's data family unless it names its own."""
+        return tuple(replace(t, probe=t.probe or row.probe,
+                             experiments=t.experiments or self.family_experiments(row.family))
+                     for row in self.information for t in row.targets)
+
+    def row_of_plant(self, plant_type: str) -> InformationType:
+        """The row whose probes check a planted loss; UserInputError lists the declared plants."""
+        from stageprobe.errors import UserInputError
+
+        for row in self.information:
+            if plant_type in row.plants:
+                return row
+        declared = [p for r in self.information for p in r.plants]
+        raise UserInputError(f"plant {plant_type!r} checks an information type suite {self.name!r} does not "
+                             f"declare; its plants: {', '.join(declared) or 'none'}")
+
     def experiment(self, experiment_id: str) -> ExperimentSpec:
         for spec in self.experiments:
             if spec.id == experiment_id:
                 return spec
         raise KeyError(experiment_id)
+
+    def family_of(self, experiment_id: str) -> str | None:
+        return next((spec.family for spec in self.experiments if spec.id == experiment_id), None)
 
     def controls_at(self, probe: ProbeSpec, stage: str, size: str) -> tuple[str, ...]:
         """The controls fitted beside `probe` at `stage` in a run of this size."""

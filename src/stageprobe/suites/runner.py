@@ -30,7 +30,7 @@ from stageprobe.models.pixels import pixel_baseline_for
 from stageprobe.probes.training import default_device
 from stageprobe.report.render import ReportPaths, write_run_report
 from stageprobe.report.schema import RunContext
-from stageprobe.suites import SUITES, get_suite
+from stageprobe.suites import DEFAULT_SUITE, SUITES, get_suite
 from stageprobe.suites._measure import ExperimentOutcome, Measurement, environment, load_outcome, save_outcome
 from stageprobe.suites._spec import ExperimentSpec, Family, Suite
 from stageprobe.suites.workers import ProbePool, auto_workers
@@ -53,7 +53,7 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = "qwen2.5-vl-tiny"
-    suite: str = "q2"
+    suite: str = DEFAULT_SUITE
     size: str = "default"
     stages: list[str] | None = None
     protocol: str = "stageprobe"
@@ -241,10 +241,10 @@ class StudyRun:
 
         self.measurement.say("[bold]calibration[/] planted losses")
         main = self.model("main")
-        result = Calibrator(main, self.out / "calibration", size=self.config.size,  # type: ignore[arg-type]
+        result = Calibrator(main, self.suite, self.out / "calibration", size=self.config.size,  # type: ignore[arg-type]
                             seed=self.config.seed, n_bootstrap=self.config.n_bootstrap,
                             batch_size=self.config.batch_size, stage_patterns=self.config.stages
-                            ).run(default_plants(main))
+                            ).run(default_plants(main, self.suite))
         write_calibration(result, self.out / "calibration")
         return result.to_dict()
 

@@ -1,10 +1,12 @@
-"""The Q2 study as one unit: its experiments (data family, stages, probes, controls), the seed's
-targets with the stage and probe each is judged at, the decision matrix's deciding probe, the
-derived metrics (IoU drop, compression, IRS) and the finding texts.
+"""The Q2 study as one unit: its experiments (data family, stages, probes, controls), its three
+information types (location, detail, motion: each with its targets, deciding probe, secondary probes,
+plot metrics and calibration plants), the decision matrix, the derived metrics (IoU drop,
+compression, IRS), the finding texts and the recommendation's words.
 
-Adding a probe to an experiment is one `ProbeSpec` line; switching the probe that decides the
-decision matrix is `DECIDING_BOX_PROBE`. Stage patterns name the stages of every model family; a
-pattern a model does not have is simply not part of its study.
+Adding a probe to an experiment is one `ProbeSpec` line; switching the probe that decides an
+information type is one edit of its row (`LOCATION`, `DETAIL_INFO`, `MOTION_INFO`): the verdicts,
+figures, answer table and calibration all read the row. Stage patterns name the stages of every
+model family; a pattern a model does not have is simply not part of its study.
 """
 
 from __future__ import annotations
@@ -13,9 +15,17 @@ from dataclasses import replace
 
 from stageprobe.datasets import DATA_FAMILIES
 from stageprobe.report.schema import MetricRow
-from stageprobe.report.targets import DecisionRule, Target
-from stageprobe.suites._spec import DeriveInput, ExperimentSpec, ProbeSpec, Suite, thin_stages
-from stageprobe.suites.q2 import findings
+from stageprobe.report.verdicts import DecisionRule, Target
+from stageprobe.suites._spec import (
+    DeriveInput,
+    ExperimentSpec,
+    InformationType,
+    ProbeRead,
+    ProbeSpec,
+    Suite,
+    thin_stages,
+)
+from stageprobe.suites.q2 import advice, findings
 from stageprobe.suites.q2.derived import compression_rows, drop_rows, irs_rows, reference_rows
 
 #: the probe family whose IoU decides the decision matrix and the Bbox IoU target: a token with its
@@ -79,8 +89,45 @@ PHOTOS = "e_q2_5_photos"
 CAMERA = "e_q2_6_camera"
 SPATIAL_EXPERIMENTS = (POST_MERGE, PRE_MERGE, LANGUAGE)
 
-DECISION = DecisionRule(metric="iou", probe=DECIDING_BOX_PROBE, experiments=SPATIAL_EXPERIMENTS, threshold=0.7,
-                        drop_metric="iou_drop", fallback_probe="pooled-linear")
+LOCATION = InformationType(
+    "location", "Location", "where objects are", "spatial", DECIDING_BOX_PROBE, (("boxes", "iou"),),
+    targets=(Target("bbox_iou", "iou", "Bbox IoU", "Can we locate objects?", 0.7, "bbox_iou_threshold",
+                    experiments=SPATIAL_EXPERIMENTS),
+             Target("relation_acc", "relation_acc", "Relative position Acc",
+                    "Which object is left of / above the other?", 0.9, "relative_position_acc_threshold",
+                    "relation", (POST_MERGE, PRE_MERGE)),
+             Target("map_50", "map_50", "mAP@0.5", "Detection accuracy", 0.4, "mAP_threshold", "attention",
+                    (DETECTION,))),
+    secondary=(ProbeRead("dense-linear", "boxes", "iou"), ProbeRead("relation", "relation", "relation_acc"),
+               ProbeRead("attention", "boxes", "map_50", calibrate=False),
+               ProbeRead("pooled-linear", "boxes", "iou")),
+    # `none` (nothing planted) is read with this row's probes: the cheapest full check
+    plants=("erase-position", "scramble-position", "none"))
+DETAIL_INFO = InformationType(
+    "detail", "Detail", "appearance, edges, texture", "detail", RECONSTRUCTION_PROBE,
+    (("reconstruction", "edge_f1"), ("reconstruction", "ssim"), ("reconstruction", "lpips")),
+    targets=(Target("lpips", "lpips", "LPIPS", "Reconstruction quality (perceptual distance)", 0.3,
+                    "lpips_threshold"),
+             Target("edge_f1", "edge_f1", "Edge F1", "Are boundaries preserved?", 0.6, "edge_f1_threshold"),
+             Target("irs", "irs", "IRS", "Information Retention Score (IoU, LPIPS, edge F1)", 0.6,
+                    "irs_threshold")),
+    secondary=(ProbeRead("decoder", "reconstruction", "edge_f1", calibrate=False),),
+    plot_metrics=("lpips", "edge_f1", "ssim"),
+    plants=("blur-detail",))
+MOTION_INFO = InformationType(
+    "motion", "Motion", "direction, speed, order", "motion", MOTION_PROBE,
+    tuple((task, f"{task}_acc") for task in MOTION_TASKS),
+    targets=(Target("direction_acc", "direction_acc", "Direction Acc", "Motion direction", 0.8,
+                    "direction_acc_threshold"),
+             Target("speed_acc", "speed_acc", "Speed Acc", "Motion speed", 0.75, "speed_acc_threshold"),
+             Target("order_acc", "order_acc", "Order Acc", "Temporal ordering", 0.75, "order_acc_threshold")),
+    secondary=tuple(ProbeRead("temporal-dense", task, f"{task}_acc", calibrate=False) for task in MOTION_TASKS),
+    plants=("erase-time",))
+INFORMATION = (LOCATION, DETAIL_INFO, MOTION_INFO)
+
+DECISION = DecisionRule(information=LOCATION.name, metric=LOCATION.metric, probe=LOCATION.probe,
+                        experiments=SPATIAL_EXPERIMENTS, threshold=0.7, drop_metric="iou_drop",
+                        fallback_probe="pooled-linear")
 
 
 def _derive_merge(inputs: DeriveInput) -> list[MetricRow]:
@@ -124,29 +171,6 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
                    label="E-Q2.6 (camera)"),
 )
 
-#: the experiments under their former name (bench.py reads them)
-Q2 = EXPERIMENTS
-
-TARGETS: tuple[Target, ...] = (
-    Target("bbox_iou", "iou", "Bbox IoU", "Can we locate objects?", 0.7, SPATIAL_EXPERIMENTS,
-           "bbox_iou_threshold", DECIDING_BOX_PROBE),
-    Target("lpips", "lpips", "LPIPS", "Reconstruction quality (perceptual distance)", 0.3, (DETAIL,),
-           "lpips_threshold", RECONSTRUCTION_PROBE),
-    Target("edge_f1", "edge_f1", "Edge F1", "Are boundaries preserved?", 0.6, (DETAIL,), "edge_f1_threshold",
-           RECONSTRUCTION_PROBE),
-    Target("irs", "irs", "IRS", "Information Retention Score (IoU, LPIPS, edge F1)", 0.6, (DETAIL,),
-           "irs_threshold", RECONSTRUCTION_PROBE),
-    Target("map_50", "map_50", "mAP@0.5", "Detection accuracy", 0.4, (DETECTION,), "mAP_threshold", "attention"),
-    Target("direction_acc", "direction_acc", "Direction Acc", "Motion direction", 0.8, (MOTION,),
-           "direction_acc_threshold", MOTION_PROBE),
-    Target("speed_acc", "speed_acc", "Speed Acc", "Motion speed", 0.75, (MOTION,), "speed_acc_threshold",
-           MOTION_PROBE),
-    Target("order_acc", "order_acc", "Order Acc", "Temporal ordering", 0.75, (MOTION,), "order_acc_threshold",
-           MOTION_PROBE),
-    Target("relation_acc", "relation_acc", "Relative position Acc", "Which object is left of / above the other?",
-           0.9, (POST_MERGE, PRE_MERGE), "relative_position_acc_threshold", "relation"),
-)
-
 SUITE = Suite(
     name="q2",
     title="Q2: Information Preservation - Findings",
@@ -157,9 +181,11 @@ SUITE = Suite(
            "(patch embedding, ViT blocks, 2x2 token merger, LLM layers) well enough to extract "
            "features for video generation."),
     experiments=EXPERIMENTS,
-    targets=TARGETS,
+    information=INFORMATION,
     decision=DECISION,
     data=DATA_FAMILIES,  # type: ignore[arg-type]
+    advise=advice.recommend,
+    answer=advice.answer,
     sizes={"quick": {"spatial": 160, "detail": 48, "photos": 32, "motion": 64, "camera": 64},
            "default": {"spatial": 600, "detail": 160, "photos": 120, "motion": 400, "camera": 200},
            "full": {"spatial": 2000, "detail": 600, "photos": 300, "motion": 1200, "camera": 600}},
@@ -187,4 +213,7 @@ SUITE = Suite(
            "metric, so each metric's scale is visible (METHODOLOGY #15)."),
 )
 
-__all__ = ["EXPERIMENTS", "Q2", "SUITE", "TARGETS", "ExperimentSpec", "ProbeSpec", "thin_stages"]
+#: every target, judged with its row's deciding probe on its row's data unless it names its own
+TARGETS = SUITE.targets
+
+__all__ = ["EXPERIMENTS", "INFORMATION", "SUITE", "TARGETS", "ExperimentSpec", "ProbeSpec", "thin_stages"]

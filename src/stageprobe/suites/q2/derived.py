@@ -9,7 +9,7 @@ from stageprobe.metrics.base import MetricValue
 from stageprobe.metrics.degradations import reference_scores
 from stageprobe.metrics.irs import irs
 from stageprobe.report.schema import MetricRow, sort_stages
-from stageprobe.report.targets import DecisionRule
+from stageprobe.report.verdicts import DecisionRule
 from stageprobe.stats import bootstrap_ci, paired_bootstrap_diff
 from stageprobe.suites._spec import DeriveInput, Scores
 from stageprobe.suites.workers import image_array

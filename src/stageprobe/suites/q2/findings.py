@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from stageprobe.report.fmt import fmt, fmt_row
 from stageprobe.report.schema import MetricRow, sort_stages
-from stageprobe.report.targets import Verdict, best_row, row_at
+from stageprobe.report.verdicts import Verdict, best_row, row_at
 from stageprobe.suites._spec import FindingInput
 
 POOLED = "pooled-linear"

@@ -1,5 +1,6 @@
 """Targets, verdicts per target, and the GREEN / YELLOW / RED decision matrix — generic rules; the
-suite (e.g. `stageprobe.suites.q2`) declares which targets, probes and stages they read.
+suite's information rows declare which targets, probes and stages they read, and the suite words
+the recommendation.
 
 Verdict rule (one place, used by results, findings, html and validate):
 
@@ -40,10 +41,12 @@ class Target:
     label: str
     what: str
     threshold: float
-    experiments: tuple[str, ...]
     criterion_key: str  # the seed's `success_criteria` spelling
-    #: the probe family whose value at the verdict stage decides the target
-    probe: str
+    #: the probe family whose value at the verdict stage decides the target (empty in a suite's row:
+    #: the row's deciding probe)
+    probe: str = ""
+    #: the experiments it is read from, first wins (empty in a suite's row: its data family's)
+    experiments: tuple[str, ...] = ()
     stages: tuple[str, ...] = DEFAULT_VERDICT_STAGES
 
     @property
@@ -133,6 +136,36 @@ def row_at(rows: Iterable[MetricRow], metric: str, probe: str, stage: str, exper
     return next((found[e] for e in experiments if e in found), None)
 
 
+def stage_line(rows: Iterable[MetricRow], metric: str, probe: str, experiments: Sequence[str],
+               control: str = "none") -> list[MetricRow]:
+    """One probe's measured `metric` at every stage, in pipeline order, each stage's row from the first of
+    `experiments` that has it (experiments sharing a stage share its fit): never a maximum over probes or
+    experiments."""
+    rank = {experiment: i for i, experiment in enumerate(experiments)}
+    by_stage: dict[str, MetricRow] = {}
+    for r in rows:
+        if (r.metric == metric and r.probe == probe and r.control == control and r.value is not None
+                and r.experiment in rank):
+            kept = by_stage.get(r.stage)
+            if kept is None or rank[r.experiment] < rank[kept.experiment]:
+                by_stage[r.stage] = r
+    return sorted(by_stage.values(), key=lambda r: stage_sort_key(r.stage))
+
+
+def pixel_ceiling(rows: Sequence[MetricRow], row: MetricRow, experiments: Sequence[str] = ()) -> MetricRow | None:
+    """The same probe and metric on raw pixels at the grid of `row`'s stage (a pixel stage is its own),
+    from `row`'s experiment, else the first of `experiments` (else any) that measured it."""
+    grid = row.stage if row.stage.startswith("pixels.") else pixel_stage_for(row.stage)
+    control = "none" if row.stage.startswith("pixels.") else "pixels"
+    found = [r for r in rows if r.stage == grid and r.probe == row.probe and r.metric == row.metric
+             and r.control == control and r.value is not None]
+    for experiment in (row.experiment, *experiments):
+        match = next((r for r in found if r.experiment == experiment), None)
+        if match is not None:
+            return match
+    return None if experiments else (found[0] if found else None)
+
+
 def verdict_stage(target: Target, rows: Sequence[MetricRow], override: str | None = None) -> str | None:
     """The stage a target is judged at: the override, else the first declared stage measured."""
     if override:
@@ -186,11 +219,13 @@ class DecisionRule:
     encoder has no merger). `fallback_probe` (the seed protocol's pooled probe) is used for both
     sides only when the deciding probe was not run, and the decision is then flagged."""
 
-    metric: str
-    probe: str
-    experiments: tuple[str, ...]
     threshold: float
     drop_metric: str
+    #: the suite's information row this rule reads: its probe, metric and (unless given) experiments
+    information: str = ""
+    metric: str = ""
+    probe: str = ""
+    experiments: tuple[str, ...] = ()
     pairs: tuple[tuple[str, str], ...] = (("vision.pre_merge", "vision.post_merge"),
                                           ("pixels.patch", "pixels.merged"))
     fallback_probe: str | None = None
@@ -317,45 +352,3 @@ class Advice:
     headline: str
     notes: str
     blockers: tuple[str, ...] = ()
-
-
-SEED_PIVOT_WORDING = "PIVOT - Use hybrid approach with dedicated spatial models"
-
-
-def recommend(decision: Decision, weights_random: bool, protocol: str) -> Advice:
-    """Turn the decision matrix into proceed / pivot / investigate / block, with the reason.
-
-    The seed's PIVOT only when the deciding probe clears the target on pixels at the same grid,
-    the model's stage does not, and its CI lies below the target.
-    """
-    caveat = (" The model's weights are random, so this describes the architecture and the probes, "
-              "not a trained model.") if weights_random else ""
-    if decision.colour == "UNAVAILABLE":
-        return Advice("block", "BLOCK - decision matrix cannot be computed",
-                      f"Decision matrix unavailable: {decision.reason}.{caveat}", (decision.reason,))
-    base = f"Decision matrix {decision.colour}: {decision.reason}."
-    if decision.pooled_only or protocol == "seed":
-        return Advice("investigate", "INVESTIGATE - pooled probes cannot measure location",
-                      base + " These values come from mean-pooled probes (seed protocol, defect 1), which "
-                      "cannot localise even on raw pixels; rerun with the stageprobe protocol before deciding."
-                      + caveat)
-    if decision.ceiling_problem is not None:
-        return Advice("investigate", "INVESTIGATE - the deciding probe has no pixel ceiling that clears the target",
-                      base + f" {decision.ceiling_problem[0].upper()}{decision.ceiling_problem[1:]}; a low score "
-                      "would be a limit of the probe, not evidence about the model." + caveat)
-    if not decision.conclusive:
-        return Advice("investigate", "INVESTIGATE - confidence interval does not settle the colour",
-                      base + " The 95 % CI (or the paired drop's CI) does not settle it; evaluate on more test "
-                      "items." + caveat)
-    assert decision.pre is not None and decision.post is not None
-    if decision.colour == "GREEN":
-        return Advice("proceed", f"PROCEED - location is kept at {decision.post.stage}",
-                      base + f" Spatial features can be taken from {decision.post.stage}." + caveat)
-    if decision.colour == "YELLOW":
-        return Advice("investigate", f"INVESTIGATE - take {decision.pre.stage} features for spatial needs",
-                      base + f" Use {decision.pre.stage} features for spatial needs; location is lost between "
-                      f"{decision.pre.stage} and {decision.post.stage}." + caveat)
-    return Advice("pivot", SEED_PIVOT_WORDING,
-                  base + " The same probe clears the target on raw pixels at this grid, so location is not "
-                  "recoverable from these features; add a dedicated spatial model (detector or grounding "
-                  "model)." + caveat)

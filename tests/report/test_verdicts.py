@@ -5,9 +5,10 @@ from __future__ import annotations
 from conftest import row
 
 from stageprobe.report.schema import MetricRow
-from stageprobe.report.targets import SEED_PIVOT_WORDING, decide, recommend, verdict_for
+from stageprobe.report.verdicts import decide, verdict_for
 from stageprobe.suites.q2 import DECIDING_BOX_PROBE as BOX
 from stageprobe.suites.q2 import DECISION, TARGETS
+from stageprobe.suites.q2.advice import SEED_PIVOT_WORDING, recommend
 
 BY_KEY = {t.key: t for t in TARGETS}
 BBOX = BY_KEY["bbox_iou"]

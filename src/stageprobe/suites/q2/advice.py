@@ -1,0 +1,75 @@
+"""Q2's words for the decision: the recommendation (the seed's PIVOT wording included) and the
+answer's paragraphs about where object location is lost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from stageprobe.report.answer import paired_detectable
+from stageprobe.report.fmt import fmt_row
+from stageprobe.report.schema import MetricRow
+from stageprobe.report.verdicts import Advice, Decision, studies_pixels
+
+SEED_PIVOT_WORDING = "PIVOT - Use hybrid approach with dedicated spatial models"
+
+
+def recommend(decision: Decision, weights_random: bool, protocol: str) -> Advice:
+    """Turn the decision matrix into proceed / pivot / investigate / block, with the reason.
+
+    The seed's PIVOT only when the deciding probe clears the target on pixels at the same grid,
+    the model's stage does not, and its CI lies below the target.
+    """
+    caveat = (" The model's weights are random, so this describes the architecture and the probes, "
+              "not a trained model.") if weights_random else ""
+    if decision.colour == "UNAVAILABLE":
+        return Advice("block", "BLOCK - decision matrix cannot be computed",
+                      f"Decision matrix unavailable: {decision.reason}.{caveat}", (decision.reason,))
+    base = f"Decision matrix {decision.colour}: {decision.reason}."
+    if decision.pooled_only or protocol == "seed":
+        return Advice("investigate", "INVESTIGATE - pooled probes cannot measure location",
+                      base + " These values come from mean-pooled probes (seed protocol, defect 1), which "
+                      "cannot localise even on raw pixels; rerun with the stageprobe protocol before deciding."
+                      + caveat)
+    if decision.ceiling_problem is not None:
+        return Advice("investigate", "INVESTIGATE - the deciding probe has no pixel ceiling that clears the target",
+                      base + f" {decision.ceiling_problem[0].upper()}{decision.ceiling_problem[1:]}; a low score "
+                      "would be a limit of the probe, not evidence about the model." + caveat)
+    if not decision.conclusive:
+        return Advice("investigate", "INVESTIGATE - confidence interval does not settle the colour",
+                      base + " The 95 % CI (or the paired drop's CI) does not settle it; evaluate on more test "
+                      "items." + caveat)
+    assert decision.pre is not None and decision.post is not None
+    if decision.colour == "GREEN":
+        return Advice("proceed", f"PROCEED - location is kept at {decision.post.stage}",
+                      base + f" Spatial features can be taken from {decision.post.stage}." + caveat)
+    if decision.colour == "YELLOW":
+        return Advice("investigate", f"INVESTIGATE - take {decision.pre.stage} features for spatial needs",
+                      base + f" Use {decision.pre.stage} features for spatial needs; location is lost between "
+                      f"{decision.pre.stage} and {decision.post.stage}." + caveat)
+    return Advice("pivot", SEED_PIVOT_WORDING,
+                  base + " The same probe clears the target on raw pixels at this grid, so location is not "
+                  "recoverable from these features; add a dedicated spatial model (detector or grounding "
+                  "model)." + caveat)
+
+
+def merge_words(rows: Sequence[MetricRow]) -> str:
+    """How the answer names the 14 px → 28 px step: the pixel baseline has no merger."""
+    return "the 14 px → 28 px coarsening of the pixel grid" if studies_pixels(rows) else "the 2×2 merger"
+
+
+def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
+    """The answer's paragraphs: where object location is lost, the paired drop, what the probe cannot judge."""
+    across = merge_words(rows)
+    spatial = {"GREEN": "**Object location survives to the stage the decision reads.**",
+               "YELLOW": f"**Object location is present before {across} but lost across it.**",
+               "RED": "**Object location is already weak at the first stage the decision reads.**",
+               "UNAVAILABLE": "**Where object location is lost could not be decided.**"}[decision.colour]
+    paragraphs = [f"{spatial} {decision.reason[0].upper()}{decision.reason[1:]}."]
+    if decision.drop is not None:
+        paragraphs.append(f"Drop across {across}: {fmt_row(decision.drop)} "
+                          f"({paired_detectable(decision.drop)}: the half-width of its paired 95% CI).")
+    if decision.ceiling_problem:
+        paragraphs.append(f"**The deciding probe cannot judge this:** {decision.ceiling_problem}.")
+    if decision.pooled_only:
+        paragraphs.append("These are pooled-probe numbers (seed protocol): they cannot show location.")
+    return paragraphs
