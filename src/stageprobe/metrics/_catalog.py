@@ -65,7 +65,7 @@ _ENTRIES: tuple[MetricInfo, ...] = (
     MetricInfo("path_error_px", "Path error", _PX, False, None,
                "mean distance of the read-out object path from the true one"),
     MetricInfo("flow_angle_error_deg", "Flow angle error", "degrees", False, None,
-               "angle between the token-flow motion estimate and the true motion of the clip"),
+               "angle between the flow probe's motion estimate and the true motion of the clip"),
     MetricInfo("iou_drop", "IoU drop", _FRACTION, False, "iou_drop_from_premerge",
                "IoU before − after, paired bootstrap over the same test images"),
     MetricInfo("compression_ratio", "Token compression", _RATIO, True, "compression_ratio",
