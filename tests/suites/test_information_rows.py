@@ -77,9 +77,9 @@ def test_the_spatial_panel_draws_the_deciding_probe_never_a_maximum_and_the_ceil
 
 
 def test_a_row_naming_an_unregistered_probe_or_metric_fails_with_the_rows_name() -> None:
-    with pytest.raises(ValueError, match="information type 'where'.*probe 'no-such-probe' is not registered"):
+    with pytest.raises(ValueError, match=r"information type 'where'.*probe 'no-such-probe' is not registered"):
         InformationType("where", "Where", "x", "spatial", "no-such-probe", (("boxes", "iou"),), targets=())
-    with pytest.raises(ValueError, match="information type 'where'.*metric 'no_such_metric' has no metadata"):
+    with pytest.raises(ValueError, match=r"information type 'where'.*metric 'no_such_metric' has no metadata"):
         InformationType("where", "Where", "x", "spatial", LOCATION.probe, (("boxes", "no_such_metric"),), targets=())
     with pytest.raises(ValueError, match=r"information type 'where' \(secondary\).*'nope' is not registered"):
         replace(LOCATION, name="where", secondary=(ProbeRead("nope", "boxes", "iou"),))
