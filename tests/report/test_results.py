@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import synthetic_context, synthetic_rows
+from conftest import BOX, row, synthetic_context, synthetic_rows
 
 from stageprobe.errors import UserInputError
 from stageprobe.report import (
@@ -140,3 +140,29 @@ def test_damaged_results_yaml_is_a_clear_user_error(tmp_path: Path) -> None:
     path.write_text("!!python/object:os.system {}\n")  # safe_load refuses arbitrary objects
     with pytest.raises(UserInputError, match="not valid YAML"):
         load_results_yaml(path)
+
+
+def test_seed_block_reads_each_experiment_at_its_declared_stage_with_the_deciding_probe() -> None:
+    """Known answer on the synthetic run: the seed block is never the test maximum over stages and probes,
+    never a pixel stage or the patch embedding, and best_stages is the validation choice."""
+    # a secondary probe with the best test value anywhere: a maximum over probes would report it
+    rows = [*synthetic_rows(), row("e_q2_1", "vision.block.0", "dense-linear", "iou", 0.99, ci=(0.98, 0.995))]
+    experiments = build_results(rows, synthetic_context())["results"]["experiments"]
+    post = experiments["e_q2_2"]
+    deciding = next(r for r in rows if r.experiment == "e_q2_2" and r.stage == "vision.post_merge"
+                    and r.probe == BOX and r.metric == "iou" and r.control == "none")
+    assert post["metrics"]["iou"] == deciding.value
+    assert post["metric_notes"]["iou"].startswith(f"{BOX} at vision.post_merge (declared stage), test split")
+    pre = experiments["e_q2_1"]
+    pre_row = next(r for r in rows if r.experiment == "e_q2_1" and r.stage == "vision.pre_merge"
+                   and r.probe == BOX and r.metric == "iou" and r.control == "none")
+    test_max = max(r.value for r in rows if r.experiment == "e_q2_1" and r.metric == "iou"  # type: ignore[type-var]
+                   and r.control == "none")
+    assert pre["metrics"]["iou"] == pre_row.value != test_max
+    validation = [r for r in rows if r.experiment == "e_q2_1" and r.probe == BOX and r.metric == "iou"
+                  and r.control == "validation" and r.stage != "vision.patch_embed"]
+    assert pre["best_stages"]["iou"] == max(validation, key=lambda r: r.value or 0).stage
+    for entry in experiments.values():
+        for note in entry["metric_notes"].values():
+            stage = note.split(" at ", 1)[1].split(" ", 1)[0]
+            assert stage != "vision.patch_embed" and not stage.startswith("pixels."), note

@@ -85,3 +85,19 @@ def test_render_report_rewrites_findings_and_html(tmp_path: Path) -> None:
     assert paths.findings.read_text().startswith("# Q2: Information Preservation - Findings")
     assert "<!DOCTYPE html>" in paths.html.read_text()
     assert validate_run(run) == []
+
+
+def test_a_seed_block_with_the_test_maximum_or_a_test_chosen_stage_is_reported(good_run: Path, tmp_path: Path) -> None:
+    run = _copy(good_run, tmp_path)
+
+    def seed_style(data: dict) -> None:  # type: ignore[type-arg]
+        entry = data["results"]["experiments"]["e_q2_1"]
+        entry["metrics"]["iou"] = 0.999
+        entry["best_stages"]["iou"] = "vision.patch_embed"
+
+    _edit(run, seed_style)
+    problems = validate_run(run)
+    assert any("e_q2_1.metrics.iou is 0.999 but metrics.csv gives" in p and "(declared stage)" in p
+               for p in problems), problems
+    assert any("e_q2_1.best_stages.iou is vision.patch_embed but the stage whose validation score" in p
+               for p in problems), problems

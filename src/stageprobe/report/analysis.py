@@ -5,13 +5,25 @@ all call `analyse`, so they can never disagree with each other about the same ro
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stageprobe.report.fmt import fmt_row
-from stageprobe.report.schema import ExperimentStatus, MetricRow, Protocol, RunContext
-from stageprobe.report.verdicts import Advice, Decision, Verdict, best_row, compute_verdicts, decide
+from stageprobe.report.schema import ExperimentStatus, MetricRow, Protocol, RunContext, sort_stages
+from stageprobe.report.verdicts import (
+    DEFAULT_VERDICT_STAGES,
+    VALIDATION,
+    Advice,
+    Decision,
+    Verdict,
+    best_row,
+    compute_verdicts,
+    decide,
+    is_pixel_or_embedding,
+    studies_pixels,
+)
 from stageprobe.suites import get_suite
 
 if TYPE_CHECKING:
@@ -57,7 +69,8 @@ class Analysis:
     advice: Advice
     experiment_status: dict[str, ExperimentStatus]
     findings: dict[str, str]
-    best: dict[str, dict[str, MetricRow]]  # experiment → metric → best row
+    #: experiment → metric → its value at the declared stage with the deciding probe (results.yaml's seed block)
+    best: dict[str, dict[str, SeedRead]]
     confidence: str
     confidence_notes: str
     issues: list[str]
@@ -78,14 +91,64 @@ def model_rows(rows: Sequence[MetricRow], experiment: str) -> list[MetricRow]:
     return [r for r in rows if r.experiment == experiment and r.control == "none"]
 
 
-def best_per_metric(rows: Sequence[MetricRow], experiment: str) -> dict[str, MetricRow]:
-    own = model_rows(rows, experiment)
-    best: dict[str, MetricRow] = {}
+@dataclass(frozen=True)
+class SeedRead:
+    """One metric of the seed-compatible block: its test value at the experiment's declared stage with the
+    probe that decides it, and the stage whose validation score of that probe is best."""
+
+    row: MetricRow
+    best_val_stage: str | None
+
+    @property
+    def note(self) -> str:
+        best = f"; best stage on validation: {self.best_val_stage}" if self.best_val_stage else \
+            "; no validation scores to choose a stage with"
+        return f"{self.row.probe} at {self.row.stage} (declared stage), test split{best}"
+
+
+def _probe_order(suite: Suite, experiment: str) -> list[str]:
+    """Which probe's value a metric is read from: the information types' deciding probes, then their
+    secondary probes, then the experiment's own probes in the order it declares them."""
+    order = [info.probe for info in suite.information]
+    order += [read.probe for info in suite.information for read in info.secondary]
+    order += [p.probe for spec in suite.experiments if spec.id == experiment for p in spec.probes]
+    return list(dict.fromkeys(order))
+
+
+def _declared_stage(patterns: Sequence[str], measured: Sequence[str]) -> str | None:
+    """The first pattern that matches a measured stage; a glob (`language.layer.*`) reads its deepest stage."""
+    for pattern in patterns:
+        found = [s for s in sort_stages(list(measured)) if fnmatch.fnmatchcase(s, pattern)]
+        if found:
+            return found[-1]
+    return None
+
+
+def seed_reads(rows: Sequence[MetricRow], suite: Suite, experiment: str) -> dict[str, SeedRead]:
+    """metric → where the seed's table reads it: the experiment's declared stage (never a pixel stage or
+    the patch embedding of a model), the deciding probe; its best stage chosen on validation."""
+    spec = next((e for e in suite.experiments if e.id == experiment), None)
+    patterns = spec.read_at if spec is not None else DEFAULT_VERDICT_STAGES
+    own = [r for r in model_rows(rows, experiment) if r.value is not None]
+    allowed = (lambda stage: True) if studies_pixels(rows) else (lambda stage: not is_pixel_or_embedding(stage))
+    order = _probe_order(suite, experiment)
+    reads: dict[str, SeedRead] = {}
     for metric in dict.fromkeys(r.metric for r in own):
-        row = best_row(own, metric)
-        if row is not None:
-            best[metric] = row
-    return best
+        candidates = [r for r in own if r.metric == metric and allowed(r.stage)]
+        probes = [p for p in order if any(r.probe == p for r in candidates)]
+        probes += sorted({r.probe for r in candidates} - set(probes))
+        if not probes:
+            continue
+        probe = probes[0]
+        stage = _declared_stage(patterns, [r.stage for r in candidates if r.probe == probe])
+        if stage is None:
+            continue
+        row = next(r for r in candidates if r.probe == probe and r.stage == stage)
+        validation = [r for r in rows if r.experiment == experiment and r.control == VALIDATION
+                      and r.probe == probe and allowed(r.stage)]
+        best = best_row(validation, metric, control=VALIDATION)
+        reads[metric] = SeedRead(row, best.stage if best is not None else None)
+    return reads
 
 
 def _confidence(verdicts: Mapping[str, Verdict], decision: Decision, meta: RunMeta) -> tuple[str, str, str]:
@@ -125,8 +188,8 @@ def _finding(suite: Suite, experiment: str, inputs: FindingInput) -> str:
     spec = next((e for e in suite.experiments if e.id == experiment), None)
     if spec is not None and spec.finding is not None:
         return spec.finding(inputs)
-    best = best_per_metric(inputs.all_rows, experiment)
-    return "; ".join(f"{metric} {fmt_row(r)} at {r.stage} ({r.probe})" for metric, r in best.items()) + "."
+    reads = seed_reads(inputs.all_rows, suite, experiment)
+    return "; ".join(f"{metric} {fmt_row(r.row)} at {r.row.stage} ({r.row.probe})" for metric, r in reads.items()) + "."
 
 
 def analyse(rows: Sequence[MetricRow], meta: RunMeta, suite: Suite | None = None) -> Analysis:
@@ -140,14 +203,14 @@ def analyse(rows: Sequence[MetricRow], meta: RunMeta, suite: Suite | None = None
     advice = suite.advise(decision, meta.weights_random, meta.protocol)
     status: dict[str, ExperimentStatus] = {}
     findings: dict[str, str] = {}
-    best: dict[str, dict[str, MetricRow]] = {}
+    best: dict[str, dict[str, SeedRead]] = {}
     issues: list[str] = []
     ids = list(suite.experiment_ids)
     for experiment in ids + sorted({r.experiment for r in rows} - set(ids)):
         own = model_rows(rows, experiment)
         state = meta.experiment_status.get(experiment) or ("completed" if own else "skipped")
         status[experiment] = state
-        best[experiment] = best_per_metric(rows, experiment)
+        best[experiment] = seed_reads(rows, suite, experiment)
         error = meta.experiment_errors.get(experiment)
         if state in ("failed", "skipped") and not own:
             findings[experiment] = f"Not measured ({state}){': ' + error if error else ''}."

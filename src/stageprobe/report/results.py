@@ -147,13 +147,14 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
     analysis = analysis or analyse(rows, RunMeta.from_context(context))
     experiments: dict[str, Any] = {}
     for experiment, state in analysis.experiment_status.items():
-        best = analysis.best[experiment]
+        reads = analysis.best[experiment]
         entry: dict[str, Any] = {
             "status": state,
             "finding": analysis.findings[experiment],
-            "metrics": {metric: row.value for metric, row in best.items()},
+            "metrics": {metric: read.row.value for metric, read in reads.items()},
             "artifacts": list(context.artifacts.get(experiment, [])),
-            "best_stages": {metric: row.stage for metric, row in best.items()},
+            "best_stages": {metric: read.best_val_stage for metric, read in reads.items() if read.best_val_stage},
+            "metric_notes": {metric: read.note for metric, read in reads.items()},
         }
         if experiment in context.experiment_errors:
             entry["error"] = context.experiment_errors[experiment]

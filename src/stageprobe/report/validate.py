@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from stageprobe.errors import UserInputError
 from stageprobe.metrics._catalog import METRICS, report_name
-from stageprobe.report.analysis import RunMeta, analyse
+from stageprobe.report.analysis import RunMeta, SeedRead, analyse
 from stageprobe.report.findings import artifact_paths
 from stageprobe.report.fmt import fmt
 from stageprobe.report.results import load_results_yaml, read_metrics_csv
@@ -95,13 +95,7 @@ def _verdict_problems(results: dict[str, Any], rows: list[MetricRow]) -> list[st
                         f"verdicts recomputed from metrics.csv give {met}")
     experiments = (results.get("results") or {}).get("experiments") or {}
     for experiment, entry in experiments.items():
-        best = analysis.best.get(experiment, {})
-        for metric, value in ((entry or {}).get("metrics") or {}).items():
-            if metric not in best or not isinstance(value, int | float):
-                continue
-            if not _same(float(value), best[metric].value):
-                problems.append(f"results.experiments.{experiment}.metrics.{metric} is {fmt(float(value))} "
-                                f"but the best stage in metrics.csv has {fmt(best[metric].value)}")
+        problems += _seed_block_problems(experiment, entry or {}, analysis.best.get(experiment, {}))
     decision = results.get("decision_matrix") or {}
     if decision.get("colour") != analysis.decision.colour:
         problems.append(f"decision_matrix.colour is {decision.get('colour')} but metrics.csv gives "
@@ -110,6 +104,26 @@ def _verdict_problems(results: dict[str, Any], rows: list[MetricRow]) -> list[st
         problems.append(f"recommendation is {results.get('recommendation')!r} but the decision matrix "
                         f"({analysis.decision.colour}) gives {analysis.advice.recommendation!r}: "
                         f"{analysis.advice.headline}")
+    return problems
+
+
+def _seed_block_problems(experiment: str, entry: dict[str, Any], reads: dict[str, SeedRead]) -> list[str]:
+    """The seed block must give each metric at its declared stage with the deciding probe, and name the
+    stage chosen on validation — not the best test value over every stage and probe."""
+    problems = []
+    where = f"results.experiments.{experiment}"
+    for metric, value in (entry.get("metrics") or {}).items():
+        read = reads.get(metric)
+        if read is None or not isinstance(value, int | float):
+            continue
+        if not _same(float(value), read.row.value):
+            problems.append(f"{where}.metrics.{metric} is {fmt(float(value))} but metrics.csv gives "
+                            f"{fmt(read.row.value)} ({read.note})")
+    for metric, stage in (entry.get("best_stages") or {}).items():
+        read = reads.get(metric)
+        if read is not None and stage != read.best_val_stage:
+            problems.append(f"{where}.best_stages.{metric} is {stage} but the stage whose validation score of "
+                            f"{read.row.probe} is best is {read.best_val_stage}")
     return problems
 
 

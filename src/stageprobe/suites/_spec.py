@@ -17,7 +17,7 @@ import numpy as np
 from stageprobe.datasets import Dataset
 from stageprobe.models.base import StageInfo
 from stageprobe.report.schema import MetricRow
-from stageprobe.report.verdicts import Advice, Decision, DecisionRule, Target, Verdict
+from stageprobe.report.verdicts import DEFAULT_VERDICT_STAGES, Advice, Decision, DecisionRule, Target, Verdict
 
 Family = Literal["spatial", "detail", "photos", "motion", "camera"]
 
@@ -186,6 +186,9 @@ class ExperimentSpec:
     finding: FindingHook | None = None
     #: the report's heading, e.g. "E-Q2.1"
     label: str = ""
+    #: where results.yaml's seed block reads its metrics, first measured wins (a glob reads its deepest
+    #: stage): the stage its question is about, never a pixel stage or the patch embedding of a model
+    read_at: tuple[str, ...] = DEFAULT_VERDICT_STAGES
 
 
 @dataclass(frozen=True)
