@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from stageprobe._atomic import TEMP_MARKER, write_bytes_atomic
 from stageprobe.errors import UserInputError
 
 MANIFEST_NAME = "manifest.json"
@@ -35,7 +34,6 @@ RECORDS_DIR = "shards"
 STORE_FORMAT = "stageprobe.feature-store"
 STORE_FORMAT_VERSION = 1
 TENSOR_NAME = "features"
-TEMP_MARKER = ".tmp-"
 
 STORE_DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
@@ -54,20 +52,6 @@ def resolve_store_dtype(name: str) -> str:
             f"unknown store dtype {name!r} (--store-dtype); use one of fp16, bf16, fp32 (or float16, bfloat16, float32)"
         )
     return canonical
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file + fsync + rename, so readers and resumes never see half a file.
-
-    The temporary's name carries host and pid: ranks on different nodes writing one file of a
-    shared store (the initial manifest) may have the same pid.
-    """
-    temp = path.with_name(f".{path.name}{TEMP_MARKER}{socket.gethostname()}-{os.getpid()}")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
 
 
 def write_json_atomic(path: Path, content: Any) -> None:

@@ -16,7 +16,9 @@ import torch
 
 from stageprobe.metrics.detection import CocoDetectionEval
 
-TASKS = ("boxes", "patch_class", "relation", "reconstruction", "direction", "speed", "order")
+#: the tasks read from a clip's motion (the temporal probes' tasks)
+MOTION_TASKS = ("direction", "speed", "order")
+TASKS = ("boxes", "patch_class", "relation", "reconstruction", *MOTION_TASKS)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from stageprobe.probes.base import ProbeData
+from stageprobe.probes.relation import RELATIONS
 
 CONTROLS = ("control-task", "chance", "token-shuffle")
 #: integer labels of a whole sample that the control task redraws per type (motion, textures, COCO crops)
@@ -32,7 +33,6 @@ SAMPLE_LABELS = ("direction", "speed", "reversed", "label")
 #: control images are random colour blocks this coarse: a decoder that knows the type can draw them, and
 #: their block borders are edges, so edge F1 is defined on them (a smooth field has no Canny edges)
 CONTROL_IMAGE_CELLS = 4
-RELATIONS = ("left-of", "right-of", "above", "below")
 
 
 def type_rng(seed: int, *parts: object) -> np.random.Generator:

@@ -34,7 +34,7 @@ from stageprobe.metrics.reconstruction import (
 )
 from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
 from stageprobe.probes.recon_linear import input_images
-from stageprobe.probes.tokens import PCAReducer
+from stageprobe.probes.tokens import PCAReducer, time_mean_grid
 from stageprobe.probes.training import default_device, seed_everything, train_module
 
 SEED_GRID = 7
@@ -121,13 +121,9 @@ def _fit_decoder(name: str, module_cls: type[nn.Module], train: ProbeData, val: 
     device = default_device()
     seed_everything(seed)
 
-    def grid(data: ProbeData) -> torch.Tensor:
-        x = data.features
-        return (x.float().mean(1) if x.shape[1] > 1 else x[:, 0])
-
     pca_dim = pca_dim or token_components(train)
-    reducer = PCAReducer(grid(train), pca_dim)
-    x_tr, x_va = reducer(grid(train)).to(device), reducer(grid(val)).to(device)
+    reducer = PCAReducer(time_mean_grid(train), pca_dim)
+    x_tr, x_va = reducer(time_mean_grid(train)).to(device), reducer(time_mean_grid(val)).to(device)
     y_tr, y_va = target_images(train, output_size).to(device), target_images(val, output_size).to(device)
     model = module_cls(x_tr.shape[-1], output_size, tuple(x_tr.shape[1:3])).to(device)
     perceptual = None
@@ -157,7 +153,7 @@ def _fit_decoder(name: str, module_cls: type[nn.Module], train: ProbeData, val: 
 
     @torch.no_grad()
     def predict(data: ProbeData) -> dict[str, Any]:
-        x = reducer(grid(data)).to(device)
+        x = reducer(time_mean_grid(data)).to(device)
         recs = torch.cat([model(x[s:s + 64]).cpu() for s in range(0, len(x), 64)])
         return {"reconstructions": recs.permute(0, 2, 3, 1).numpy()}
 

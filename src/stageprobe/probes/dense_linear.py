@@ -30,6 +30,7 @@ from stageprobe.metrics.detection import Detections
 from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
 from stageprobe.probes.evaluation import evaluate_boxes, num_classes_of, patch_class_scores
 from stageprobe.probes.targets import stack_dense_targets
+from stageprobe.probes.tokens import time_mean_grid
 from stageprobe.probes.training import RidgeSolver, argmax_accuracy, negative_mse
 
 THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
@@ -40,8 +41,7 @@ CORE_OBJECTNESS = 0.5
 
 def token_matrix(data: ProbeData) -> torch.Tensor:
     """(N·H·W, D) tokens in raster order, time-averaged."""
-    x = data.features
-    x = x.float().mean(1) if x.shape[1] > 1 else x[:, 0]
+    x = time_mean_grid(data)
     return x.reshape(-1, x.shape[-1])
 
 

@@ -54,10 +54,15 @@ class PCAReducer:
         return out.reshape(*shape[:-1], self.basis.shape[1])
 
 
+def time_mean_grid(data: ProbeData) -> torch.Tensor:
+    """(N, H, W, D) float tokens averaged over time (an image's single time step as it is)."""
+    x = data.features
+    return x.float().mean(1) if x.shape[1] > 1 else x[:, 0].float()
+
+
 def time_mean_tokens(data: ProbeData) -> torch.Tensor:
     """(N, H·W, D) tokens in raster order, averaged over time."""
-    x = data.features
-    x = x.float().mean(1) if x.shape[1] > 1 else x[:, 0]
+    x = time_mean_grid(data)
     return x.reshape(len(data), -1, x.shape[-1])
 
 

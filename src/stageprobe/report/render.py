@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from stageprobe._atomic import write_text_atomic
 from stageprobe.errors import UserInputError
 from stageprobe.report.findings import artifact_paths, render_findings
 from stageprobe.report.html import render_html
@@ -50,12 +51,6 @@ def _paths(run_dir: Path) -> ReportPaths:
                        run_dir / "report.html")
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)  # a reader never sees half a report
-
-
 def write_run_report(run_dir: str | Path, rows: Sequence[MetricRow], context: RunContext) -> ReportPaths:
     """Everything after the numbers: metrics.csv, summary plots, results.yaml, FINDINGS.md, report.html.
 
@@ -72,11 +67,11 @@ def write_run_report(run_dir: str | Path, rows: Sequence[MetricRow], context: Ru
     results = build_results(rows, replace(context, artifacts=artifacts))
     write_results_yaml(results, paths.results)
     if not (run_dir / "config.yaml").exists():
-        _write_text(run_dir / "config.yaml", yaml.safe_dump(context.config, sort_keys=False))
+        write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(context.config, sort_keys=False))
     if not (run_dir / "env.json").exists():
-        _write_text(run_dir / "env.json", json.dumps(context.env, indent=2, default=str) + "\n")
-    _write_text(paths.findings, render_findings(results, rows))
-    _write_text(paths.html, render_html(results, rows, run_dir / "artifacts"))
+        write_text_atomic(run_dir / "env.json", json.dumps(context.env, indent=2, default=str) + "\n")
+    write_text_atomic(paths.findings, render_findings(results, rows))
+    write_text_atomic(paths.html, render_html(results, rows, run_dir / "artifacts"))
     return paths
 
 
@@ -107,6 +102,6 @@ def render_report(run_dir: str | Path) -> ReportPaths:
         if relative in listed:
             plot(rows, suite, run_dir / relative)
     paths = _paths(run_dir)
-    _write_text(paths.findings, render_findings(results, rows))
-    _write_text(paths.html, render_html(results, rows, run_dir / "artifacts"))
+    write_text_atomic(paths.findings, render_findings(results, rows))
+    write_text_atomic(paths.html, render_html(results, rows, run_dir / "artifacts"))
     return paths

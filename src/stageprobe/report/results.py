@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from stageprobe import __version__
+from stageprobe._atomic import write_text_atomic
 from stageprobe.errors import UserInputError
 from stageprobe.report.analysis import Analysis, RunMeta, analyse
 from stageprobe.report.schema import (
@@ -40,14 +42,13 @@ def write_metrics_csv(rows: Iterable[MetricRow], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(rows, key=lambda r: (r.experiment, r.control, r.model, r.metric, r.probe, r.stage))
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for r in ordered:
-            writer.writerow([r.experiment, r.stage, r.probe, r.metric, _number(r.value), _number(r.ci_low),
-                             _number(r.ci_high), r.n, r.control, r.model, r.unavailable_reason or "", r.note])
-    tmp.replace(path)  # never leave a half-written metrics.csv behind
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in ordered:
+        writer.writerow([r.experiment, r.stage, r.probe, r.metric, _number(r.value), _number(r.ci_low),
+                         _number(r.ci_high), r.n, r.control, r.model, r.unavailable_reason or "", r.note])
+    write_text_atomic(path, text.getvalue())  # never leave a half-written metrics.csv behind
     return path
 
 
@@ -225,10 +226,7 @@ class _Dumper(yaml.SafeDumper):
 def write_results_yaml(results: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.dump(results, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100),
-                   encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, yaml.dump(results, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100))
     return path
 
 

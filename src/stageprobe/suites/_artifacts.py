@@ -10,10 +10,9 @@ import numpy as np
 
 from stageprobe.datasets import Sample
 from stageprobe.probes import ProbeResult
+from stageprobe.probes.base import MOTION_TASKS
 from stageprobe.probes.temporal import labels_for
 from stageprobe.report import plots
-
-MOTION_TASKS = ("direction", "speed", "order")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import Progress, TimeElapsedColumn
 
 import stageprobe
+from stageprobe._atomic import write_text_atomic
 from stageprobe.datasets import Dataset, load_dataset
 from stageprobe.features.extract import extract_dataset
 from stageprobe.features.store import FeatureStore
@@ -327,9 +328,7 @@ def save_outcome(path: Path, outcome: ExperimentOutcome) -> None:
     scores = [[*key, values.tolist()] for key, values in outcome.scores.items()]
     payload = {"rows": [r.model_dump() for r in outcome.rows], "artifacts": outcome.artifacts,
                "curves": outcome.curves, "scores": scores, "timing": outcome.timing}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, default=float))
-    tmp.replace(path)  # an experiment is either wholly recorded or redone
+    write_text_atomic(path, json.dumps(payload, default=float))  # an experiment is either wholly recorded or redone
 
 
 def load_outcome(path: Path) -> ExperimentOutcome:

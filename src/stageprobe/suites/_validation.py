@@ -11,16 +11,15 @@ from stageprobe.metrics.boxes import box_scores
 from stageprobe.metrics.classification import accuracy
 from stageprobe.metrics.reconstruction import reconstruction_scores
 from stageprobe.probes import ProbeData, ProbeResult
+from stageprobe.probes.base import MOTION_TASKS
 from stageprobe.probes.decoder import target_images
 from stageprobe.probes.evaluation import evaluate_boxes, num_classes_of
+from stageprobe.probes.relation import RELATIONS
 from stageprobe.probes.temporal import labels_for
-
-MOTION_TASKS = ("direction", "speed", "order")
 
 
 def _relation_truth(data: ProbeData) -> np.ndarray:
-    names = ("left-of", "right-of", "above", "below")
-    return np.asarray([names.index(r["relation"]) for t in data.targets for r in t.get("relations", [])])
+    return np.asarray([RELATIONS.index(r["relation"]) for t in data.targets for r in t.get("relations", [])])
 
 
 def validation_scores(result: ProbeResult, val: ProbeData) -> dict[str, float]:

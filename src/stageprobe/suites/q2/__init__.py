@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stageprobe.datasets import DATA_FAMILIES
+from stageprobe.probes.base import MOTION_TASKS
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.verdicts import DecisionRule, Target
 from stageprobe.suites._spec import (
@@ -64,7 +65,6 @@ PATCH_STAGES = ("vision.patch_embed", "vision.embed", "vision.block.*", "vision.
                 "pixels.patch")
 MERGE_STAGES = ("vision.pre_merge", "vision.post_merge", "pixels.patch", "pixels.merged")
 LANGUAGE_STAGES = ("language.layer.*",)
-MOTION_TASKS = ("direction", "speed", "order")
 MOTION_STAGES = ("vision.post_merge", "pixels.merged", *LANGUAGE_STAGES)
 MOTION_TABLE = ("direction_acc", "speed_acc", "order_acc", "path_error_px", "flow_angle_error_deg")
 MOTION_PROBES = (
