@@ -45,7 +45,7 @@ from stageprobe.errors import UserInputError
 
 # COCO's own boxes stray past the image edge by float rounding; more than this is an error.
 EDGE_TOLERANCE_PX = 1.0
-SKIP_HINT = "or pass skip_bad (--skip-bad) to leave such records out"
+SKIP_HINT = "or add :skip_bad=true to the dataset spec (extract: --skip-bad) to leave such records out"
 RESIZE_MODES = ["pad", "stretch"]
 # Qwen2.5-VL's image processor defaults (preprocessor_config.json of the Hub checkpoints).
 QWEN_MIN_PIXELS = 56 * 56
