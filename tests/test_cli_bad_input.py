@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -225,3 +228,34 @@ def test_an_out_directory_without_write_permission_is_refused(tmp_path: Path, mo
         assert result.exit_code == 2, result.output
         assert "not writable" in result.output.splitlines()[0]
     assert not any(locked.iterdir())
+
+
+#: a user's process: runs the command line in argv, then says whether torch was imported, and the exit code
+USER_PROCESS = ("import sys\nfrom stageprobe.cli import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n"
+                "    print('torch' in sys.modules, e.code, file=sys.stderr)\n")
+
+
+@pytest.mark.parametrize("case", ["run out in /proc", "run seeds 100000", "run calibrate pixels",
+                                  "run missing COCO file", "preview to a text file"])
+def test_refusals_as_a_user_runs_them_import_no_torch(case: str, tmp_path: Path) -> None:
+    """The fast path, in a fresh process: refused (exit 2) before torch, the suite or a model is imported.
+    benchmarks/bench_refusals.py times these."""
+    names = make_inputs(tmp_path)
+    before = files_under(tmp_path)
+    done = subprocess.run([sys.executable, "-c", USER_PROCESS, *command_line(CASES[case][0], names)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.stderr.strip().splitlines()[-1] == "False 2", done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and files_under(tmp_path) == before
+
+
+def test_probe_workers_beyond_the_cores_are_capped_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   ) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr("stageprobe.suites.runner.run_study", lambda config, *_, **__: seen.append(config)
+                        or sys.exit(0))
+    result = runner.invoke(app, ["run", "--model", "pixels", "--quick", "--probe-workers", "1000",
+                                 "--out", str(tmp_path / "run")])
+    cores = len(os.sched_getaffinity(0))
+    assert result.exit_code == 0, result.output
+    assert f"warning: --probe-workers 1000 is more than the {cores} core(s)" in result.output
+    assert seen[0].probe_workers == cores

@@ -611,16 +611,16 @@ def datasets_preview(
     seed: Annotated[int, typer.Option(help="seed of a generated dataset")] = 0,
 ) -> None:
     """Write a contact sheet with the targets drawn on (boxes, masks, motion arrows)."""
+    check_preview_count(count)
+    target = out or Path(f"{name.split(':')[0]}-preview.png")
+    check_writable_file(target)
+    check_image_file_name(target)
     from stageprobe.datasets import dataset_options, parse_spec, write_preview
 
-    check_preview_count(count)
     # A dataset read from disk (default n None) is opened whole: a folder with fewer files than
     # --count is previewed, not refused as too small for an experiment.
     natural_size = dataset_options(parse_spec(name)[0]).get("n")
     reads_disk = natural_size is not None and natural_size.default is None
-    target = out or Path(f"{name.split(':')[0]}-preview.png")
-    check_writable_file(target)
-    check_image_file_name(target)
     data = _dataset(name, n=None if reads_disk else count, seed=seed, skip_bad=True)
     console.print(f"preview: {write_preview(data, target, n=count)}")
 
