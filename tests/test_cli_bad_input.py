@@ -1,13 +1,20 @@
 """Every bad input exits 2 with one message naming the problem, no traceback, and nothing written.
 
-One row per case: the command line (`{tmp}` is an empty work directory, `{file}` a file in it), and
-words the first line of the message must contain.
+One row per case: the command line and words the first line of the message must contain. In the
+command line `{tmp}` is the work directory (also the current one), `{file}` a file in it, `{empty}` an
+empty folder, `{broken}` a folder holding one corrupt PNG, `{notcoco}` a JSON file that is not COCO and
+`{badjson}` a file that is not JSON. Every case runs in-process (fast); `test_refusals_as_a_user_runs_them`
+runs a few as real processes, and benchmarks/bench_refusals.py times them.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -54,7 +61,127 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "run limit": (["run", "--model", "pixels", "--out", "{tmp}/r", "--limit", "0"], ["--limit"]),
     "run unknown experiment": (["run", "--model", "pixels", "--out", "{tmp}/r", "--experiments", "e_q2_1,e_q2_9"],
                                ["--experiments", "e_q2_9"]),
+    # the issue's examples (#23), then the rest of each command's options
+    "run out in /proc": (["run", "--model", "pixels", "--quick", "--out", "/proc/x"], ["--out /proc/x", "kernel"]),
+    "run out in /sys": (["run", "--model", "pixels", "--quick", "--out", "/sys/x/y"], ["--out /sys/x/y"]),
+    "extract out in /proc": (["extract", "-m", "pixels", "-d", "shapes", "--out", "/proc/x"], ["--out /proc/x"]),
+    "calibrate out in /proc": (["calibrate", "--out", "/proc/x"], ["--out /proc/x"]),
+    "run cache dir is a file": (["run", "--model", "pixels", "--out", "{tmp}/r", "--cache-dir", "{file}"],
+                                ["--cache-dir", "is a file"]),
+    "run cache dir in /proc": (["run", "--model", "pixels", "--out", "{tmp}/r", "--cache-dir", "/proc/c"],
+                               ["--cache-dir /proc/c"]),
+    "preview to a text file": (["datasets", "preview", "shapes", "--out", "p.txt"], ["p.txt", "not an image format"]),
+    "preview without extension": (["datasets", "preview", "shapes", "--out", "{tmp}/p"], ["not an image format"]),
+    "run limit 10 below E-Q2.1's splits": (["run", "--quick", "--limit", "10", "--experiments", "e_q2_1",
+                                            "--out", "{tmp}/r"], ["E-Q2.1 needs ≥ 15 samples", "--limit 15"]),
+    "run limit 1": (["run", "--model", "pixels", "--quick", "--limit", "1", "--out", "{tmp}/r"],
+                    ["E-Q2.1, E-Q2.2, E-Q2.3 and E-Q2.4 need ≥ 15", "--limit 27 or more"]),
+    "run n=3 in the data spec": (["run", "--model", "pixels", "--quick", "--data", "spatial=shapes:n=3",
+                                  "--out", "{tmp}/r"], ["E-Q2.1", "n= in --data spatial=shapes:n=3"]),
+    "run missing COCO file": (["run", "--model", "pixels", "--data", "spatial=coco:/nonexistent/ann.json",
+                               "--out", "{tmp}/r"], ["/nonexistent/ann.json does not exist"]),
+    "run calibrate pixels": (["run", "--model", "pixels", "--calibrate", "--out", "{tmp}/r"],
+                             ["--calibrate", "pixel baseline"]),
+    "run no experiments": (["run", "--model", "pixels", "--experiments", "", "--out", "{tmp}/r"],
+                           ["names no experiment"]),
+    "run only commas as experiments": (["run", "--model", "pixels", "--experiments", ",,", "--out", "{tmp}/r"],
+                                       ["names no experiment"]),
+    "run seeds 100000": (["run", "--model", "pixels", "--seeds", "100000", "--out", "{tmp}/r"],
+                         ["--seeds 100000", "1…20"]),
+    "run seeds 0": (["run", "--model", "pixels", "--seeds", "0", "--out", "{tmp}/r"], ["--seeds 0"]),
+    "run probe workers 0": (["run", "--model", "pixels", "--probe-workers", "0", "--out", "{tmp}/r"],
+                            ["--probe-workers must be at least 1"]),
+    "run quick and full": (["run", "--quick", "--full", "--out", "{tmp}/r"], ["--quick and --full"]),
+    "run unknown protocol": (["run", "--protocol", "mine", "--out", "{tmp}/r"], ["--protocol 'mine'"]),
+    "run unknown dtype": (["run", "--dtype", "fp8", "--out", "{tmp}/r"], ["--dtype 'fp8'"]),
+    "run unknown device map": (["run", "--device-map", "diagonal", "--out", "{tmp}/r"], ["--device-map 'diagonal'"]),
+    "run batch size 0": (["run", "--batch-size", "0", "--out", "{tmp}/r"], ["--batch-size must be at least 1"]),
+    "run limit negative": (["run", "--limit", "-5", "--out", "{tmp}/r"], ["--limit must be at least 1"]),
+    "run data without key": (["run", "--data", "shapes", "--out", "{tmp}/r"], ["KEY=DATASET"]),
+    "run data unknown key": (["run", "--data", "colour=shapes", "--out", "{tmp}/r"], ["--data key 'colour'"]),
+    "run data unknown dataset": (["run", "--data", "spatial=nope", "--out", "{tmp}/r"], ["unknown dataset 'nope'"]),
+    "run data family twice": (["run", "--data", "spatial=shapes", "--data", "spatial=shapes:n=40",
+                               "--out", "{tmp}/r"], ["given twice"]),
+    "run data JSON that is not COCO": (["run", "--data", "spatial=coco:{notcoco}:image_dir={empty}",
+                                        "--out", "{tmp}/r"], ["not a COCO instances file"]),
+    "run data file that is not JSON": (["run", "--data", "spatial=coco:{badjson}:image_dir={empty}",
+                                        "--out", "{tmp}/r"], ["is not valid JSON"]),
+    "run data empty image folder": (["run", "--data", "photos=images:{empty}", "--out", "{tmp}/r"],
+                                    ["0 readable images"]),
+    "run data corrupt image": (["run", "--data", "photos=images:{broken}", "--out", "{tmp}/r"],
+                               ["broken.png cannot be decoded", ":skip_bad=true"]),
+    "run data option not a number": (["run", "--data", "spatial=shapes:n=abc", "--out", "{tmp}/r"],
+                                     ["n='abc' must be a whole number"]),
+    "run data option zero": (["run", "--data", "spatial=shapes:n=0", "--out", "{tmp}/r"], ["n=0 must be ≥ 1"]),
+    "run data images without folder": (["run", "--data", "photos=images", "--out", "{tmp}/r"],
+                                       ["dataset 'images' needs a"]),
+    "run data missing cutout file": (["run", "--data", "motion=cutout:/nonexistent/ann.json", "--out", "{tmp}/r"],
+                                     ["does not exist"]),
+    "run data pan over an empty folder": (["run", "--data", "camera=pan:photo_dir={empty}", "--out", "{tmp}/r"],
+                                          ["holds 0 images"]),
+    "run data option unknown": (["run", "--data", "spatial=shapes:colour=red", "--out", "{tmp}/r"],
+                                ["has no option colour"]),
+    "run unknown suite": (["run", "--model", "pixels", "--suite", "q3", "--out", "{tmp}/r"],
+                          ["--suite 'q3'", "unknown suite"]),
+    "run mistyped model": (["run", "--model", "qwen-typo", "--out", "{tmp}/r"], ["unknown model 'qwen-typo'"]),
+    "run local model without config": (["run", "--model", "{empty}", "--out", "{tmp}/r"], ["config.json"]),
+    "run out under a file": (["run", "--model", "pixels", "--out", "{file}/r"], ["is a file"]),
+    "extract missing COCO file": (["extract", "-m", "pixels", "-d", "coco:/nonexistent/ann.json", "--out", "{tmp}/s"],
+                                  ["does not exist"]),
+    "extract empty image folder": (["extract", "-m", "pixels", "-d", "images:{empty}", "--out", "{tmp}/s"],
+                                   ["0 readable images"]),
+    "extract corrupt image": (["extract", "-m", "pixels", "-d", "images:{broken}", "--out", "{tmp}/s"],
+                              ["cannot be decoded", "--skip-bad"]),
+    "extract unknown dataset": (["extract", "-m", "pixels", "-d", "nope", "--out", "{tmp}/s"],
+                                ["unknown dataset 'nope'"]),
+    "extract n zero": (["extract", "-m", "pixels", "-d", "shapes", "--n", "0", "--out", "{tmp}/s"], ["--n"]),
+    "extract unknown dtype": (["extract", "-m", "pixels", "-d", "shapes", "--dtype", "fp8", "--out", "{tmp}/s"],
+                              ["--dtype 'fp8'"]),
+    "extract into a folder that is not a store": (["extract", "-m", "pixels", "-d", "shapes", "--n", "4",
+                                                   "--out", "{tmp}"], ["is not a feature store"]),
+    "extract mistyped model": (["extract", "-m", "qwen-typo", "-d", "shapes", "--out", "{tmp}/s"],
+                               ["unknown model 'qwen-typo'"]),
+    "calibrate the pixel baseline": (["calibrate", "--model", "pixels", "--out", "{tmp}/c"],
+                                     ["calibrate", "pixel baseline"]),
+    "calibrate batch size 0": (["calibrate", "--batch-size", "0", "--out", "{tmp}/c"], ["--batch-size"]),
+    "calibrate device tpu": (["calibrate", "--device", "tpu", "--out", "{tmp}/c"], ["--device 'tpu'"]),
+    "calibrate mistyped model": (["calibrate", "--model", "qwen-typo", "--out", "{tmp}/c"],
+                                 ["unknown model 'qwen-typo'"]),
+    "preview unknown dataset": (["datasets", "preview", "nope", "--out", "{tmp}/p.png"], ["unknown dataset 'nope'"]),
+    "preview missing COCO file": (["datasets", "preview", "coco:/nonexistent/ann.json", "--out", "{tmp}/p.png"],
+                                  ["does not exist"]),
+    "preview out in /proc": (["datasets", "preview", "shapes", "--out", "/proc/p.png"], ["/proc/p.png"]),
+    "bench images 0": (["bench", "--images", "0"], ["--images"]),
+    "bench repeats 0": (["bench", "--repeats", "0"], ["--repeats"]),
+    "bench rss images negative": (["bench", "--rss-images", "-1"], ["--rss-images"]),
+    "bench mistyped model": (["bench", "--model", "qwen-typo"], ["unknown model 'qwen-typo'"]),
+    "report of a missing folder": (["report", "{tmp}/nowhere"], ["is not a directory"]),
+    "report of a file": (["report", "{file}"], ["is not a directory"]),
+    "report of a folder that is no run": (["report", "{empty}"], ["is not a run directory"]),
+    "validate of a missing folder": (["validate", "{tmp}/nowhere"], ["is not a directory"]),
+    "validate of a folder that is no run": (["validate", "{empty}"], ["is not a run directory"]),
+    "compare one run": (["compare", "{empty}"], ["at least two"]),
+    "stages of a mistyped model": (["stages", "qwen-typo"], ["unknown model 'qwen-typo'"]),
 }
+
+
+def make_inputs(root: Path) -> dict[str, str]:
+    """The files and folders the cases name; see the module docstring."""
+    (root / "file").write_text("in the way")
+    (root / "empty").mkdir()
+    (root / "broken").mkdir()
+    (root / "broken" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "notcoco.json").write_text(json.dumps({"hello": "world"}))
+    (root / "badjson.json").write_text("[1, 2")
+    return {"{tmp}": str(root), "{file}": str(root / "file"), "{empty}": str(root / "empty"),
+            "{broken}": str(root / "broken"), "{notcoco}": str(root / "notcoco.json"),
+            "{badjson}": str(root / "badjson.json")}
+
+
+def command_line(args: list[str], names: dict[str, str]) -> list[str]:
+    for name, value in names.items():
+        args = [arg.replace(name, value) for arg in args]
+    return args
 
 
 def files_under(root: Path) -> set[Path]:
@@ -67,17 +194,24 @@ def test_bad_input_exits_2_with_one_message_and_writes_nothing(
 ) -> None:
     args, words = CASES[case]
     monkeypatch.chdir(tmp_path)  # a default output path would land here
-    (tmp_path / "file").write_text("in the way")
+    names = make_inputs(tmp_path)
     before = files_under(tmp_path)
-    result = runner.invoke(app, [a.replace("{tmp}", str(tmp_path)).replace("{file}", str(tmp_path / "file"))
-                                 for a in args])
+    result = runner.invoke(app, command_line(args, names))
     output = result.output + (result.stderr if result.stderr_bytes is not None else "")
     assert result.exit_code == 2, output
-    first_line = output.strip().splitlines()[0]
+    messages = [line for line in output.strip().splitlines() if line.startswith("error:")]
+    assert len(set(messages)) == 1, output  # one message (stdout and stderr both hold it under CliRunner)
     for word in words:
-        assert word in first_line, first_line
-    assert "Traceback" not in output
+        assert word in messages[0], messages[0]
+    assert "Traceback" not in output and "run directory:" not in output
     assert files_under(tmp_path) == before
+
+
+def test_the_table_covers_every_command_and_at_least_sixty_cases() -> None:
+    assert len(CASES) >= 60
+    commands = {args[0] for args, _ in CASES.values()}
+    assert commands == {"run", "extract", "calibrate", "datasets", "bench", "report", "validate", "compare",
+                        "stages"}
 
 
 def test_an_out_directory_without_write_permission_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,3 +228,34 @@ def test_an_out_directory_without_write_permission_is_refused(tmp_path: Path, mo
         assert result.exit_code == 2, result.output
         assert "not writable" in result.output.splitlines()[0]
     assert not any(locked.iterdir())
+
+
+#: a user's process: runs the command line in argv, then says whether torch was imported, and the exit code
+USER_PROCESS = ("import sys\nfrom stageprobe.cli import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit as e:\n"
+                "    print('torch' in sys.modules, e.code, file=sys.stderr)\n")
+
+
+@pytest.mark.parametrize("case", ["run out in /proc", "run seeds 100000", "run calibrate pixels",
+                                  "run missing COCO file", "preview to a text file"])
+def test_refusals_as_a_user_runs_them_import_no_torch(case: str, tmp_path: Path) -> None:
+    """The fast path, in a fresh process: refused (exit 2) before torch, the suite or a model is imported.
+    benchmarks/bench_refusals.py times these."""
+    names = make_inputs(tmp_path)
+    before = files_under(tmp_path)
+    done = subprocess.run([sys.executable, "-c", USER_PROCESS, *command_line(CASES[case][0], names)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.stderr.strip().splitlines()[-1] == "False 2", done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and files_under(tmp_path) == before
+
+
+def test_probe_workers_beyond_the_cores_are_capped_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   ) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr("stageprobe.suites.runner.run_study", lambda config, *_, **__: seen.append(config)
+                        or sys.exit(0))
+    result = runner.invoke(app, ["run", "--model", "pixels", "--quick", "--probe-workers", "1000",
+                                 "--out", str(tmp_path / "run")])
+    cores = len(os.sched_getaffinity(0))
+    assert result.exit_code == 0, result.output
+    assert f"warning: --probe-workers 1000 is more than the {cores} core(s)" in result.output
+    assert seen[0].probe_workers == cores

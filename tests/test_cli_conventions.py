@@ -61,10 +61,10 @@ def test_experiments_and_limit_reach_the_run_config(tmp_path: Path, monkeypatch:
     monkeypatch.setattr("stageprobe.suites.runner.RunConfig", OpenRunConfig)
     monkeypatch.setattr("stageprobe.suites.runner.run_study",
                         lambda config, *_, **__: seen.append(config) or sys.exit(0))
-    code, out = invoke("run", "--model", "pixels", "--experiments", "e_q2_4,E-Q2.1", "--limit", "5",
+    code, out = invoke("run", "--model", "pixels", "--experiments", "e_q2_4,E-Q2.1", "--limit", "20",
                        "--out", str(tmp_path / "run"))
     assert code == 0, out
-    assert (seen[0].experiments, seen[0].limit) == (["e_q2_1", "e_q2_4"], 5)
+    assert (seen[0].experiments, seen[0].limit) == (["e_q2_1", "e_q2_4"], 20)
 
 
 def test_skip_bad_says_how_many_files_it_skipped(tmp_path: Path) -> None:

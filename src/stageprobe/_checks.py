@@ -80,12 +80,15 @@ def check_writable_file(path: Path, option: str = "--out") -> None:
         raise UserInputError(f"{option} {path} is a directory; pass a file path such as {path / 'preview.png'}")
     if path.exists() and not os.access(path, os.W_OK):
         raise UserInputError(f"{option} {path} is not writable; choose another {option}")
-    _check_creatable(path.parent, option)
+    _check_creatable(path.parent, option, shown=path)
 
 
-def _check_creatable(path: Path, option: str) -> None:
-    """The nearest existing ancestor of `path` is a directory we may create entries in."""
+def _check_creatable(path: Path, option: str, shown: Path | None = None) -> None:
+    """The nearest existing ancestor of `path` is a directory we may create entries in, on a file
+    system that stores files (not read-only, not a kernel one such as /proc or /sys). Messages name
+    `shown` (what the user gave), `path` by default."""
     ancestor = path.absolute()
+    path = shown or path
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
@@ -93,3 +96,30 @@ def _check_creatable(path: Path, option: str) -> None:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise UserInputError(f"{option} {path} is not writable (no write permission in {ancestor}); "
                              f"choose another {option}")
+    problem = _file_system_problem(ancestor)
+    if problem:
+        raise UserInputError(f"{option} {path} is not writable: {ancestor} {problem}; choose another {option}")
+
+
+def _file_system_problem(directory: Path) -> str | None:
+    """Why files cannot be stored under `directory` even where permissions allow it (root may "write"
+    to /proc), or None. Kernel file systems report no blocks at all."""
+    if not hasattr(os, "statvfs"):
+        return None
+    stats = os.statvfs(directory)
+    if stats.f_flag & os.ST_RDONLY:
+        return "is on a read-only file system"
+    if stats.f_blocks == 0:
+        return "is on a kernel file system (like /proc or /sys) that holds no files"
+    return None
+
+
+def check_image_file_name(path: Path, option: str = "--out") -> None:
+    """`path` ends in an image format Pillow writes (.png, .jpg, …)."""
+    from PIL import Image
+
+    Image.init()
+    formats = Image.registered_extensions()
+    if path.suffix.lower() not in formats or formats[path.suffix.lower()] not in Image.SAVE:
+        raise UserInputError(f"{option} {path}: {path.suffix or 'no extension'} is not an image format; "
+                             f"name a .png or .jpg file, e.g. {path.with_suffix('.png')}")

@@ -30,6 +30,17 @@ def find_resumable_run(runs_root: Path, identity: str) -> Path | None:
     return max(candidates)[2] if candidates else None
 
 
+def run_never_started(run_dir: Path) -> bool:
+    """Whether the run in `run_dir` measured nothing yet: no finished experiment, no calibration and no
+    feature shard, so starting it afresh with other settings loses no work."""
+    if (run_dir / "results.yaml").exists() or (run_dir / "calibration").exists():
+        return False
+    if any(path.name != "run.json" for path in (run_dir / "experiments").glob("*.json")):
+        return False
+    features = run_dir / "features"
+    return not features.is_dir() or not any(path.is_file() for path in features.rglob("*"))
+
+
 def _identity_of(config_path: Path) -> str | None:
     try:
         config = yaml.safe_load(config_path.read_text())
@@ -51,3 +62,41 @@ def command_line(program: str, options: Iterable[tuple[str, Any]]) -> str:
         for item in value if isinstance(value, (list, tuple)) else [value]:
             words += [flag, str(item)]
     return shlex.join(words)
+
+
+#: config.yaml field → (`stageprobe run` flag, the value that needs no flag)
+_RUN_FLAGS: dict[str, tuple[str, Any]] = {
+    "model": ("--model", None), "stages": ("--stages", None), "protocol": ("--protocol", "stageprobe"),
+    "seed": ("--seed", 0), "batch_size": ("--batch-size", 8), "probe_workers": ("--probe-workers", None),
+    "device": ("--device", "auto"), "device_map": ("--device-map", None), "dtype": ("--dtype", "auto"),
+    "store_dtype": ("--store-dtype", "float16"), "limit": ("--limit", None), "seeds": ("--seeds", 1),
+    "verdict_stage": ("--verdict-stage", None),
+}
+
+
+def unfinished_run(run_dir: Path) -> dict[str, Any] | None:
+    """The config of the run in `run_dir` when it started (config.yaml) and did not finish (no
+    results.yaml); None otherwise."""
+    config_path = run_dir / "config.yaml"
+    if (run_dir / "results.yaml").exists() or not config_path.is_file():
+        return None
+    try:
+        config = yaml.safe_load(config_path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def resume_command(run_dir: Path, config: dict[str, Any]) -> str:
+    """The `stageprobe run` command line that continues the run `config` (its config.yaml) describes."""
+    options: list[tuple[str, Any]] = [(flag, config.get(field)) for field, (flag, default) in _RUN_FLAGS.items()
+                                      if config.get(field) != default]
+    size = config.get("size")
+    options += [("--quick", size == "quick"), ("--full", size == "full"),
+                ("--no-controls", config.get("controls") is False),
+                ("--trust-remote-code", bool(config.get("trust_remote_code"))),
+                ("--calibrate", bool(config.get("calibrate"))),
+                ("--experiments", ",".join(config["experiments"]) if config.get("experiments") else None),
+                ("--data", [f"{key}={spec}" for key, spec in (config.get("data") or {}).items()] or None),
+                ("--out", run_dir)]
+    return command_line("stageprobe run", options)

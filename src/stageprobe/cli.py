@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stageprobe import __version__
 from stageprobe._checks import (
-    check_device,
+    check_image_file_name,
     check_image_size,
     check_multiple_of_patch,
     check_positive,
@@ -25,7 +29,15 @@ from stageprobe._checks import (
     check_writable_dir,
     check_writable_file,
 )
-from stageprobe._resume import DEFAULT_RUNS_ROOT, command_line, find_resumable_run
+from stageprobe._preflight import check_run_plan, validate_options
+from stageprobe._resume import (
+    DEFAULT_RUNS_ROOT,
+    command_line,
+    find_resumable_run,
+    resume_command,
+    run_never_started,
+    unfinished_run,
+)
 from stageprobe.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -48,21 +60,68 @@ DeviceMapOption = Annotated[str | None, typer.Option(
     help="split a checkpoint over several GPUs with accelerate: auto | balanced | sequential")]
 
 
+#: `--debug`: let an error's trace through instead of the one-line message
+_DEBUG = {"on": False}
+#: errno values that mean a path the user gave is wrong (input, exit 2); any other OS error is the
+#: environment's (a full disk, an I/O error: exit 1)
+_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
+                          errno.ENAMETOOLONG, errno.EEXIST})
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: finished work kept, the resume command printed (exit 143)."""
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+def interrupted_code(error: KeyboardInterrupt) -> int:
+    """The shell's code for the signal: 128 + SIGTERM (143) or 128 + SIGINT (130)."""
+    return 128 + (signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT)
+
+
+def _explain(error: Exception) -> tuple[int, str]:
+    """Exit code and one message for an error that ended a command."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(error, UserInputError):
+        return 2, str(error)
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        what = error.strerror or str(error)
+        if error.errno in _PATH_ERRNOS:
+            return 2, f"{what}{where}; check the path and its permissions"
+        return 1, f"{what}{where}: the system refused (disk full? quota? a failing disk?); fix it and rerun"
+    if isinstance(error, BrokenProcessPool):
+        return 1, ("a probe worker process died (killed for memory? see `dmesg`); finished experiments are kept: "
+                   "rerun the same command with fewer --probe-workers to resume")
+    if isinstance(error, MemoryError):
+        return 1, "out of memory; finished work is kept: rerun with a smaller --batch-size or fewer --probe-workers"
+    return 1, (f"internal error: {type(error).__name__}: {error} — a bug in stageprobe; rerun with --debug for "
+               "the trace and report it")
+
+
 def user_errors(command: F) -> F:
-    """Turn a UserInputError into one red line and exit code 2, and Ctrl-C into one line and 130,
-    with no traceback."""
+    """Turn an error into one red line (exit 2 for bad input, 1 for the environment or a bug), and Ctrl-C
+    or SIGTERM into one line (130 / 143), with no traceback unless --debug."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except UserInputError as error:
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise  # already the command line's own answer
+        except KeyboardInterrupt as error:
             err_console.print("interrupted: finished feature shards and experiments are kept; "
                               "rerun the same command to resume", highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(interrupted_code(error)) from None
+        except Exception as error:
+            if _DEBUG["on"]:
+                raise
+            code, message = _explain(error)
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -77,8 +136,10 @@ def _print_version(wanted: bool) -> None:
 def _options(
     version: Annotated[bool | None, typer.Option(
         "--version", callback=_print_version, is_eager=True, help="print the version and exit")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="show the full trace of an error")] = False,
 ) -> None:
     """Measure what a vision-language model still knows at every stage of its pipeline."""
+    _DEBUG["on"] = debug
 
 
 @app.command()
@@ -148,6 +209,7 @@ def _check_stage_patterns(model: str, patterns: list[str] | None, trust_remote_c
 @app.command()
 @user_errors
 def extract(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")],
     dataset: Annotated[
         str, typer.Option("--dataset", "-d", help="shapes | textures | motion | coco:PATH | images:DIR")
@@ -168,26 +230,33 @@ def extract(
     trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
 ) -> None:
     """Write a feature store of the model's stages over a dataset; resumes if interrupted."""
-    from stageprobe.features.extract import check_extraction_options, check_store_settings, extract_dataset
-    from stageprobe.models import load_model
-
-    check_device(device)
-    dtype_name = check_extraction_options(batch_size, shard_size, limit, store_dtype)
-    check_writable_dir(out)
     if device_map is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserInputError(
             "--device-map splits one model over every GPU of one process; under torchrun each rank uses its "
             "own GPU. Run one process with --device-map, or torchrun without it"
         )
+    _validated("extract", {
+        "model": model, "dataset": dataset, "out": out, "batch_size": batch_size, "device_map": device_map,
+        "device": device, "dtype": dtype, "limit": limit, "shard_size": shard_size, "n": n, "seed": seed,
+        "skip_bad": skip_bad})
+    from stageprobe.features.extract import check_extraction_options, check_store_settings, extract_dataset
+    from stageprobe.models import load_model
+
+    dtype_name = check_extraction_options(batch_size, shard_size, limit, store_dtype)
     _check_stage_patterns(model, stages, trust_remote_code)
     data = _dataset(dataset, n=n, seed=seed, skip_bad=skip_bad)
     check_store_settings(out, {"dataset_spec": data.spec(), "store_dtype": dtype_name, "shard_size": shard_size,
                                "num_samples": len(data) if limit is None else min(limit, len(data))})
     loaded = load_model(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                         device_map=device_map)
-    store = extract_dataset(loaded, data, out, stages=stages or None, batch_size=batch_size,
-                            store_dtype=store_dtype, shard_size=shard_size, limit=limit,
-                            frames_as_images=frames_as_images)
+    try:
+        store = extract_dataset(loaded, data, out, stages=stages or None, batch_size=batch_size,
+                                store_dtype=store_dtype, shard_size=shard_size, limit=limit,
+                                frames_as_images=frames_as_images)
+    except KeyboardInterrupt as error:
+        err_console.print(f"interrupted: the finished feature shards are kept in {out}; rerun the same command to "
+                          f"extract the rest: {_resume_command(ctx, out)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(interrupted_code(error)) from None
     console.print(f"feature store: {out} ({len(store)} samples, {len(store.stages)} stages)")
 
 
@@ -235,43 +304,67 @@ def run(
         "--calibrate", help="also plant known losses and check the probes find them (a Calibration section)")] = False,
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
-    from stageprobe.datasets import parse_data_options
-    from stageprobe.suites.runner import run_study
-
     if experiments == "list":
         _list_experiments(suite)
         return
-    if quick and full:
-        raise UserInputError("--quick and --full exclude each other; pick one")
-    check_device(device)
-    check_positive("--limit", limit)
+    options = _validated("run", {
+        "model": model, "quick": quick, "full": full, "protocol": protocol, "device": device, "dtype": dtype,
+        "device_map": device_map, "batch_size": batch_size, "limit": limit, "seeds": seeds,
+        "probe_workers": probe_workers, "experiments": experiments, "calibrate": calibrate, "out": out,
+        "cache_dir": cache_dir, "data": data})
+    from stageprobe.suites.runner import run_study
+
     config = _run_config({
         "model": model, "suite": suite, "size": "quick" if quick else "full" if full else "default",
         "stages": stages or None, "protocol": protocol, "seed": seed, "controls": not no_controls,
-        "batch_size": batch_size, "probe_workers": probe_workers, "device": device, "device_map": device_map,
-        "dtype": dtype, "store_dtype": store_dtype, "trust_remote_code": trust_remote_code,
+        "batch_size": batch_size, "probe_workers": options["probe_workers"], "device": device,
+        "device_map": device_map, "dtype": dtype, "store_dtype": store_dtype, "trust_remote_code": trust_remote_code,
         "experiments": _experiment_ids(suite, experiments) if experiments else None, "limit": limit,
-        "data": parse_data_options(data or []) or None, "verdict_stage": verdict_stage, "seeds": seeds,
-        "calibrate": calibrate,
+        "data": options["data"] or None, "verdict_stage": verdict_stage, "seeds": seeds, "calibrate": calibrate,
     })
-    _check_stage_patterns(model, stages, trust_remote_code)
+    suite_spec = config.the_suite()
+    check_run_plan(suite_spec, config.experiments or suite_spec.experiment_ids, config.size, config.data,
+                   config.limit, config.seed)
+    _check_stage_patterns(model, stages or ["*"], trust_remote_code)  # also: the model's config can be read
     if use_wandb and importlib.util.find_spec("wandb") is None:
         raise UserInputError("--wandb needs the wandb client: pip install 'stageprobe[wandb]'")
     run_dir = _run_dir(out, resume, config)
-    resume_command = _resume_command(ctx, run_dir)
-    err_console.print(f"run directory: {run_dir}\nto resume it if interrupted: {resume_command}", highlight=False,
+    overwrite = overwrite or _check_run_folder(run_dir, config)
+    rerun = _resume_command(ctx, run_dir)
+    err_console.print(f"run directory: {run_dir}\nto resume it if interrupted: {rerun}", highlight=False,
                       soft_wrap=True)
     try:
         paths = run_study(config, run_dir, cache_dir, overwrite=overwrite)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         err_console.print(f"interrupted: finished feature shards and experiments are kept in {run_dir}; "
-                          f"rerun the same command to resume: {resume_command}", highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+                          f"rerun the same command to resume: {rerun}", highlight=False, soft_wrap=True)
+        raise typer.Exit(interrupted_code(error)) from None
     if use_wandb:
         from stageprobe.report.wandb_log import log_to_wandb
 
         log_to_wandb(run_dir, project=wandb_project)
     console.print(f"findings: {paths.findings}\nreport:   {paths.html}\nresults:  {paths.results}")
+
+
+def _check_run_folder(run_dir: Path, config: RunConfig) -> bool:
+    """Refuse a folder holding a run with other settings, before the run directory is announced; True
+    when the folder's run never started (nothing measured), so it is started afresh."""
+    from stageprobe.suites.runner import _differences
+
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        return False
+    import yaml
+
+    previous = yaml.safe_load(config_path.read_text()) or {}
+    if not isinstance(previous, dict) or previous.get("identity") == config.identity():
+        return False
+    if run_never_started(run_dir):
+        return True
+    there = {key: previous.get(key) for key in config.identity_settings()}
+    raise UserInputError(
+        f"{run_dir} holds a run with other settings ({_differences(there, config.identity_settings())}); "
+        "pass the same settings to resume it, another --out, or --overwrite to start afresh")
 
 
 def _run_config(settings: dict[str, Any]) -> RunConfig:
@@ -288,7 +381,26 @@ def _run_config(settings: dict[str, Any]) -> RunConfig:
     except ValidationError as error:
         first = error.errors()[0]
         option = str(first["loc"][0]).replace("_", "-")
-        raise UserInputError(f"--{option}: {first['msg']}") from None
+        raise UserInputError(f"--{option} {first.get('input')!r}: {_plain(first)}") from None
+
+
+def _plain(error: Mapping[str, Any]) -> str:
+    """A pydantic error in the tool's words ("must be at least 1", not "Input should be …" or "Value error, …")."""
+    limits = error.get("ctx") or {}
+    if "ge" in limits:
+        return f"must be at least {limits['ge']}"
+    if "le" in limits:
+        return f"must be at most {limits['le']}"
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    return message.replace("Input should be", "must be")
+
+
+def _validated(command: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The validation pass (`_preflight`): refuses bad input, prints a warning for each value it capped."""
+    request = validate_options(command, options)
+    for warning in request.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    return request.options
 
 
 def _run_dir(out: Path | None, resume: bool, config: RunConfig) -> Path:
@@ -348,9 +460,17 @@ def _resume_command(ctx: typer.Context, run_dir: Path) -> str:
 @app.command()
 @user_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
-    """Re-render FINDINGS.md and report.html from results.yaml + metrics.csv."""
+    """Re-render FINDINGS.md and report.html from results.yaml + metrics.csv, once the run passes `validate`."""
+    _check_finished_run(run_dir)
     from stageprobe.report.render import render_report
+    from stageprobe.report.validate import validate_run
 
+    outputs = ("FINDINGS.md is missing", "report.html is missing")  # what this command writes
+    problems = [problem for problem in validate_run(run_dir) if not problem.startswith(outputs)]
+    if problems:
+        _list_problems(problems)
+        raise UserInputError(f"{run_dir} fails validation with {len(problems)} problem(s) (listed above), so its "
+                             "FINDINGS.md and report.html were left as they are; restore the run's files or rerun it")
     paths = render_report(run_dir)
     console.print(f"findings: {paths.findings}\nreport:   {paths.html}")
 
@@ -359,14 +479,33 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> 
 @user_errors
 def validate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
     """Check results.yaml against the schema, that artifacts exist and verdicts agree with metrics."""
+    _check_finished_run(run_dir)
     from stageprobe.report.validate import validate_run
 
     problems = validate_run(run_dir)
     if problems:
-        for problem in problems:
-            err_console.print(f"[red]✗[/] {problem}", highlight=False)
+        _list_problems(problems)
         raise UserInputError(f"{run_dir} failed validation with {len(problems)} problem(s) (listed above)")
     console.print(f"[green]✓[/] {run_dir} is valid")
+
+
+def _list_problems(problems: list[str]) -> None:
+    for problem in problems:
+        err_console.print(f"[red]✗[/] {escape(problem)}", highlight=False, soft_wrap=True)
+
+
+def _check_finished_run(run_dir: Path) -> None:
+    """`run_dir` is a run directory whose run finished; an unfinished one is named with its resume command."""
+    if not run_dir.is_dir():
+        raise UserInputError(f"{run_dir} is not a directory; pass a run directory (the --out of `stageprobe run`)")
+    config = unfinished_run(run_dir)
+    if config is not None:
+        done = [path for path in (run_dir / "experiments").glob("*.json") if path.name != "run.json"]
+        raise UserInputError(f"{run_dir} holds an unfinished run ({len(done)} experiment(s) finished, no "
+                             f"results.yaml yet); resume it with: {resume_command(run_dir, config)}")
+    if not (run_dir / "results.yaml").is_file():
+        raise UserInputError(f"{run_dir} is not a run directory (no results.yaml or config.yaml); pass the --out "
+                             "of a `stageprobe run`")
 
 
 @app.command()
@@ -392,11 +531,10 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Performance benchmark: extraction overhead, speedup over the seed protocol, probe speed, memory."""
+    _validated("bench", {"model": model, "device": device, "images": images, "repeats": repeats,
+                         "rss_images": rss_images})
     from stageprobe.bench import BenchSettings, bench_table, run_bench
 
-    check_device(device)
-    if images < 1 or repeats < 1 or rss_images < 0:
-        raise UserInputError("--images and --repeats must be at least 1, --rss-images at least 0")
     settings = BenchSettings(model=model, images=images, device=device, repeats=repeats, rss_images=rss_images)
     result = run_bench(settings, log=lambda line: err_console.print(f"[dim]bench: {line}[/]"))
     if as_json:
@@ -423,16 +561,14 @@ def calibrate(
     trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
 ) -> None:
     """Plant known losses at known stages and check the study's probes find them there, nowhere earlier."""
+    _validated("calibrate", {"model": model, "out": out, "batch_size": batch_size, "device_map": device_map,
+                             "device": device, "dtype": dtype})
     from stageprobe.calibrate import Calibrator, default_plants, write_calibration
     from stageprobe.models import load_model
     from stageprobe.models.planting import parse_plant
     from stageprobe.suites import DEFAULT_SUITE, get_suite
     from stageprobe.suites.runner import default_run_dir
 
-    check_device(device)
-    check_positive("--batch-size", batch_size)
-    if out is not None:
-        check_writable_dir(out)
     loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
     study = get_suite(DEFAULT_SUITE)
     plants = [parse_plant(text, loaded) for text in plant] if plant else default_plants(loaded, study)
@@ -478,20 +614,22 @@ def datasets_preview(
     seed: Annotated[int, typer.Option(help="seed of a generated dataset")] = 0,
 ) -> None:
     """Write a contact sheet with the targets drawn on (boxes, masks, motion arrows)."""
+    check_preview_count(count)
+    target = out or Path(f"{name.split(':')[0]}-preview.png")
+    check_writable_file(target)
+    check_image_file_name(target)
     from stageprobe.datasets import dataset_options, parse_spec, write_preview
 
-    check_preview_count(count)
     # A dataset read from disk (default n None) is opened whole: a folder with fewer files than
     # --count is previewed, not refused as too small for an experiment.
     natural_size = dataset_options(parse_spec(name)[0]).get("n")
     reads_disk = natural_size is not None and natural_size.default is None
-    target = out or Path(f"{name.split(':')[0]}-preview.png")
-    check_writable_file(target)
     data = _dataset(name, n=None if reads_disk else count, seed=seed, skip_bad=True)
     console.print(f"preview: {write_preview(data, target, n=count)}")
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
     app()
 
 

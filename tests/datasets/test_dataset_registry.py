@@ -49,7 +49,7 @@ def test_command_line_strings_are_converted() -> None:
     dataset = load_dataset("shapes", n="5", noise="2.5", allow_overlap="true")
     assert len(dataset) == 5 and dataset.spec()["options"]["noise"] == 2.5
     assert dataset.spec()["options"]["allow_overlap"] is True
-    with pytest.raises(UserInputError, match="n='many' must be a int"):
+    with pytest.raises(UserInputError, match="n='many' must be a whole number"):
         load_dataset("shapes", n="many")
     with pytest.raises(UserInputError, match="must be an integer"):
         load_dataset("shapes", n=2.5)

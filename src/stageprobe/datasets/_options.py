@@ -83,6 +83,6 @@ def load_rgb(path: Path, dataset: str) -> Image.Image:
             return image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as error:
         raise UserInputError(
-            f"{dataset}: image {path} cannot be read ({error}); fix or remove it, or pass skip_bad "
-            "(--skip-bad) to leave unreadable images out"
+            f"{dataset}: image {path} cannot be read ({error}); fix or remove it, or add :skip_bad=true to the "
+            "dataset spec (extract: --skip-bad) to leave unreadable images out"
         ) from error

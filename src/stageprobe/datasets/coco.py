@@ -45,7 +45,7 @@ from stageprobe.errors import UserInputError
 
 # COCO's own boxes stray past the image edge by float rounding; more than this is an error.
 EDGE_TOLERANCE_PX = 1.0
-SKIP_HINT = "or pass skip_bad (--skip-bad) to leave such records out"
+SKIP_HINT = "or add :skip_bad=true to the dataset spec (extract: --skip-bad) to leave such records out"
 RESIZE_MODES = ["pad", "stretch"]
 # Qwen2.5-VL's image processor defaults (preprocessor_config.json of the Hub checkpoints).
 QWEN_MIN_PIXELS = 56 * 56
@@ -80,9 +80,10 @@ class CocoDataset(Dataset):
         self.factor = check_int(self.name, "factor", factor, 1)
         self.min_pixels = check_int(self.name, "min_pixels", min_pixels, 1)
         self.max_pixels = check_int(self.name, "max_pixels", max_pixels, self.min_pixels)
+        # the files first: a wrong path is refused before the processor's rule loads transformers (seconds)
+        self.annotation_file, self.image_dir = _locate(Path(path), image_dir)
         self.canvas = _processor_canvas(self.image_size, self.factor, self.min_pixels, self.max_pixels)
         self.skip_bad = bool(skip_bad)
-        self.annotation_file, self.image_dir = _locate(Path(path), image_dir)
         self.categories = _category_names(categories)
         self.skipped: list[dict[str, str]] = []
         self._splits: dict[str, Split] = {}

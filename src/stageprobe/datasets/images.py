@@ -69,7 +69,7 @@ class ImageFolderDataset(Dataset):
             else:
                 raise UserInputError(
                     f"images: {self.root / relative} {problem}; fix or remove it, "
-                    "or pass skip_bad (--skip-bad) to leave unreadable images out"
+                    "or add :skip_bad=true to the dataset spec (extract: --skip-bad) to leave unreadable images out"
                 )
         if self.n is not None and len(self.files) < self.n:
             raise UserInputError(

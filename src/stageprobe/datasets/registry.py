@@ -128,9 +128,12 @@ def _from_text(dataset: str, parameter: inspect.Parameter, value: Any) -> Any:
                 return _parse(kind, value)
             except ValueError:
                 raise UserInputError(
-                    f"{dataset}: option {parameter.name}={value!r} must be a {kind.__name__}"
+                    f"{dataset}: option {parameter.name}={value!r} must be {_KIND_WORDS[kind]}"
                 ) from None
     return value
+
+
+_KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number"}
 
 
 def _parse(kind: type, text: str) -> Any:

@@ -17,7 +17,9 @@ import json
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import select
 import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -145,13 +147,43 @@ def fit_request(request: FitRequest) -> FitOutput:
     return FitOutput(result, val_scores, time.perf_counter() - started)
 
 
-def _start_worker() -> None:
+def _start_worker(main_pid: int) -> None:
     torch.set_num_threads(1)
+    threading.Thread(target=_exit_with, args=(main_pid,), name="exit-with-main-process", daemon=True).start()
     # Ctrl-C reaches the whole process group. A worker only reads, so it may stop at once; the
     # main process reports the interruption once instead of every worker printing a traceback.
     # Where SIGINT is ignored (a background job) the main process ignores it too: so does a worker.
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, lambda _signum, _frame: os._exit(130))
+
+
+def _exit_with(main_pid: int) -> None:
+    """End this worker as soon as the main process is gone, however it died (SIGKILL, out of memory).
+
+    Nothing else would: a worker's parent is the fork server, not the main process, and the worker
+    holds both ends of its own task queue, so it never reads an end-of-file there; each would keep its
+    stage of features in memory for good. A pidfd turns readable when the process exits; where there
+    is none (not Linux ≥ 5.3) the main process is polled once a second."""
+    try:
+        handle = os.pidfd_open(main_pid)
+    except (AttributeError, OSError):
+        handle = None
+    if handle is not None:
+        select.select([handle], [], [])
+    else:
+        while _running(main_pid):
+            time.sleep(1.0)
+    os._exit(1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -190,7 +222,8 @@ class ProbePool:
         self._fits: dict[FitRequest, Future[FitOutput]] = {}
         #: fits submitted to the workers and not yet known to be done (any dataset)
         self._running: list[Future[FitOutput]] = []
-        self._executor = (ProcessPoolExecutor(workers, mp_context=_worker_context(), initializer=_start_worker)
+        self._executor = (ProcessPoolExecutor(workers, mp_context=_worker_context(), initializer=_start_worker,
+                                              initargs=(os.getpid(),))
                           if workers > 1 else None)
 
     def add_dataset(self, dataset: Dataset) -> str:
@@ -244,8 +277,20 @@ class ProbePool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
+    def stop(self) -> None:
+        """End the workers now, fits and all: on an interruption (Ctrl-C, SIGTERM) or an error, waiting
+        for a running fit would keep the user waiting for a result nobody reads."""
+        if self._executor is None:
+            return
+        for process in list(getattr(self._executor, "_processes", {}).values()):
+            process.terminate()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
     def __enter__(self) -> ProbePool:
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.stop()
