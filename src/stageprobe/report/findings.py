@@ -291,6 +291,9 @@ def _closing(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow
     doc.add(Heading(2, "Controls"),
             Bullets([f"**{c}**: {CONTROL_DESCRIPTIONS[c]}" for c in present] or ["No controls were run."]),
             *[Para(note) for note in analysis.suite.notes])
+    lpips_trunk = (results.get("env") or {}).get("lpips_trunk") or {}
+    if lpips_trunk.get("source") and any(r.metric == "lpips" and r.value is not None for r in rows):
+        doc.add(Para(f"**LPIPS trunk:** {lpips_trunk['description']}."))
     figures = artifact_paths(results)
     pngs = [p for p in figures if p.lower().endswith(".png") and p not in TOP_FIGURES]
     doc.add(Rule(), Heading(2, "Artifacts"),

@@ -29,6 +29,7 @@ from stageprobe.datasets import Dataset, load_dataset
 from stageprobe.features.extract import extract_dataset
 from stageprobe.features.store import FeatureStore
 from stageprobe.metrics._catalog import higher_is_better
+from stageprobe.metrics.reconstruction import lpips_trunk_provenance
 from stageprobe.models import StageModel, select_stages
 from stageprobe.report.schema import MetricRow
 from stageprobe.suites._artifacts import BestFit, draw_best_fits, draw_training_curves
@@ -321,6 +322,7 @@ def environment(model: StageModel, seed: int) -> dict[str, Any]:
             env[package] = str(getattr(__import__(package), "__version__", "unknown"))
         except ImportError:
             env[package] = None
+    env["lpips_trunk"] = lpips_trunk_provenance()
     return env
 
 
