@@ -111,8 +111,17 @@ def speed_class(px_per_frame: float, image_size: int, speed_classes: int) -> int
     return sum(px_per_frame >= bound for bound in bounds)
 
 
-def read_labels(file: Path, root: Path, speed_classes: int) -> tuple[dict[str, ClipLabel], list[dict[str, str]], bool]:
-    """(labels by path relative to root, skipped rows, whether a speed column exists)."""
+@dataclass
+class LabelsFile:
+    """A labels CSV as read: labels by path relative to DIR, the rows skipped (and their paths)."""
+
+    labels: dict[str, ClipLabel]
+    skipped: list[dict[str, str]]
+    rejected: set[str]
+    has_speed: bool
+
+
+def read_labels(file: Path, root: Path, speed_classes: int) -> LabelsFile:
     try:
         with file.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
@@ -124,9 +133,8 @@ def read_labels(file: Path, root: Path, speed_classes: int) -> tuple[dict[str, C
         raise UserInputError(f"videos: labels file {file} has columns {', '.join(header) or 'none'}; expected "
                              f"{LABEL_COLUMNS} (a header row naming them)")
     column = {name: header.index(name) for name in ("path", "direction", "speed", "group") if name in header}
-    labels: dict[str, ClipLabel] = {}
+    found = LabelsFile({}, [], set(), "speed" in column)
     first_row: dict[str, int] = {}
-    skipped: list[dict[str, str]] = []
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -142,11 +150,13 @@ def read_labels(file: Path, root: Path, speed_classes: int) -> tuple[dict[str, C
         if problem is None and "speed" in cells:
             problem = speed_problem(cells["speed"], speed_classes) if cells["speed"] else "has no speed"
         if problem is not None:
-            skipped.append({"record": record, "reason": problem})
+            found.skipped.append({"record": record, "reason": problem})
+            found.rejected.add(relative)
             continue
         first_row[relative] = line
-        labels[relative] = ClipLabel(direction, cells.get("speed") or None, cells.get("group") or None)  # type: ignore[arg-type]
-    return labels, skipped, "speed" in column
+        found.labels[relative] = ClipLabel(direction, cells.get("speed") or None,  # type: ignore[arg-type]
+                                           cells.get("group") or None)
+    return found
 
 
 def _row_path(text: str, root: Path) -> tuple[str, str | None]:
@@ -222,9 +232,10 @@ class VideoFolderDataset(Dataset):
         candidates = self._candidates()
         self._groups = {relative: self._group_of(relative) for relative in candidates}
         self._check_sources(candidates)
-        self._splits = ranked_splits(list(self._groups.values()))
         self.files = self._decodable(candidates)
-        self._check_splits()
+        self._check_sources(self.files)
+        # Ranked over the clips in use, so even a few sources give train, val and test their share.
+        self._splits = ranked_splits([self._groups[path] for path in self.files])
         self._reversed = self._shown_reversed()
         self._say_skipped()
 
@@ -244,14 +255,15 @@ class VideoFolderDataset(Dataset):
         if not self.labels_file.is_file():
             raise UserInputError(f"videos: labels file {self.labels_file} does not exist; give a CSV with columns "
                                  f"{LABEL_COLUMNS}")
-        self._labels, skipped, has_speed = read_labels(self.labels_file, self.root, self.speed_classes)
-        self.unlabelled_tasks = () if has_speed else ("speed",)
+        read = read_labels(self.labels_file, self.root, self.speed_classes)
+        self._labels = read.labels
+        self.unlabelled_tasks = () if read.has_speed else ("speed",)
         present = set(files)
-        self.skipped += skipped
+        self.skipped += read.skipped
         self.skipped += [{"record": f"{self.labels_file.name}: {path}", "reason": "file not found in the folder"}
                          for path in self._labels if path not in present]
         self.skipped += [{"record": path, "reason": f"has no row in {self.labels_file.name}"}
-                         for path in files if path not in self._labels]
+                         for path in files if path not in self._labels and path not in read.rejected]
         return [path for path in files if path in self._labels]
 
     def _group_of(self, relative: str) -> str:
@@ -262,7 +274,7 @@ class VideoFolderDataset(Dataset):
         return f"folder:{parent}" if parent != "." else f"file:{relative}"
 
     def _check_sources(self, candidates: list[str]) -> None:
-        sources = len(set(self._groups.values()))
+        sources = len({self._groups[path] for path in candidates})
         if sources < len(SPLITS):
             where = f"{len(candidates)} usable video(s)" if candidates else "no usable video"
             raise UserInputError(
@@ -293,14 +305,6 @@ class VideoFolderDataset(Dataset):
             raise UserInputError(f"videos: no video in {self.root} could be used ({reasons}); fix or replace the "
                                  "files")
         return sorted(chosen)
-
-    def _check_splits(self) -> None:
-        empty = [split for split in SPLITS if not any(self._splits[self._groups[f]] == split for f in self.files)]
-        if empty:
-            raise UserInputError(
-                f"videos: of {self.root}'s videos, {len(self.files)} decode and none of them falls in the "
-                f"{', '.join(empty)} split (splits go by source); add videos from more sources or ask for more "
-                "clips (n)")
 
     def _shown_reversed(self) -> set[str]:
         """Keys of the clips shown time-reversed: half of each split (the first half in a seeded hash
