@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from stageprobe.datasets._options import check_float, check_int, load_rgb
-from stageprobe.datasets.base import Dataset, Sample, Split, ranked_splits
+from stageprobe.datasets._options import check_float, check_int, image_problem, load_rgb
+from stageprobe.datasets.base import SPLITS, Dataset, Sample, Split, ranked_splits
 from stageprobe.datasets.coco import CocoDataset
 from stageprobe.datasets.images import image_extensions
 from stageprobe.datasets.motion import (
@@ -76,7 +76,8 @@ def _clip_sample(key: str, group: str, split: Split, frames: list[Image.Image], 
     return Sample(key=key, split=split, frames=list(frames), target=target, group=group)
 
 
-@register_dataset("pan", "camera pans and zooms across real photos: direction, speed, order")
+@register_dataset("pan", "camera pans and zooms across real photos (pan:images:DIR for your own): direction, "
+                  "speed, order", argument="source", optional_argument=True)
 class PanDataset(Dataset):
     """Clips of a window panning (and zooming) across a photograph."""
 
@@ -85,6 +86,7 @@ class PanDataset(Dataset):
 
     def __init__(
         self,
+        source: str | None = None,
         n: int = 400,
         seed: int = 0,
         frames: int = 8,
@@ -100,21 +102,19 @@ class PanDataset(Dataset):
             self.name, frames, image_size, speed_classes)
         # Beyond 0.25 the zoom would blur the speed classes (their ranges are ≥ 1.7× apart).
         self.max_zoom = check_float(self.name, "max_zoom", max_zoom, 0.0, 0.25)
-        self.photo_dir = None if photo_dir is None else Path(photo_dir).resolve()
+        self.photo_dir = _photo_folder(source, photo_dir)
+        self.skipped: list[dict[str, str]] = []
         self.photos = self._photo_names(photos)
         self.class_names = list(DIRECTION_NAMES)
         self._splits = ranked_splits([self._group(p) for p in self.photos])
 
     def _photo_names(self, photos: str | list[str] | None) -> list[str]:
         if self.photo_dir is not None:
-            if not self.photo_dir.is_dir():
-                raise UserInputError(f"pan: photo_dir {self.photo_dir} is not a folder of images")
-            extensions = image_extensions()
-            names = sorted(p.relative_to(self.photo_dir).as_posix() for p in self.photo_dir.rglob("*")
-                           if p.is_file() and p.suffix.lower() in extensions)
-            if len(names) < 3:
-                raise UserInputError(f"pan: {self.photo_dir} holds {len(names)} images; train, val and test "
-                                     "each need their own photos, so give at least 3")
+            names = self._readable_photos()
+            if len(names) < len(SPLITS):
+                raise UserInputError(
+                    f"pan: {self.photo_dir} holds {len(names)} readable photo(s); train, val and test each need "
+                    f"their own, so {len(SPLITS)} are needed: add {len(SPLITS) - len(names)} more")
             return names
         names = photos.split(",") if isinstance(photos, str) else list(photos or PAN_PHOTOS)
         names = [p.strip() for p in names if p.strip()]
@@ -122,6 +122,20 @@ class PanDataset(Dataset):
         if unknown or len(names) < 3:
             raise UserInputError(f"pan: photos must name at least 3 of {', '.join(PAN_PHOTOS)} "
                                  f"(got {', '.join(names) or 'none'}), or give photo_dir")
+        return names
+
+    def _readable_photos(self) -> list[str]:
+        """The folder's images (recursive, by path); unreadable ones are listed in `skipped`."""
+        assert self.photo_dir is not None
+        extensions = image_extensions()
+        names = []
+        for path in sorted(p for p in self.photo_dir.rglob("*") if p.is_file() and p.suffix.lower() in extensions):
+            name = path.relative_to(self.photo_dir).as_posix()
+            problem = image_problem(path)
+            if problem is None:
+                names.append(name)
+            else:
+                self.skipped.append({"record": name, "reason": problem})
         return names
 
     def __len__(self) -> int:
@@ -143,7 +157,8 @@ class PanDataset(Dataset):
         options = {"n": self.n, "seed": self.seed, "frames": self.frames, "image_size": self.image_size,
                    "speed_classes": self.speed_classes, "max_zoom": self.max_zoom, "photos": self.photos,
                    "photo_dir": None if self.photo_dir is None else str(self.photo_dir)}
-        return {"name": self.name, "source": self.name, "options": options}
+        spec = {"name": self.name, "source": self.name, "options": options}
+        return {**spec, "skipped": self.skipped} if self.skipped else spec
 
     def _photo(self, name: str) -> Image.Image:
         return photo(name) if self.photo_dir is None else load_rgb(self.photo_dir / name, self.name)
@@ -182,6 +197,22 @@ class PanDataset(Dataset):
             raise UserInputError(f"pan: photo {name} ({photo_size[0]}×{photo_size[1]}) is too small for a "
                                  f"{self.frames}-frame pan; use fewer frames or speed_classes, or bigger photos")
         return rng.uniform(low, high)
+
+
+def _photo_folder(source: str | None, photo_dir: str | None) -> Path | None:
+    """The photo folder of `pan:images:DIR` or of the photo_dir option (None: the bundled photos)."""
+    kind, _, folder = (source or "").partition(":")
+    if source is not None and (kind != "images" or not folder):
+        raise UserInputError(f"pan: {source!r} is not a photo source; write pan:images:DIR for a folder of your "
+                             "photos, or just pan for the bundled ones")
+    if folder and photo_dir is not None and Path(folder).resolve() != Path(photo_dir).resolve():
+        raise UserInputError(f"pan: two photo folders given ({folder} and photo_dir={photo_dir}); give one")
+    chosen = folder or photo_dir
+    if chosen is None:
+        return None
+    if not Path(chosen).is_dir():
+        raise UserInputError(f"pan: {chosen} is not a folder; give pan:images:DIR with DIR a folder of photos")
+    return Path(chosen).resolve()
 
 
 @register_dataset("cutout", "a COCO object cut out by its mask, moving over another photo", argument="path")

@@ -204,6 +204,8 @@ class VideoFolderDataset(Dataset):
 
     name = "videos"
     kind = "video"
+    #: its content is the user's files: the study keeps one feature store per content hash
+    content_from_files = True
 
     def __init__(
         self,
