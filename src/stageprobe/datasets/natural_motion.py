@@ -13,8 +13,13 @@ and its side changes linearly by the factor `zoom` (drawn per clip, up to ±`max
 direction, at the speed the label says up to the zoom factor. Every clip of a photo belongs to
 that photo's group, and each photo is in one split.
 
+`pan:images:DIR` (or the option photo_dir=DIR) pans over a folder of the user's photos instead of
+the bundled scikit-image ones (recursive; unreadable files are listed in `skipped` and left out;
+train, val and test need a photo each, so fewer than 3 is an error saying so).
+
 `cutout:PATH`: a non-crowd COCO object (its mask as alpha) moves over another COCO image of the
-same split; `centroids` are the centroids of the pasted mask. The group is the object's image.
+same split, or with `backgrounds=DIR` over a photo of that folder (each photo in one split);
+`centroids` are the centroids of the pasted mask. The group is the object's image.
 """
 
 from __future__ import annotations
@@ -110,32 +115,13 @@ class PanDataset(Dataset):
 
     def _photo_names(self, photos: str | list[str] | None) -> list[str]:
         if self.photo_dir is not None:
-            names = self._readable_photos()
-            if len(names) < len(SPLITS):
-                raise UserInputError(
-                    f"pan: {self.photo_dir} holds {len(names)} readable photo(s); train, val and test each need "
-                    f"their own, so {len(SPLITS)} are needed: add {len(SPLITS) - len(names)} more")
-            return names
+            return readable_photos(self.name, self.photo_dir, self.skipped)
         names = photos.split(",") if isinstance(photos, str) else list(photos or PAN_PHOTOS)
         names = [p.strip() for p in names if p.strip()]
         unknown = [p for p in names if p not in PAN_PHOTOS]
         if unknown or len(names) < 3:
             raise UserInputError(f"pan: photos must name at least 3 of {', '.join(PAN_PHOTOS)} "
                                  f"(got {', '.join(names) or 'none'}), or give photo_dir")
-        return names
-
-    def _readable_photos(self) -> list[str]:
-        """The folder's images (recursive, by path); unreadable ones are listed in `skipped`."""
-        assert self.photo_dir is not None
-        extensions = image_extensions()
-        names = []
-        for path in sorted(p for p in self.photo_dir.rglob("*") if p.is_file() and p.suffix.lower() in extensions):
-            name = path.relative_to(self.photo_dir).as_posix()
-            problem = image_problem(path)
-            if problem is None:
-                names.append(name)
-            else:
-                self.skipped.append({"record": name, "reason": problem})
         return names
 
     def __len__(self) -> int:
@@ -199,6 +185,25 @@ class PanDataset(Dataset):
         return rng.uniform(low, high)
 
 
+def readable_photos(dataset: str, folder: Path, skipped: list[dict[str, str]]) -> list[str]:
+    """The images under `folder` (recursive, by path) that decode; the others are appended to `skipped`.
+    Fewer than one per split is an error that says how many are needed."""
+    extensions = image_extensions()
+    names = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions):
+        name = path.relative_to(folder).as_posix()
+        problem = image_problem(path)
+        if problem is None:
+            names.append(name)
+        else:
+            skipped.append({"record": name, "reason": problem})
+    if len(names) < len(SPLITS):
+        raise UserInputError(
+            f"{dataset}: {folder} holds {len(names)} readable photo(s); train, val and test each need their own, "
+            f"so {len(SPLITS)} are needed: add {len(SPLITS) - len(names)} more")
+    return names
+
+
 def _photo_folder(source: str | None, photo_dir: str | None) -> Path | None:
     """The photo folder of `pan:images:DIR` or of the photo_dir option (None: the bundled photos)."""
     kind, _, folder = (source or "").partition(":")
@@ -233,6 +238,7 @@ class CutoutDataset(Dataset):
         categories: str | list[str] | None = None,
         image_dir: str | None = None,
         min_area: float = 400.0,
+        backgrounds: str | None = None,
     ) -> None:
         self.n = check_int(self.name, "n", n, 1)
         self.seed = check_int(self.name, "seed", seed, 0)
@@ -251,6 +257,16 @@ class CutoutDataset(Dataset):
         self._images_by_split: dict[str, list[int]] = {}
         for image_id in self.source.image_ids:
             self._images_by_split.setdefault(self.source.split_of_image(image_id), []).append(image_id)
+        self.backgrounds = None if backgrounds is None else Path(backgrounds).resolve()
+        self.skipped: list[dict[str, str]] = []
+        self._photos_by_split: dict[str, list[str]] = {}
+        if self.backgrounds is not None:
+            if not self.backgrounds.is_dir():
+                raise UserInputError(f"cutout: backgrounds={backgrounds} is not a folder of photos")
+            photos = readable_photos(self.name, self.backgrounds, self.skipped)
+            # each background photo in one split, so no test clip shows a photo a training clip showed
+            for name, split in ranked_splits([f"background:{p}" for p in photos]).items():
+                self._photos_by_split.setdefault(split, []).append(name.removeprefix("background:"))
 
     def __len__(self) -> int:
         return self.n
@@ -268,8 +284,10 @@ class CutoutDataset(Dataset):
         source = self.source.spec()
         options = {"n": self.n, "seed": self.seed, "frames": self.frames, "image_size": self.image_size,
                    "speed_classes": self.speed_classes, "categories": source["options"]["categories"],
-                   "image_dir": source["options"]["image_dir"], "min_area": self.min_area}
-        return {"name": self.name, "source": f"cutout:{self.source.annotation_file}", "options": options}
+                   "image_dir": source["options"]["image_dir"], "min_area": self.min_area,
+                   "backgrounds": None if self.backgrounds is None else str(self.backgrounds)}
+        spec = {"name": self.name, "source": f"cutout:{self.source.annotation_file}", "options": options}
+        return {**spec, "skipped": self.skipped} if self.skipped else spec
 
     def __getitem__(self, index: int) -> Sample:
         if not 0 <= index < self.n:
@@ -297,13 +315,18 @@ class CutoutDataset(Dataset):
             centroids.append(mask_centroid(placed))
         name = self.source.class_names[self.source.label_of(annotation["category_id"])]
         extra = {"kind": "cutout", "object": name, "annotation_id": int(annotation["id"]),
-                 "background_image_id": background_id}
+                 ("background_image_id" if self.backgrounds is None else "background"): background_id}
         return _clip_sample(self.key(index), self.sample_group(index), self.sample_split(index), frames,
                             np.stack(centroids), direction, speed, extra)
 
-    def _background(self, image_id: int, rng: np.random.Generator) -> tuple[int, Image.Image]:
-        """(id, picture) of another image of the object's split (the same one if it is alone there),
-        filling the frame."""
+    def _background(self, image_id: int, rng: np.random.Generator) -> tuple[int | str, Image.Image]:
+        """(id, picture) of another image of the object's split (the same one if it is alone there), or
+        (name, photo) of a background photo of that split, filling the frame."""
+        if self.backgrounds is not None:
+            photos = self._photos_by_split[self.source.split_of_image(image_id)]
+            name = photos[int(rng.integers(len(photos)))]
+            image = load_rgb(self.backgrounds / name, self.name)
+            return name, ImageOps.fit(image, (self.image_size, self.image_size), Image.Resampling.BICUBIC)
         pool = self._images_by_split[self.source.split_of_image(image_id)]
         others = [i for i in pool if i != image_id] or pool
         chosen = others[int(rng.integers(len(others)))]
