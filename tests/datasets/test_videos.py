@@ -226,3 +226,36 @@ def test_sampling_spreads_frames_or_follows_fps(clips: list[PanClip], tmp_path: 
                                                 ("359", 0), ("sideways", None), ("nan", None)])
 def test_direction_names_and_angles(text: str, expected: int | None) -> None:
     assert parse_direction(text) == expected
+
+
+def _token_flow_direction(run: Path) -> float:
+    with (run / "metrics.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            if (row["stage"], row["probe"], row["metric"], row["control"]) == (
+                    "pixels.merged", "token-flow", "direction_acc", "none"):
+                return float(row["value"])
+    raise AssertionError(f"no token-flow direction_acc row at pixels.merged in {run / 'metrics.csv'}")
+
+
+@pytest.mark.slow
+def test_quick_study_on_videos_reads_direction_as_on_the_uncompressed_clips(tmp_path: Path) -> None:
+    """`run --quick --model pixels --data motion=videos:DIR:labels=…` on 64 pans as mp4 and as lossless
+    mp4: the study completes, and token-flow's direction accuracy at pixels.merged is ≥ 0.85 on the
+    mp4 clips and within 0.1 of the lossless clips' (about 3 minutes each on 2 cores)."""
+    import os
+    import subprocess
+    import sys
+
+    clips = pan_clips(64, 224)
+    scores = {}
+    for encoding in ("mp4", "lossless"):
+        folder = tmp_path / encoding
+        write_labels(folder / "labels.csv", write_videos(folder, clips, encoding))
+        run = tmp_path / f"run-{encoding}"
+        command = [sys.executable, "-m", "stageprobe", "run", "--quick", "--model", "pixels", "--probe-workers", "1",
+                   "--experiments", "e_q2_6", "--data", f"motion=videos:{folder}:labels={folder / 'labels.csv'}",
+                   "--out", str(run)]
+        done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=1800)
+        assert done.returncode == 0, done.stderr[-3000:]
+        scores[encoding] = _token_flow_direction(run)
+    assert scores["mp4"] >= 0.85 and abs(scores["mp4"] - scores["lossless"]) <= 0.1, scores
