@@ -16,7 +16,8 @@ def test_every_dataset_is_registered() -> None:
 
 
 def test_unknown_dataset_names_the_choices() -> None:
-    expected = r"unknown dataset 'shape'; use one of: coco:PATH, cutout:PATH, images:DIR, motion, pan, shapes, textures"
+    expected = (r"unknown dataset 'shape'; use one of: coco:PATH, cutout:PATH, images:DIR, motion, pan\[:SOURCE\], "
+                r"shapes, textures, videos:DIR")
     with pytest.raises(UserInputError, match=expected):
         load_dataset("shape")
 

@@ -1,9 +1,9 @@
-"""Datasets: `shapes`, `textures`, `motion`, `coco:PATH`, `images:DIR`, `pan`, `cutout:PATH`.
+"""Datasets: `shapes`, `textures`, `motion`, `coco:PATH`, `images:DIR`, `pan`, `cutout:PATH`, `videos:DIR`.
 
 Importing this package registers every dataset; `load_dataset("shapes", n=100)` builds one.
 """
 
-from stageprobe.datasets import coco, images, motion, natural_motion, shapes, textures  # noqa: F401  (register)
+from stageprobe.datasets import coco, images, motion, natural_motion, shapes, textures, videos  # noqa: F401  (register)
 from stageprobe.datasets.base import SPLITS, Dataset, Sample, Split, ranked_splits, stable_split
 from stageprobe.datasets.coco import write_coco
 from stageprobe.datasets.families import DATA_FAMILIES, dataset_record, parse_data_options

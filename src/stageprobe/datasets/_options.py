@@ -53,11 +53,12 @@ def seeded_subset(keys: Sequence[str], n: int | None, seed: int) -> list[int]:
     """
     if n is None or n >= len(keys):
         return list(range(len(keys)))
+    return sorted(seeded_order(keys, seed)[:n])
 
-    def rank(i: int) -> bytes:
-        return hashlib.sha256(f"{seed}:{keys[i]}".encode()).digest()
 
-    return sorted(sorted(range(len(keys)), key=rank)[:n])
+def seeded_order(keys: Sequence[str], seed: int) -> list[int]:
+    """Indices of all `keys` in the order of a seeded hash of each (see `seeded_subset`)."""
+    return sorted(range(len(keys)), key=lambda i: hashlib.sha256(f"{seed}:{keys[i]}".encode()).digest())
 
 
 def image_problem(path: Path) -> str | None:

@@ -13,8 +13,13 @@ and its side changes linearly by the factor `zoom` (drawn per clip, up to ±`max
 direction, at the speed the label says up to the zoom factor. Every clip of a photo belongs to
 that photo's group, and each photo is in one split.
 
+`pan:images:DIR` (or the option photo_dir=DIR) pans over a folder of the user's photos instead of
+the bundled scikit-image ones (recursive; unreadable files are listed in `skipped` and left out;
+train, val and test need a photo each, so fewer than 3 is an error saying so).
+
 `cutout:PATH`: a non-crowd COCO object (its mask as alpha) moves over another COCO image of the
-same split; `centroids` are the centroids of the pasted mask. The group is the object's image.
+same split, or with `backgrounds=DIR` over a photo of that folder (each photo in one split);
+`centroids` are the centroids of the pasted mask. The group is the object's image.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from stageprobe.datasets._options import check_float, check_int, load_rgb
-from stageprobe.datasets.base import Dataset, Sample, Split, ranked_splits
+from stageprobe.datasets._options import check_float, check_int, image_problem, load_rgb
+from stageprobe.datasets.base import SPLITS, Dataset, Sample, Split, ranked_splits
 from stageprobe.datasets.coco import CocoDataset
 from stageprobe.datasets.images import image_extensions
 from stageprobe.datasets.motion import (
@@ -76,7 +81,8 @@ def _clip_sample(key: str, group: str, split: Split, frames: list[Image.Image], 
     return Sample(key=key, split=split, frames=list(frames), target=target, group=group)
 
 
-@register_dataset("pan", "camera pans and zooms across real photos: direction, speed, order")
+@register_dataset("pan", "camera pans and zooms across real photos (pan:images:DIR for your own): direction, "
+                  "speed, order", argument="source", optional_argument=True)
 class PanDataset(Dataset):
     """Clips of a window panning (and zooming) across a photograph."""
 
@@ -85,6 +91,7 @@ class PanDataset(Dataset):
 
     def __init__(
         self,
+        source: str | None = None,
         n: int = 400,
         seed: int = 0,
         frames: int = 8,
@@ -100,22 +107,15 @@ class PanDataset(Dataset):
             self.name, frames, image_size, speed_classes)
         # Beyond 0.25 the zoom would blur the speed classes (their ranges are ≥ 1.7× apart).
         self.max_zoom = check_float(self.name, "max_zoom", max_zoom, 0.0, 0.25)
-        self.photo_dir = None if photo_dir is None else Path(photo_dir).resolve()
+        self.photo_dir = _photo_folder(source, photo_dir)
+        self.skipped: list[dict[str, str]] = []
         self.photos = self._photo_names(photos)
         self.class_names = list(DIRECTION_NAMES)
         self._splits = ranked_splits([self._group(p) for p in self.photos])
 
     def _photo_names(self, photos: str | list[str] | None) -> list[str]:
         if self.photo_dir is not None:
-            if not self.photo_dir.is_dir():
-                raise UserInputError(f"pan: photo_dir {self.photo_dir} is not a folder of images")
-            extensions = image_extensions()
-            names = sorted(p.relative_to(self.photo_dir).as_posix() for p in self.photo_dir.rglob("*")
-                           if p.is_file() and p.suffix.lower() in extensions)
-            if len(names) < 3:
-                raise UserInputError(f"pan: {self.photo_dir} holds {len(names)} images; train, val and test "
-                                     "each need their own photos, so give at least 3")
-            return names
+            return readable_photos(self.name, self.photo_dir, self.skipped)
         names = photos.split(",") if isinstance(photos, str) else list(photos or PAN_PHOTOS)
         names = [p.strip() for p in names if p.strip()]
         unknown = [p for p in names if p not in PAN_PHOTOS]
@@ -143,7 +143,8 @@ class PanDataset(Dataset):
         options = {"n": self.n, "seed": self.seed, "frames": self.frames, "image_size": self.image_size,
                    "speed_classes": self.speed_classes, "max_zoom": self.max_zoom, "photos": self.photos,
                    "photo_dir": None if self.photo_dir is None else str(self.photo_dir)}
-        return {"name": self.name, "source": self.name, "options": options}
+        spec = {"name": self.name, "source": self.name, "options": options}
+        return {**spec, "skipped": self.skipped} if self.skipped else spec
 
     def _photo(self, name: str) -> Image.Image:
         return photo(name) if self.photo_dir is None else load_rgb(self.photo_dir / name, self.name)
@@ -184,6 +185,41 @@ class PanDataset(Dataset):
         return rng.uniform(low, high)
 
 
+def readable_photos(dataset: str, folder: Path, skipped: list[dict[str, str]]) -> list[str]:
+    """The images under `folder` (recursive, by path) that decode; the others are appended to `skipped`.
+    Fewer than one per split is an error that says how many are needed."""
+    extensions = image_extensions()
+    names = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions):
+        name = path.relative_to(folder).as_posix()
+        problem = image_problem(path)
+        if problem is None:
+            names.append(name)
+        else:
+            skipped.append({"record": name, "reason": problem})
+    if len(names) < len(SPLITS):
+        raise UserInputError(
+            f"{dataset}: {folder} holds {len(names)} readable photo(s); train, val and test each need their own, "
+            f"so {len(SPLITS)} are needed: add {len(SPLITS) - len(names)} more")
+    return names
+
+
+def _photo_folder(source: str | None, photo_dir: str | None) -> Path | None:
+    """The photo folder of `pan:images:DIR` or of the photo_dir option (None: the bundled photos)."""
+    kind, _, folder = (source or "").partition(":")
+    if source is not None and (kind != "images" or not folder):
+        raise UserInputError(f"pan: {source!r} is not a photo source; write pan:images:DIR for a folder of your "
+                             "photos, or just pan for the bundled ones")
+    if folder and photo_dir is not None and Path(folder).resolve() != Path(photo_dir).resolve():
+        raise UserInputError(f"pan: two photo folders given ({folder} and photo_dir={photo_dir}); give one")
+    chosen = folder or photo_dir
+    if chosen is None:
+        return None
+    if not Path(chosen).is_dir():
+        raise UserInputError(f"pan: {chosen} is not a folder; give pan:images:DIR with DIR a folder of photos")
+    return Path(chosen).resolve()
+
+
 @register_dataset("cutout", "a COCO object cut out by its mask, moving over another photo", argument="path")
 class CutoutDataset(Dataset):
     """Clips of one COCO instance (masked) moving over a different image of the same split."""
@@ -202,6 +238,7 @@ class CutoutDataset(Dataset):
         categories: str | list[str] | None = None,
         image_dir: str | None = None,
         min_area: float = 400.0,
+        backgrounds: str | None = None,
     ) -> None:
         self.n = check_int(self.name, "n", n, 1)
         self.seed = check_int(self.name, "seed", seed, 0)
@@ -220,6 +257,16 @@ class CutoutDataset(Dataset):
         self._images_by_split: dict[str, list[int]] = {}
         for image_id in self.source.image_ids:
             self._images_by_split.setdefault(self.source.split_of_image(image_id), []).append(image_id)
+        self.backgrounds = None if backgrounds is None else Path(backgrounds).resolve()
+        self.skipped: list[dict[str, str]] = []
+        self._photos_by_split: dict[str, list[str]] = {}
+        if self.backgrounds is not None:
+            if not self.backgrounds.is_dir():
+                raise UserInputError(f"cutout: backgrounds={backgrounds} is not a folder of photos")
+            photos = readable_photos(self.name, self.backgrounds, self.skipped)
+            # each background photo in one split, so no test clip shows a photo a training clip showed
+            for name, split in ranked_splits([f"background:{p}" for p in photos]).items():
+                self._photos_by_split.setdefault(split, []).append(name.removeprefix("background:"))
 
     def __len__(self) -> int:
         return self.n
@@ -237,8 +284,10 @@ class CutoutDataset(Dataset):
         source = self.source.spec()
         options = {"n": self.n, "seed": self.seed, "frames": self.frames, "image_size": self.image_size,
                    "speed_classes": self.speed_classes, "categories": source["options"]["categories"],
-                   "image_dir": source["options"]["image_dir"], "min_area": self.min_area}
-        return {"name": self.name, "source": f"cutout:{self.source.annotation_file}", "options": options}
+                   "image_dir": source["options"]["image_dir"], "min_area": self.min_area,
+                   "backgrounds": None if self.backgrounds is None else str(self.backgrounds)}
+        spec = {"name": self.name, "source": f"cutout:{self.source.annotation_file}", "options": options}
+        return {**spec, "skipped": self.skipped} if self.skipped else spec
 
     def __getitem__(self, index: int) -> Sample:
         if not 0 <= index < self.n:
@@ -266,13 +315,18 @@ class CutoutDataset(Dataset):
             centroids.append(mask_centroid(placed))
         name = self.source.class_names[self.source.label_of(annotation["category_id"])]
         extra = {"kind": "cutout", "object": name, "annotation_id": int(annotation["id"]),
-                 "background_image_id": background_id}
+                 ("background_image_id" if self.backgrounds is None else "background"): background_id}
         return _clip_sample(self.key(index), self.sample_group(index), self.sample_split(index), frames,
                             np.stack(centroids), direction, speed, extra)
 
-    def _background(self, image_id: int, rng: np.random.Generator) -> tuple[int, Image.Image]:
-        """(id, picture) of another image of the object's split (the same one if it is alone there),
-        filling the frame."""
+    def _background(self, image_id: int, rng: np.random.Generator) -> tuple[int | str, Image.Image]:
+        """(id, picture) of another image of the object's split (the same one if it is alone there), or
+        (name, photo) of a background photo of that split, filling the frame."""
+        if self.backgrounds is not None:
+            photos = self._photos_by_split[self.source.split_of_image(image_id)]
+            name = photos[int(rng.integers(len(photos)))]
+            image = load_rgb(self.backgrounds / name, self.name)
+            return name, ImageOps.fit(image, (self.image_size, self.image_size), Image.Resampling.BICUBIC)
         pool = self._images_by_split[self.source.split_of_image(image_id)]
         others = [i for i in pool if i != image_id] or pool
         chosen = others[int(rng.integers(len(others)))]

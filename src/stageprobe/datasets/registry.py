@@ -22,19 +22,23 @@ class DatasetEntry:
     # Name of the value after the colon in the spec ("path" for `coco:PATH`), or None.
     argument: str | None
     description: str
+    #: the spec may leave the argument out (`pan` and `pan:images:DIR`)
+    optional_argument: bool = False
 
 
 DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(
-    name: str, description: str = "", argument: str | None = None
+    name: str, description: str = "", argument: str | None = None, optional_argument: bool = False
 ) -> Callable[[DatasetClass], DatasetClass]:
     """Register a Dataset class under `name`; with `argument`, the spec is `name:VALUE` and VALUE is
-    passed as the first constructor argument. Every other constructor parameter is an option."""
+    passed as the first constructor argument (with `optional_argument`, `name` alone is valid too).
+    Every other constructor parameter is an option."""
 
     def wrap(cls: DatasetClass) -> DatasetClass:
-        DATASETS[name] = DatasetEntry(name, cls, argument, description or (cls.__doc__ or "").split("\n")[0])
+        DATASETS[name] = DatasetEntry(name, cls, argument, description or (cls.__doc__ or "").split("\n")[0],
+                                      optional_argument)
         return cls
 
     return wrap
@@ -75,7 +79,7 @@ def load_dataset(spec: str, **options: Any) -> Dataset:
     """
     name, argument, spec_options = parse_spec(spec)
     entry = _entry(name)
-    if entry.argument is not None and not argument:
+    if entry.argument is not None and not argument and not entry.optional_argument:
         raise UserInputError(
             f"dataset {name!r} needs a {entry.argument}: write it as {name}:{entry.argument.upper()}"
         )
@@ -89,7 +93,7 @@ def load_dataset(spec: str, **options: Any) -> Dataset:
             f"dataset {name!r} has no option {', '.join(unknown)}; its options are: {', '.join(accepted)}"
         )
     resolved = {key: _from_text(name, accepted[key], value) for key, value in options.items()}
-    if entry.argument is None:
+    if entry.argument is None or not argument:
         return entry.cls(**resolved)
     return entry.cls(argument, **resolved)
 
@@ -106,7 +110,8 @@ def dataset_from_spec(spec: dict[str, Any]) -> Dataset:
 def _entry(name: str) -> DatasetEntry:
     if name not in DATASETS:
         known = ", ".join(
-            sorted(e.name + (f":{e.argument.upper()}" if e.argument else "") for e in DATASETS.values())
+            sorted(e.name + (f"[:{e.argument.upper()}]" if e.optional_argument else f":{e.argument.upper()}"
+                             if e.argument else "") for e in DATASETS.values())
         )
         raise UserInputError(f"unknown dataset {name!r}; use one of: {known}")
     return DATASETS[name]

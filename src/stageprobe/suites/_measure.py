@@ -149,6 +149,9 @@ class Measurement:
         data_slug = re.sub(r"[^A-Za-z0-9.]+", "-", self.dataset_spec(family)).strip("-")[:60]
         frames_as_images = self.config.protocol == "seed" and dataset.kind == "video"
         path = self.features_dir / f"{slug}-{which}" / f"{data_slug}-n{len(dataset)}-seed{self.config.seed}"
+        if getattr(dataset, "content_from_files", False):
+            # data read from the user's files: a changed file is another store (extracted afresh), not a refusal
+            path = path.with_name(f"{path.name}-{dataset.content_hash()[:12]}")
         return extract_dataset(model, dataset, path, stages=stages, batch_size=self.config.batch_size,
                                store_dtype=self.config.store_dtype, frames_as_images=frames_as_images)
 
@@ -185,7 +188,11 @@ class Measurement:
         self.say(f"[bold]{spec.id}[/] {spec.title}")
         started = time.perf_counter()
         dataset_key = self.pool.add_dataset(self.dataset(spec.family))
-        probes = probes_for(spec, self.config.protocol)
+        # a dataset without labels for a task (videos without a labels file: direction, speed) is not probed for it
+        unlabelled = set(getattr(self.dataset(spec.family), "unlabelled_tasks", ()))
+        probes = tuple(p for p in probes_for(spec, self.config.protocol) if p.task not in unlabelled)
+        if unlabelled:
+            self.say(f"{spec.id}: {', '.join(sorted(unlabelled))} not measured (the data has no such labels)")
         fits: list[_StageFits] = []
         for which in self.variants():
             stages = self.experiment_stages(spec, which)
