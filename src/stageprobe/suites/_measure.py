@@ -138,10 +138,14 @@ class Measurement:
                 stages = thin_stages(stages, prefix, limit)
         return stages
 
+    def store_stages(self, which: str, family: Family) -> list[str]:
+        """Every stage any experiment of the suite reads from this family's data (one store serves them all)."""
+        return sorted({s for spec in self.suite.experiments if spec.family == family
+                       for s in self.experiment_stages(spec, which)})
+
     def store(self, which: str, family: Family) -> FeatureStore:
         """Features of every stage any experiment reads from this family's data, extracted in one pass."""
-        stages = sorted({s for spec in self.suite.experiments if spec.family == family
-                         for s in self.experiment_stages(spec, which)})
+        stages = self.store_stages(which, family)
         model, dataset = self.model(which), self.dataset(family)
         slug = re.sub(r"[^A-Za-z0-9.]+", "-", model.name).strip("-")
         data_slug = re.sub(r"[^A-Za-z0-9.]+", "-", self.dataset_spec(family)).strip("-")[:60]
