@@ -57,7 +57,7 @@ def test_stage_groups_keep_the_budget_and_refuse_a_budget_below_one_stage(tmp_pa
     budget = plan.total_bytes // 3
     groups = plan.stage_groups(budget)
     assert len(groups) >= 3
-    sizes = {(s.variant, s.family, stage.name): s.samples * stage.bytes_per_sample
+    sizes = {(s.variant, s.family, stage.name): s.stage_disk_bytes(stage)
              for s in plan.stores for stage in s.stages}
     assert all(sum(sizes[key] for key in group) <= budget for group in groups)
     assert sorted(key for group in groups for key in group) == sorted(sizes)

@@ -24,10 +24,16 @@ from stageprobe.models.pixels import pixel_baseline_for
 from stageprobe.models.registry import SKELETONS, _config_and_factory, load_families
 
 if TYPE_CHECKING:
+    from stageprobe.suites._measure import Measurement
     from stageprobe.suites.runner import RunConfig
 
 #: space left free on the store's disk when `--max-disk` is not given (the OS and the report need some)
 DISK_MARGIN = 2 * 1024**3
+#: samples per shard file of a feature store (`extract_dataset`'s default)
+SHARD_SIZE = 64
+#: an upper bound of what a stage adds on disk beside its tensors: the safetensors header of each shard,
+#: a share of each shard's checksum record and of the store's manifest (measured: 56 B, 1.0–1.6 KiB, 2–4 KiB)
+SHARD_OVERHEAD, STORE_OVERHEAD = 4096, 16384
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*", re.IGNORECASE)
 _UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -72,6 +78,11 @@ class StorePlan:
     @property
     def bytes(self) -> int:
         return self.samples * sum(stage.bytes_per_sample for stage in self.stages)
+
+    def stage_disk_bytes(self, stage: StagePlan) -> int:
+        """The files `stage` adds to this store: its tensors and an upper bound of headers and records."""
+        shards = -(-self.samples // SHARD_SIZE)
+        return self.samples * stage.bytes_per_sample + shards * SHARD_OVERHEAD + STORE_OVERHEAD
 
     def largest_stage_bytes(self) -> int:
         return self.samples * max((stage.bytes_per_sample for stage in self.stages), default=0)
@@ -119,7 +130,7 @@ class RunPlan:
         used = 0
         for store in self.stores:
             for stage in store.stages:
-                cost = store.samples * stage.bytes_per_sample
+                cost = store.stage_disk_bytes(stage)
                 if cost > budget:
                     raise UserInputError(
                         f"--max-disk {human(budget)} cannot hold even one stage: {stage.name} of the "
@@ -156,6 +167,11 @@ def weight_bytes(model: StageModel) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (0 if it does not exist): stores a resumed run already holds."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
 def free_disk(path: Path) -> int:
     """Free bytes on the volume that holds `path` (its nearest existing parent)."""
     existing = path.resolve()
@@ -164,13 +180,17 @@ def free_disk(path: Path) -> int:
     return shutil.disk_usage(existing).free
 
 
-def plan_run(config: RunConfig, store_root: Path, image_size: int = 448) -> RunPlan:
-    """The stores `config`'s run writes under `store_root`, from the same stage and data choices the run makes."""
-    from stageprobe.suites._measure import Measurement
+def plan_run(config: RunConfig, store_root: Path, measurement: Measurement | None = None,
+             image_size: int = 448) -> RunPlan:
+    """The stores `config`'s run writes under `store_root`, from the same stage and data choices the run
+    makes: `measurement`'s (a run's, with its loaded models), else one over the model built on the meta device."""
+    if measurement is None:
+        from stageprobe.suites._measure import Measurement
 
-    main = meta_model(config.model, config.trust_remote_code)
-    models = {"main": main, "pixels": pixel_baseline_for(main), "random-init": main}
-    measurement = Measurement(config, models.__getitem__, store_root, quiet=True)
+        skeleton = meta_model(config.model, config.trust_remote_code)
+        models = {"main": skeleton, "pixels": pixel_baseline_for(skeleton), "random-init": skeleton}
+        measurement = Measurement(config, models.__getitem__, store_root, quiet=True)
+    main = measurement.model("main")
     element = STORE_DTYPES[resolve_store_dtype(config.store_dtype)].itemsize
     specs = [spec for spec in config.the_suite().experiments
              if config.experiments is None or spec.id in config.experiments]
@@ -184,7 +204,7 @@ def plan_run(config: RunConfig, store_root: Path, image_size: int = 448) -> RunP
             first = dataset[0]
             frames = first.frames or [first.image]
             width, height = frames[0].size
-            infos: list[StageInfo] = models[which].stages_for(height, width, len(frames))
+            infos: list[StageInfo] = measurement.model(which).stages_for(height, width, len(frames))
             stages = [StagePlan(i.name, tuple(i.grid), i.dim, i.tokens * i.dim * element)
                       for i in infos if i.name in wanted]
             stores.append(StorePlan(which, family, measurement.dataset_spec(family), len(dataset),
