@@ -130,11 +130,12 @@ def main() -> None:
         fit_once(probe, task, int(grid), int(dim), int(images))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    # fits first: a child's peak RSS counts the pages of the parent it was forked from (the loaded model)
+    fits = fit_costs(args.fit_images)
     extraction = extraction_costs(args.images)
     print(json.dumps(extraction, indent=2))
     projected = projection(extraction)
     print(json.dumps(projected, indent=2))
-    fits = fit_costs(args.fit_images)
     if args.json:
         args.json.write_text(json.dumps({"extraction": extraction, "projection": projected, "fits": fits}, indent=2))
 
