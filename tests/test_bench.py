@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from stageprobe.bench import (
+    ROWS,
     TARGETS,
     bench_samples,
     bench_table,
@@ -23,7 +27,7 @@ from stageprobe.models import load_model
 
 KEYS = {"device", "model", "images", "torch", "plain_forward_s", "extract_all_s", "overhead_ratio",
         "seed_protocol_s", "ours_s", "speedup_vs_seed_protocol", "probe_fit_stage_images_per_s",
-        "peak_rss_mb_small", "peak_rss_mb_large", "rss_ratio", "notes"}
+        "peak_gpu_mb", "peak_rss_mb_small", "peak_rss_mb_large", "rss_ratio", "notes"}
 # the first 11 shapes samples hold every split (test at 6, val at 10), which the probe needs
 PROBE_IMAGES = 11
 
@@ -41,6 +45,7 @@ def test_bench_json_reports_every_key_with_sane_values() -> None:
     assert math.isclose(report["overhead_ratio"], report["extract_all_s"] / report["plain_forward_s"])
     assert math.isclose(report["speedup_vs_seed_protocol"], report["seed_protocol_s"] / report["ours_s"])
     assert report["peak_rss_mb_small"] is None and report["rss_ratio"] is None
+    assert report["peak_gpu_mb"] is None and report["notes"]["peak_gpu_mb"].startswith("unavailable")
     assert report["notes"]["rss"].startswith("unavailable")
     assert "extrapolated linearly" in report["notes"]["seed_protocol_s"]
     assert f"on 2 stages × {PROBE_IMAGES} images" in report["notes"]["probe_fit_stage_images_per_s"]
@@ -75,4 +80,12 @@ def test_verdicts_follow_the_targets(metric: str, value: float | None, expected:
 def test_table_marks_unavailable_values() -> None:
     row = dict.fromkeys(KEYS, None) | {"model": "m", "device": "cpu", "images": 1, "torch": "x",
                                         "notes": {"rss": "unavailable: skipped"}}
-    assert bench_table(row).row_count == 10
+    assert bench_table(row).row_count == len(ROWS)
+
+
+def test_gpu_check_script_says_it_skipped_without_a_gpu() -> None:
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stderr
+    assert "gpu_check: skipped: no CUDA GPU" in done.stdout

@@ -14,6 +14,7 @@ Measured on one batch of 448×448 `shapes` images:
   (one batched pass serving every experiment); `speedup_vs_seed_protocol` is their quotient.
 * `probe_fit_stage_images_per_s` — (stages × images) / seconds to fit the closed-form
   `dense-linear` box probe on every extracted stage of the batch (split by each sample's split).
+* `peak_gpu_mb` — the most GPU memory torch held during the timed forwards (CUDA only).
 * `peak_rss_mb_small` / `_large` — peak resident memory of a `stageprobe extract` subprocess of
   the same model on N and 10·N images; `rss_ratio` shows that streaming keeps it flat.
 """
@@ -157,6 +158,9 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda _: No
     seconds = median_seconds({"plain": lambda: model.plain_forward(images), "extract": lambda: model.extract(images)},
                              settings.repeats)
     plain_s, extract_s = seconds["plain"], seconds["extract"]
+    peak_gpu_mb = torch.cuda.max_memory_allocated(model.device) / 2**20 if model.device.type == "cuda" else None
+    notes["peak_gpu_mb"] = ("torch.cuda.max_memory_allocated over the timed forwards" if peak_gpu_mb is not None
+                            else "unavailable: not on a CUDA device")
     notes["extract_all_s"] = (f"median of {settings.repeats} after a warm-up, {len(model.stage_names)} stages, "
                               f"batch of {len(images)} {IMAGE_SIZE}×{IMAGE_SIZE} images")
 
@@ -198,6 +202,7 @@ def run_bench(settings: BenchSettings, log: Callable[[str], None] = lambda _: No
         "ours_s": extract_s,
         "speedup_vs_seed_protocol": seed_s / extract_s,
         "probe_fit_stage_images_per_s": probe_rate,
+        "peak_gpu_mb": peak_gpu_mb,
         "peak_rss_mb_small": rss_small,
         "peak_rss_mb_large": rss_large,
         "rss_ratio": rss_ratio,
@@ -231,6 +236,7 @@ ROWS = (
     ("ours_s", "ours (one batched pass)", "s"),
     ("speedup_vs_seed_protocol", "speedup vs seed protocol", "×"),
     ("probe_fit_stage_images_per_s", "dense probe fitting", "stage·images/s"),
+    ("peak_gpu_mb", "peak GPU memory", "MiB"),
     ("peak_rss_mb_small", "peak RSS, small run", "MiB"),
     ("peak_rss_mb_large", f"peak RSS, {RSS_FACTOR}× larger run", "MiB"),
     ("rss_ratio", "peak RSS ratio", "×"),

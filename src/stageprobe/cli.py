@@ -600,6 +600,69 @@ def _dataset(spec: str, n: int | None, seed: int, skip_bad: bool) -> Dataset:
     return data
 
 
+@app.command()
+@user_errors
+def plan(
+    model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")] = DEFAULT_MODEL,
+    quick: Annotated[bool, typer.Option("--quick", help="the sizes of `run --quick`")] = False,
+    full: Annotated[bool, typer.Option("--full", help="the sizes of `run --full`")] = False,
+    stages: Annotated[list[str] | None, typer.Option("--stages", "-s", help="stage glob; repeatable")] = None,
+    data: Annotated[list[str] | None, typer.Option("--data", help="KEY=DATASET, as for `run`; repeatable")] = None,
+    experiments: Annotated[str | None, typer.Option(help="comma-separated experiment ids, as for `run`")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most N samples per dataset")] = None,
+    no_controls: Annotated[bool, typer.Option("--no-controls", help="without pixel / twin controls")] = False,
+    batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
+    store_dtype: Annotated[str, typer.Option(help="feature dtype on disk: float16 | bfloat16 | float32")] = "float16",
+    cache_dir: Annotated[Path | None, typer.Option(help="where the feature stores would live")] = None,
+    max_disk: Annotated[str | None, typer.Option(help="disk budget for the stores: 80G, 500M or bytes")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
+) -> None:
+    """What `run` with these options would store and hold, before any weight is read."""
+    from stageprobe.datasets import parse_data_options
+    from stageprobe.suites._plan import DISK_MARGIN, parse_size, plan_run
+
+    if quick and full:
+        raise UserInputError("--quick and --full exclude each other; pick one")
+    check_positive("--limit", limit)
+    budget = parse_size(max_disk) if max_disk is not None else None
+    config = _run_config({
+        "model": model, "size": "quick" if quick else "full" if full else "default", "stages": stages or None,
+        "controls": not no_controls, "batch_size": batch_size, "store_dtype": store_dtype,
+        "trust_remote_code": trust_remote_code, "limit": limit,
+        "experiments": _experiment_ids("q2", experiments) if experiments else None,
+        "data": parse_data_options(data or []) or None,
+    })
+    _check_stage_patterns(model, stages, trust_remote_code)
+    the_plan = plan_run(config, cache_dir or Path("runs") / "features")
+    budget = budget if budget is not None else max(the_plan.free_disk - DISK_MARGIN, 1)
+    groups = the_plan.stage_groups(budget)
+    if as_json:
+        sys.stdout.write(json.dumps({**the_plan.as_json(), "max_disk_bytes": budget,
+                                     "stage_groups": len(groups)}, indent=2) + "\n")
+        return
+    _print_plan(the_plan, budget, len(groups))
+
+
+def _print_plan(the_plan: Any, budget: int, groups: int) -> None:
+    from stageprobe.suites._plan import human
+
+    table = Table("model", "data", "samples", "input T×H×W", "stages", "stored", title=(
+        f"{the_plan.model}, {the_plan.size} run, features as {the_plan.store_dtype}"))
+    for store in the_plan.stores:
+        table.add_row(store.variant, f"{store.family} ({store.dataset})", str(store.samples),
+                      "×".join(map(str, store.input_size)), str(len(store.stages)), human(store.bytes))
+    console.print(table)
+    console.print(
+        f"features in all: {human(the_plan.total_bytes)} under {the_plan.store_root} "
+        f"(free there: {human(the_plan.free_disk)}; budget {human(budget)}: "
+        f"{'one pass' if groups == 1 else f'{groups} stage groups, one forward pass each'})\n"
+        f"host memory, estimated: extraction {human(the_plan.extraction_ram())} "
+        f"(weights {human(the_plan.weight_bytes)} + a batch of activations), "
+        f"one probe worker {human(the_plan.worker_ram())} (its largest stage in float32, twice)",
+        highlight=False, soft_wrap=True)
+
+
 datasets_app = typer.Typer(no_args_is_help=True, help="Look at the datasets before trusting a probe.")
 app.add_typer(datasets_app, name="datasets")
 

@@ -32,6 +32,8 @@ FAMILIES: tuple[FamilyEntry, ...] = (
         "qwen2-vl-tiny": "Qwen2-VL architecture, small config, RANDOM weights, real processor",
         "qwen2.5-vl-7b-random": "the published Qwen2.5-VL-7B architecture with RANDOM weights (bf16): "
                                 "real-scale cost for benchmarks only",
+        "qwen2.5-vl-7b-width-random": "Qwen2.5-VL-7B's widths and heads with 4 ViT blocks and 2 LLM layers, "
+                                      "RANDOM weights: per-stage costs at real width for benchmarks only",
     }, ("qwen2_5_vl", "qwen2_vl")),
     FamilyEntry("stageprobe.models.qwen3_vl", {
         "qwen3-vl-tiny": "Qwen3-VL architecture (DeepStack ×3), small config, RANDOM weights, real processor",

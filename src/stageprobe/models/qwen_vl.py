@@ -526,6 +526,26 @@ def qwen25_vl_7b_config(token_ids: dict[str, int]) -> Any:
     )
 
 
+@register_preset("qwen2.5-vl-7b-width-random")
+def qwen25_vl_7b_width_random(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
+    """Qwen2.5-VL-7B's widths, heads, patch, merge and window sizes with 4 ViT blocks (the 4th full attention)
+    and 2 LLM layers: each stage costs what one of the 7B's costs, so a few images give per-stage costs."""
+    processor = build_tiny_processor("qwen2_5_vl")
+    token_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    config = qwen25_vl_7b_config(token_ids)
+    config.vision_config.depth, config.vision_config.fullatt_block_indexes = 4, [3]
+    config.text_config.num_hidden_layers = 2
+    # the vocabulary only sizes the embedding table (a lookup): our small tokenizer's keeps 2 GB out of memory
+    config.text_config.vocab_size = len(processor.tokenizer)
+    config._attn_implementation = "sdpa"
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(TINY_SEED)
+        hf_model = Qwen2_5_VLForConditionalGeneration(config).to(dtype)
+    return QwenVLModel(hf_model, processor, "qwen2.5-vl-7b-width-random", f"random-init (seed {TINY_SEED})")
+
+
 @register_preset("qwen2.5-vl-7b-random")
 def qwen25_vl_7b_random(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
     from transformers import Qwen2_5_VLForConditionalGeneration

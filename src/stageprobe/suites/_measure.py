@@ -9,6 +9,7 @@ import fnmatch
 import json
 import platform
 import re
+import shutil
 import sys
 import time
 from collections import deque
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from stageprobe.suites.runner import RunConfig
 
 console = Console(stderr=True)
+#: a stage group under a disk budget: the (model variant, data family, stage) triples stored together
+StageGroup = Sequence[tuple[str, str, str]]
 #: a model variant's name in the rows' `control` column
 VARIANT_CONTROL = {"main": "none", "pixels": "pixels", "random-init": "random-init"}
 #: experiments started ahead of the one being collected (each holds its fits' results until collected)
@@ -100,6 +103,10 @@ class Measurement:
         self.probe_controls = probe_controls
         self._datasets: dict[str, Dataset] = {}
         self._last_finished = 0.0
+        #: under a disk budget (`--max-disk`), the (variant, family, stage) triples of the stage group being
+        #: measured, and the suffix that gives the group's stores their own folders; None: every stage at once
+        self.stage_group: frozenset[tuple[str, str, str]] | None = None
+        self.group_suffix = ""
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -140,18 +147,31 @@ class Measurement:
                 stages = thin_stages(stages, prefix, limit)
         return stages
 
-    def store(self, which: str, family: Family) -> FeatureStore:
-        """Features of every stage any experiment reads from this family's data, extracted in one pass."""
+    def store_stages(self, which: str, family: Family) -> list[str]:
+        """Every stage any experiment of the suite reads from this family's data (one store serves them all)."""
         stages = sorted({s for spec in self.suite.experiments if spec.family == family
                          for s in self.experiment_stages(spec, which)})
-        model, dataset = self.model(which), self.dataset(family)
-        slug = re.sub(r"[^A-Za-z0-9.]+", "-", model.name).strip("-")
+        return [s for s in stages if self.in_group(which, family, s)]
+
+    def in_group(self, which: str, family: Family, stage: str) -> bool:
+        return self.stage_group is None or (which, family, stage) in self.stage_group
+
+    def store_path(self, which: str, family: Family) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", self.model(which).name).strip("-")
         data_slug = re.sub(r"[^A-Za-z0-9.]+", "-", self.dataset_spec(family)).strip("-")[:60]
-        frames_as_images = self.config.protocol == "seed" and dataset.kind == "video"
-        path = self.features_dir / f"{slug}-{which}" / f"{data_slug}-n{len(dataset)}-seed{self.config.seed}"
+        dataset = self.dataset(family)
+        name = f"{data_slug}-n{len(dataset)}-seed{self.config.seed}"
         if getattr(dataset, "content_from_files", False):
             # data read from the user's files: a changed file is another store (extracted afresh), not a refusal
-            path = path.with_name(f"{path.name}-{dataset.content_hash()[:12]}")
+            name += f"-{dataset.content_hash()[:12]}"
+        return self.features_dir / f"{slug}-{which}" / f"{name}{self.group_suffix}"
+
+    def store(self, which: str, family: Family) -> FeatureStore:
+        """Features of every stage any experiment reads from this family's data, extracted in one pass."""
+        stages = self.store_stages(which, family)
+        model, dataset = self.model(which), self.dataset(family)
+        frames_as_images = self.config.protocol == "seed" and dataset.kind == "video"
+        path = self.store_path(which, family)
         return extract_dataset(model, dataset, path, stages=stages, batch_size=self.config.batch_size,
                                store_dtype=self.config.store_dtype, frames_as_images=frames_as_images)
 
@@ -177,6 +197,70 @@ class Measurement:
         while in_flight:
             self._finish_into(in_flight.popleft(), outcomes, done)
 
+    def run_in_stage_groups(self, specs: Sequence[ExperimentSpec], groups: Sequence[StageGroup],
+                            outcomes: dict[str, ExperimentOutcome],
+                            done: Callable[[ExperimentSpec, ExperimentOutcome], None] = lambda _spec, _outcome: None,
+                            kept: Mapping[int, Mapping[str, ExperimentOutcome]] | None = None,
+                            group_done: Callable[[int, dict[str, ExperimentOutcome]], None] = lambda _k, _part: None,
+                            ) -> None:
+        """`run_experiments` under a disk budget: each group's stages are extracted (one forward per group
+        and model variant), every fit reading them is collected, and the group's stores are deleted before
+        the next group starts. Derived metrics and figures follow once every group is in, and rows come out
+        in the order of the all-at-once run, with the same values (every fit seeds itself). Groups in
+        `kept` (measured before an interruption) are not measured again; their best-fit figures are not
+        redrawn, so figures show the best stage among the groups measured in this process."""
+        collected = {spec.id: ExperimentOutcome(rows=[], timing={"fits": []}) for spec in specs}
+        best: dict[str, dict[str, BestFit]] = {spec.id: {} for spec in specs}
+        started = time.perf_counter()
+        for k, group in enumerate(groups):
+            part = (kept or {}).get(k)
+            if part is None:
+                part = self._measure_group(specs, group, f"{k + 1}of{len(groups)}", best)
+                group_done(k, part)
+            for spec_id, outcome in part.items():
+                _merge(collected[spec_id], outcome)
+        self.stage_group, self.group_suffix = None, ""
+        for spec in specs:
+            outcome = self._in_submission_order(spec, collected[spec.id])
+            outcomes[spec.id] = self.complete(spec, outcome, best[spec.id], outcomes, started)
+            done(spec, outcomes[spec.id])
+
+    def _measure_group(self, specs: Sequence[ExperimentSpec], group: StageGroup, label: str,
+                       best: dict[str, dict[str, BestFit]]) -> dict[str, ExperimentOutcome]:
+        self.stage_group, self.group_suffix = frozenset(group), f"-group{label}"
+        self.say(f"[bold]stage group {label.replace('of', '/')}[/]: {len(group)} stages")
+        part = {spec.id: ExperimentOutcome(rows=[], timing={"fits": []}) for spec in specs}
+        in_flight: deque[ExperimentInFlight] = deque()
+        for spec in specs:
+            in_flight.append(self.start_experiment(spec))
+            while len(in_flight) > LOOKAHEAD or (in_flight and spec is specs[-1]):
+                oldest = in_flight.popleft()
+                self.collect_fits(oldest, part[oldest.spec.id], best[oldest.spec.id])
+        for which, family in sorted({(which, family) for which, family, _stage in group}):
+            shutil.rmtree(self.store_path(which, family), ignore_errors=True)
+        return part
+
+    def _in_submission_order(self, spec: ExperimentSpec, outcome: ExperimentOutcome) -> ExperimentOutcome:
+        """Rows and curves in the order `start_experiment` submits fits when every stage is there at once."""
+        order: dict[tuple[str, str, str], int] = {}
+        for which in self.variants():
+            for stage in self.experiment_stages(spec, which):
+                for probe in probes_for(spec, self.config.protocol):
+                    if probe.reads(stage):
+                        order.setdefault((which, stage, probe.probe), len(order))
+
+        def row_key(row: MetricRow) -> int:
+            which = row.control if row.control in ("pixels", "random-init") else "main"
+            return order.get((which, row.stage, row.probe), len(order))
+
+        def curve_key(name: str) -> int:
+            _spec, stage, probe, _task = name.split("/")
+            return order.get(("main", stage, probe), len(order))
+
+        outcome.rows = sorted(outcome.rows, key=row_key)
+        outcome.curves = {name: outcome.curves[name] for name in sorted(outcome.curves, key=curve_key)}
+        return outcome
+
     def _finish_into(self, in_flight: ExperimentInFlight, outcomes: dict[str, ExperimentOutcome],
                      done: Callable[[ExperimentSpec, ExperimentOutcome], None]) -> None:
         outcomes[in_flight.spec.id] = self.finish_experiment(in_flight, outcomes)
@@ -195,7 +279,7 @@ class Measurement:
             self.say(f"{spec.id}: {', '.join(sorted(unlabelled))} not measured (the data has no such labels)")
         fits: list[_StageFits] = []
         for which in self.variants():
-            stages = self.experiment_stages(spec, which)
+            stages = [s for s in self.experiment_stages(spec, which) if self.in_group(which, spec.family, s)]
             if not stages:
                 continue
             with self.pool.cores_left():
@@ -207,9 +291,15 @@ class Measurement:
     def finish_experiment(self, in_flight: ExperimentInFlight,
                           previous: Mapping[str, ExperimentOutcome]) -> ExperimentOutcome:
         """Collect the experiment's fits in submission order, then its derived metrics and figures."""
-        spec = in_flight.spec
         outcome = ExperimentOutcome(rows=[], timing={"fits": []})
         best: dict[str, BestFit] = {}
+        self.collect_fits(in_flight, outcome, best)
+        return self.complete(in_flight.spec, outcome, best, previous, in_flight.started)
+
+    def collect_fits(self, in_flight: ExperimentInFlight, outcome: ExperimentOutcome,
+                     best: dict[str, BestFit]) -> None:
+        """The experiment's fits, in submission order, into `outcome` (rows, scores, curves) and `best`."""
+        spec = in_flight.spec
         with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console,
                       disable=self.quiet) as progress:
             task = progress.add_task(f"{spec.id} probes", total=len(in_flight.fits))
@@ -217,6 +307,10 @@ class Measurement:
                 progress.update(task, description=f"{spec.id} {fits.probe.probe} @ {fits.stage} ({fits.which})")
                 self._collect(spec, fits, outcome, best)
                 progress.advance(task)
+
+    def complete(self, spec: ExperimentSpec, outcome: ExperimentOutcome, best: dict[str, BestFit],
+                 previous: Mapping[str, ExperimentOutcome], started: float) -> ExperimentOutcome:
+        """The experiment's derived metrics and figures on top of its collected fits."""
         if spec.derive is not None:
             outcome.rows += spec.derive(self._derive_input(spec, outcome, previous))
         if self.artifacts_dir is not None and self.run_dir is not None:
@@ -225,7 +319,7 @@ class Measurement:
             outcome.artifacts += draw_training_curves(spec.id, outcome.curves, self.artifacts_dir, self.run_dir)
         # the wall time the run spent on this experiment: from its start or the previous one's end
         finished = time.perf_counter()
-        outcome.timing["seconds"] = round(finished - max(in_flight.started, self._last_finished), 2)
+        outcome.timing["seconds"] = round(finished - max(started, self._last_finished), 2)
         self._last_finished = finished
         return outcome
 
@@ -275,6 +369,13 @@ class Measurement:
             if name == "control-task":
                 _add(outcome, selectivity_rows(replace(label, control="selectivity"), results[0], controlled,
                                                spec.skip_metrics, nb, seed))
+
+
+def _merge(into: ExperimentOutcome, part: ExperimentOutcome) -> None:
+    _add(into, part.rows)
+    into.scores.update(part.scores)
+    into.curves.update(part.curves)
+    into.timing["fits"] += part.timing.get("fits", [])
 
 
 def _fit_timing(fits: _StageFits, outputs: Sequence[FitOutput]) -> dict[str, Any]:

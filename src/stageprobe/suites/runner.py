@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ RUN_OUTPUTS = ("experiments", "artifacts", "results.yaml", "metrics.csv", "FINDI
                "config.yaml", "env.json", "calibration")
 #: settings that do not change any number: placement, speed, which experiments, how verdicts read
 NOT_IN_IDENTITY = frozenset({"device", "device_map", "batch_size", "probe_workers", "experiments", "verdict_stage",
-                             "calibrate"})
+                             "calibrate", "max_disk"})
 
 
 class RunConfig(BaseModel):
@@ -81,6 +82,9 @@ class RunConfig(BaseModel):
     data: dict[str, str] = Field(default_factory=dict)
     #: after the experiments, plant known losses and check the probes find them (`run --calibrate`)
     calibrate: bool = False
+    #: bytes the feature stores may take on disk at once (`--max-disk`); None: the free space less a margin.
+    #: A study whose stores do not fit runs in stage groups that do (same numbers, one forward per group)
+    max_disk: int | None = Field(default=None, ge=1)
 
     @field_validator("suite")
     @classmethod
@@ -147,6 +151,8 @@ class StudyRun:
         self.started_at = datetime.now(timezone.utc)
         self._models: dict[str, StageModel] = {}
         self.measurement = Measurement(config, self.model, self.features_dir, self.artifacts_dir, out)
+        #: the stage groups that keep the stores within the disk budget (one group: everything at once)
+        self.stage_groups: list[list[tuple[str, str, str]]] = []
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -179,7 +185,21 @@ class StudyRun:
         if self.config.verdict_stage is not None and self.config.verdict_stage not in stages:
             raise UserInputError(f"--verdict-stage {self.config.verdict_stage!r} is not a stage of "
                                  f"{self.config.model}; its stages are {', '.join(stages)}")
+        self.stage_groups = self.plan_disk()
         return previous if not self.overwrite else None
+
+    def plan_disk(self) -> list[list[tuple[str, str, str]]]:
+        """The stores this run writes, against `--max-disk` or the free space less a margin: the stage groups
+        that fit (UserInputError, with the plan's recipe, if one stage alone does not)."""
+        from stageprobe.suites._plan import DISK_MARGIN, human, plan_run, tree_bytes
+
+        plan = plan_run(self.config, self.features_dir, self.measurement)
+        budget = self.config.max_disk or max(1, plan.free_disk + tree_bytes(self.features_dir) - DISK_MARGIN)
+        groups = plan.stage_groups(budget)
+        passes = "one pass" if len(groups) == 1 else f"{len(groups)} stage groups, one forward pass each"
+        self.measurement.say(f"features: {human(plan.total_bytes)} in {len(plan.stores)} stores, disk budget "
+                             f"{human(budget)} ({passes}; `stageprobe plan` for the details)")
+        return groups
 
     def prepare(self) -> None:
         """Check everything, then (and only then) record the config; `--overwrite` clears the old run."""
@@ -270,10 +290,34 @@ class StudyRun:
             status[spec.id] = "completed"
             save_outcome(self.experiments_dir / f"{spec.id}.json", outcome)
 
-        self.measurement.run_experiments(to_run, outcomes, save)
+        if len(self.stage_groups) > 1:
+            self._run_in_stage_groups(to_run, outcomes, save)
+        else:
+            self.measurement.run_experiments(to_run, outcomes, save)
         # the report lists experiments in suite order, whatever order they finished in
         ordered = {e: outcomes[e] for e in self.selected() if e in outcomes}
         return ordered, {e: status[e] for e in self.selected() if e in status}, not to_run
+
+    def _run_in_stage_groups(self, to_run: list[ExperimentSpec], outcomes: dict[str, ExperimentOutcome],
+                             save: Callable[[ExperimentSpec, ExperimentOutcome], None]) -> None:
+        """Stage group by stage group; each finished group's rows are kept under experiments/groups/, so an
+        interrupted run resumes at the group it was in (with the same groups and experiments)."""
+        groups_dir = self.experiments_dir / "groups"
+        layout = {"groups": self.stage_groups, "experiments": [spec.id for spec in to_run]}
+        kept: dict[int, dict[str, ExperimentOutcome]] = {}
+        for k in range(len(self.stage_groups)):
+            path = groups_dir / f"group-{k}.json"
+            if path.is_file() and json.loads(path.read_text()).get("layout") == json.loads(json.dumps(layout)):
+                kept[k] = {i: load_outcome(groups_dir / f"group-{k}-{i}.json") for i in layout["experiments"]}
+
+        def group_done(k: int, part: dict[str, ExperimentOutcome]) -> None:
+            groups_dir.mkdir(exist_ok=True)
+            for spec_id, outcome in part.items():
+                save_outcome(groups_dir / f"group-{k}-{spec_id}.json", outcome)
+            (groups_dir / f"group-{k}.json").write_text(json.dumps({"layout": layout}))
+
+        self.measurement.run_in_stage_groups(to_run, self.stage_groups, outcomes, save, kept, group_done)
+        shutil.rmtree(groups_dir, ignore_errors=True)
 
     def report(self, outcomes: dict[str, ExperimentOutcome], status: dict[str, str],
                all_kept: bool = False, calibration: dict[str, Any] | None = None) -> ReportPaths:

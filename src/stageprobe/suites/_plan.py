@@ -1,0 +1,215 @@
+"""What a run will cost before it starts (`stageprobe plan`, and the first lines of `run`): the stages
+each model variant stores for each data family, their bytes, host memory of extraction and of one probe
+worker, and the free disk where the stores go. Nothing here loads weights: models are built on the
+meta device from their config, and each dataset renders one sample to learn its input size.
+
+The byte counts are exact (tokens × width × the store dtype's bytes, the same arithmetic the feature
+store writes); memory figures are estimates and say so.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from stageprobe.errors import UserInputError
+from stageprobe.features.store import STORE_DTYPES, resolve_store_dtype
+from stageprobe.models import PRESETS, StageInfo, StageModel
+from stageprobe.models.pixels import pixel_baseline_for
+from stageprobe.models.registry import SKELETONS, _config_and_factory, load_families
+
+if TYPE_CHECKING:
+    from stageprobe.suites._measure import Measurement
+    from stageprobe.suites.runner import RunConfig
+
+#: space left free on the store's disk when `--max-disk` is not given (the OS and the report need some)
+DISK_MARGIN = 2 * 1024**3
+#: samples per shard file of a feature store (`extract_dataset`'s default)
+SHARD_SIZE = 64
+#: an upper bound of what a stage adds on disk beside its tensors: the safetensors header of each shard,
+#: a share of each shard's checksum record and of the store's manifest (measured: 56 B, 1.0–1.6 KiB, 2–4 KiB)
+SHARD_OVERHEAD, STORE_OVERHEAD = 4096, 16384
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*", re.IGNORECASE)
+_UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size written `80G`, `500M`, `1.5T`, `64GiB` or a plain number of bytes."""
+    match = _SIZE.fullmatch(text)
+    size = float(match.group(1)) * _UNIT[(match.group(2) or "")[:1].lower()] if match else 0.0
+    if size < 1:
+        raise UserInputError(f"--max-disk {text!r} is not a size; write it as 80G, 500M, 1.5T or a number of bytes")
+    return int(size)
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    name: str
+    grid: tuple[int, int, int]
+    dim: int
+    bytes_per_sample: int
+
+
+@dataclass
+class StorePlan:
+    """One feature store: a model variant's stages over one data family's samples."""
+
+    variant: str
+    family: str
+    dataset: str
+    samples: int
+    #: (frames, height, width) of one input
+    input_size: tuple[int, int, int]
+    stages: list[StagePlan] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return self.samples * sum(stage.bytes_per_sample for stage in self.stages)
+
+    def stage_disk_bytes(self, stage: StagePlan) -> int:
+        """The files `stage` adds to this store: its tensors and an upper bound of headers and records."""
+        shards = -(-self.samples // SHARD_SIZE)
+        return self.samples * stage.bytes_per_sample + shards * SHARD_OVERHEAD + STORE_OVERHEAD
+
+    def largest_stage_bytes(self) -> int:
+        return self.samples * max((stage.bytes_per_sample for stage in self.stages), default=0)
+
+
+@dataclass
+class RunPlan:
+    model: str
+    size: str
+    store_dtype: str
+    stores: list[StorePlan]
+    store_root: str
+    free_disk: int
+    #: parameters × the dtype's bytes of the main model (what extraction holds besides a batch)
+    weight_bytes: int
+    batch_size: int
+    #: every stage of the model for one square image of `image_size` px, whatever the run keeps
+    image_size: int = 448
+    model_stages: list[StagePlan] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(store.bytes for store in self.stores)
+
+    @property
+    def bytes_per_image(self) -> int:
+        """Every stage of the model for one `image_size`² image (what an unselective `extract` stores)."""
+        return sum(stage.bytes_per_sample for stage in self.model_stages)
+
+    def extraction_ram(self) -> int:
+        """Estimate: the weights, plus one batch of every stage of the widest store in float32 (the
+        captured activations before they are cast to the store dtype), twice for the raster copy."""
+        element = STORE_DTYPES[resolve_store_dtype(self.store_dtype)].itemsize
+        batch = max((sum(s.bytes_per_sample for s in store.stages) for store in self.stores), default=0)
+        return self.weight_bytes + 2 * self.batch_size * batch * 4 // element
+
+    def worker_ram(self) -> int:
+        """Estimate: one probe worker loads one stage of a whole dataset as float32, and a copy of it."""
+        element = STORE_DTYPES[resolve_store_dtype(self.store_dtype)].itemsize
+        return 2 * max((store.largest_stage_bytes() for store in self.stores), default=0) * 4 // element
+
+    def stage_groups(self, budget: int) -> list[list[tuple[str, str, str]]]:
+        """(variant, family, stage) triples in groups whose stores fit `budget` bytes together, in order."""
+        groups: list[list[tuple[str, str, str]]] = [[]]
+        used = 0
+        for store in self.stores:
+            for stage in store.stages:
+                cost = store.stage_disk_bytes(stage)
+                if cost > budget:
+                    raise UserInputError(
+                        f"--max-disk {human(budget)} cannot hold even one stage: {stage.name} of the "
+                        f"{store.variant} model on {store.family} data needs {human(cost)}. Keep fewer stages "
+                        "(--stages), a smaller store dtype (--store-dtype bfloat16), fewer samples (--limit) or "
+                        "a larger disk (--cache-dir on a bigger volume)")
+                if used + cost > budget and groups[-1]:
+                    groups.append([])
+                    used = 0
+                groups[-1].append((store.variant, store.family, stage.name))
+                used += cost
+        return groups
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "total_bytes": self.total_bytes, "bytes_per_image": self.bytes_per_image,
+                "extraction_ram_bytes": self.extraction_ram(),
+                "worker_ram_bytes": self.worker_ram(), "estimates": "RAM figures are estimates; bytes are exact"}
+
+
+def meta_model(name: str, trust_remote_code: bool = False) -> StageModel:
+    """`name` built on the meta device from its config: stages and parameter counts, no weights."""
+    load_families()
+    meta = torch.device("meta")
+    if name in PRESETS:
+        return PRESETS[name].factory(device=meta, dtype=torch.bfloat16)
+    config, build_skeleton = _config_and_factory(name, trust_remote_code, SKELETONS)
+    return build_skeleton(name, config, trust_remote_code=trust_remote_code)
+
+
+def weight_bytes(model: StageModel) -> int:
+    module = getattr(model, "hf_model", None)
+    if not isinstance(module, torch.nn.Module):
+        return 0
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (0 if it does not exist): stores a resumed run already holds."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def free_disk(path: Path) -> int:
+    """Free bytes on the volume that holds `path` (its nearest existing parent)."""
+    existing = path.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    return shutil.disk_usage(existing).free
+
+
+def plan_run(config: RunConfig, store_root: Path, measurement: Measurement | None = None,
+             image_size: int = 448) -> RunPlan:
+    """The stores `config`'s run writes under `store_root`, from the same stage and data choices the run
+    makes: `measurement`'s (a run's, with its loaded models), else one over the model built on the meta device."""
+    if measurement is None:
+        from stageprobe.suites._measure import Measurement
+
+        skeleton = meta_model(config.model, config.trust_remote_code)
+        models = {"main": skeleton, "pixels": pixel_baseline_for(skeleton), "random-init": skeleton}
+        measurement = Measurement(config, models.__getitem__, store_root, quiet=True)
+    main = measurement.model("main")
+    element = STORE_DTYPES[resolve_store_dtype(config.store_dtype)].itemsize
+    specs = [spec for spec in config.the_suite().experiments
+             if config.experiments is None or spec.id in config.experiments]
+    stores: list[StorePlan] = []
+    for which in measurement.variants():
+        for family in dict.fromkeys(spec.family for spec in specs):
+            if not any(measurement.experiment_stages(spec, which) for spec in specs if spec.family == family):
+                continue
+            wanted = set(measurement.store_stages(which, family))
+            dataset = measurement.dataset(family)
+            first = dataset[0]
+            frames = first.frames or [first.image]
+            width, height = frames[0].size
+            infos: list[StageInfo] = measurement.model(which).stages_for(height, width, len(frames))
+            stages = [StagePlan(i.name, tuple(i.grid), i.dim, i.tokens * i.dim * element)
+                      for i in infos if i.name in wanted]
+            stores.append(StorePlan(which, family, measurement.dataset_spec(family), len(dataset),
+                                    (len(frames), height, width), stages))
+    every = [StagePlan(i.name, tuple(i.grid), i.dim, i.tokens * i.dim * element)
+             for i in main.stages_for(image_size, image_size)]
+    return RunPlan(config.model, config.size, config.store_dtype, stores, str(store_root), free_disk(store_root),
+                   weight_bytes(main), config.batch_size, image_size, every)
