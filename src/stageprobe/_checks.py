@@ -123,3 +123,24 @@ def check_image_file_name(path: Path, option: str = "--out") -> None:
     if path.suffix.lower() not in formats or formats[path.suffix.lower()] not in Image.SAVE:
         raise UserInputError(f"{option} {path}: {path.suffix or 'no extension'} is not an image format; "
                              f"name a .png or .jpg file, e.g. {path.with_suffix('.png')}")
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*", re.IGNORECASE)
+_UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size written `80G`, `500M`, `1.5T`, `64GiB` or a plain number of bytes."""
+    match = _SIZE.fullmatch(text)
+    size = float(match.group(1)) * _UNIT[(match.group(2) or "")[:1].lower()] if match else 0.0
+    if size < 1:
+        raise UserInputError(f"--max-disk {text!r} is not a size; write it as 80G, 500M, 1.5T or a number of bytes")
+    return int(size)
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

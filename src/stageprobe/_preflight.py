@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stageprobe._checks import check_device, check_positive, check_writable_dir
+from stageprobe._checks import check_device, check_positive, check_writable_dir, parse_size
 from stageprobe.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -126,6 +126,13 @@ def _seeds(request: Request) -> None:
             f"--seeds {seeds} is outside 1…{MAX_SEEDS}: each seed refits every gradient-trained probe, so "
             f"{MAX_SEEDS} seeds already cost {MAX_SEEDS}× the fitting time. (--seed picks the seed of data, "
             "splits and probes; --seeds how many probe seeds to fit.) Pass --seeds 3 for a probe-seed spread")
+
+
+@check("run")
+def _max_disk(request: Request) -> None:
+    """`--max-disk` as bytes (80G, 500M or a number of bytes)."""
+    if request.get("max_disk") is not None:
+        request.options["max_disk"] = parse_size(request.get("max_disk"))
 
 
 @check("run")

@@ -28,6 +28,7 @@ from stageprobe._checks import (
     check_preview_count,
     check_writable_dir,
     check_writable_file,
+    parse_size,
 )
 from stageprobe._preflight import check_run_plan, validate_options
 from stageprobe._resume import (
@@ -302,6 +303,9 @@ def run(
         "--overwrite", help="start afresh in --out, discarding a run with other settings found there")] = False,
     calibrate: Annotated[bool, typer.Option(
         "--calibrate", help="also plant known losses and check the probes find them (a Calibration section)")] = False,
+    max_disk: Annotated[str | None, typer.Option(
+        help="disk the feature stores may take at once: 80G, 500M or bytes (default: the free space less 2 GiB); "
+        "a study that does not fit runs in stage groups that do")] = None,
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
     if experiments == "list":
@@ -311,7 +315,8 @@ def run(
         "model": model, "quick": quick, "full": full, "protocol": protocol, "device": device, "dtype": dtype,
         "device_map": device_map, "batch_size": batch_size, "limit": limit, "seeds": seeds,
         "probe_workers": probe_workers, "experiments": experiments, "calibrate": calibrate, "out": out,
-        "cache_dir": cache_dir, "data": data})
+        "cache_dir": cache_dir, "data": data, "max_disk": max_disk})
+    from stageprobe.suites._plan import disk_budget, plan_run
     from stageprobe.suites.runner import run_study
 
     config = _run_config({
@@ -321,6 +326,7 @@ def run(
         "device_map": device_map, "dtype": dtype, "store_dtype": store_dtype, "trust_remote_code": trust_remote_code,
         "experiments": _experiment_ids(suite, experiments) if experiments else None, "limit": limit,
         "data": options["data"] or None, "verdict_stage": verdict_stage, "seeds": seeds, "calibrate": calibrate,
+        "max_disk": options["max_disk"],
     })
     suite_spec = config.the_suite()
     check_run_plan(suite_spec, config.experiments or suite_spec.experiment_ids, config.size, config.data,
@@ -329,6 +335,9 @@ def run(
     if use_wandb and importlib.util.find_spec("wandb") is None:
         raise UserInputError("--wandb needs the wandb client: pip install 'stageprobe[wandb]'")
     run_dir = _run_dir(out, resume, config)
+    # the stores against the disk budget, before the run is announced (a stage too large for it: exit 2, the recipe)
+    the_plan = plan_run(config, cache_dir or run_dir / "features")
+    the_plan.stage_groups(disk_budget(the_plan, config.max_disk))
     overwrite = overwrite or _check_run_folder(run_dir, config)
     rerun = _resume_command(ctx, run_dir)
     err_console.print(f"run directory: {run_dir}\nto resume it if interrupted: {rerun}", highlight=False,
@@ -620,7 +629,7 @@ def plan(
 ) -> None:
     """What `run` with these options would store and hold, before any weight is read."""
     from stageprobe.datasets import parse_data_options
-    from stageprobe.suites._plan import DISK_MARGIN, parse_size, plan_run
+    from stageprobe.suites._plan import disk_budget, plan_run
 
     if quick and full:
         raise UserInputError("--quick and --full exclude each other; pick one")
@@ -635,7 +644,7 @@ def plan(
     })
     _check_stage_patterns(model, stages, trust_remote_code)
     the_plan = plan_run(config, cache_dir or Path("runs") / "features")
-    budget = budget if budget is not None else max(the_plan.free_disk - DISK_MARGIN, 1)
+    budget = disk_budget(the_plan, budget)
     groups = the_plan.stage_groups(budget)
     if as_json:
         sys.stdout.write(json.dumps({**the_plan.as_json(), "max_disk_bytes": budget,

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from stageprobe._checks import parse_size
 from stageprobe.cli import app
 from stageprobe.errors import UserInputError
 from stageprobe.models import load_model
 from stageprobe.suites._measure import Measurement
-from stageprobe.suites._plan import parse_size, plan_run
+from stageprobe.suites._plan import plan_run
 from stageprobe.suites.runner import RunConfig
 
 runner = CliRunner()
@@ -69,3 +70,19 @@ def test_plan_refuses_an_unparsable_budget() -> None:
     result = runner.invoke(app, ["plan", "--max-disk", "10 gigs"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("size", ["0", "-5G", "10 gigs"])
+def test_run_refuses_a_bad_budget_before_anything_is_written(tmp_path: Path, size: str) -> None:
+    result = runner.invoke(app, ["run", "--quick", "--max-disk", size, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "80G, 500M" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_refuses_a_budget_below_one_stage_with_the_recipe(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", "--quick", "--max-disk", "1000", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "cannot hold even one stage" in result.output and "--stages" in result.output
+    assert "run directory" not in result.output
+    assert not (tmp_path / "run").exists()

@@ -9,7 +9,6 @@ store writes); memory figures are estimates and say so.
 
 from __future__ import annotations
 
-import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from stageprobe._checks import human
 from stageprobe.errors import UserInputError
 from stageprobe.features.store import STORE_DTYPES, resolve_store_dtype
 from stageprobe.models import PRESETS, StageInfo, StageModel
@@ -34,27 +34,6 @@ SHARD_SIZE = 64
 #: an upper bound of what a stage adds on disk beside its tensors: the safetensors header of each shard,
 #: a share of each shard's checksum record and of the store's manifest (measured: 56 B, 1.0–1.6 KiB, 2–4 KiB)
 SHARD_OVERHEAD, STORE_OVERHEAD = 4096, 16384
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*", re.IGNORECASE)
-_UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def parse_size(text: str) -> int:
-    """Bytes of a size written `80G`, `500M`, `1.5T`, `64GiB` or a plain number of bytes."""
-    match = _SIZE.fullmatch(text)
-    size = float(match.group(1)) * _UNIT[(match.group(2) or "")[:1].lower()] if match else 0.0
-    if size < 1:
-        raise UserInputError(f"--max-disk {text!r} is not a size; write it as 80G, 500M, 1.5T or a number of bytes")
-    return int(size)
-
-
-def human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:,.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 @dataclass(frozen=True)
 class StagePlan:
     name: str
@@ -148,6 +127,13 @@ class RunPlan:
         return {**asdict(self), "total_bytes": self.total_bytes, "bytes_per_image": self.bytes_per_image,
                 "extraction_ram_bytes": self.extraction_ram(),
                 "worker_ram_bytes": self.worker_ram(), "estimates": "RAM figures are estimates; bytes are exact"}
+
+
+def disk_budget(plan: RunPlan, max_disk: int | None) -> int:
+    """`--max-disk`, else the free space where the stores go (plus what stores there hold already) less a margin."""
+    if max_disk is not None:
+        return max_disk
+    return max(1, plan.free_disk + tree_bytes(Path(plan.store_root)) - DISK_MARGIN)
 
 
 def meta_model(name: str, trust_remote_code: bool = False) -> StageModel:

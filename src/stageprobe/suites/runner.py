@@ -191,10 +191,10 @@ class StudyRun:
     def plan_disk(self) -> list[list[tuple[str, str, str]]]:
         """The stores this run writes, against `--max-disk` or the free space less a margin: the stage groups
         that fit (UserInputError, with the plan's recipe, if one stage alone does not)."""
-        from stageprobe.suites._plan import DISK_MARGIN, human, plan_run, tree_bytes
+        from stageprobe.suites._plan import disk_budget, human, plan_run
 
         plan = plan_run(self.config, self.features_dir, self.measurement)
-        budget = self.config.max_disk or max(1, plan.free_disk + tree_bytes(self.features_dir) - DISK_MARGIN)
+        budget = disk_budget(plan, self.config.max_disk)
         groups = plan.stage_groups(budget)
         passes = "one pass" if len(groups) == 1 else f"{len(groups)} stage groups, one forward pass each"
         self.measurement.say(f"features: {human(plan.total_bytes)} in {len(plan.stores)} stores, disk budget "
