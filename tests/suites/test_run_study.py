@@ -187,3 +187,32 @@ def test_ctrl_c_stops_workers_and_says_how_to_resume(tmp_path: Path) -> None:
     assert "interrupted" in stderr and "rerun the same command to resume" in stderr
     assert "Traceback" not in stderr
     assert (out / "experiments" / "e_q2_1.json").exists()
+
+
+def test_the_seed_block_and_the_spatial_panel_read_the_deciding_probe(tiny_run: Path) -> None:
+    """A random-weight quick run: no seed-block metric is read at the patch embedding or a pixel stage,
+    and the spatial panel's main line is the deciding probe's row at every stage it drew."""
+    from matplotlib.figure import Figure
+
+    from stageprobe.report.plots import _draw_info_panel, _short
+    from stageprobe.report.results import read_metrics_csv
+    from stageprobe.suites.q2 import SUITE
+
+    results = yaml.safe_load((tiny_run / "results.yaml").read_text())
+    for experiment, entry in results["results"]["experiments"].items():
+        for metric, note in entry["metric_notes"].items():
+            stage = note.split(" at ", 1)[1].split(" ", 1)[0]
+            assert stage != "vision.patch_embed" and not stage.startswith("pixels."), (experiment, metric, note)
+    rows = read_metrics_csv(tiny_run / "metrics.csv")
+    location = SUITE.row("location")
+    ax = Figure().subplots()
+    _draw_info_panel(ax, rows, SUITE, location)
+    stages = [label.get_text() for label in ax.get_xticklabels()]
+    drawn = dict(zip(ax.lines[0].get_xdata(), ax.lines[0].get_ydata(), strict=True))
+    family = SUITE.family_experiments(location.family)
+    for x, value in drawn.items():
+        deciding = [r.value for r in rows if r.probe == location.probe and r.metric == location.metric
+                    and r.control == "none" and r.variant == "model" and r.experiment in family
+                    and _short(r.stage) == stages[int(x)]]
+        # experiments that share a stage share its fit: one value, never a maximum over probes or experiments
+        assert set(deciding) == {value}, (stages[int(x)], value, deciding)
