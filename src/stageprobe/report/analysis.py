@@ -87,8 +87,9 @@ class Analysis:
         return sum(v.status != "UNAVAILABLE" for v in self.verdicts.values())
 
 
-def model_rows(rows: Sequence[MetricRow], experiment: str) -> list[MetricRow]:
-    return [r for r in rows if r.experiment == experiment and r.control == "none" and r.variant == "model"]
+def model_rows(rows: Sequence[MetricRow], experiment: str | None = None) -> list[MetricRow]:
+    """The studied model's own rows (no control, no variant beside it), of one experiment or all."""
+    return [r for r in rows if (experiment is None or r.experiment == experiment) and r.of_model]
 
 
 @dataclass(frozen=True)

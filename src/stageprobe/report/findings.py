@@ -185,7 +185,7 @@ def retention_pattern(rows: Sequence[MetricRow], suite: Suite) -> str:
             line = stage_line(rows, metric, info.probe, experiments)
             lower = not higher_is_better(metric)
             reasons = sorted({r.unavailable_reason for r in rows if r.metric == metric and r.probe == info.probe
-                              and r.control == "none" and r.variant == "model" and r.unavailable_reason})
+                              and r.of_model and r.unavailable_reason})
             lines += _retention_lines(f"{info.label} ({metric}, {info.probe}"
                                       + ("; lower is better, bar = 1 − value" if lower else "") + "):",
                                       line, invert=lower, reasons=reasons)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from stageprobe import __version__
 from stageprobe._atomic import write_text_atomic
 from stageprobe.errors import UserInputError
-from stageprobe.report.analysis import Analysis, RunMeta, analyse
+from stageprobe.report.analysis import Analysis, RunMeta, analyse, model_rows
 from stageprobe.report.schema import (
     CONTROL_DESCRIPTIONS,
     CSV_COLUMNS,
@@ -135,11 +135,6 @@ def stage_tables(rows: Sequence[MetricRow], control: str = "none",
             for stage in sort_stages({r.stage for r in own})
         }
     return tables
-
-
-def model_rows(rows: Sequence[MetricRow]) -> list[MetricRow]:
-    """The studied model's own rows: no control, no variant beside it."""
-    return [r for r in rows if r.control == "none" and r.variant == "model"]
 
 
 def _run_status(analysis: Analysis) -> str:

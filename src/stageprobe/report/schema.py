@@ -100,6 +100,11 @@ class MetricRow(BaseModel):
         return self.value is not None
 
     @property
+    def of_model(self) -> bool:
+        """The studied model's own measurement: no control, no variant beside it."""
+        return self.control == "none" and self.variant == "model"
+
+    @property
     def has_ci(self) -> bool:
         return self.ci_low is not None and self.ci_high is not None
 

@@ -72,7 +72,7 @@ def is_pixel_or_embedding(stage: str) -> bool:
 
 def studies_pixels(rows: Iterable[MetricRow]) -> bool:
     """The model studied is the pixel baseline itself (its own stages are pixels.*)."""
-    own = {r.stage for r in rows if r.control == "none" and r.variant == "model"}
+    own = {r.stage for r in rows if r.of_model}
     return bool(own) and all(s.startswith("pixels.") for s in own)
 
 
@@ -172,7 +172,7 @@ def verdict_stage(target: Target, rows: Sequence[MetricRow], override: str | Non
     if override:
         return override
     own = {r.stage for r in rows if r.metric == target.metric and r.probe == target.probe
-           and r.control == "none" and r.variant == "model" and r.experiment in target.experiments}
+           and r.of_model and r.experiment in target.experiments}
     return next((s for s in target.stages if s in own), None)
 
 

@@ -45,7 +45,7 @@ def log_to_wandb(run_dir: str | Path, project: str = "stageprobe", entity: str |
                      tags=[*tags, *(["random-weights"] if results.get("weights_random") else [])])
     try:
         run.define_metric("stage_index")
-        own = [r for r in rows if r.control == "none" and r.variant == "model" and r.value is not None]
+        own = [r for r in rows if r.of_model and r.value is not None]
         for key, metric in sorted({(f"{r.experiment}/{r.probe}/{r.metric}", r.metric) for r in own}):
             # the summary keeps each curve's best stage, the right way round for its metric
             run.define_metric(key, step_metric="stage_index", summary="max" if higher_is_better(metric) else "min")
