@@ -41,6 +41,22 @@ def test_erase_time_on_an_image_only_model_says_why() -> None:
     assert "image-only" in " ".join(out.split())
 
 
+def test_a_plant_the_suite_declares_no_information_type_for_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    import stageprobe.suites
+    from stageprobe.suites.q2 import SUITE
+
+    no_motion = replace(SUITE, information=tuple(i for i in SUITE.information if "erase-time" not in i.plants))
+    monkeypatch.setattr(stageprobe.suites, "get_suite", lambda _name: no_motion)
+    code, out = invoke("calibrate", "--plant", "erase-time@vision.block.4", "--out", str(tmp_path / "cal"))
+    flat = " ".join(out.split())
+    assert code == 2 and "Traceback" not in out, out
+    assert "'erase-time'" in flat and "its plants: erase-position, scramble-position, none, blur-detail" in flat
+    assert not (tmp_path / "cal").exists()
+
+
 @pytest.mark.slow
 def test_calibrate_writes_yaml_and_markdown(tmp_path: Path) -> None:
     code, out = invoke("calibrate", "--quick", "--plant", "erase-position@vision.block.4", "--device", "cpu",

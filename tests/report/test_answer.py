@@ -89,7 +89,7 @@ def test_which_stage_table_comes_first_with_the_decay_curves_under_it() -> None:
     best_val = max((r for r in rows if r.control == "validation" and r.metric == "iou"), key=lambda r: r.value or 0)
     # the verdict's experiments in order: post-merge analysis first (it also reads pre-merge)
     test_value = row_at(rows, "iou", BOX, best_val.stage, ("e_q2_2", "e_q2_1", "e_q2_3"))
-    ceiling = next(r for r in rows if r.control == "pixels" and r.stage == "pixels.patch" and r.probe == BOX)
+    ceiling = next(r for r in rows if r.variant == "pixels" and r.stage == "pixels.patch" and r.probe == BOX)
     assert f"`{best_val.stage}` | {fmt_row(test_value)} | {fmt_row(ceiling)} at `pixels.patch`" in spatial
     # the merger drop is said with the smallest drop this run can detect beside it
     assert re.search(r"Drop across the 2×2 merger: .* \(drops ≥ \d\.\d{3} detectable at n=200", text)

@@ -114,15 +114,9 @@ def test_results_have_seed_keys_and_stageprobe_keys(tmp_path: Path) -> None:
     assert results["success_criteria"]["bbox_iou_threshold"] == 0.7
     assert results["weights_random"] is True
     assert results["recommendation"] in ("proceed", "pivot", "investigate", "block")
-    assert set(results["controls"]) == {
-        "pixels",
-        "random-init",
-        "control-task",
-        "selectivity",
-        "token-shuffle",
-        "validation",
-        "reference",
-    }
+    # one word per concept: how a probe was controlled, and what was measured beside the model
+    assert set(results["controls"]) == {"control-task", "selectivity", "token-shuffle", "validation"}
+    assert set(results["variants"]) == {"pixels", "random-init", "reference"}
     ResultsFile.model_validate(results)
     path = write_results_yaml(results, tmp_path / "results.yaml")
     assert load_results_yaml(path) == yaml.safe_load(path.read_text())
@@ -150,14 +144,14 @@ def test_seed_block_reads_each_experiment_at_its_declared_stage_with_the_decidin
     experiments = build_results(rows, synthetic_context())["results"]["experiments"]
     post = experiments["e_q2_2"]
     deciding = next(r for r in rows if r.experiment == "e_q2_2" and r.stage == "vision.post_merge"
-                    and r.probe == BOX and r.metric == "iou" and r.control == "none")
+                    and r.probe == BOX and r.metric == "iou" and r.control == "none" and r.variant == "model")
     assert post["metrics"]["iou"] == deciding.value
     assert post["metric_notes"]["iou"].startswith(f"{BOX} at vision.post_merge (declared stage), test split")
     pre = experiments["e_q2_1"]
     pre_row = next(r for r in rows if r.experiment == "e_q2_1" and r.stage == "vision.pre_merge"
-                   and r.probe == BOX and r.metric == "iou" and r.control == "none")
+                   and r.probe == BOX and r.metric == "iou" and r.control == "none" and r.variant == "model")
     test_max = max(r.value for r in rows if r.experiment == "e_q2_1" and r.metric == "iou"  # type: ignore[type-var]
-                   and r.control == "none")
+                   and r.control == "none" and r.variant == "model")
     assert pre["metrics"]["iou"] == pre_row.value != test_max
     validation = [r for r in rows if r.experiment == "e_q2_1" and r.probe == BOX and r.metric == "iou"
                   and r.control == "validation" and r.stage != "vision.patch_embed"]
@@ -166,3 +160,18 @@ def test_seed_block_reads_each_experiment_at_its_declared_stage_with_the_decidin
         for note in entry["metric_notes"].values():
             stage = note.split(" at ", 1)[1].split(" ", 1)[0]
             assert stage != "vision.patch_embed" and not stage.startswith("pixels."), note
+
+
+def test_a_metrics_csv_from_before_the_variant_column_reads_its_variants_out_of_control(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_text("experiment,stage,probe,metric,value,ci_low,ci_high,n,control,model,unavailable_reason,note\n"
+                    "e_q2_1,pixels.patch,dense-context,iou,0.9,,,40,pixels,pixels,,\n"
+                    "e_q2_1,vision.block.0,dense-context,iou,0.4,,,40,random-init,tiny (random-init),,\n"
+                    "e_q2_5,reference.identity,reference,ssim,1.0,,,40,reference,reference,,\n"
+                    "e_q2_1,vision.block.0,dense-context,iou,0.1,,,40,control-task,tiny,,\n")
+    rows = read_metrics_csv(path)
+    assert [(r.variant, r.control) for r in rows] == [("pixels", "none"), ("random-init", "none"),
+                                                      ("reference", "none"), ("model", "control-task")]
+    again = read_metrics_csv(write_metrics_csv(rows, tmp_path / "new.csv"))
+    assert sorted(again, key=repr) == sorted(rows, key=repr)
+    assert (tmp_path / "new.csv").read_text().splitlines()[0].endswith(",note,variant")

@@ -26,9 +26,10 @@ STAGES = ("vision.block.0", "vision.pre_merge", "vision.post_merge", "language.l
 OTHER = "dense-linear"
 
 
-def _row(experiment: str, stage: str, probe: str, value: float, control: str = "none") -> MetricRow:
-    return MetricRow(experiment=experiment, stage=stage, probe=probe, metric="iou", value=value,
-                     ci_low=value - 0.01, ci_high=value + 0.01, n=100, control=control)
+def _row(experiment: str, stage: str, probe: str, value: float, control: str = "none",
+         variant: str = "model") -> MetricRow:
+    return MetricRow(experiment=experiment, stage=stage, probe=probe, metric="iou", value=value,  # type: ignore[arg-type]
+                     ci_low=value - 0.01, ci_high=value + 0.01, n=100, control=control, variant=variant)
 
 
 def _rows() -> list[MetricRow]:
@@ -39,7 +40,7 @@ def _rows() -> list[MetricRow]:
             rows.append(_row(experiment, stage, LOCATION.probe, 0.8 - 0.1 * k, control))
             rows.append(_row(experiment, stage, OTHER, 0.95 - 0.2 * k, control))
     for stage, value in (("pixels.patch", 0.9), ("pixels.merged", 0.85)):
-        rows += [_row("e_q2_2", stage, LOCATION.probe, value, "pixels"), _row("e_q2_2", stage, OTHER, value, "pixels")]
+        rows += [_row("e_q2_2", stage, probe, value, variant="pixels") for probe in (LOCATION.probe, OTHER)]
     return rows
 
 
@@ -60,7 +61,7 @@ def test_one_edit_of_the_deciding_probe_moves_verdicts_answer_figures_and_calibr
         assert analysis.decision.probe == probe
         (answer, *_) = stage_answers(rows, analysis)
         assert answer.verdict is not None and answer.verdict.best_val.probe == probe  # type: ignore[union-attr]
-        expected = [r.value for r in rows if r.probe == probe and r.control == "none"]
+        expected = [r.value for r in rows if r.probe == probe and r.control == "none" and r.variant == "model"]
         assert _panel_line(rows, suite) == pytest.approx(expected)
         deciding = {c.probe for c in checks_of(suite.row("location")) if c.primary}
         assert deciding == {probe}

@@ -25,7 +25,7 @@ def test_measure_returns_rows_and_per_image_scores_without_a_run_directory(tmp_p
     dense = next(r for r in rows if r.probe == "dense-linear" and r.metric == "iou" and r.control == "none")
     assert dense.stage == "pixels.patch" and dense.value is not None and dense.value > 0.5
     assert {r.control for r in rows} == {"none", "validation"}  # no controls: just the probes
-    scores = outcomes[spec.id].scores[("none", "pixels.patch", "dense-linear", "iou")]
+    scores = outcomes[spec.id].scores[("model", "pixels.patch", "dense-linear", "iou")]
     assert len(scores) == dense.n and abs(float(scores.mean()) - dense.value) < 1e-9
     assert not (tmp_path / "work" / "results.yaml").exists()
 

@@ -58,26 +58,26 @@ def test_drop_is_paired_and_compression_names_tokens_and_width() -> None:
     rng = np.random.default_rng(0)
     pre = rng.uniform(0.7, 0.9, 50)
     box = DECISION.probe
-    scores: Scores = {("none", "vision.pre_merge", box, "iou"): pre,
-                      ("none", POST, box, "iou"): pre - 0.2,
+    scores: Scores = {("model", "vision.pre_merge", box, "iou"): pre,
+                      ("model", POST, box, "iou"): pre - 0.2,
                       ("pixels", "pixels.patch", box, "iou"): pre,
                       ("pixels", "pixels.merged", box, "iou"): pre - 0.05}
     spec = SUITE.experiment("e_q2_2")
     assert spec.derive is not None
-    rows = {(r.metric, r.control): r for r in spec.derive(_inputs("e_q2_2", {"e_q2_2": scores}))}
-    drop = rows[("iou_drop", "none")]
+    rows = {(r.metric, r.variant): r for r in spec.derive(_inputs("e_q2_2", {"e_q2_2": scores}))}
+    drop = rows[("iou_drop", "model")]
     # every image drops by exactly 0.2: the paired CI has no width at all
     assert drop.value == pytest.approx(0.2) and drop.ci_low == pytest.approx(0.2) and drop.n == 50
     assert rows[("iou_drop", "pixels")].value == pytest.approx(0.05)
-    assert rows[("compression_ratio", "none")].value == 4.0 and "tokens" in rows[("compression_ratio", "none")].note
-    width = rows[("width_ratio", "none")]
+    assert rows[("compression_ratio", "model")].value == 4.0 and "tokens" in rows[("compression_ratio", "model")].note
+    width = rows[("width_ratio", "model")]
     assert width.value == pytest.approx(3584 / 1280) and "4×1280 → 3584" in width.note
 
 
 def test_irs_combines_both_test_sets_with_a_ci() -> None:
-    spatial: Scores = {("none", POST, DECIDING_BOX_PROBE, "iou"): np.full(40, 0.85)}
-    detail: Scores = {("none", POST, RECONSTRUCTION_PROBE, "lpips"): np.linspace(0.1, 0.5, 30),
-                      ("none", POST, RECONSTRUCTION_PROBE, "edge_f1"): np.full(30, 0.8)}
+    spatial: Scores = {("model", POST, DECIDING_BOX_PROBE, "iou"): np.full(40, 0.85)}
+    detail: Scores = {("model", POST, RECONSTRUCTION_PROBE, "lpips"): np.linspace(0.1, 0.5, 30),
+                      ("model", POST, RECONSTRUCTION_PROBE, "edge_f1"): np.full(30, 0.8)}
     spec = SUITE.experiment("e_q2_5")
     assert spec.derive is not None
     rows = spec.derive(_inputs("e_q2_5", {"e_q2_2": spatial, "e_q2_5": detail}))

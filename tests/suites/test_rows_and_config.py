@@ -18,7 +18,7 @@ from stageprobe.probes import ProbeResult
 from stageprobe.suites._rows import FitLabel, result_rows, seeded_ci, selectivity_rows, validation_rows
 from stageprobe.suites.runner import RunConfig, StudyRun
 
-LABEL = FitLabel("e_x", "vision.post_merge", "dense-linear", "none", "m")
+LABEL = FitLabel("e_x", "vision.post_merge", "dense-linear", "model", "m")
 SRC = Path(__file__).resolve().parents[2] / "src" / "stageprobe"
 
 
@@ -51,7 +51,7 @@ def test_probe_seeds_average_and_widen_the_ci() -> None:
 
 def test_selectivity_is_paired_and_validation_rows_are_marked() -> None:
     task, control = _result([0.9, 0.8, 0.7]), _result([0.2, 0.3, 0.1])
-    rows = selectivity_rows(FitLabel("e_x", "s", "p", "selectivity", "m"), task, control, (), 200, 0)
+    rows = selectivity_rows(FitLabel("e_x", "s", "p", "model", "m", control="selectivity"), task, control, (), 200, 0)
     assert rows[0].value == pytest.approx(0.6) and rows[0].n == 3 and "same 3 test images" in rows[0].note
     val = validation_rows(LABEL, [{"matched_iou": 0.4}, {"matched_iou": 0.6}], ())
     assert val[0].control == "validation" and val[0].metric == "iou" and val[0].value == pytest.approx(0.5)

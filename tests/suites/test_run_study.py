@@ -61,16 +61,18 @@ def test_quick_run_writes_a_valid_run_directory(tiny_run: Path) -> None:
 
 def test_every_stage_is_read_with_its_controls(tiny_run: Path) -> None:
     rows = metric_rows(tiny_run)
-    stages = {r["stage"] for r in rows if r["control"] == "none"}
+    stages = {r["stage"] for r in rows if r["control"] == "none" and r["variant"] == "model"}
     assert {"vision.patch_embed", "vision.pre_merge", "vision.post_merge", "language.layer.0"} <= stages
     dense = [r for r in rows if r["probe"] == "dense-linear" and r["metric"] == "iou" and r["experiment"] == "e_q2_1"]
     controls = {r["control"] for r in dense}
-    assert {"none", "pixels", "control-task", "chance", "selectivity", "validation"} <= controls
+    assert {"none", "control-task", "chance", "selectivity", "validation"} <= controls
+    assert {"model", "pixels"} <= {r["variant"] for r in dense}
     # token shuffle where the probe carries its own position code, not for dense-linear
     assert "token-shuffle" not in controls
     relation = {r["control"] for r in rows if r["probe"] == "relation" and r["experiment"] == "e_q2_1"}
     assert {"control-task", "token-shuffle", "selectivity"} <= relation
-    measured = [r for r in rows if r["value"] and r["control"] == "none" and r["metric"] == "iou"]
+    measured = [r for r in rows if r["value"] and r["control"] == "none" and r["metric"] == "iou"
+                and r["variant"] == "model"]
     assert measured and all(r["ci_low"] and r["ci_high"] for r in measured)
     assert all(float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"]) for r in measured)
 
@@ -87,7 +89,7 @@ def test_random_weights_are_judged_at_post_merge_not_at_the_patch_embedding(tiny
 def test_reference_rows_show_each_metrics_scale(tiny_run: Path) -> None:
     """METHODOLOGY #15: identity passes edge F1, a σ = 4 px blur and the constant image fail it."""
     edge = {r["stage"]: float(r["value"]) for r in metric_rows(tiny_run)
-            if r["control"] == "reference" and r["metric"] == "edge_f1" and r["value"]}
+            if r["variant"] == "reference" and r["metric"] == "edge_f1" and r["value"]}
     assert edge["reference.identity"] > 0.99
     assert edge["reference.blur-4px"] < 0.6 and edge["reference.constant-mean"] < 0.6
 
@@ -95,7 +97,8 @@ def test_reference_rows_show_each_metrics_scale(tiny_run: Path) -> None:
 def test_the_deciding_box_probe_is_read_with_token_shuffle(tiny_run: Path) -> None:
     rows = [r for r in metric_rows(tiny_run) if r["probe"] == DECIDING_BOX_PROBE and r["metric"] == "iou"]
     controls = {r["control"] for r in rows}
-    assert {"none", "pixels", "control-task", "token-shuffle", "selectivity"} <= controls
+    assert {"none", "control-task", "token-shuffle", "selectivity"} <= controls
+    assert any(r["variant"] == "pixels" for r in rows)
 
 
 def test_a_finished_run_rerun_keeps_its_times_and_environment(pixels_run: Path) -> None:
@@ -184,3 +187,32 @@ def test_ctrl_c_stops_workers_and_says_how_to_resume(tmp_path: Path) -> None:
     assert "interrupted" in stderr and "rerun the same command to resume" in stderr
     assert "Traceback" not in stderr
     assert (out / "experiments" / "e_q2_1.json").exists()
+
+
+def test_the_seed_block_and_the_spatial_panel_read_the_deciding_probe(tiny_run: Path) -> None:
+    """A random-weight quick run: no seed-block metric is read at the patch embedding or a pixel stage,
+    and the spatial panel's main line is the deciding probe's row at every stage it drew."""
+    from matplotlib.figure import Figure
+
+    from stageprobe.report.plots import _draw_info_panel, _short
+    from stageprobe.report.results import read_metrics_csv
+    from stageprobe.suites.q2 import SUITE
+
+    results = yaml.safe_load((tiny_run / "results.yaml").read_text())
+    for experiment, entry in results["results"]["experiments"].items():
+        for metric, note in entry["metric_notes"].items():
+            stage = note.split(" at ", 1)[1].split(" ", 1)[0]
+            assert stage != "vision.patch_embed" and not stage.startswith("pixels."), (experiment, metric, note)
+    rows = read_metrics_csv(tiny_run / "metrics.csv")
+    location = SUITE.row("location")
+    ax = Figure().subplots()
+    _draw_info_panel(ax, rows, SUITE, location)
+    stages = [label.get_text() for label in ax.get_xticklabels()]
+    drawn = dict(zip(ax.lines[0].get_xdata(), ax.lines[0].get_ydata(), strict=True))
+    family = SUITE.family_experiments(location.family)
+    for x, value in drawn.items():
+        deciding = [r.value for r in rows if r.probe == location.probe and r.metric == location.metric
+                    and r.control == "none" and r.variant == "model" and r.experiment in family
+                    and _short(r.stage) == stages[int(x)]]
+        # experiments that share a stage share its fit: one value, never a maximum over probes or experiments
+        assert set(deciding) == {value}, (stages[int(x)], value, deciding)

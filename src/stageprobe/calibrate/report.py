@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from stageprobe._atomic import write_text_atomic
 from stageprobe.metrics._catalog import label as metric_label
 from stageprobe.stats import BootstrapCI
 
@@ -138,6 +139,6 @@ def write_calibration(calibration: Calibration, out: Path) -> tuple[Path, Path]:
     """`out/calibration.yaml` ({"calibration": …}, the results.yaml key) and `out/CALIBRATION.md`."""
     out.mkdir(parents=True, exist_ok=True)
     data, markdown = out / "calibration.yaml", out / "CALIBRATION.md"
-    data.write_text(yaml.safe_dump({"calibration": calibration_dict(calibration)}, sort_keys=False))
-    markdown.write_text(calibration_markdown(calibration))
+    write_text_atomic(data, yaml.safe_dump({"calibration": calibration_dict(calibration)}, sort_keys=False))
+    write_text_atomic(markdown, calibration_markdown(calibration))
     return data, markdown

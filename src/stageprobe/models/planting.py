@@ -13,7 +13,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from PIL import Image
@@ -67,19 +67,20 @@ def keep(grid: torch.Tensor, _rng: torch.Generator) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class PlantType:
+    """A planted loss; which information type it removes (and so which probes must see it) is the
+    suite's to say: each information row names its plants."""
+
     name: str
-    #: the information type the plant removes (it picks the probes that should see it)
-    information: Literal["position", "detail", "time", "none"]
     fn: PlantFn
     needs_video: bool = False
 
 
 PLANT_TYPES: dict[str, PlantType] = {p.name: p for p in (
-    PlantType("erase-position", "position", erase_position),
-    PlantType("scramble-position", "position", scramble_position),
-    PlantType("blur-detail", "detail", blur_detail),
-    PlantType("erase-time", "time", erase_time, needs_video=True),
-    PlantType("none", "none", keep),
+    PlantType("erase-position", erase_position),
+    PlantType("scramble-position", scramble_position),
+    PlantType("blur-detail", blur_detail),
+    PlantType("erase-time", erase_time, needs_video=True),
+    PlantType("none", keep),
 )}
 
 

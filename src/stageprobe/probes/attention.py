@@ -50,7 +50,7 @@ from stageprobe.metrics.detection import CocoDetectionEval, Detections
 from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
 from stageprobe.probes.evaluation import evaluate_boxes, ground_truth, num_classes_of
 from stageprobe.probes.targets import stack_dense_targets
-from stageprobe.probes.tokens import WhitenedPCA, sincos_2d, time_mean_tokens
+from stageprobe.probes.tokens import PCAReducer, sincos_2d, time_mean_tokens
 from stageprobe.probes.training import default_device, seed_everything, small_model_threads
 
 NO_OBJECT_WEIGHT = 0.1
@@ -251,7 +251,7 @@ def fit_attention(task: str, train: ProbeData, val: ProbeData, test: ProbeData, 
     with small_model_threads(device):
         x_tr, grid, folds = space_to_depth_tokens(train, max_grid)
         flat = x_tr.reshape(-1, x_tr.shape[-1])
-        reducer = WhitenedPCA(flat[torch.randperm(len(flat), generator=generator)[:pca_tokens]], pca_dim)
+        reducer = PCAReducer(flat[torch.randperm(len(flat), generator=generator)[:pca_tokens]], pca_dim, whiten=True)
 
         def reduce(data: ProbeData) -> torch.Tensor:
             return reducer(space_to_depth_tokens(data, max_grid)[0]).to(device)

@@ -23,7 +23,7 @@ from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
 from stageprobe.probes.dense_linear import DensePredictor, box_probe_result, choose_threshold
 from stageprobe.probes.evaluation import num_classes_of
 from stageprobe.probes.targets import stack_dense_targets
-from stageprobe.probes.tokens import WhitenedPCA, time_mean_tokens
+from stageprobe.probes.tokens import PCAReducer, time_mean_tokens
 from stageprobe.probes.training import default_device, seed_everything, train_module
 
 
@@ -44,7 +44,7 @@ class ContextHead(nn.Module):
 class ContextPredictor(DensePredictor):
     """`DensePredictor` whose maps come from the fitted `ContextHead` instead of linear heads."""
 
-    def __init__(self, reducer: WhitenedPCA, head: ContextHead, threshold: float, device: torch.device) -> None:
+    def __init__(self, reducer: PCAReducer, head: ContextHead, threshold: float, device: torch.device) -> None:
         super().__init__({}, threshold)
         self.reducer, self.head, self.device = reducer, head, device
 
@@ -58,7 +58,7 @@ class ContextPredictor(DensePredictor):
                 "offsets": logits[..., 2 + self.head.num_classes:].clamp(0, 1).numpy()}
 
 
-def reduced_grid(data: ProbeData, reducer: WhitenedPCA) -> torch.Tensor:
+def reduced_grid(data: ProbeData, reducer: PCAReducer) -> torch.Tensor:
     """(N, k, H, W) reduced tokens, time-averaged."""
     _, h, w = data.grid
     return reducer(time_mean_tokens(data)).reshape(len(data), h, w, -1).permute(0, 3, 1, 2).contiguous()
@@ -98,7 +98,7 @@ def fit_dense_context(task: str, train: ProbeData, val: ProbeData, test: ProbeDa
     device = default_device()
     generator = seed_everything(seed)
     flat = time_mean_tokens(train).reshape(-1, train.features.shape[-1])
-    reducer = WhitenedPCA(flat[torch.randperm(len(flat), generator=generator)[:pca_tokens]], pca_dim)
+    reducer = PCAReducer(flat[torch.randperm(len(flat), generator=generator)[:pca_tokens]], pca_dim, whiten=True)
     x_tr, x_va = reduced_grid(train, reducer).to(device), reduced_grid(val, reducer).to(device)
     y_tr, y_va = _tensor_targets(train, device), _tensor_targets(val, device)
     head = ContextHead(x_tr.shape[1], c, width).to(device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -17,9 +18,14 @@ class PCAReducer:
     Each feature is scaled to unit variance first, so the basis is not owned by a few
     high-variance channels. A linear map; it keeps gradient-trained probes CPU-cheap on wide stages
     (e.g. 2352-dim merged pixels) without adding capacity. Dims ≤ `dim` pass through standardised.
+
+    `whiten` (the trained heads of the context and attention probes, fitted on a token sample) also
+    scales each component to unit variance, and finds the top directions with a randomized SVD
+    (`torch.svd_lowrank`): the top directions are all such a probe needs, for a few passes over the
+    sample instead of a D×D eigendecomposition at every stage.
     """
 
-    def __init__(self, tokens: torch.Tensor, dim: int) -> None:
+    def __init__(self, tokens: torch.Tensor, dim: int, whiten: bool = False) -> None:
         x = tokens.reshape(-1, tokens.shape[-1])
         self.mean = x.float().mean(0)
         squares = torch.zeros(x.shape[1], dtype=torch.float64)
@@ -28,20 +34,13 @@ class PCAReducer:
         self.scale = torch.sqrt(squares / max(len(x) - 1, 1)).float().clamp_min(1e-6)
         if x.shape[1] <= dim:
             self.basis = torch.eye(x.shape[1])
-            return
-        if len(x) < x.shape[1]:
-            # Few wide rows: the SVD of the rows costs n²·d instead of d³ for the Gram eigenproblem.
-            _, _, vh = torch.linalg.svd(self._standardise(x), full_matrices=False)
-            self.basis = vh[:dim].T.contiguous()
-            if self.basis.shape[1] < dim:
-                self.basis = torch.cat([self.basis, torch.zeros(x.shape[1], dim - self.basis.shape[1])], 1)
-            return
-        gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
-        for s in range(0, len(x), CHUNK_ROWS):
-            chunk = self._standardise(x[s:s + CHUNK_ROWS])
-            gram += (chunk.T @ chunk).double()
-        _, vectors = torch.linalg.eigh(gram)
-        self.basis = vectors[:, -dim:].flip(1).float()
+        elif whiten:
+            _, _, v = torch.svd_lowrank(self._standardise(x), q=min(dim + 10, *x.shape), niter=2)
+            self.basis = v[:, :dim].contiguous()
+        else:
+            self.basis = _top_directions(self._standardise, x, dim)
+        if whiten:
+            self.basis = self.basis / self(x).std(0).clamp_min(1e-6)[None]
 
     def _standardise(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - self.mean) / self.scale
@@ -49,9 +48,27 @@ class PCAReducer:
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         shape = tokens.shape
         x = tokens.reshape(-1, shape[-1])
+        # chunks bound the float32 copy of wide tokens
         starts = range(0, len(x), CHUNK_ROWS)
         out = torch.cat([self._standardise(x[s:s + CHUNK_ROWS]) @ self.basis for s in starts])
         return out.reshape(*shape[:-1], self.basis.shape[1])
+
+
+def _top_directions(standardise: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, dim: int) -> torch.Tensor:
+    """(D, dim) top principal directions of the standardised rows, exactly."""
+    if len(x) < x.shape[1]:
+        # Few wide rows: the SVD of the rows costs n²·d instead of d³ for the Gram eigenproblem.
+        _, _, vh = torch.linalg.svd(standardise(x), full_matrices=False)
+        basis = vh[:dim].T.contiguous()
+        if basis.shape[1] < dim:
+            basis = torch.cat([basis, torch.zeros(x.shape[1], dim - basis.shape[1])], 1)
+        return basis
+    gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
+    for s in range(0, len(x), CHUNK_ROWS):
+        chunk = standardise(x[s:s + CHUNK_ROWS])
+        gram += (chunk.T @ chunk).double()
+    _, vectors = torch.linalg.eigh(gram)
+    return vectors[:, -dim:].flip(1).float()
 
 
 def time_mean_grid(data: ProbeData) -> torch.Tensor:
@@ -82,33 +99,3 @@ def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
         angle = coord[:, None] * freqs[None]
         parts += [torch.sin(angle), torch.cos(angle)]
     return torch.cat(parts, 1)
-
-
-class WhitenedPCA:
-    """Standardised features projected onto their top `dim` principal directions, each scaled to
-    unit variance. Standardising first keeps a few high-variance channels from owning the basis.
-    Randomized SVD (`torch.svd_lowrank`): the top directions are all a probe needs and cost a few
-    passes over the sample instead of a D×D eigendecomposition."""
-
-    def __init__(self, tokens: torch.Tensor, dim: int) -> None:
-        x = tokens.float()
-        self.mean = x.mean(0)
-        scale = x.std(0).clamp_min(1e-6)
-        x = (x - self.mean) / scale
-        if x.shape[1] <= dim:
-            basis = torch.eye(x.shape[1])
-        else:
-            _, _, v = torch.svd_lowrank(x, q=min(dim + 10, *x.shape), niter=2)
-            basis = v[:, :dim].contiguous()
-        basis = basis / (x @ basis).std(0).clamp_min(1e-6)[None]
-        # Folded into one map of the raw tokens: (x − mean)/scale · B = x·(B/scale) − mean·(B/scale).
-        self.basis = basis / scale[:, None]
-        self.offset = self.mean @ self.basis
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        shape = tokens.shape
-        x = tokens.reshape(-1, shape[-1])
-        # No centred copy of the (wide) tokens; chunks bound the float32 copy.
-        out = torch.cat([x[s:s + CHUNK_ROWS].float() @ self.basis - self.offset
-                         for s in range(0, len(x), CHUNK_ROWS)])
-        return out.reshape(*shape[:-1], self.basis.shape[1])

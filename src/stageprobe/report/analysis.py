@@ -87,8 +87,9 @@ class Analysis:
         return sum(v.status != "UNAVAILABLE" for v in self.verdicts.values())
 
 
-def model_rows(rows: Sequence[MetricRow], experiment: str) -> list[MetricRow]:
-    return [r for r in rows if r.experiment == experiment and r.control == "none"]
+def model_rows(rows: Sequence[MetricRow], experiment: str | None = None) -> list[MetricRow]:
+    """The studied model's own rows (no control, no variant beside it), of one experiment or all."""
+    return [r for r in rows if (experiment is None or r.experiment == experiment) and r.of_model]
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def seed_reads(rows: Sequence[MetricRow], suite: Suite, experiment: str) -> dict
         if stage is None:
             continue
         row = next(r for r in candidates if r.probe == probe and r.stage == stage)
-        validation = [r for r in rows if r.experiment == experiment and r.control == VALIDATION
+        validation = [r for r in rows if r.experiment == experiment and r.control == VALIDATION and r.variant == "model"
                       and r.probe == probe and allowed(r.stage)]
         best = best_row(validation, metric, control=VALIDATION)
         reads[metric] = SeedRead(row, best.stage if best is not None else None)

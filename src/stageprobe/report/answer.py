@@ -92,11 +92,11 @@ def calibrated_drop(calibration: Mapping[str, Any] | None, info: InformationType
     return float(drop) if drop is not None else None
 
 
-def _detectable_cell(drop: float | None) -> str:
+def _detectable_cell(drop: float | None, source: str = "") -> str:
     if drop is None:
         return MISSING
     # every test item scored alike (e.g. 100 % accuracy): the bootstrap cannot size a drop
-    return f"≥ {fmt(drop)}" if fmt(drop) != fmt(0.0) else "n/a (zero-width CI)"
+    return f"≥ {fmt(drop)}" + (f" ({source})" if source else "") if fmt(drop) != fmt(0.0) else "n/a (zero-width CI)"
 
 
 def which_stage_table(rows: Sequence[MetricRow], analysis: Analysis,
@@ -111,8 +111,7 @@ def which_stage_table(rows: Sequence[MetricRow], analysis: Analysis,
         ceiling = ("this stage is the pixel baseline" if best.stage.startswith("pixels.")
                    else f"{fmt_row(answer.ceiling)} at `{answer.ceiling.stage}`" if answer.ceiling else "not measured")
         body.append([label, f"{answer.verdict.target.label} ({best.probe})", f"`{best.stage}`", fmt_row(best),
-                     ceiling, _detectable_cell(answer.detectable)
-                     + (f" ({answer.detectable_source})" if answer.detectable is not None else "")])
+                     ceiling, _detectable_cell(answer.detectable, answer.detectable_source)])
     return Table(["Information", "Metric (probe)", "Read this stage", "Its test value [95% CI]",
                   "Pixel ceiling (same probe, same grid)", "Smallest detectable drop"], body,
                  caption="The stage is the one whose validation score is best; the value is its test score. "

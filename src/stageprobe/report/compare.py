@@ -45,14 +45,15 @@ class Comparison:
 
 def compare_runs(run_dirs: Sequence[str | Path], controls: Sequence[str] = ("none",),
                  metrics: Sequence[str] | None = None) -> Comparison:
-    """Align every (experiment, stage, probe, metric, control) across runs; the first run is the base."""
+    """Align every (experiment, stage, probe, metric, control) of each run's own model across runs (its
+    variants and reference rows are not the model); the first run is the base."""
     labels: list[str] = []
     per_run: list[dict[Key, MetricRow]] = []
     for run_dir in run_dirs:
         results, rows = load_run(run_dir)
         labels.append(f"{Path(run_dir).name} ({results.get('model', '?')})")
         per_run.append({(r.experiment, r.stage, r.probe, r.metric, r.control): r for r in rows
-                        if r.control in controls and (metrics is None or r.metric in metrics)})
+                        if r.variant == "model" and r.control in controls and (metrics is None or r.metric in metrics)})
     _check_common_stage(labels, per_run)
     keys = sorted({k for run in per_run for k in run},
                   key=lambda k: (k[0], k[3], stage_sort_key(k[1]), k[2], k[4]))

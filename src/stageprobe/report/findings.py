@@ -34,7 +34,14 @@ from stageprobe.report.document import (
     to_markdown,
 )
 from stageprobe.report.fmt import MISSING, fmt, fmt_row
-from stageprobe.report.schema import CONTROL_DESCRIPTIONS, MetricRow, pixel_stage_for, stage_sort_key
+from stageprobe.report.schema import (
+    CONTROL_DESCRIPTIONS,
+    VARIANT_DESCRIPTIONS,
+    VARIANTS,
+    MetricRow,
+    pixel_stage_for,
+    stage_sort_key,
+)
 from stageprobe.report.verdicts import Verdict, stage_line
 
 if TYPE_CHECKING:
@@ -86,15 +93,17 @@ def _date(results: Mapping[str, Any]) -> str:
 
 
 def control_row(rows: Sequence[MetricRow], main: MetricRow, control: str) -> MetricRow | None:
-    """The control measurement beside `main`: same experiment, probe and metric, matching grid."""
-    stages = [main.stage] + ([pixel_stage_for(main.stage)] if control == "pixels" else [])
+    """The control (or model variant, e.g. `pixels`) measurement beside `main`: same experiment, probe and
+    metric, matching grid."""
+    variant, control = (control, "none") if control in VARIANTS else (main.variant, control)
+    stages = [main.stage] + ([pixel_stage_for(main.stage)] if variant == "pixels" else [])
     # The pixel baseline is one measurement per grid and probe, shared by the experiments that
     # read the same dataset, so it may come from a sibling experiment.
-    same_experiment = (True, False) if control == "pixels" else (True,)
+    same_experiment = (True, False) if variant == "pixels" else (True,)
     for strict in same_experiment:
         for stage in stages:
             for row in rows:
-                if (row.control == control and row.stage == stage and row.probe == main.probe
+                if (row.control == control and row.variant == variant and row.stage == stage and row.probe == main.probe
                         and row.metric == main.metric and (row.experiment == main.experiment or not strict)):
                     return row
     return None
@@ -115,19 +124,19 @@ def experiment_table(rows: Sequence[MetricRow], experiment: str, suite: Suite,
     stages; metrics that could not be measured said once in the caption, not once per row."""
     own = model_rows(rows, experiment)
     wanted = metrics or table_metrics(experiment, suite) or tuple(dict.fromkeys(r.metric for r in own))
-    references = [r for r in rows if r.experiment == experiment and r.control == "reference"]
+    references = [r for r in rows if r.experiment == experiment and r.variant == "reference"]
     shown = [r for r in [*own, *references] if r.metric in wanted]
     missing = [r for r in shown if r.value is None]
     shown = [r for r in shown if r.value is not None]
     shown.sort(key=lambda r: (wanted.index(r.metric), r.probe, stage_sort_key(r.stage)))
     controls = [(c, label) for c, label in CONTROL_COLUMNS
-                if any(r.control == c and r.experiment == experiment for r in rows)]
+                if any(c in (r.control, r.variant) and r.experiment == experiment for r in rows)]
     header = ["Stage", "Probe", "Metric", "Value [95% CI]", "n"] + [label for _, label in controls]
     body = []
     for r in shown:
-        stage = f"`{r.stage}` (reference)" if r.control == "reference" else f"`{r.stage}`"
+        stage = f"`{r.stage}` (reference)" if r.variant == "reference" else f"`{r.stage}`"
         body.append([stage, r.probe, r.metric, fmt_row(r), str(r.n) if r.n else ""]
-                    + ["—" if r.control == "reference" else
+                    + ["—" if r.variant == "reference" else
                        _control_cell(control_row(rows, r, c), r, control_row(rows, r, "control-task"))
                        if c == "selectivity" else _control_cell(control_row(rows, r, c)) for c, _ in controls])
     notes = _unavailable_notes(missing)
@@ -176,11 +185,11 @@ def retention_pattern(rows: Sequence[MetricRow], suite: Suite) -> str:
             line = stage_line(rows, metric, info.probe, experiments)
             lower = not higher_is_better(metric)
             reasons = sorted({r.unavailable_reason for r in rows if r.metric == metric and r.probe == info.probe
-                              and r.control == "none" and r.unavailable_reason})
+                              and r.of_model and r.unavailable_reason})
             lines += _retention_lines(f"{info.label} ({metric}, {info.probe}"
                                       + ("; lower is better, bar = 1 − value" if lower else "") + "):",
                                       line, invert=lower, reasons=reasons)
-            ceiling = stage_line(rows, metric, info.probe, experiments, control="pixels")
+            ceiling = stage_line(rows, metric, info.probe, experiments, variant="pixels")
             if ceiling:
                 lines += _retention_lines(f"{info.label} ceiling (pixel baseline, {info.probe}, {metric}):",
                                           ceiling, invert=lower)
@@ -225,7 +234,7 @@ def _top(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow], a
                  f"**Status:** {str(results.get('status', MISSING)).replace('_', ' ')}"),
             Heading(2, "Which stage to read for what"),
             which_stage_table(rows, analysis, results.get("calibration")))
-    references = sorted({r.stage for r in rows if r.control == "reference"})
+    references = sorted({r.stage for r in rows if r.variant == "reference"})
     if references:
         doc.add(Para("For scale, the detail experiment also scores degraded copies of the input ("
                      + ", ".join(f"`{s}`" for s in references) + "): see its table."))
@@ -287,9 +296,10 @@ def _closing(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow
         doc.add(Para("**Issues:**"), Bullets(issues))
     if results.get("calibration"):
         doc.add(*calibration_blocks(results["calibration"]))
-    present = [c for c in CONTROL_DESCRIPTIONS if any(r.control == c for r in rows)]
-    doc.add(Heading(2, "Controls"),
-            Bullets([f"**{c}**: {CONTROL_DESCRIPTIONS[c]}" for c in present] or ["No controls were run."]),
+    described = {**VARIANT_DESCRIPTIONS, **CONTROL_DESCRIPTIONS}
+    present = [c for c in described if any(c in (r.control, r.variant) for r in rows) and c != "none"]
+    doc.add(Heading(2, "Controls and model variants"),
+            Bullets([f"**{c}**: {described[c]}" for c in present] or ["No controls were run."]),
             *[Para(note) for note in analysis.suite.notes])
     lpips_trunk = (results.get("env") or {}).get("lpips_trunk") or {}
     if lpips_trunk.get("source") and any(r.metric == "lpips" and r.value is not None for r in rows):

@@ -22,7 +22,7 @@ from PIL import Image
 
 from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.report.fmt import fmt
-from stageprobe.report.schema import MetricRow, sort_stages
+from stageprobe.report.schema import VARIANTS, MetricRow, sort_stages
 from stageprobe.report.verdicts import pixel_ceiling, stage_line
 
 if TYPE_CHECKING:
@@ -91,7 +91,8 @@ def _draw_info_panel(ax, rows: Sequence[MetricRow], suite: Suite,  # type: ignor
     stage's grid, its control rows, its targets; secondary probes thin and labelled as such."""
     experiments = suite.family_experiments(info.family)
     lines = _deciding_lines(rows, suite, info)
-    controls = {(metric, c): stage_line(rows, metric, info.probe, experiments, control=c)
+    controls = {(metric, c): stage_line(rows, metric, info.probe, experiments,
+                                        **({"variant": c} if c in VARIANTS else {"control": c}))
                 for metric in info.drawn for c in CONTROL_STYLE if c != "pixels"}
     secondary = {read: stage_line(rows, read.metric, read.probe, experiments)
                  for read in info.secondary if read.metric in info.drawn}

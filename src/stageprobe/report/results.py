@@ -16,10 +16,11 @@ from pydantic import ValidationError
 from stageprobe import __version__
 from stageprobe._atomic import write_text_atomic
 from stageprobe.errors import UserInputError
-from stageprobe.report.analysis import Analysis, RunMeta, analyse
+from stageprobe.report.analysis import Analysis, RunMeta, analyse, model_rows
 from stageprobe.report.schema import (
     CONTROL_DESCRIPTIONS,
     CSV_COLUMNS,
+    VARIANT_DESCRIPTIONS,
     MetricRow,
     RunContext,
     sort_stages,
@@ -41,13 +42,13 @@ def write_metrics_csv(rows: Iterable[MetricRow], path: str | Path) -> Path:
     """Write rows in tidy form (one measurement per line), sorted for stable diffs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ordered = sorted(rows, key=lambda r: (r.experiment, r.control, r.model, r.metric, r.probe, r.stage))
+    ordered = sorted(rows, key=lambda r: (r.experiment, r.variant, r.control, r.model, r.metric, r.probe, r.stage))
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in ordered:
         writer.writerow([r.experiment, r.stage, r.probe, r.metric, _number(r.value), _number(r.ci_low),
-                         _number(r.ci_high), r.n, r.control, r.model, r.unavailable_reason or "", r.note])
+                         _number(r.ci_high), r.n, r.control, r.model, r.unavailable_reason or "", r.note, r.variant])
     write_text_atomic(path, text.getvalue())  # never leave a half-written metrics.csv behind
     return path
 
@@ -93,6 +94,8 @@ def read_metrics_csv(path: str | Path) -> list[MetricRow]:
                     model=record.get("model") or "",
                     unavailable_reason=record.get("unavailable_reason") or None,
                     note=record.get("note") or "",
+                    # a metrics.csv without the column: variants sat in `control` (MetricRow moves them)
+                    **({"variant": record["variant"].strip() or "model"} if record.get("variant") is not None else {}),
                 ))
             except ValidationError as error:
                 first = error.errors()[0]
@@ -120,10 +123,11 @@ def _cell(row: MetricRow) -> dict[str, Any]:
             **({"unavailable_reason": row.unavailable_reason} if row.value is None else {})}
 
 
-def stage_tables(rows: Sequence[MetricRow], control: str = "none") -> dict[str, dict[str, dict[str, Any]]]:
+def stage_tables(rows: Sequence[MetricRow], control: str = "none",
+                 variant: str = "model") -> dict[str, dict[str, dict[str, Any]]]:
     """experiment → stage (pipeline order) → "probe/metric" → {value, ci_low, ci_high, n}."""
     tables: dict[str, dict[str, dict[str, Any]]] = {}
-    chosen = [r for r in rows if r.control == control]
+    chosen = [r for r in rows if r.control == control and r.variant == variant]
     for experiment in sorted({r.experiment for r in chosen}):
         own = [r for r in chosen if r.experiment == experiment]
         tables[experiment] = {
@@ -177,7 +181,13 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
         control: {"description": CONTROL_DESCRIPTIONS[control],
                   "models": sorted({r.model for r in rows if r.control == control and r.model}),
                   "stage_metrics": stage_tables(rows, control)}
-        for control in CONTROL_DESCRIPTIONS if any(r.control == control for r in rows)
+        for control in CONTROL_DESCRIPTIONS if any(r.control == control and r.variant == "model" for r in rows)
+    }
+    variants = {
+        variant: {"description": VARIANT_DESCRIPTIONS[variant],
+                  "models": sorted({r.model for r in rows if r.variant == variant and r.model}),
+                  "stage_metrics": stage_tables(rows, variant=variant)}
+        for variant in VARIANT_DESCRIPTIONS if any(r.variant == variant for r in rows)
     }
     listed = [p for paths in context.artifacts.values() for p in paths]
     return {
@@ -204,8 +214,9 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
         "weights_random": context.weights_random,
         "protocol": context.protocol,
         "suite": context.suite,
-        "stages": sort_stages(context.stages or {r.stage for r in rows if r.control == "none"}),
+        "stages": sort_stages(context.stages or {r.stage for r in model_rows(rows)}),
         "controls": controls,
+        "variants": variants,
         "verdicts": {key: verdict.as_dict() for key, verdict in verdicts.items()},
         "decision_matrix": analysis.decision.as_dict(),
         "stage_metrics": stage_tables(rows),

@@ -14,12 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Control = Literal["none", "pixels", "random-init", "control-task", "chance", "token-shuffle", "selectivity",
-                  "validation", "reference"]
-CONTROLS: tuple[Control, ...] = (
-    "none", "pixels", "random-init", "control-task", "chance", "token-shuffle", "selectivity", "validation",
-    "reference",
-)
+#: what was measured: the model studied, a model variant beside it (the raw-pixel baseline, the same
+#: architecture with random weights), or a reference degradation of the input itself
+Variant = Literal["model", "pixels", "random-init", "reference"]
+VARIANTS: tuple[Variant, ...] = ("model", "pixels", "random-init", "reference")
+#: how the probe was controlled: not at all, a control task, chance labels, shuffled tokens; the
+#: selectivity row (task − control task) and the validation split's scores (they choose a stage only)
+Control = Literal["none", "control-task", "chance", "token-shuffle", "selectivity", "validation"]
+CONTROLS: tuple[Control, ...] = ("none", "control-task", "chance", "token-shuffle", "selectivity", "validation")
 
 ExperimentStatus = Literal["completed", "in_progress", "skipped", "failed"]
 RunStatus = Literal["not_started", "in_progress", "completed", "blocked", "failed", "pivoted"]
@@ -28,7 +30,7 @@ Protocol = Literal["stageprobe", "seed"]
 
 CSV_COLUMNS: tuple[str, ...] = (
     "experiment", "stage", "probe", "metric", "value", "ci_low", "ci_high", "n", "control", "model",
-    "unavailable_reason", "note",
+    "unavailable_reason", "note", "variant",
 )
 
 
@@ -52,6 +54,7 @@ class MetricRow(BaseModel):
     n: int = Field(default=0, ge=0)
     control: Control = "none"
     model: str = ""
+    variant: Variant = "model"
     unavailable_reason: str | None = None
     note: str = ""
 
@@ -68,6 +71,9 @@ class MetricRow(BaseModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        if data.get("control") in VARIANTS and "variant" not in data:
+            # metrics.csv written before the variant column named variants in the control column
+            data["variant"], data["control"] = data["control"], "none"
         for key in ("value", "ci_low", "ci_high"):
             number = data.get(key)
             if isinstance(number, float) and not math.isfinite(number):
@@ -92,6 +98,11 @@ class MetricRow(BaseModel):
     @property
     def available(self) -> bool:
         return self.value is not None
+
+    @property
+    def of_model(self) -> bool:
+        """The studied model's own measurement: no control, no variant beside it."""
+        return self.control == "none" and self.variant == "model"
 
     @property
     def has_ci(self) -> bool:
@@ -238,6 +249,8 @@ class ResultsFile(_Loose):
     suite: str
     stages: list[str]
     controls: dict[str, Any]
+    #: the model variants (pixel baseline, random-init) and reference degradations measured beside it
+    variants: dict[str, Any] = Field(default_factory=dict)
     verdicts: dict[str, VerdictEntry]
     decision_matrix: DecisionEntry
     stage_metrics: dict[str, Any]
@@ -286,9 +299,13 @@ def pixel_stage_for(stage: str) -> str:
     return "pixels.patch"
 
 
-CONTROL_DESCRIPTIONS: dict[str, str] = {
+VARIANT_DESCRIPTIONS: dict[str, str] = {
     "pixels": "pixel baseline: raw pixels of each 14 px / 28 px patch on the same grid (the ceiling)",
     "random-init": "same architecture with random weights (what architecture + probe give without learning)",
+    "reference": ("reference degradations of the input itself (identity, blurs, down-up, constant), scored like a "
+                  "stage: what a value of the metric means"),
+}
+CONTROL_DESCRIPTIONS: dict[str, str] = {
     "control-task": ("same probe trained on control labels: a fixed random function of a recurring input type "
                      "(each object's shape and colour, each clip's object, each texture), identical in train, "
                      "val and test, so only a probe that memorises types scores (Hewitt & Liang, 2019)"),
@@ -296,6 +313,4 @@ CONTROL_DESCRIPTIONS: dict[str, str] = {
     "selectivity": "task score minus control-task score, on the same test images (paired bootstrap)",
     "validation": "the model's own probe scored on the validation split: used only to choose the best stage",
     "token-shuffle": "tokens of each image permuted before probing (a spatial probe must drop)",
-    "reference": ("reference degradations of the input itself (identity, blurs, down-up, constant), scored like a "
-                  "stage: what a value of the metric means"),
 }

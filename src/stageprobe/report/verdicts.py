@@ -72,7 +72,7 @@ def is_pixel_or_embedding(stage: str) -> bool:
 
 def studies_pixels(rows: Iterable[MetricRow]) -> bool:
     """The model studied is the pixel baseline itself (its own stages are pixels.*)."""
-    own = {r.stage for r in rows if r.control == "none"}
+    own = {r.stage for r in rows if r.of_model}
     return bool(own) and all(s.startswith("pixels.") for s in own)
 
 
@@ -107,12 +107,12 @@ class Verdict:
 
 def best_row(rows: Iterable[MetricRow], metric: str, higher: bool | None = None,
              experiments: Sequence[str] | None = None, stages: Sequence[str] | None = None,
-             probes: Sequence[str] | None = None, control: str = "none") -> MetricRow | None:
+             probes: Sequence[str] | None = None, control: str = "none", variant: str = "model") -> MetricRow | None:
     """The most favourable available row (direction from the metric catalogue unless given);
     ties go to the earlier pipeline stage."""
     candidates = [
         r for r in rows
-        if r.metric == metric and r.control == control and r.value is not None
+        if r.metric == metric and r.control == control and r.variant == variant and r.value is not None
         and (experiments is None or r.experiment in experiments)
         and (stages is None or r.stage in stages)
         and (probes is None or r.probe in probes)
@@ -129,22 +129,23 @@ def best_row(rows: Iterable[MetricRow], metric: str, higher: bool | None = None,
 
 
 def row_at(rows: Iterable[MetricRow], metric: str, probe: str, stage: str, experiments: Sequence[str],
-           control: str = "none") -> MetricRow | None:
+           control: str = "none", variant: str = "model") -> MetricRow | None:
     """The row of `probe`'s `metric` at `stage` (first experiment in the given order that has it)."""
     found = {r.experiment: r for r in rows if r.metric == metric and r.probe == probe and r.stage == stage
-             and r.control == control}
+             and r.control == control and r.variant == variant}
     return next((found[e] for e in experiments if e in found), None)
 
 
 def stage_line(rows: Iterable[MetricRow], metric: str, probe: str, experiments: Sequence[str],
-               control: str = "none") -> list[MetricRow]:
+               control: str = "none", variant: str = "model") -> list[MetricRow]:
     """One probe's measured `metric` at every stage, in pipeline order, each stage's row from the first of
     `experiments` that has it (experiments sharing a stage share its fit): never a maximum over probes or
     experiments."""
     rank = {experiment: i for i, experiment in enumerate(experiments)}
     by_stage: dict[str, MetricRow] = {}
     for r in rows:
-        if (r.metric == metric and r.probe == probe and r.control == control and r.value is not None
+        if (r.metric == metric and r.probe == probe and r.control == control and r.variant == variant
+                and r.value is not None
                 and r.experiment in rank):
             kept = by_stage.get(r.stage)
             if kept is None or rank[r.experiment] < rank[kept.experiment]:
@@ -156,9 +157,9 @@ def pixel_ceiling(rows: Sequence[MetricRow], row: MetricRow, experiments: Sequen
     """The same probe and metric on raw pixels at the grid of `row`'s stage (a pixel stage is its own),
     from `row`'s experiment, else the first of `experiments` (else any) that measured it."""
     grid = row.stage if row.stage.startswith("pixels.") else pixel_stage_for(row.stage)
-    control = "none" if row.stage.startswith("pixels.") else "pixels"
+    variant = "model" if row.stage.startswith("pixels.") else "pixels"
     found = [r for r in rows if r.stage == grid and r.probe == row.probe and r.metric == row.metric
-             and r.control == control and r.value is not None]
+             and r.control == "none" and r.variant == variant and r.value is not None]
     for experiment in (row.experiment, *experiments):
         match = next((r for r in found if r.experiment == experiment), None)
         if match is not None:
@@ -171,7 +172,7 @@ def verdict_stage(target: Target, rows: Sequence[MetricRow], override: str | Non
     if override:
         return override
     own = {r.stage for r in rows if r.metric == target.metric and r.probe == target.probe
-           and r.control == "none" and r.experiment in target.experiments}
+           and r.of_model and r.experiment in target.experiments}
     return next((s for s in target.stages if s in own), None)
 
 
@@ -276,6 +277,7 @@ def _describe(row: MetricRow) -> str:
 
 def _measured(rows: Sequence[MetricRow], rule: DecisionRule, probe: str) -> list[str]:
     stages = {r.stage for r in rows if r.metric == rule.metric and r.probe == probe and r.control == "none"
+              and r.variant == "model"
               and r.value is not None and r.experiment in rule.experiments}
     return sorted(stages, key=stage_sort_key)
 
@@ -292,7 +294,7 @@ def _ceiling(rows: Sequence[MetricRow], rule: DecisionRule, probe: str, stage: s
     """The same probe on raw pixels at the same grid; a pixel stage is its own ceiling."""
     if stage.startswith("pixels."):
         return row_at(rows, rule.metric, probe, stage, rule.experiments)
-    return row_at(rows, rule.metric, probe, pixel_stage_for(stage), rule.experiments, control="pixels")
+    return row_at(rows, rule.metric, probe, pixel_stage_for(stage), rule.experiments, variant="pixels")
 
 
 def _ceiling_problem(rule: DecisionRule, probe: str, pairs: Sequence[tuple[str, MetricRow | None]]) -> str | None:

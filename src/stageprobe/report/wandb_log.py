@@ -45,7 +45,7 @@ def log_to_wandb(run_dir: str | Path, project: str = "stageprobe", entity: str |
                      tags=[*tags, *(["random-weights"] if results.get("weights_random") else [])])
     try:
         run.define_metric("stage_index")
-        own = [r for r in rows if r.control == "none" and r.value is not None]
+        own = [r for r in rows if r.of_model and r.value is not None]
         for key, metric in sorted({(f"{r.experiment}/{r.probe}/{r.metric}", r.metric) for r in own}):
             # the summary keeps each curve's best stage, the right way round for its metric
             run.define_metric(key, step_metric="stage_index", summary="max" if higher_is_better(metric) else "min")
@@ -57,7 +57,7 @@ def log_to_wandb(run_dir: str | Path, project: str = "stageprobe", entity: str |
         table = wandb.Table(columns=list(CSV_COLUMNS))
         for r in rows:
             table.add_data(r.experiment, r.stage, r.probe, r.metric, r.value, r.ci_low, r.ci_high, r.n,
-                           r.control, r.model, r.unavailable_reason or "", r.note)
+                           r.control, r.model, r.unavailable_reason or "", r.note, r.variant)
         images = {
             f"artifacts/{Path(p).stem}": wandb.Image(str(run_dir / p))
             for p in artifact_paths(results) if p.lower().endswith(".png") and (run_dir / p).is_file()

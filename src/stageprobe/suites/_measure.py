@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 console = Console(stderr=True)
 #: a stage group under a disk budget: the (model variant, data family, stage) triples stored together
 StageGroup = Sequence[tuple[str, str, str]]
-#: a model variant's name in the rows' `control` column
-VARIANT_CONTROL = {"main": "none", "pixels": "pixels", "random-init": "random-init"}
+#: a measured model's name in the rows' `variant` column
+ROW_VARIANT = {"main": "model", "pixels": "pixels", "random-init": "random-init"}
 #: experiments started ahead of the one being collected (each holds its fits' results until collected)
 LOOKAHEAD = 2
 
@@ -250,7 +250,7 @@ class Measurement:
                         order.setdefault((which, stage, probe.probe), len(order))
 
         def row_key(row: MetricRow) -> int:
-            which = row.control if row.control in ("pixels", "random-init") else "main"
+            which = {variant: which for which, variant in ROW_VARIANT.items()}.get(row.variant, "main")
             return order.get((which, row.stage, row.probe), len(order))
 
         def curve_key(name: str) -> int:
@@ -350,7 +350,7 @@ class Measurement:
     def _collect(self, spec: ExperimentSpec, fits: _StageFits, outcome: ExperimentOutcome,
                  best: dict[str, BestFit]) -> None:
         nb, seed = self.config.n_bootstrap, self.config.seed
-        label = FitLabel(spec.id, fits.stage, fits.probe.probe, VARIANT_CONTROL[fits.which],
+        label = FitLabel(spec.id, fits.stage, fits.probe.probe, ROW_VARIANT[fits.which],
                          self.model(fits.which).name)
         outputs = [f.result() for f in fits.fits]
         results = [o.result for o in outputs]
@@ -358,7 +358,7 @@ class Measurement:
         outcome.timing["fits"].append(_fit_timing(fits, [*outputs, *control_outputs.values()]))
         _add(outcome, result_rows(label, results, spec.skip_metrics, nb, seed))
         for metric, values in per_image_scores(results).items():
-            outcome.scores[(label.control, label.stage, label.probe, metric)] = values
+            outcome.scores[(label.variant, label.stage, label.probe, metric)] = values
         if fits.which == "main":
             outcome.rows += validation_rows(label, [o.val_scores for o in outputs], spec.skip_metrics)
             outcome.curves[f"{spec.id}/{fits.stage}/{fits.probe.probe}/{fits.probe.task}"] = results[0].history
@@ -388,8 +388,8 @@ def _fit_timing(fits: _StageFits, outputs: Sequence[FitOutput]) -> dict[str, Any
 def _add(outcome: ExperimentOutcome, rows: list[MetricRow]) -> None:
     """Append rows, dropping one a sibling fit already gave: a probe fit once per task (temporal-dense
     for direction, speed and order) reports its task-independent diagnostics (path error) each time."""
-    seen = {(r.stage, r.probe, r.metric, r.control) for r in outcome.rows}
-    outcome.rows += [r for r in rows if (r.stage, r.probe, r.metric, r.control) not in seen]
+    seen = {(r.stage, r.probe, r.metric, r.control, r.variant) for r in outcome.rows}
+    outcome.rows += [r for r in rows if (r.stage, r.probe, r.metric, r.control, r.variant) not in seen]
 
 
 def _keep_best(best: dict[str, BestFit], key: str, stage: str, output: FitOutput) -> None:

@@ -22,17 +22,19 @@ from stageprobe.stats import bootstrap_ci, bootstrap_map_cis, paired_bootstrap_d
 
 @dataclass(frozen=True)
 class FitLabel:
-    """Where a fit's rows go: experiment, stage, probe, the variant's control name and model."""
+    """Where a fit's rows go: experiment, stage, probe, the model variant and its name, the control."""
 
     experiment: str
     stage: str
     probe: str
-    control: str
+    variant: str
     model: str
+    control: str = "none"
 
     def row(self, metric: str, **values: object) -> MetricRow:
         return MetricRow(experiment=self.experiment, stage=self.stage, probe=self.probe, metric=metric,
-                         control=self.control, model=self.model, **values)  # type: ignore[arg-type]
+                         control=self.control, variant=self.variant, model=self.model,  # type: ignore[arg-type]
+                         **values)
 
 
 def _kept(name: str, skip: Sequence[str]) -> bool:
@@ -111,7 +113,8 @@ def validation_rows(label: FitLabel, val_scores: Sequence[Mapping[str, float]], 
         return []
     return [MetricRow(experiment=label.experiment, stage=label.stage, probe=label.probe,
                       metric=metric_info(raw).name, value=float(np.mean([s[raw] for s in val_scores])),
-                      control=VALIDATION, model=label.model, note="validation split: chooses the stage only")
+                      control=VALIDATION, variant=label.variant, model=label.model,  # type: ignore[arg-type]
+                      note="validation split: chooses the stage only")
             for raw in val_scores[0] if _kept(raw, skip)]
 
 

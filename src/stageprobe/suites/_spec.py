@@ -21,7 +21,7 @@ from stageprobe.report.verdicts import DEFAULT_VERDICT_STAGES, Advice, Decision,
 
 Family = Literal["spatial", "detail", "photos", "motion", "camera"]
 
-#: per-image test scores of one fit: (control, stage, probe, metric) → scores in test order
+#: per-image test scores of one fit: (variant, stage, probe, metric) → scores in test order
 ScoreKey = tuple[str, str, str, str]
 Scores = dict[ScoreKey, np.ndarray]
 

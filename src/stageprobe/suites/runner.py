@@ -335,7 +335,7 @@ class StudyRun:
             weights_random=self.weights_random(),
             suite=self.config.suite,
             protocol=self.config.protocol,  # type: ignore[arg-type]
-            stages=sorted({r.stage for r in rows if r.control == "none"}),
+            stages=sorted({r.stage for r in rows if r.of_model}),
             config=yaml.safe_load((self.out / "config.yaml").read_text()),
             env=environment(main, self.config.seed),
             started_at=self.started_at,

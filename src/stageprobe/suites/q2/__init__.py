@@ -211,7 +211,7 @@ SUITE = Suite(
            "vision.final) only.",
            "token-flow reads motion inside and between tokens; token shuffle does not hide motion within a "
            "token, so its control is the control task only.",
-           "Reference rows (control `reference`) score known degradations of the detail test images — identity, "
+           "Reference rows (variant `reference`) score known degradations of the detail test images — identity, "
            "Gaussian blur σ = 1, 2, 4 px, 2× down-up, the constant mean image — with every reconstruction "
            "metric, so each metric's scale is visible (METHODOLOGY #15)."),
 )

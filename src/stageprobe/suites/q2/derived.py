@@ -36,20 +36,20 @@ def drop_rows(inputs: DeriveInput, rule: DecisionRule) -> list[MetricRow]:
     and on the pixel baseline (whose drop is what the coarser grid alone costs)."""
     scores = _pooled_scores(inputs, rule.experiments)
     rows = []
-    for control in ("none", "pixels"):
-        stages = sort_stages({stage for (c, stage, probe, metric) in scores
-                              if c == control and probe == rule.probe and metric == rule.metric})
-        if control == "pixels":
+    for variant in ("model", "pixels"):
+        stages = sort_stages({stage for (v, stage, probe, metric) in scores
+                              if v == variant and probe == rule.probe and metric == rule.metric})
+        if variant == "pixels":
             stages = [s for s in ("pixels.patch", "pixels.merged") if s in stages]
         pair = _pair_of(stages, rule)
         if pair is None:
             continue
-        pre, post = (scores[(control, s, rule.probe, rule.metric)] for s in pair)
+        pre, post = (scores[(variant, s, rule.probe, rule.metric)] for s in pair)
         ci = paired_bootstrap_diff(pre, post, inputs.n_bootstrap, inputs.seed)
         rows.append(MetricRow(
             experiment=inputs.experiment, stage=pair[1], probe=rule.probe, metric=rule.drop_metric,
-            value=ci.estimate, ci_low=ci.low, ci_high=ci.high, n=ci.n, control=control,  # type: ignore[arg-type]
-            model=inputs.model if control == "none" else "pixels",
+            value=ci.estimate, ci_low=ci.low, ci_high=ci.high, n=ci.n, variant=variant,  # type: ignore[arg-type]
+            model=inputs.model if variant == "model" else "pixels",
             note=f"{rule.metric}({pair[0]}) − {rule.metric}({pair[1]}), paired bootstrap over test images"))
     return rows
 
@@ -87,10 +87,10 @@ def irs_rows(inputs: DeriveInput, box_probe: str, box_experiments: tuple[str, ..
     boxes = _pooled_scores(inputs, box_experiments)
     recon = inputs.scores.get(inputs.experiment, {})
     out = []
-    for control, stage in sorted({(c, s) for (c, s, p, _) in recon if p == recon_probe and c in ("none", "pixels")}):
-        iou = boxes.get((control, stage, box_probe, "iou"))
-        lpips = recon.get((control, stage, recon_probe, "lpips"))
-        edge = recon.get((control, stage, recon_probe, "edge_f1"))
+    for variant, stage in sorted({(v, s) for (v, s, p, _) in recon if p == recon_probe and v in ("model", "pixels")}):
+        iou = boxes.get((variant, stage, box_probe, "iou"))
+        lpips = recon.get((variant, stage, recon_probe, "lpips"))
+        edge = recon.get((variant, stage, recon_probe, "edge_f1"))
         parts = [MetricValue("iou", v) if (v := _mean(iou)) is not None
                  else MetricValue.unavailable("iou", f"no {box_probe} IoU measured at this stage"),
                  MetricValue("lpips", v) if (v := _mean(lpips)) is not None
@@ -112,7 +112,7 @@ def irs_rows(inputs: DeriveInput, box_probe: str, box_experiments: tuple[str, ..
         out.append(MetricRow(
             experiment=inputs.experiment, stage=stage, probe=recon_probe, metric="irs", value=score.value,
             ci_low=low, ci_high=high, n=n_images,
-            control=control, model=inputs.model if control == "none" else "pixels",  # type: ignore[arg-type]
+            variant=variant, model=inputs.model if variant == "model" else "pixels",  # type: ignore[arg-type]
             unavailable_reason=score.reason,
             note=(f"0.4·IoU/0.85 + 0.3·(1−LPIPS)/0.7 + 0.3·EdgeF1/0.8; IoU from {box_probe} on the spatial data "
                   f"({', '.join(box_experiments)}), LPIPS and edge F1 from {recon_probe} on the detail data; "
@@ -123,7 +123,7 @@ def irs_rows(inputs: DeriveInput, box_probe: str, box_experiments: tuple[str, ..
 
 def reference_rows(inputs: DeriveInput) -> list[MetricRow]:
     """Known degradations of the detail test images scored with every reconstruction metric, as rows
-    of stage `reference.<name>` (control `reference`): what identity, a σ = 4 px blur or a flat image
+    of stage `reference.<name>` (variant `reference`): what identity, a σ = 4 px blur or a flat image
     scores on the same images, so a stage's value can be read on each metric's own scale."""
     if inputs.dataset is None:
         return []
@@ -133,7 +133,7 @@ def reference_rows(inputs: DeriveInput) -> list[MetricRow]:
     rows = []
     for name, (scores, unavailable) in reference_scores(image_array(test)).items():
         common = {"experiment": inputs.experiment, "stage": f"reference.{name}", "probe": "reference",
-                  "control": "reference", "model": "reference"}
+                  "variant": "reference", "model": "reference"}
         for metric, values in scores.items():
             if not np.isfinite(values).any():
                 # e.g. PSNR of an image with itself is infinite: said so, never a stand-in number

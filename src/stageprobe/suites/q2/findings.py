@@ -66,7 +66,7 @@ def post_merge(inputs: FindingInput) -> str:
     parts = [_at(decision.post, "Bbox IoU after the merge"), _at(decision.pre, "against")]
     if decision.drop is not None:
         parts.append(f"measured drop {fmt_row(decision.drop)} ({decision.drop.probe}, paired over test images)")
-    pixel_drop = best_row(inputs.all_rows, "iou_drop", control="pixels")
+    pixel_drop = best_row(inputs.all_rows, "iou_drop", variant="pixels")
     if pixel_drop is not None:
         parts.append(f"the same probe's drop on raw pixels {fmt_row(pixel_drop)}")
     ratio = best_row(inputs.rows, "compression_ratio")
