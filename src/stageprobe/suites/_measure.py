@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import Progress, TimeElapsedColumn
 
 import stageprobe
+from stageprobe._progress import Steps, working
 from stageprobe.datasets import Dataset, load_dataset
 from stageprobe.features.extract import extract_dataset
 from stageprobe.features.store import FeatureStore
@@ -201,19 +201,19 @@ class Measurement:
         spec = in_flight.spec
         outcome = ExperimentOutcome(rows=[], timing={"fits": []})
         best: dict[str, BestFit] = {}
-        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console,
-                      disable=self.quiet) as progress:
-            task = progress.add_task(f"{spec.id} probes", total=len(in_flight.fits))
+        with Steps(console, f"{spec.id} probes", len(in_flight.fits), disable=self.quiet) as steps:
             for fits in in_flight.fits:
-                progress.update(task, description=f"{spec.id} {fits.probe.probe} @ {fits.stage} ({fits.which})")
+                steps.describe(f"{spec.id} {fits.probe.probe} @ {fits.stage} ({fits.which})")
                 self._collect(spec, fits, outcome, best)
-                progress.advance(task)
+                steps.advance()
         if spec.derive is not None:
-            outcome.rows += spec.derive(self._derive_input(spec, outcome, previous))
+            with working(console, f"{spec.id} derived metrics", disable=self.quiet):
+                outcome.rows += spec.derive(self._derive_input(spec, outcome, previous))
         if self.artifacts_dir is not None and self.run_dir is not None:
-            test = self.dataset(spec.family).split_samples("test")
-            outcome.artifacts += draw_best_fits(spec.id, best, test, self.artifacts_dir, self.run_dir)
-            outcome.artifacts += draw_training_curves(spec.id, outcome.curves, self.artifacts_dir, self.run_dir)
+            with working(console, f"{spec.id} figures", disable=self.quiet):
+                test = self.dataset(spec.family).split_samples("test")
+                outcome.artifacts += draw_best_fits(spec.id, best, test, self.artifacts_dir, self.run_dir)
+                outcome.artifacts += draw_training_curves(spec.id, outcome.curves, self.artifacts_dir, self.run_dir)
         # the wall time the run spent on this experiment: from its start or the previous one's end
         finished = time.perf_counter()
         outcome.timing["seconds"] = round(finished - max(in_flight.started, self._last_finished), 2)
