@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import click
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -386,8 +387,6 @@ def _check_run_folder(run_dir: Path, config: RunConfig) -> bool:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         return False
-    import yaml
-
     previous = yaml.safe_load(config_path.read_text()) or {}
     if not isinstance(previous, dict) or previous.get("identity") == config.identity():
         return False
