@@ -93,5 +93,5 @@ def working(console: Console, description: str, disable: bool = False) -> Iterat
             yield
     else:
         yield
-    console.print(f"{description}: done ({time.perf_counter() - started:.1f} s)", highlight=False, soft_wrap=True,
-                  style="dim")
+        console.print(f"{description}: done ({time.perf_counter() - started:.1f} s)", highlight=False,
+                      soft_wrap=True, style="dim")
