@@ -182,7 +182,8 @@ class Measurement:
         variant's fits as soon as its features are there, so they run while the next variant extracts."""
         self.say(f"[bold]{spec.id}[/] {spec.title}")
         started = time.perf_counter()
-        dataset_key = self.pool.add_dataset(self.dataset(spec.family))
+        with working(console, f"{spec.id} preparing the {spec.family} data", disable=self.quiet):
+            dataset_key = self.pool.add_dataset(self.dataset(spec.family))
         probes = probes_for(spec, self.config.protocol)
         fits: list[_StageFits] = []
         for which in self.variants():
