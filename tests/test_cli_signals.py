@@ -118,3 +118,22 @@ def test_sigterm_is_handled_as_ctrl_c_with_the_resume_command(tmp_path: Path) ->
     assert "Traceback" not in output
     last = output.strip().splitlines()[-1]
     assert last.startswith("interrupted") and last.endswith(f"--out {run_dir}"), last
+
+
+def test_an_interrupted_extract_speaks_of_shards_and_prints_its_rerun_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from stageprobe.cli import app
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("stageprobe.features.extract.extract_dataset", interrupted)
+    store = tmp_path / "store"
+    result = CliRunner().invoke(app, ["extract", "-m", "pixels", "-d", "shapes", "--n", "8", "--out", str(store)])
+    assert result.exit_code == 130, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert "feature shards are kept" in last and "experiment" not in last
+    assert last.endswith(f"stageprobe extract --model pixels --dataset shapes --n 8 --out {store}"), last

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import click
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -49,12 +50,26 @@ if TYPE_CHECKING:
 # Only typer, rich and the torch-free `_checks` / `_resume` are imported here: `--help`,
 # `--version` and every refusal of bad input answer without loading torch. Each command imports
 # what it needs when it runs.
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help=(
+    "Measure what a vision-language model still knows at every stage of its pipeline.\n\n"
+    "Bad input is refused with one message and exit code 2, before anything is written; a problem of the "
+    "environment (disk, memory) exits 1; Ctrl-C 130, SIGTERM 143. `stageprobe COMMAND --help` shows examples."))
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_MODEL = "qwen2.5-vl-tiny"
+
+
+#: every dataset kind a command takes (`--dataset`, `--data KEY=…`, `datasets preview`); a test checks it
+#: against the dataset registry
+DATASET_KINDS = ("shapes | textures | motion | pan | coco:PATH | cutout:PATH | images:DIR "
+                 "(options as :key=value, e.g. shapes:n=200)")
+
+
+def examples(*lines: str) -> str:
+    """A command's help epilog: its examples, one per line (\\b keeps click from rewrapping them)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 DeviceMapOption = Annotated[str | None, typer.Option(
@@ -143,7 +158,9 @@ def _options(
     _DEBUG["on"] = debug
 
 
-@app.command()
+@app.command(short_help='List model presets and supported architectures.', epilog=examples(
+    "stageprobe models",
+))
 @user_errors
 def models() -> None:
     """List model presets and supported architectures."""
@@ -157,7 +174,10 @@ def models() -> None:
                   + ", ".join(_catalog.model_types()))
 
 
-@app.command()
+@app.command(short_help="A model's stages: grid, tokens and width for an N×N image.", epilog=examples(
+    "stageprobe stages qwen2.5-vl-tiny",
+    "stageprobe stages --model Qwen/Qwen2.5-VL-7B-Instruct --image-size 896 --json",
+))
 @user_errors
 def stages(
     model_argument: Annotated[str | None, typer.Argument(
@@ -207,16 +227,20 @@ def _check_stage_patterns(model: str, patterns: list[str] | None, trust_remote_c
     check_stage_patterns(model, patterns, trust_remote_code=trust_remote_code)
 
 
-@app.command()
+@app.command(short_help="Write a feature store of a model's stages over a dataset.", epilog=examples(
+    "stageprobe extract -m pixels -d shapes --n 64 --out stores/shapes",
+    "stageprobe extract -m qwen2.5-vl-tiny -d coco:instances_val2017.json -s 'vision.*' --out stores/coco",
+))
 @user_errors
 def extract(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")],
     dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="shapes | textures | motion | coco:PATH | images:DIR")
+        str, typer.Option("--dataset", "-d", metavar="DATASET", help=DATASET_KINDS)
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="feature store directory (resumed if it exists)")],
-    stages: Annotated[list[str] | None, typer.Option("--stages", "-s", help="stage glob; repeatable")] = None,
+    stages: Annotated[list[str] | None, typer.Option(
+        "--stages", "-s", metavar="GLOB", help="stage glob, e.g. 'vision.*'; repeatable")] = None,
     batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
     device_map: DeviceMapOption = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
@@ -261,7 +285,12 @@ def extract(
     console.print(f"feature store: {out} ({len(store)} samples, {len(store.stages)} stages)")
 
 
-@app.command()
+@app.command(short_help='The whole study: data → features → probes → report.', epilog=examples(
+    "stageprobe run --quick --model pixels",
+    "stageprobe run --model qwen2.5-vl-tiny --experiments e_q2_1,e_q2_2 --limit 100",
+    "stageprobe run --data spatial=coco:instances_val2017.json --seeds 3 --out runs/coco",
+    "stageprobe run --experiments list",
+))
 @user_errors
 def run(
     ctx: typer.Context,
@@ -270,9 +299,11 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="run directory (default runs/<model>-<UTC>)")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="CPU smoke test: small datasets")] = False,
     full: Annotated[bool, typer.Option("--full", help="large datasets: tighter confidence intervals")] = False,
-    stages: Annotated[list[str] | None, typer.Option("--stages", "-s", help="stage glob; repeatable")] = None,
+    stages: Annotated[list[str] | None, typer.Option(
+        "--stages", "-s", metavar="GLOB", help="stage glob, e.g. 'vision.*'; repeatable")] = None,
     protocol: Annotated[str, typer.Option(help="stageprobe | seed (the original pooled protocol)")] = "stageprobe",
-    seed: Annotated[int, typer.Option(help="seed of data, splits, probes and bootstrap")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of data, splits, probes and bootstrap (one number; --seeds says "
+                                      "how many probe seeds)")] = 0,
     no_controls: Annotated[bool, typer.Option("--no-controls", help="skip pixel / random-init controls")] = False,
     batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
     probe_workers: Annotated[int | None, typer.Option(
@@ -286,11 +317,12 @@ def run(
     wandb_project: Annotated[str, typer.Option(help="W&B project")] = "stageprobe",
     trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
     data: Annotated[list[str] | None, typer.Option(
-        "--data", help="real data for one experiment family, KEY=DATASET; repeatable. Keys: spatial "
+        "--data", metavar="KEY=DATASET", help="real data for one experiment family; repeatable. Keys: spatial "
         "(E-Q2.1–4, e.g. spatial=coco:ANN.json[:image_dir=DIR]), detail (E-Q2.5, procedural textures by "
         "default), photos (E-Q2.5 on real photos, e.g. photos=images:DIR), "
         "motion (E-Q2.6, e.g. motion=cutout:ANN.json), camera (E-Q2.6 camera motion, e.g. "
-        "camera=pan:photo_dir=DIR). Default: generated data and skimage photos")] = None,
+        "camera=pan:photo_dir=DIR). Default: generated data and skimage photos. DATASET: "
+        + DATASET_KINDS)] = None,
     experiments: Annotated[str | None, typer.Option(
         help="comma-separated experiment ids to run (see `--experiments list`; E-Q2.N works too)")] = None,
     limit: Annotated[int | None, typer.Option(help="at most N samples per dataset (a quick look, wide CIs)")] = None,
@@ -298,7 +330,8 @@ def run(
         "--resume", help=f"continue the newest unfinished run of these settings under {DEFAULT_RUNS_ROOT}/")] = False,
     verdict_stage: Annotated[str | None, typer.Option(
         help="judge every target at this stage (default: vision.post_merge; a ViT's last stage)")] = None,
-    seeds: Annotated[int, typer.Option(help="fits of every gradient-trained probe (probe-seed spread and CI)")] = 1,
+    seeds: Annotated[int, typer.Option(help="how many times to fit every gradient-trained probe, with probe seeds "
+                                       "SEED, SEED+1, …: their spread goes into the CI (1–20)")] = 1,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="start afresh in --out, discarding a run with other settings found there")] = False,
     calibrate: Annotated[bool, typer.Option(
@@ -363,8 +396,6 @@ def _check_run_folder(run_dir: Path, config: RunConfig) -> bool:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         return False
-    import yaml
-
     previous = yaml.safe_load(config_path.read_text()) or {}
     if not isinstance(previous, dict) or previous.get("identity") == config.identity():
         return False
@@ -466,9 +497,11 @@ def _resume_command(ctx: typer.Context, run_dir: Path) -> str:
     return command_line(f"stageprobe {ctx.info_name or 'run'}", [*given, ("--out", run_dir)])
 
 
-@app.command()
+@app.command(short_help='Re-render FINDINGS.md and report.html of a valid run.', epilog=examples(
+    "stageprobe report runs/qwen2.5-vl-tiny-20260101T000000Z",
+))
 @user_errors
-def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a run directory")]) -> None:
     """Re-render FINDINGS.md and report.html from results.yaml + metrics.csv, once the run passes `validate`."""
     _check_finished_run(run_dir)
     from stageprobe.report.render import render_report
@@ -484,9 +517,11 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> 
     console.print(f"findings: {paths.findings}\nreport:   {paths.html}")
 
 
-@app.command()
+@app.command(short_help='Check a run: schema, artifacts, verdicts against metrics.', epilog=examples(
+    "stageprobe validate runs/qwen2.5-vl-tiny-20260101T000000Z",
+))
 @user_errors
-def validate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
+def validate(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a run directory")]) -> None:
     """Check results.yaml against the schema, that artifacts exist and verdicts agree with metrics."""
     _check_finished_run(run_dir)
     from stageprobe.report.validate import validate_run
@@ -517,9 +552,12 @@ def _check_finished_run(run_dir: Path) -> None:
                              "of a `stageprobe run`")
 
 
-@app.command()
+@app.command(short_help='Stage metrics of several runs side by side.', epilog=examples(
+    "stageprobe compare runs/a runs/b",
+))
 @user_errors
-def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run directories")]) -> None:
+def compare(run_dirs: Annotated[list[Path], typer.Argument(
+    metavar="RUN_DIR", help="two or more run directories")]) -> None:
     """Stage metrics of several runs side by side, with deltas against the first."""
     from stageprobe.report.compare import compare_runs, comparison_table
 
@@ -529,7 +567,10 @@ def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run
     Console(width=max(console.width, 220)).print(comparison_table(compare_runs(run_dirs)))
 
 
-@app.command()
+@app.command(short_help='Performance benchmark: overhead, speedup, probe speed, memory.', epilog=examples(
+    "stageprobe bench --model pixels --images 8",
+    "stageprobe bench --json",
+))
 @user_errors
 def bench(
     model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")] = "qwen2.5-vl-tiny",
@@ -552,13 +593,17 @@ def bench(
     console.print(bench_table(result))
 
 
-@app.command()
+@app.command(short_help='Plant known losses and check the probes find them.', epilog=examples(
+    "stageprobe calibrate --quick",
+    "stageprobe calibrate --plant blur-detail@vision.post_merge --out runs/cal",
+))
 @user_errors
 def calibrate(
     model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")] = "qwen2.5-vl-tiny",
     plant: Annotated[list[str] | None, typer.Option(
-        "--plant", "-p", help="TYPE@STAGE, repeatable; TYPE: erase-position | scramble-position | blur-detail | "
-        "erase-time | none (default: each type at a middle ViT block, vision.post_merge, a middle LLM layer)")] = None,
+        "--plant", "-p", metavar="TYPE@STAGE", help="repeatable; TYPE: erase-position | scramble-position | "
+        "blur-detail | erase-time | none (default: each type at a middle ViT block, vision.post_merge, "
+        "a middle LLM layer)")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="CPU smoke test: small datasets, few stages")] = False,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="output directory (default runs/calibrate-<model>-<UTC>)")] = None,
@@ -676,11 +721,12 @@ datasets_app = typer.Typer(no_args_is_help=True, help="Look at the datasets befo
 app.add_typer(datasets_app, name="datasets")
 
 
-@datasets_app.command("preview")
+@datasets_app.command("preview", epilog=examples(
+    "stageprobe datasets preview shapes", "stageprobe datasets preview coco:instances_val2017.json --out coco.png"))
 @user_errors
 def datasets_preview(
     name: Annotated[str, typer.Argument(
-        help="shapes | textures | motion | pan | coco:PATH | cutout:PATH | images:DIR (options as :key=value)")],
+        metavar="DATASET", help=DATASET_KINDS)],
     out: Annotated[Path | None, typer.Option(help="PNG to write (default: <name>-preview.png)")] = None,
     count: Annotated[int, typer.Option("--count", help="samples on the sheet")] = 16,
     seed: Annotated[int, typer.Option(help="seed of a generated dataset")] = 0,

@@ -21,16 +21,9 @@ from typing import Any, Literal
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 import stageprobe
+from stageprobe._progress import Steps
 from stageprobe.datasets.base import Dataset, Sample
 from stageprobe.errors import UserInputError
 from stageprobe.features.distributed import (
@@ -227,25 +220,17 @@ def extract_dataset(
     )
     console = Console(stderr=True)
     # One bar, rank 0's, counting its own share: N interleaved bars would be unreadable.
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=console, disable=not (progress and main),
-    ) as bar:
-        rank_note = "" if ranks is None else f" (rank 0 of {ranks.world_size}, its shards only)"
-        if ranks is None:
-            total, done_samples = num_samples, num_samples - sum(len(ranges[i]) for i in todo)
-        else:
-            total, done_samples = sum(len(ranges[i]) for i in todo), 0
-        task = bar.add_task(f"{model.name} on {_dataset_name(dataset)}{rank_note}", total=total,
-                            completed=done_samples)
-
-        def advance(count: int) -> None:
-            bar.advance(task, count)
-
+    rank_note = "" if ranks is None else f" (rank 0 of {ranks.world_size}, its shards only)"
+    if ranks is None:
+        total, done_samples = num_samples, num_samples - sum(len(ranges[i]) for i in todo)
+    else:
+        total, done_samples = sum(len(ranges[i]) for i in todo), 0
+    with Steps(console, f"{model.name} on {_dataset_name(dataset)}{rank_note}", total, completed=done_samples,
+               disable=not (progress and main)) as bar:
         writer = _ShardWriter(root)
         try:
             for index in todo:
-                writer.submit(run.extract_shard(index, ranges[index], advance, bar.console))
+                writer.submit(run.extract_shard(index, ranges[index], bar.advance, console))
         finally:
             writer.close()
         writer.raise_error()

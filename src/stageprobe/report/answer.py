@@ -130,9 +130,28 @@ def verdict_line(analysis: Analysis) -> str:
     targets = (f"{analysis.passed} of {analysis.measured} measured targets pass at their verdict stage"
                + (f" ({unavailable} unavailable)" if unavailable else ""))
     why = analysis.confidence_reason
-    return (f"**Verdict: {advice.headline}.** Decision matrix {decision.colour}"
+    return (f"**Verdict: {advice.headline}.** {information_outcomes(analysis)}. Decision matrix {decision.colour}"
             f"{'' if decision.conclusive or decision.colour == 'UNAVAILABLE' else ' (CIs do not settle it)'}; "
             f"{targets}; confidence {analysis.confidence}" + (f": {why}" if why else "") + ".")
+
+
+def information_outcomes(analysis: Analysis) -> str:
+    """Each information type's outcome over its targets at their verdict stages, so the headline never
+    stands above a failing target it does not name: "Location FAIL (1 of 3 pass; mAP@0.5 fails, …)"."""
+    parts = []
+    for info in analysis.suite.information:
+        verdicts = [analysis.verdicts[t.key] for t in info.targets if t.key in analysis.verdicts]
+        measured = [v for v in verdicts if v.status != "UNAVAILABLE"]
+        missing = [v.target.label for v in verdicts if v.status == "UNAVAILABLE"]
+        if not measured:
+            parts.append(f"{info.label} unavailable")
+            continue
+        failed = [v.target.label for v in measured if v.status == "FAIL"]
+        notes = [f"{len(measured) - len(failed)} of {len(measured)} pass"]
+        notes += [f"{' and '.join(failed)} fail{'s' if len(failed) == 1 else ''}"] if failed else []
+        notes += [f"{' and '.join(missing)} unavailable"] if missing else []
+        parts.append(f"{info.label} {'FAIL' if failed else 'PASS'} ({'; '.join(notes)})")
+    return " · ".join(parts)
 
 
 def _stage_cell(check: Mapping[str, Any]) -> str:

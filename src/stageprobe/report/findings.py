@@ -7,6 +7,7 @@ be traced to `metrics.csv`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -210,19 +211,29 @@ def _best_val_cell(verdict: Verdict) -> str:
     return f"`{best.stage}`: {fmt_row(best)}" + (f"; differences ≥ {fmt(detectable)} detectable" if shown else "")
 
 
+def _short_reason(reason: str | None) -> str:
+    """A table cell's reason: its first clause without file paths (the whole reason, with its fix, goes
+    into the table's note)."""
+    first = re.split(r";|\s\(", reason or "not measured", maxsplit=1)[0]
+    return re.sub(r"\s+(?:at|in|under)\s+/\S+", "", first).strip()
+
+
 def _key_results(analysis: Analysis) -> Table:
-    key_rows = []
+    key_rows, notes = [], []
     for verdict in analysis.verdicts.values():
         row = verdict.row
         achieved = (f"{fmt_row(row)} at `{row.stage}` ({row.probe})" if row is not None
-                    else f"unavailable: {verdict.reason}")
+                    else f"unavailable: {_short_reason(verdict.reason)}")
+        if row is None and verdict.reason and _short_reason(verdict.reason) != verdict.reason:
+            notes.append(f"{verdict.target.label} unavailable: {verdict.reason}.")
         key_rows.append([verdict.target.label, verdict.target.what, verdict.target.display, achieved,
                          f"**{verdict.display}**", _best_val_cell(verdict)])
     return Table(["Metric", "What it measures", "Target", "Achieved at the verdict stage", "Verdict",
                   "Best stage on val (its test value)"], key_rows,
                  caption="Achieved = the declared stage's test value with its bootstrap 95% CI; the verdict "
                          "reads only this. The last column names the stage whose validation score is best "
-                         "and gives its test value (a guide to where to read features, never a verdict).")
+                         "and gives its test value (a guide to where to read features, never a verdict)."
+                         + "".join(f" {note}" for note in notes))
 
 
 def _top(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow], analysis: Analysis,

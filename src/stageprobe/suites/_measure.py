@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import Progress, TimeElapsedColumn
 
 import stageprobe
 from stageprobe._atomic import write_text_atomic
+from stageprobe._progress import Steps, working
 from stageprobe.datasets import Dataset, load_dataset
 from stageprobe.features.extract import extract_dataset
 from stageprobe.features.store import FeatureStore
@@ -271,7 +271,8 @@ class Measurement:
         variant's fits as soon as its features are there, so they run while the next variant extracts."""
         self.say(f"[bold]{spec.id}[/] {spec.title}")
         started = time.perf_counter()
-        dataset_key = self.pool.add_dataset(self.dataset(spec.family))
+        with working(console, f"{spec.id} preparing the {spec.family} data", disable=self.quiet):
+            dataset_key = self.pool.add_dataset(self.dataset(spec.family))
         # a dataset without labels for a task (videos without a labels file: direction, speed) is not probed for it
         unlabelled = set(getattr(self.dataset(spec.family), "unlabelled_tasks", ()))
         probes = tuple(p for p in probes_for(spec, self.config.protocol) if p.task not in unlabelled)
@@ -300,23 +301,23 @@ class Measurement:
                      best: dict[str, BestFit]) -> None:
         """The experiment's fits, in submission order, into `outcome` (rows, scores, curves) and `best`."""
         spec = in_flight.spec
-        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console,
-                      disable=self.quiet) as progress:
-            task = progress.add_task(f"{spec.id} probes", total=len(in_flight.fits))
+        with Steps(console, f"{spec.id} probes", len(in_flight.fits), disable=self.quiet) as steps:
             for fits in in_flight.fits:
-                progress.update(task, description=f"{spec.id} {fits.probe.probe} @ {fits.stage} ({fits.which})")
+                steps.describe(f"{spec.id} {fits.probe.probe} @ {fits.stage} ({fits.which})")
                 self._collect(spec, fits, outcome, best)
-                progress.advance(task)
+                steps.advance()
 
     def complete(self, spec: ExperimentSpec, outcome: ExperimentOutcome, best: dict[str, BestFit],
                  previous: Mapping[str, ExperimentOutcome], started: float) -> ExperimentOutcome:
         """The experiment's derived metrics and figures on top of its collected fits."""
         if spec.derive is not None:
-            outcome.rows += spec.derive(self._derive_input(spec, outcome, previous))
+            with working(console, f"{spec.id} derived metrics", disable=self.quiet):
+                outcome.rows += spec.derive(self._derive_input(spec, outcome, previous))
         if self.artifacts_dir is not None and self.run_dir is not None:
-            test = self.dataset(spec.family).split_samples("test")
-            outcome.artifacts += draw_best_fits(spec.id, best, test, self.artifacts_dir, self.run_dir)
-            outcome.artifacts += draw_training_curves(spec.id, outcome.curves, self.artifacts_dir, self.run_dir)
+            with working(console, f"{spec.id} figures", disable=self.quiet):
+                test = self.dataset(spec.family).split_samples("test")
+                outcome.artifacts += draw_best_fits(spec.id, best, test, self.artifacts_dir, self.run_dir)
+                outcome.artifacts += draw_training_curves(spec.id, outcome.curves, self.artifacts_dir, self.run_dir)
         # the wall time the run spent on this experiment: from its start or the previous one's end
         finished = time.perf_counter()
         outcome.timing["seconds"] = round(finished - max(started, self._last_finished), 2)

@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import stageprobe
+from stageprobe._progress import working
 from stageprobe.datasets import DATA_FAMILIES, dataset_record
 from stageprobe.errors import UserInputError
 from stageprobe.models import StageModel, load_model
@@ -32,7 +33,14 @@ from stageprobe.probes.training import default_device
 from stageprobe.report.render import ReportPaths, write_run_report
 from stageprobe.report.schema import RunContext
 from stageprobe.suites import DEFAULT_SUITE, SUITES, get_suite
-from stageprobe.suites._measure import ExperimentOutcome, Measurement, environment, load_outcome, save_outcome
+from stageprobe.suites._measure import (
+    ExperimentOutcome,
+    Measurement,
+    console,
+    environment,
+    load_outcome,
+    save_outcome,
+)
 from stageprobe.suites._spec import ExperimentSpec, Family, Suite
 from stageprobe.suites.workers import ProbePool, auto_workers
 
@@ -230,9 +238,10 @@ class StudyRun:
                 # the pixel baseline on the model's own grids (14/28 px for Qwen2.x, 16/32 px for Qwen3)
                 self._models[which] = pixel_baseline_for(self.model("main"))
             elif which == "main":
-                self._models[which] = load_model(self.config.model, device=self.config.device,
-                                                 dtype=self.config.dtype, device_map=self.config.device_map,
-                                                 trust_remote_code=self.config.trust_remote_code)
+                with working(console, f"loading {self.config.model}", disable=self.measurement.quiet):
+                    self._models[which] = load_model(self.config.model, device=self.config.device,
+                                                     dtype=self.config.dtype, device_map=self.config.device_map,
+                                                     trust_remote_code=self.config.trust_remote_code)
             else:
                 self._models[which] = self.model("main").random_init_twin(seed=self.config.seed + 1)  # type: ignore[attr-defined]
         return self._models[which]
@@ -353,7 +362,8 @@ class StudyRun:
             context.env = json.loads(env_path.read_text())  # the environment that measured the numbers
         else:
             env_path.write_text(json.dumps(context.env, indent=2, default=str) + "\n")
-        return write_run_report(self.out, rows, context)
+        with working(console, "writing FINDINGS.md and report.html", disable=self.measurement.quiet):
+            return write_run_report(self.out, rows, context)
 
 
     def _families(self, status: dict[str, str]) -> list[Family]:

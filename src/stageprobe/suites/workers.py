@@ -253,12 +253,8 @@ class ProbePool:
         if self._executor is not None:
             self._running.append(self._executor.submit(fit_request, request))
             return self._running[-1]
-        future: Future[FitOutput] = Future()
-        try:
-            future.set_result(fit_request(request))
-        except Exception as error:
-            future.set_exception(error)
-        return future
+        return _InProcessFit(request)
+
 
     @contextlib.contextmanager
     def cores_left(self) -> Iterator[None]:
@@ -294,3 +290,21 @@ class ProbePool:
             self.close()
         else:
             self.stop()
+
+
+class _InProcessFit(Future[FitOutput]):
+    """A fit in this process, run when its result is first asked for: under the progress bar of the
+    experiment that collects it, not unseen (minutes without a sign of life, measured) while the next
+    experiment is being set up. Every fit seeds itself, so when it runs does not change its numbers."""
+
+    def __init__(self, request: FitRequest) -> None:
+        super().__init__()
+        self.request = request
+
+    def result(self, timeout: float | None = None) -> FitOutput:
+        if not self.done():
+            try:
+                self.set_result(fit_request(self.request))
+            except Exception as error:
+                self.set_exception(error)
+        return super().result(timeout)
