@@ -180,7 +180,7 @@ def measured_path(frames: np.ndarray) -> np.ndarray:
     """(F, 2) position of the frame centre's content in each frame, from the whole-frame shift between
     consecutive frames (phase correlation, sub-pixel; the Hann window keeps the still frame edges from
     pulling the estimate to zero)."""
-    # imported here: skimage.registration pulls in scipy's FFT stack, which only clips without labels need
+    # imported here: skimage.registration pulls in scipy's FFT stack, which only video datasets need
     from skimage.registration import phase_cross_correlation
 
     size = frames.shape[1]
@@ -262,7 +262,9 @@ class VideoFolderDataset(Dataset):
         self.unlabelled_tasks = () if read.has_speed else ("speed",)
         present = set(files)
         self.skipped += read.skipped
-        self.skipped += [{"record": f"{self.labels_file.name}: {path}", "reason": "file not found in the folder"}
+        self.skipped += [{"record": f"{self.labels_file.name}: {path}",
+                          "reason": f"is not a video file ({', '.join(VIDEO_EXTENSIONS)})"
+                          if (self.root / path).is_file() else "file not found in the folder"}
                          for path in self._labels if path not in present]
         self.skipped += [{"record": path, "reason": f"has no row in {self.labels_file.name}"}
                          for path in files if path not in self._labels and path not in read.rejected]
