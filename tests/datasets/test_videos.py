@@ -93,15 +93,16 @@ def test_order_without_labels_is_balanced_and_read_by_pixels(folders: dict[str, 
 
 
 def test_labelled_direction_and_speed_close_to_the_uncompressed_clips(folders: dict[str, tuple[Path, dict]]) -> None:
-    """Labels written as names and as angles, speeds in px/frame: direction and speed read from the mp4
+    """Labels written as names and as angles, speeds in px/frame: direction and speed (and order) read from the mp4
     clips as well as from the same clips stored losslessly (one of 15 test clips is 0.07), and well above
     chance (1/8, 1/2)."""
     scores = {}
     for encoding, (folder, _) in folders.items():
         dataset, splits = _pixel_splits(f"videos:{folder}:labels={folder / 'labels.csv'}:image_size={PROBE_SIZE}")
         assert dataset.unlabelled_tasks == () and dataset.skipped == []
-        scores[encoding] = {task: _accuracy(splits, task) for task in ("direction", "speed")}
+        scores[encoding] = {task: _accuracy(splits, task) for task in ("direction", "speed", "order")}
     assert scores["mp4"]["direction"] >= 0.85 and scores["mp4"]["speed"] >= 0.7, scores
+    assert scores["mp4"]["order"] >= 0.8, scores
     assert abs(scores["mp4"]["direction"] - scores["lossless"]["direction"]) <= 0.1, scores
     assert abs(scores["mp4"]["speed"] - scores["lossless"]["speed"]) <= 0.15, scores
 

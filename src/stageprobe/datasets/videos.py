@@ -21,7 +21,8 @@ dataset's `unlabelled_tasks` are direction and speed, which the study then does 
 
 `centroids` (the motion path the flow probes train on): with labels, a straight path in the
 labelled direction at the labelled speed (at the clip's measured mean shift when the speed is not
-given); without, the whole-frame shift between consecutive frames measured by phase correlation
+given), its steps shaped like the measured ones where the whole-frame motion follows the label;
+without, the whole-frame shift between consecutive frames measured by phase correlation
 (`centroids_source` says which). Splits are per source: the `group` column, else the file's parent
 folder (a file directly in DIR is its own source), so clips cut from one video stay in one split.
 
@@ -180,7 +181,7 @@ def measured_path(frames: np.ndarray) -> np.ndarray:
     """(F, 2) position of the frame centre's content in each frame, from the whole-frame shift between
     consecutive frames (phase correlation, sub-pixel; the Hann window keeps the still frame edges from
     pulling the estimate to zero)."""
-    # imported here: skimage.registration pulls in scipy's FFT stack, which only clips without labels need
+    # imported here: skimage.registration pulls in scipy's FFT stack, which only video datasets need
     from skimage.registration import phase_cross_correlation
 
     size = frames.shape[1]
@@ -191,9 +192,17 @@ def measured_path(frames: np.ndarray) -> np.ndarray:
     return size / 2 + np.concatenate([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
 
 
-def straight_path(direction: int, step_px: float, frames: int, size: int) -> np.ndarray:
-    """(F, 2) positions at a constant step along direction class `direction`, centred in the frame."""
-    travel = np.arange(frames, dtype=np.float64)[:, None] * step_px * np.array(direction_vector(direction))
+def labelled_path(direction: int, step_px: float, measured: np.ndarray, size: int) -> np.ndarray:
+    """(F, 2) positions along direction class `direction` at a mean step of `step_px`, centred in the
+    frame. Where the measured whole-frame motion goes the labelled way (within 45°, ≥ 0.5 px a step),
+    its step-by-step lengths shape the path (a decelerating pan stays decelerating); elsewhere (an
+    object moving over a still background) the steps are equal."""
+    unit = np.array(direction_vector(direction))
+    lengths = np.linalg.norm(np.diff(measured, axis=0), axis=1)
+    net = measured[-1] - measured[0]
+    follows = lengths.mean() >= 0.5 and float(net @ unit) >= math.cos(math.pi / 4) * float(np.linalg.norm(net))
+    profile = lengths / lengths.mean() if follows else np.ones_like(lengths)
+    travel = np.concatenate([[0.0], np.cumsum(profile * step_px)])[:, None] * unit
     return size / 2 + travel - travel[-1] / 2
 
 
@@ -262,7 +271,9 @@ class VideoFolderDataset(Dataset):
         self.unlabelled_tasks = () if read.has_speed else ("speed",)
         present = set(files)
         self.skipped += read.skipped
-        self.skipped += [{"record": f"{self.labels_file.name}: {path}", "reason": "file not found in the folder"}
+        self.skipped += [{"record": f"{self.labels_file.name}: {path}",
+                          "reason": f"is not a video file ({', '.join(VIDEO_EXTENSIONS)})"
+                          if (self.root / path).is_file() else "file not found in the folder"}
                          for path in self._labels if path not in present]
         self.skipped += [{"record": path, "reason": f"has no row in {self.labels_file.name}"}
                          for path in files if path not in self._labels and path not in read.rejected]
@@ -398,7 +409,7 @@ class VideoFolderDataset(Dataset):
             step = float(label.speed) * clip.step * self.image_size / min(clip.original_size)
             target["speed"] = speed_class(step, self.image_size, self.speed_classes)
             target["speed_px_per_frame"] = step
-        target["centroids"] = straight_path(label.direction, step, len(clip.frames), self.image_size)
+        target["centroids"] = labelled_path(label.direction, step, measured, self.image_size)
         return label.direction, target
 
 
