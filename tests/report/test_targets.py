@@ -21,13 +21,13 @@ def _post(value: float, ci: tuple[float, float] | None = None) -> MetricRow:
 
 def test_iou_085_passes_01_fails_and_equal_to_target_fails() -> None:
     assert verdict_for(BBOX, [_post(0.85)]).status == "PASS"
-    assert verdict_for(BBOX, [_post(0.1)]).status == "FAIL"
-    assert verdict_for(BBOX, [_post(0.7)]).status == "FAIL"  # the target is strict: > 0.7
+    assert verdict_for(BBOX, [_post(0.1), *CEILINGS]).status == "FAIL"
+    assert verdict_for(BBOX, [_post(0.7), *CEILINGS]).status == "FAIL"  # the target is strict: > 0.7
 
 
 def test_patch_embed_passing_does_not_pass_a_failing_post_merge() -> None:
     """The known answer of issue 10: the verdict reads post-merge; the best-on-val column names the
-    earlier stage with its test value."""
+    earlier stage with its test value — never the patch embedding (issue 21 item 9)."""
     rows = [
         row("e_q2_1", "vision.patch_embed", BOX, "iou", 0.92),
         row("e_q2_1", "vision.patch_embed", BOX, "iou", 0.9, control="validation"),
@@ -35,12 +35,13 @@ def test_patch_embed_passing_does_not_pass_a_failing_post_merge() -> None:
         row("e_q2_1", "vision.pre_merge", BOX, "iou", 0.52, control="validation"),
         _post(0.31),
         row("e_q2_2", "vision.post_merge", BOX, "iou", 0.3, control="validation"),
+        *CEILINGS,
     ]
     verdict = verdict_for(BBOX, rows)
     assert verdict.status == "FAIL"
     assert verdict.row is not None and verdict.row.stage == "vision.post_merge" and verdict.row.value == 0.31
-    assert verdict.best_val is not None and verdict.best_val.stage == "vision.patch_embed"
-    assert verdict.best_val.value == 0.92 and verdict.best_val.control == "none"
+    assert verdict.best_val is not None and verdict.best_val.stage == "vision.pre_merge"
+    assert verdict.best_val.value == 0.5 and verdict.best_val.control == "none"
 
 
 def test_verdict_stage_override_and_pixel_stages_never_judge_a_model() -> None:
@@ -64,7 +65,9 @@ def test_verdict_reads_only_the_declared_probe() -> None:
 def test_lower_is_better_metric_passes_below_its_target() -> None:
     lpips = BY_KEY["lpips"]
     assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", lpips.probe, "lpips", 0.25)]).status == "PASS"
-    assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", lpips.probe, "lpips", 0.45)]).status == "FAIL"
+    ceiling = row("e_q2_5", "pixels.merged", lpips.probe, "lpips", 0.1, control="pixels", ci=(0.08, 0.12))
+    assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", lpips.probe, "lpips", 0.45),
+                               ceiling]).status == "FAIL"
     unavailable = [row("e_q2_5", "vision.post_merge", lpips.probe, "lpips", None, reason="weights offline")]
     verdict = verdict_for(lpips, unavailable)
     assert verdict.status == "UNAVAILABLE" and verdict.reason == "weights offline"
@@ -107,8 +110,8 @@ def test_a_deciding_probe_without_pixel_ceiling_investigates_never_pivots() -> N
 
 
 def test_a_ceiling_that_misses_the_target_investigates() -> None:
-    weak = [row("e_q2_1", "pixels.patch", BOX, "iou", 0.95, control="pixels"),
-            row("e_q2_2", "pixels.merged", BOX, "iou", 0.65, control="pixels")]
+    weak = [row("e_q2_1", "pixels.patch", BOX, "iou", 0.95, control="pixels", ci=(0.93, 0.97)),
+            row("e_q2_2", "pixels.merged", BOX, "iou", 0.65, control="pixels", ci=(0.62, 0.68))]
     decision = decide(_merge(0.4, 0.3) + weak, DECISION)
     assert decision.colour == "RED" and "reaches only 0.650" in (decision.ceiling_problem or "")
     assert recommend(decision, False, "stageprobe").recommendation == "investigate"

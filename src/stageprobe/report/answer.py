@@ -133,8 +133,8 @@ def verdict_line(analysis: Analysis) -> str:
     so no count of passed targets stands beside a colour or a confidence it disagrees with."""
     advice, decision = analysis.advice, analysis.decision
     unavailable = len(analysis.verdicts) - analysis.measured
-    targets = (f"{analysis.passed} of {analysis.measured} measured targets pass at their verdict stage"
-               + (f" ({unavailable} unavailable)" if unavailable else ""))
+    targets = (f"targets at their verdict stage: {analysis.passed} pass, {analysis.failed} fail, "
+               f"{analysis.inconclusive} inconclusive, {unavailable} unavailable")
     why = analysis.confidence_reason
     return (f"**Verdict: {advice.headline}.** Decision matrix {decision.colour}"
             f"{'' if decision.conclusive or decision.colour == 'UNAVAILABLE' else ' (CIs do not settle it)'}; "

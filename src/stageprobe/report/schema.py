@@ -174,7 +174,7 @@ class VerdictEntry(BaseModel):
 
     metric: str
     label: str
-    status: Literal["PASS", "FAIL", "UNAVAILABLE"]
+    status: Literal["PASS", "FAIL", "INCONCLUSIVE", "UNAVAILABLE"]
     display: str
     target: str
     value: float | None = None
@@ -187,6 +187,10 @@ class VerdictEntry(BaseModel):
     reason: str | None = None
     best_val_stage: str | None = None
     best_val_test_value: float | None = None
+    #: the same probe on raw pixels at the verdict stage's grid: FAIL needs its CI past the target
+    pixel_ceiling: float | None = None
+    pixel_ceiling_stage: str | None = None
+    pixel_ceiling_ci: list[float] | None = None
 
 
 class DecisionEntry(BaseModel):
