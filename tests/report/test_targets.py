@@ -80,11 +80,14 @@ def test_ci_crossing_the_target_is_flagged() -> None:
 
 
 def _merge(pre: float, post: float, *, pre_probe: str = BOX, post_probe: str = BOX,
-           width: float = 0.03, drop_ci: tuple[float, float] | None = None) -> list[MetricRow]:
+           width: float = 0.03, drop_ci: tuple[float, float] | None = None,
+           excess_ci: tuple[float, float] | None = None) -> list[MetricRow]:
     rows = [row("e_q2_1", "vision.pre_merge", pre_probe, "iou", pre, ci=(pre - width, pre + width)),
             row("e_q2_2", "vision.post_merge", post_probe, "iou", post, ci=(post - width, post + width))]
     if drop_ci is not None:
         rows.append(row("e_q2_2", "vision.post_merge", post_probe, "iou_drop", pre - post, ci=drop_ci))
+    if excess_ci is not None:
+        rows.append(row("e_q2_2", "vision.post_merge", post_probe, "iou_excess_drop", sum(excess_ci) / 2, ci=excess_ci))
     return rows
 
 
@@ -124,11 +127,13 @@ def test_pivot_only_when_the_ceiling_clears_and_the_ci_is_below_the_target() -> 
     assert unsure.recommendation == "investigate"
 
 
-def test_yellow_is_settled_by_the_paired_drop() -> None:
-    clear = decide(_merge(0.9, 0.5, drop_ci=(0.3, 0.5)) + CEILINGS, DECISION)
+def test_yellow_is_settled_by_the_excess_drop_over_the_pixel_pair() -> None:
+    clear = decide(_merge(0.9, 0.5, drop_ci=(0.3, 0.5), excess_ci=(0.2, 0.4)) + CEILINGS, DECISION)
     assert clear.conclusive and "excludes 0" in clear.reason
-    unclear = decide(_merge(0.9, 0.5, drop_ci=(-0.05, 0.5)) + CEILINGS, DECISION)
-    assert not unclear.conclusive
+    unclear = decide(_merge(0.9, 0.5, drop_ci=(0.3, 0.5), excess_ci=(-0.05, 0.3)) + CEILINGS, DECISION)
+    assert not unclear.conclusive and "does not exclude 0" in unclear.reason
+    without = decide(_merge(0.9, 0.5, drop_ci=(0.3, 0.5)) + CEILINGS, DECISION)
+    assert not without.conclusive and "no excess drop" in without.reason
     assert recommend(unclear, False, "stageprobe").recommendation == "investigate"
 
 

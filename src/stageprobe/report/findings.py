@@ -217,6 +217,10 @@ def _answer(analysis: Analysis, rows: Sequence[MetricRow]) -> list[str]:
     if decision.drop is not None:
         paragraphs.append(f"Drop across {across}: {fmt_row(decision.drop)} "
                           f"({paired_detectable(decision.drop)}: the half-width of its paired 95% CI).")
+    if decision.excess is not None:
+        paragraphs.append(f"Excess drop beyond the pixel pair's (what {across} loses that the coarser grid alone "
+                          f"does not; difference in differences over the same test images): "
+                          f"{fmt_row(decision.excess)}.")
     if decision.ceiling_problem:
         paragraphs.append(f"**The deciding probe cannot judge this:** {decision.ceiling_problem}.")
     if decision.pooled_only:
@@ -281,12 +285,13 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
             Heading(2, "The Answer"), *[Para(p) for p in _answer(analysis, rows)],
             Heading(2, "Key Results"), _key_results(analysis))
     doc.add(Heading(3, f"Decision matrix: {analysis.decision.colour}"), Para(_decision_text(analysis)))
-    matrix = [r for r in (analysis.decision.pre, analysis.decision.post, analysis.decision.drop) if r is not None]
+    matrix = [r for r in (analysis.decision.pre, analysis.decision.post, analysis.decision.drop,
+                          analysis.decision.excess) if r is not None]
     if matrix:
         doc.add(Table(["Stage", "Probe", "Metric [95% CI]", "n", "Pixels", "Smallest detectable difference"],
                       [[f"`{r.stage}`", f"{r.probe} · {r.metric}", fmt_row(r), str(r.n),
                         _control_cell(control_row(rows, r, "pixels")),
-                        paired_detectable(r) if r is analysis.decision.drop
+                        paired_detectable(r) if r is analysis.decision.drop or r is analysis.decision.excess
                         else detectable_phrase(unpaired_detectable(r), r.n)] for r in matrix]))
     _experiments(doc, rows, analysis)
     doc.add(Rule(), Heading(2, "Retention by stage"),
@@ -339,7 +344,8 @@ def _caption(path: str) -> str:
 def _decision_text(analysis: Analysis) -> str:
     decision = analysis.decision
     text = (f"One probe ({decision.probe}) decides both sides. GREEN: after > target (proceed); YELLOW: only "
-            "before > target, the paired drop's CI above 0 (investigate, take the earlier features); RED: before "
+            "before > target, the excess drop over the pixel pair's CI above 0 (investigate, take the earlier "
+            "features); RED: before "
             "not above target (pivot only when the same probe clears the target on raw pixels at that grid). "
             f"This run: **{decision.colour}** — {decision.reason}.")
     if decision.colour != "UNAVAILABLE" and not decision.conclusive:

@@ -213,6 +213,9 @@ class DecisionEntry(BaseModel):
     #: the same probe on raw pixels at the merged (28 px) grid: what the coarser grid alone allows
     post_merge_pixel_ceiling: float | None = None
     reason: str
+    #: the model's drop beyond the pixel pair's, paired over the same test images
+    excess_drop: float | None = None
+    excess_drop_ci: list[float] | None = None
 
 
 class CalibrationEntry(_Loose):

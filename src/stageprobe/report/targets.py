@@ -217,6 +217,8 @@ class DecisionRule:
     pairs: tuple[tuple[str, str], ...] = (("vision.pre_merge", "vision.post_merge"),
                                           ("pixels.patch", "pixels.merged"))
     fallback_probe: str | None = None
+    #: the drop beyond the pixel pair's (difference in differences): what YELLOW's "lost in the merger" reads
+    excess_metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,8 @@ class Decision:
     #: why the probe cannot judge this model here (no or failed pixel ceiling), else None
     ceiling_problem: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: the model's drop beyond the pixel pair's, paired over the same test images (difference in differences)
+    excess: MetricRow | None = None
 
     def as_dict(self) -> dict[str, object]:
         def ci(row: MetricRow | None) -> list[float] | None:
@@ -254,6 +258,7 @@ class Decision:
             "conclusive": self.conclusive,
             "pixel_ceiling": value(self.pre_ceiling), "post_merge_pixel_ceiling": value(self.post_ceiling),
             "ceiling_problem": self.ceiling_problem, "reason": self.reason,
+            "excess_drop": value(self.excess), "excess_drop_ci": ci(self.excess),
         }
 
 
@@ -317,6 +322,7 @@ def decide(rows: Sequence[MetricRow], rule: DecisionRule) -> Decision:
     post = row_at(rows, rule.metric, probe, pair[1], rule.experiments)
     assert pre is not None and post is not None and pre.value is not None and post.value is not None
     drop = row_at(rows, rule.drop_metric, probe, post.stage, rule.experiments)
+    excess = row_at(rows, rule.excess_metric, probe, post.stage, rule.experiments) if rule.excess_metric else None
     ceilings = (_ceiling(rows, rule, probe, pre.stage), _ceiling(rows, rule, probe, post.stage))
     red = not post.value > threshold and not pre.value > threshold
     problem = _ceiling_problem(rule, probe, [(pre.stage, ceilings[0]), (post.stage, ceilings[1])], by_ci=red)
@@ -326,19 +332,34 @@ def decide(rows: Sequence[MetricRow], rule: DecisionRule) -> Decision:
         reason = f"{_describe(post)}, above the {t} target: location survives to {post.stage}"
     elif pre.value > threshold:
         colour = "YELLOW"
-        drop_clear = drop is not None and drop.ci_low is not None and drop.ci_low > 0
+        drop_clear = _clear_of_zero(excess if rule.excess_metric else drop)
         conclusive = bool(pre.ci_low is not None and pre.ci_low > threshold and drop_clear)
-        reason = (f"{_describe(pre)}, above the {t} target, but {_describe(post)}"
-                  + (f"; the paired drop {fmt(drop.value)} {fmt_ci(drop.ci_low, drop.ci_high)}"
-                     f"{' excludes' if drop_clear else ' does not exclude'} 0" if drop is not None
-                     else "; no paired drop was measured"))
+        reason = f"{_describe(pre)}, above the {t} target, but {_describe(post)}" + _drop_words(drop, excess, rule)
     else:
         colour = "RED"
         # both sides' whole CIs below the target: neither stage could be read as passing
         conclusive = below_target(pre, rule.metric, threshold) and below_target(post, rule.metric, threshold)
         reason = f"{_describe(pre)}, not above the {t} target: location is weak already at {pre.stage}"
     return Decision(colour, probe, pre, post, conclusive, reason, threshold, pooled_only, drop, *ceilings,
-                    problem)
+                    problem, excess=excess)
+
+
+def _clear_of_zero(row: MetricRow | None) -> bool:
+    return row is not None and row.ci_low is not None and row.ci_low > 0
+
+
+def _drop_words(drop: MetricRow | None, excess: MetricRow | None, rule: DecisionRule) -> str:
+    """The paired drop, and (when the rule reads it) the excess over the pixel pair that settles YELLOW."""
+    if drop is None:
+        return "; no paired drop was measured"
+    words = f"; the paired drop {fmt(drop.value)} {fmt_ci(drop.ci_low, drop.ci_high)}"
+    if rule.excess_metric is None:
+        return words + f"{' excludes' if _clear_of_zero(drop) else ' does not exclude'} 0"
+    if excess is None:
+        return words + "; no excess drop over the pixel pair was measured, so the grid's own cost cannot be told apart"
+    verb = "excludes" if _clear_of_zero(excess) else "does not exclude"
+    return (words + f", of which the excess over the pixel pair's drop is {fmt(excess.value)} "
+            f"{fmt_ci(excess.ci_low, excess.ci_high)}, which {verb} 0")
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ CAMERA = "e_q2_6_camera"
 SPATIAL_EXPERIMENTS = (POST_MERGE, PRE_MERGE, LANGUAGE)
 
 DECISION = DecisionRule(metric="iou", probe=DECIDING_BOX_PROBE, experiments=SPATIAL_EXPERIMENTS, threshold=0.7,
-                        drop_metric="iou_drop", fallback_probe="pooled-linear")
+                        drop_metric="iou_drop", fallback_probe="pooled-linear", excess_metric="iou_excess_drop")
 
 
 def _derive_merge(inputs: DeriveInput) -> list[MetricRow]:
@@ -99,7 +99,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
                    table_metrics=BOX_TABLE, finding=findings.pre_merge, label="E-Q2.1"),
     ExperimentSpec(POST_MERGE, "Post-merge analysis", "spatial", MERGE_STAGES,
                    (POOLED_BOXES, DENSE_BOXES, CONTEXT_BOXES, RELATION, POOLED_RELATION), skip_metrics=("map",),
-                   table_metrics=(*BOX_TABLE, "iou_drop", "compression_ratio", "width_ratio"),
+                   table_metrics=(*BOX_TABLE, "iou_drop", "iou_excess_drop", "compression_ratio", "width_ratio"),
                    reads=(PRE_MERGE,), derive=_derive_merge, finding=findings.post_merge, label="E-Q2.2"),
     ExperimentSpec(LANGUAGE, "LLM layer-wise decay", "spatial", LANGUAGE_STAGES,
                    (POOLED_BOXES, DENSE_BOXES, CONTEXT_BOXES),

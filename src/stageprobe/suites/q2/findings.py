@@ -69,6 +69,8 @@ def post_merge(inputs: FindingInput) -> str:
     pixel_drop = best_row(inputs.all_rows, "iou_drop", control="pixels")
     if pixel_drop is not None:
         parts.append(f"the same probe's drop on raw pixels {fmt_row(pixel_drop)}")
+    if decision.excess is not None:
+        parts.append(f"excess drop beyond the pixel pair's {fmt_row(decision.excess)} (paired over the same images)")
     ratio = best_row(inputs.rows, "compression_ratio")
     width = best_row(inputs.rows, "width_ratio")
     if ratio is not None:
