@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stageprobe.report._keeps import no_stage_keeps
 from stageprobe.report.analysis import Analysis
 from stageprobe.report.document import Block, Heading, Para, Table
 from stageprobe.report.fmt import MISSING, fmt, fmt_row
@@ -64,6 +65,8 @@ class StageAnswer:
     verdict: Verdict | None
     ceiling: MetricRow | None
     detectable: float | None
+    #: no stage beats its chance and control-task rows (CIs apart): nothing to read
+    nothing_kept: bool = False
 
 
 def _pixel_ceiling(rows: Sequence[MetricRow], best: MetricRow) -> MetricRow | None:
@@ -89,7 +92,8 @@ def stage_answers(rows: Sequence[MetricRow], analysis: Analysis,
         best = chosen.best_val
         assert best is not None
         detectable = _calibrated_drop(calibration, information, best.metric) or unpaired_detectable(best)
-        answers.append(StageAnswer(information, what, chosen, _pixel_ceiling(rows, best), detectable))
+        nothing = no_stage_keeps(rows, best.probe, best.metric, chosen.target.experiments, best)
+        answers.append(StageAnswer(information, what, chosen, _pixel_ceiling(rows, best), detectable, nothing))
     return answers
 
 
@@ -118,7 +122,9 @@ def which_stage_table(rows: Sequence[MetricRow], analysis: Analysis,
         best = answer.verdict.best_val
         ceiling = ("this stage is the pixel baseline" if best.stage.startswith("pixels.")
                    else f"{fmt_row(answer.ceiling)} at `{answer.ceiling.stage}`" if answer.ceiling else "not measured")
-        body.append([label, f"{answer.verdict.target.label} ({best.probe})", f"`{best.stage}`", fmt_row(best),
+        read = ("**no stage keeps it** (no stage beats its chance and control-task rows, CIs apart; "
+                f"best on validation: `{best.stage}`)" if answer.nothing_kept else f"`{best.stage}`")
+        body.append([label, f"{answer.verdict.target.label} ({best.probe})", read, fmt_row(best),
                      ceiling, _detectable_cell(answer.detectable)])
     return Table(["Information", "Metric (probe)", "Read this stage", "Its test value [95% CI]",
                   "Pixel ceiling (same probe, same grid)", "Smallest detectable drop"], body,
@@ -136,9 +142,22 @@ def verdict_line(analysis: Analysis) -> str:
     targets = (f"targets at their verdict stage: {analysis.passed} pass, {analysis.failed} fail, "
                f"{analysis.inconclusive} inconclusive, {unavailable} unavailable")
     why = analysis.confidence_reason
+    where = loss_location(analysis)
     return (f"**Verdict: {advice.headline}.** Decision matrix {decision.colour}"
-            f"{'' if decision.conclusive or decision.colour == 'UNAVAILABLE' else ' (CIs do not settle it)'}; "
-            f"{targets}; confidence {analysis.confidence}" + (f": {why}" if why else "") + ".")
+            f"{'' if decision.conclusive or decision.colour == 'UNAVAILABLE' else ' (CIs do not settle it)'}"
+            + (f"; {where}" if where else "") + f"; {targets}; confidence {analysis.confidence}"
+            + (f": {why}" if why else "") + ".")
+
+
+def loss_location(analysis: Analysis) -> str:
+    """Where the decision located a loss, with the number that locates it (empty when it did not)."""
+    decision = analysis.decision
+    if decision.colour != "YELLOW" or not decision.conclusive or decision.pre is None or decision.post is None:
+        return ""
+    if decision.excess is not None:
+        return (f"location lost between {decision.pre.stage} and {decision.post.stage}: an excess drop of "
+                f"{fmt_row(decision.excess)} beyond the grid's")
+    return f"location lost between {decision.pre.stage} and {decision.post.stage}: a drop of {fmt_row(decision.drop)}"
 
 
 def merge_words(rows: Sequence[MetricRow]) -> str:
