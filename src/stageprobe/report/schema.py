@@ -292,8 +292,9 @@ def sort_stages(stages: list[str] | set[str] | tuple[str, ...]) -> list[str]:
 
 
 def pixel_stage_for(stage: str) -> str:
-    """The pixel-baseline stage on the same token grid: 28 px after the merger, 14 px before."""
-    if stage == "vision.post_merge" or stage.startswith("language."):
+    """The pixel-baseline stage on the same token grid: 28 px after the merger, 14 px before. Qwen3-VL's
+    DeepStack mergers (`vision.deepstack.{k}`) output the merged grid too."""
+    if stage == "vision.post_merge" or stage.startswith(("language.", "vision.deepstack.")):
         return "pixels.merged"
     return "pixels.patch"
 

@@ -42,9 +42,9 @@ FAMILIES: tuple[Family, ...] = tuple(DATA_FAMILIES)  # type: ignore[assignment]
 #: files and folders a run writes; `--overwrite` removes exactly these
 RUN_OUTPUTS = ("experiments", "artifacts", "results.yaml", "metrics.csv", "FINDINGS.md", "report.html",
                "config.yaml", "env.json", "calibration")
-#: settings that do not change any number: placement, speed, which experiments, how verdicts read
-NOT_IN_IDENTITY = frozenset({"device", "device_map", "batch_size", "probe_workers", "experiments", "verdict_stage",
-                             "calibrate"})
+#: settings that do not change any number: placement, speed, which experiments (`verdict_stage` is part of
+#: the identity: a run's verdicts are read at one stage, so a resume with another is refused, naming both)
+NOT_IN_IDENTITY = frozenset({"device", "device_map", "batch_size", "probe_workers", "experiments", "calibrate"})
 
 
 class RunConfig(BaseModel):
