@@ -45,15 +45,11 @@ def detectable_effect(row: MetricRow | None) -> float | None:
     return None if se is None else (Z_95 + Z_POWER_80) * se
 
 
-def p_value(row: MetricRow, null: float = 0.0) -> float:
-    """Two-sided p-value of `row.value` against `null` from the standard error its CI implies (normal
-    approximation of the bootstrap distribution); 1.0 without a CI, where nothing can be claimed."""
-    se = standard_error(row)
-    if row.value is None or se is None:
-        return 1.0
-    if se == 0.0:
-        return 0.0 if row.value != null else 1.0
-    return float(2 * norm.sf(abs(row.value - null) / se))
+def rows_beyond(rows: Sequence[MetricRow], null: float = 0.0, above: bool = True) -> list[bool]:
+    """`familywise_beyond` over rows; a row without a value or CI is never beyond (and still counted)."""
+    estimates = [(r.value, r.ci_low, r.ci_high) if r.value is not None and r.has_ci else (null, null, null)
+                 for r in rows]
+    return familywise_beyond(estimates, null, above)  # type: ignore[arg-type]
 
 
 def holm(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
@@ -65,3 +61,21 @@ def holm(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
             break
         rejected[index] = True
     return rejected
+
+
+def familywise_beyond(estimates: Sequence[tuple[float, float, float]], null: float = 0.0, above: bool = True,
+                      alpha: float = 0.05) -> list[bool]:
+    """Which of several (estimate, ci_low, ci_high) lie beyond `null` on the given side, with Holm's
+    family-wise control over all of them (a claim that scans stages pays for every stage scanned).
+    With one estimate this is the CI test itself (normal approximation)."""
+    p_values = []
+    for estimate, low, high in estimates:
+        se = (high - low) / (2 * Z_95)
+        right_side = estimate > null if above else estimate < null
+        if not right_side or not np.isfinite([estimate, low, high]).all():
+            p_values.append(1.0)
+        elif se <= 0.0:
+            p_values.append(0.0)
+        else:
+            p_values.append(float(2 * norm.sf(abs(estimate - null) / se)))
+    return holm(p_values, alpha)

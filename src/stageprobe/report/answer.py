@@ -189,7 +189,8 @@ def calibration_blocks(calibration: Mapping[str, Any]) -> list[Block]:
     return [
         Heading(2, "Calibration"),
         Para(f"Known losses planted in `{calibration.get('model')}` one stage at a time; each must be found at "
-             "its stage (paired 95% CI of the drop above 0), leave earlier stages unchanged and stay down. "
+             "its stage (paired drop above 0, with Holm's family-wise control over every stage scanned), leave "
+             "earlier stages unchanged and stay down. "
              f"**Calibration: {calibration.get('verdict')}.** A FAIL means the probe family is blind to that loss "
              "on this architecture: do not read a flat curve of that information type as \"kept\"."),
         Table(["Plant", "Probe · metric", "First drop found at", "Drop at plant [95% CI]", "Earlier unchanged",
