@@ -228,7 +228,9 @@ def run(
         "--resume", help=f"continue the newest unfinished run of these settings under {DEFAULT_RUNS_ROOT}/")] = False,
     verdict_stage: Annotated[str | None, typer.Option(
         help="judge every target at this stage (default: vision.post_merge; a ViT's last stage)")] = None,
-    seeds: Annotated[int, typer.Option(help="fits of every gradient-trained probe (probe-seed spread and CI)")] = 1,
+    seeds: Annotated[int | None, typer.Option(
+        help="probe seeds per fit of the deciding probes at their verdict stages and of every gradient-trained "
+             "probe (default: 3 for the deciding probes at the default size, 1 elsewhere)")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="start afresh in --out, discarding a run with other settings found there")] = False,
     calibrate: Annotated[bool, typer.Option(

@@ -32,6 +32,7 @@ from stageprobe.models import StageModel, select_stages
 from stageprobe.report.schema import MetricRow
 from stageprobe.suites._artifacts import BestFit, draw_best_fits, draw_training_curves
 from stageprobe.suites._rows import FitLabel, per_image_scores, result_rows, selectivity_rows, validation_rows
+from stageprobe.suites._seeds import probe_seeds
 from stageprobe.suites._spec import DeriveInput, ExperimentSpec, Family, ProbeSpec, Scores, probes_for, thin_stages
 from stageprobe.suites.workers import FitOutput, FitRequest, ProbePool
 
@@ -236,7 +237,7 @@ class Measurement:
         request = FitRequest(probe.probe, probe.task, str(store.root), stage, dataset_key,
                              with_images=probe.task == "reconstruction", seed=self.config.seed,
                              options=tuple(sorted(options.items())), score_val=which == "main")
-        seeds = self.config.seeds if probe.seeded else 1
+        seeds = probe_seeds(self.suite, probe, stage, self.config.size, self.config.seeds)
         reused = self.pool.started(request)
         fits = [self.pool.submit(replace(request, seed=self.config.seed + k)) for k in range(seeds)]
         controls = ({name: self.pool.submit(replace(request, control=name, score_val=False))

@@ -73,8 +73,9 @@ class RunConfig(BaseModel):
     experiments: list[str] | None = None
     #: at most this many samples per dataset
     limit: int | None = Field(default=None, ge=1)
-    #: fits of every gradient-trained probe, with probe seeds seed, seed+1, …
-    seeds: int = Field(default=1, ge=1)
+    #: fits of every gradient-trained probe, with probe seeds seed, seed+1, …; None: the suite's default
+    #: for its deciding probes at their deciding stages (3 at the default size), one fit elsewhere
+    seeds: int | None = Field(default=None, ge=1)
     #: judge every target at this stage instead of the suite's declared one
     verdict_stage: str | None = None
     #: data family (spatial, detail, motion) → dataset spec, e.g. "coco:/data/instances.json"
