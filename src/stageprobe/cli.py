@@ -377,12 +377,16 @@ def validate(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -
 @user_errors
 def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run directories")]) -> None:
     """Stage metrics of several runs side by side, with deltas against the first."""
-    from stageprobe.report.compare import compare_runs, comparison_table
+    from stageprobe.report.compare import compare_runs, comparison_table, training_table
 
     if len(run_dirs) < 2:
         raise UserInputError("compare needs at least two run directories")
     # one column per run plus deltas: never squeeze it into a pipe's default 80 columns
-    Console(width=max(console.width, 220)).print(comparison_table(compare_runs(run_dirs)))
+    wide = Console(width=max(console.width, 220))
+    wide.print(comparison_table(compare_runs(run_dirs)))
+    training = training_table(run_dirs)
+    if training is not None:
+        wide.print(training)
 
 
 @app.command()

@@ -45,7 +45,7 @@ def detectable_effect(row: MetricRow | None) -> float | None:
     return None if se is None else (Z_95 + Z_POWER_80) * se
 
 
-def rows_beyond(rows: Sequence[MetricRow], null: float = 0.0, above: bool = True) -> list[bool]:
+def rows_beyond(rows: Sequence[MetricRow], null: float = 0.0, above: bool | None = True) -> list[bool]:
     """`familywise_beyond` over rows; a row without a value or CI is never beyond (and still counted)."""
     estimates = [(r.value, r.ci_low, r.ci_high) if r.value is not None and r.has_ci else (null, null, null)
                  for r in rows]
@@ -63,15 +63,15 @@ def holm(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
     return rejected
 
 
-def familywise_beyond(estimates: Sequence[tuple[float, float, float]], null: float = 0.0, above: bool = True,
-                      alpha: float = 0.05) -> list[bool]:
-    """Which of several (estimate, ci_low, ci_high) lie beyond `null` on the given side, with Holm's
-    family-wise control over all of them (a claim that scans stages pays for every stage scanned).
-    With one estimate this is the CI test itself (normal approximation)."""
+def familywise_beyond(estimates: Sequence[tuple[float, float, float]], null: float = 0.0,
+                      above: bool | None = True, alpha: float = 0.05) -> list[bool]:
+    """Which of several (estimate, ci_low, ci_high) lie beyond `null` on the given side (`above=None`:
+    either side), with Holm's family-wise control over all of them (a claim that scans stages pays for
+    every stage scanned). With one estimate this is the CI test itself (normal approximation)."""
     p_values = []
     for estimate, low, high in estimates:
         se = (high - low) / (2 * Z_95)
-        right_side = estimate > null if above else estimate < null
+        right_side = estimate != null if above is None else estimate > null if above else estimate < null
         if not right_side or not np.isfinite([estimate, low, high]).all():
             p_values.append(1.0)
         elif se <= 0.0:

@@ -45,6 +45,7 @@ from stageprobe.report.schema import (
     stage_sort_key,
 )
 from stageprobe.report.targets import Verdict, best_row
+from stageprobe.report.training_effect import cause_notes, training_blocks
 from stageprobe.suites import get_suite
 
 RANDOM_WEIGHTS_WARNING = (
@@ -260,7 +261,8 @@ def _top(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow], a
                  f"**Date:** {_date(results)} · "
                  f"**Status:** {str(results.get('status', MISSING)).replace('_', ' ')}"),
             Heading(2, "Which stage to read for what"),
-            which_stage_table(rows, analysis, results.get("calibration")))
+            which_stage_table(rows, analysis, results.get("calibration")),
+            *training_blocks(rows, analysis.verdicts, meta.weights_random))
     references = sorted({r.stage for r in rows if r.control == "reference"})
     if references:
         doc.add(Para("For scale, the detail experiment also scores degraded copies of the input ("
@@ -283,6 +285,8 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
     _top(doc, results, rows, analysis, meta)
     doc.add(Rule(), Heading(2, "The Question"), Para(suite.question),
             Heading(2, "The Answer"), *[Para(p) for p in _answer(analysis, rows)],
+            *([Para(f"**Architecture or training?** {causes}")] if (causes := cause_notes(rows, analysis.verdicts))
+              else []),
             Heading(2, "Key Results"), _key_results(analysis))
     doc.add(Heading(3, f"Decision matrix: {analysis.decision.colour}"), Para(_decision_text(analysis)))
     matrix = [r for r in (analysis.decision.pre, analysis.decision.post, analysis.decision.drop,
@@ -316,6 +320,9 @@ def _closing(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow
     doc.add(Rule(), Heading(2, "Recommendations"),
             Para(f"**{analysis.advice.headline}** ({analysis.advice.recommendation})"),
             Para(analysis.advice.notes))
+    causes = cause_notes(rows, analysis.verdicts)
+    if causes:
+        doc.add(Para(f"**Architecture or training** (each cause stated only where its CI supports it): {causes}"))
     if analysis.advice.blockers or results.get("blockers"):
         doc.add(Para("**Blockers:**"), Bullets(list(dict.fromkeys(
             [*(results.get("blockers") or []), *analysis.advice.blockers]))))

@@ -22,6 +22,7 @@ from stageprobe.report.schema import (
     RunContext,
     sort_stages,
 )
+from stageprobe.report.training_effect import cause_notes, training_results
 
 _REQUIRED_COLUMNS = ("experiment", "stage", "probe", "metric", "value")
 
@@ -197,7 +198,7 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
         "assessment": assessment,
         "recommendation": analysis.advice.recommendation,
         "recommendation_headline": analysis.advice.headline,
-        "recommendation_notes": analysis.advice.notes,
+        "recommendation_notes": " ".join(filter(None, [analysis.advice.notes, cause_notes(rows, analysis.verdicts)])),
         "blockers": [*context.blockers, *analysis.advice.blockers],
         "issues": [*context.issues, *analysis.issues],
         "model": context.model,
@@ -208,6 +209,7 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
         "controls": controls,
         "verdicts": {key: verdict.as_dict() for key, verdict in verdicts.items()},
         "decision_matrix": analysis.decision.as_dict(),
+        "training_effect": training_results(rows, analysis.verdicts, context.weights_random),
         "stage_metrics": stage_tables(rows),
         "artifacts": list(dict.fromkeys(listed)),
         "config": context.config,

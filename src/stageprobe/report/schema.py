@@ -15,10 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Control = Literal["none", "pixels", "random-init", "control-task", "chance", "token-shuffle", "selectivity",
-                  "validation", "reference"]
+                  "validation", "reference", "training-effect"]
 CONTROLS: tuple[Control, ...] = (
     "none", "pixels", "random-init", "control-task", "chance", "token-shuffle", "selectivity", "validation",
-    "reference",
+    "reference", "training-effect",
 )
 
 ExperimentStatus = Literal["completed", "in_progress", "skipped", "failed"]
@@ -311,4 +311,6 @@ CONTROL_DESCRIPTIONS: dict[str, str] = {
     "token-shuffle": "tokens of each image permuted before probing (a spatial probe must drop)",
     "reference": ("reference degradations of the input itself (identity, blurs, down-up, constant), scored like a "
                   "stage: what a value of the metric means"),
+    "training-effect": ("trained model − its random-init twin, the same deciding probe on the same test images "
+                        "(paired bootstrap): what learning kept, added or removed at each stage"),
 }

@@ -34,6 +34,7 @@ from stageprobe.suites._artifacts import BestFit, draw_best_fits, draw_training_
 from stageprobe.suites._rows import FitLabel, per_image_scores, result_rows, selectivity_rows, validation_rows
 from stageprobe.suites._seeds import probe_seeds
 from stageprobe.suites._spec import DeriveInput, ExperimentSpec, Family, ProbeSpec, Scores, probes_for, thin_stages
+from stageprobe.suites._training import training_effect_rows
 from stageprobe.suites.workers import FitOutput, FitRequest, ProbePool
 
 if TYPE_CHECKING:
@@ -211,6 +212,8 @@ class Measurement:
                 progress.advance(task)
         if spec.derive is not None:
             outcome.rows += spec.derive(self._derive_input(spec, outcome, previous))
+        outcome.rows += training_effect_rows(spec.id, outcome.scores, self.suite.targets, self.model("main").name,
+                                             self.config.n_bootstrap, self.config.seed)
         if self.artifacts_dir is not None and self.run_dir is not None:
             test = self.dataset(spec.family).split_samples("test")
             outcome.artifacts += draw_best_fits(spec.id, best, test, self.artifacts_dir, self.run_dir)
