@@ -235,6 +235,9 @@ def run(
         "--overwrite", help="start afresh in --out, discarding a run with other settings found there")] = False,
     calibrate: Annotated[bool, typer.Option(
         "--calibrate", help="also plant known losses and check the probes find them (a Calibration section)")] = False,
+    no_twin: Annotated[bool, typer.Option(
+        "--no-twin", help="skip the random-init twin of a pretrained model (then what training did is not said)")
+    ] = False,
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
     from stageprobe.datasets import parse_data_options
@@ -254,7 +257,7 @@ def run(
         "dtype": dtype, "store_dtype": store_dtype, "trust_remote_code": trust_remote_code,
         "experiments": _experiment_ids(suite, experiments) if experiments else None, "limit": limit,
         "data": parse_data_options(data or []) or None, "verdict_stage": verdict_stage, "seeds": seeds,
-        "calibrate": calibrate,
+        "calibrate": calibrate, "twin": not no_twin,
     })
     _check_stage_patterns(model, stages, trust_remote_code)
     if use_wandb and importlib.util.find_spec("wandb") is None:

@@ -30,7 +30,7 @@ TRAINING_EFFECT = "training-effect"
 Cause = Literal["added by training", "lost by training", "lost by the architecture"]
 NEEDS_PRETRAINED = ("the trained-vs-twin comparison needs pretrained weights: this model's weights are random, "
                     "so it has no random-init twin to be compared with")
-NO_TWIN = "the random-init twin was not run (e.g. --no-controls): what training did is not measured"
+NO_TWIN = "the random-init twin was not run (--no-twin or --no-controls): what training did is not measured"
 
 
 @dataclass(frozen=True)

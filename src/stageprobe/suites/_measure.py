@@ -111,7 +111,7 @@ class Measurement:
         main = self.model("main")
         if self.config.controls and self.config.model != "pixels":
             found.append("pixels")
-            if not main.weights_id.startswith("random") and hasattr(main, "random_init_twin"):
+            if self.config.twin and not main.weights_id.startswith("random") and hasattr(main, "random_init_twin"):
                 found.append("random-init")
         return found
 

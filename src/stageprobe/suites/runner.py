@@ -82,6 +82,8 @@ class RunConfig(BaseModel):
     data: dict[str, str] = Field(default_factory=dict)
     #: after the experiments, plant known losses and check the probes find them (`run --calibrate`)
     calibrate: bool = False
+    #: measure the random-init twin of a pretrained model (what training did); `--no-twin` skips it
+    twin: bool = True
 
     @field_validator("suite")
     @classmethod
@@ -177,10 +179,26 @@ class StudyRun:
                 f"{self.out} holds a run with other settings ({_differences(there, self.config.identity_settings())}); "
                 "pass the same settings to resume it, another --out, or --overwrite to start afresh")
         stages = self.model("main").stage_names
+        self._check_twin()
         if self.config.verdict_stage is not None and self.config.verdict_stage not in stages:
             raise UserInputError(f"--verdict-stage {self.config.verdict_stage!r} is not a stage of "
                                  f"{self.config.model}; its stages are {', '.join(stages)}")
         return previous if not self.overwrite else None
+
+    def _check_twin(self) -> None:
+        """Build the random-init twin now, before any work, where the run will measure it: a twin that
+        cannot be built (a config this device cannot instantiate, too little memory) is said at once."""
+        main = self.model("main")
+        if not (self.config.controls and self.config.twin and self.config.model != "pixels"
+                and not self.weights_random() and hasattr(main, "random_init_twin")):
+            return
+        try:
+            self.model("random-init")
+        except Exception as error:  # any failure to build it is the same message to the user
+            raise UserInputError(
+                f"the random-init twin of {self.config.model} cannot be built on this device "
+                f"({type(error).__name__}: {error}); pass --no-twin to run without it (the answer then cannot "
+                "say what training did)") from None
 
     def prepare(self) -> None:
         """Check everything, then (and only then) record the config; `--overwrite` clears the old run."""
