@@ -27,8 +27,8 @@ from stageprobe.errors import UserInputError
 if TYPE_CHECKING:
     from stageprobe.suites._spec import Suite
 
-#: most fits of every gradient-trained probe (`--seeds`): each seed refits every one of them, so 20
-#: seeds is already 20× the study's fitting time
+#: most fits of the deciding probes and every gradient-trained probe (`--seeds`): each seed refits every
+#: one of them, so 20 seeds is already 20× the study's fitting time
 MAX_SEEDS = 20
 #: fewest samples of each split any experiment's probes and confidence intervals work with: a ridge
 #: fit needs rows to spare, choosing a stage needs validation samples, a bootstrap test samples
@@ -123,7 +123,8 @@ def _seeds(request: Request) -> None:
     seeds = request.get("seeds")
     if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
         raise UserInputError(
-            f"--seeds {seeds} is outside 1…{MAX_SEEDS}: each seed refits every gradient-trained probe, so "
+            f"--seeds {seeds} is outside 1…{MAX_SEEDS}: each seed refits the deciding probes and every "
+            "gradient-trained probe, so "
             f"{MAX_SEEDS} seeds already cost {MAX_SEEDS}× the fitting time. (--seed picks the seed of data, "
             "splits and probes; --seeds how many probe seeds to fit.) Pass --seeds 3 for a probe-seed spread")
 

@@ -227,6 +227,18 @@ def _check_stage_patterns(model: str, patterns: list[str] | None, trust_remote_c
     check_stage_patterns(model, patterns, trust_remote_code=trust_remote_code)
 
 
+def _check_verdict_stage(model: str, verdict_stage: str | None, trust_remote_code: bool) -> None:
+    """--verdict-stage names a stage of `model`, checked before the model loads."""
+    if verdict_stage is None:
+        return
+    from stageprobe.models import check_stage_patterns
+
+    stages = check_stage_patterns(model, ["*"], trust_remote_code=trust_remote_code)
+    if verdict_stage not in stages:
+        raise UserInputError(f"--verdict-stage {verdict_stage!r} is not a stage of {model}; its stages are "
+                             f"{', '.join(stages)}")
+
+
 @app.command(short_help="Write a feature store of a model's stages over a dataset.", epilog=examples(
     "stageprobe extract -m pixels -d shapes --n 64 --out stores/shapes",
     "stageprobe extract -m qwen2.5-vl-tiny -d coco:instances_val2017.json -s 'vision.*' --out stores/coco",
@@ -330,8 +342,10 @@ def run(
         "--resume", help=f"continue the newest unfinished run of these settings under {DEFAULT_RUNS_ROOT}/")] = False,
     verdict_stage: Annotated[str | None, typer.Option(
         help="judge every target at this stage (default: vision.post_merge; a ViT's last stage)")] = None,
-    seeds: Annotated[int, typer.Option(help="how many times to fit every gradient-trained probe, with probe seeds "
-                                       "SEED, SEED+1, …: their spread goes into the CI (1–20)")] = 1,
+    seeds: Annotated[int | None, typer.Option(
+        help="probe seeds per fit of the deciding probes at their verdict stages and of every gradient-trained "
+             "probe, SEED, SEED+1, …: their spread goes into the CI (1–20; default: 3 for the deciding probes at "
+             "the default size, 1 elsewhere)")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="start afresh in --out, discarding a run with other settings found there")] = False,
     calibrate: Annotated[bool, typer.Option(
@@ -339,6 +353,9 @@ def run(
     max_disk: Annotated[str | None, typer.Option(
         help="disk the feature stores may take at once: 80G, 500M or bytes (default: the free space less 2 GiB); "
         "a study that does not fit runs in stage groups that do")] = None,
+    no_twin: Annotated[bool, typer.Option(
+        "--no-twin", help="skip the random-init twin of a pretrained model (then what training did is not said)")
+    ] = False,
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
     if experiments == "list":
@@ -359,12 +376,13 @@ def run(
         "device_map": device_map, "dtype": dtype, "store_dtype": store_dtype, "trust_remote_code": trust_remote_code,
         "experiments": _experiment_ids(suite, experiments) if experiments else None, "limit": limit,
         "data": options["data"] or None, "verdict_stage": verdict_stage, "seeds": seeds, "calibrate": calibrate,
-        "max_disk": options["max_disk"],
+        "max_disk": options["max_disk"], "twin": not no_twin,
     })
     suite_spec = config.the_suite()
     check_run_plan(suite_spec, config.experiments or suite_spec.experiment_ids, config.size, config.data,
                    config.limit, config.seed)
     _check_stage_patterns(model, stages or ["*"], trust_remote_code)  # also: the model's config can be read
+    _check_verdict_stage(model, verdict_stage, trust_remote_code)
     if use_wandb and importlib.util.find_spec("wandb") is None:
         raise UserInputError("--wandb needs the wandb client: pip install 'stageprobe[wandb]'")
     run_dir = _run_dir(out, resume, config)
@@ -559,12 +577,16 @@ def _check_finished_run(run_dir: Path) -> None:
 def compare(run_dirs: Annotated[list[Path], typer.Argument(
     metavar="RUN_DIR", help="two or more run directories")]) -> None:
     """Stage metrics of several runs side by side, with deltas against the first."""
-    from stageprobe.report.compare import compare_runs, comparison_table
+    from stageprobe.report.compare import compare_runs, comparison_table, training_table
 
     if len(run_dirs) < 2:
         raise UserInputError("compare needs at least two run directories")
     # one column per run plus deltas: never squeeze it into a pipe's default 80 columns
-    Console(width=max(console.width, 220)).print(comparison_table(compare_runs(run_dirs)))
+    wide = Console(width=max(console.width, 220))
+    wide.print(comparison_table(compare_runs(run_dirs)))
+    training = training_table(run_dirs)
+    if training is not None:
+        wide.print(training)
 
 
 @app.command(short_help='Performance benchmark: overhead, speedup, probe speed, memory.', epilog=examples(

@@ -29,10 +29,12 @@ def test_one_verdict_line_reconciles_colour_targets_and_confidence() -> None:
     rows = synthetic_rows(pre=0.853, post=0.6)  # post-merge below the 0.7 target: YELLOW
     results, text = _findings(rows)
     statuses = [v["status"] for v in results["verdicts"].values()]
-    passed, measured = statuses.count("PASS"), sum(s != "UNAVAILABLE" for s in statuses)
+    counts = {s: statuses.count(s) for s in ("PASS", "FAIL", "INCONCLUSIVE", "UNAVAILABLE")}
     line = next(line for line in text.splitlines() if line.startswith("**Verdict:"))
     assert line.startswith(f"**Verdict: {results['recommendation_headline']}.**")
-    assert "Decision matrix YELLOW" in line and f"{passed} of {measured} measured targets pass" in line
+    tally = (f"{counts['PASS']} pass, {counts['FAIL']} fail, {counts['INCONCLUSIVE']} inconclusive, "
+             f"{counts['UNAVAILABLE']} unavailable")
+    assert "Decision matrix YELLOW" in line and tally in line
     assert "confidence low: random weights" in line
     # said once: no second tally, confidence or recommendation line elsewhere in the top part
     assert text.count("**Verdict:") == 1

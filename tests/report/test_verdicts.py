@@ -22,13 +22,13 @@ def _post(value: float, ci: tuple[float, float] | None = None) -> MetricRow:
 
 def test_iou_085_passes_01_fails_and_equal_to_target_fails() -> None:
     assert verdict_for(BBOX, [_post(0.85)]).status == "PASS"
-    assert verdict_for(BBOX, [_post(0.1)]).status == "FAIL"
-    assert verdict_for(BBOX, [_post(0.7)]).status == "FAIL"  # the target is strict: > 0.7
+    assert verdict_for(BBOX, [_post(0.1), *CEILINGS]).status == "FAIL"
+    assert verdict_for(BBOX, [_post(0.7), *CEILINGS]).status == "FAIL"  # the target is strict: > 0.7
 
 
 def test_patch_embed_passing_does_not_pass_a_failing_post_merge() -> None:
     """The known answer of issue 10: the verdict reads post-merge; the best-on-val column names the
-    earlier stage with its test value."""
+    earlier stage with its test value — never the patch embedding (issue 21 item 9)."""
     rows = [
         row("e_q2_1", "vision.patch_embed", BOX, "iou", 0.92),
         row("e_q2_1", "vision.patch_embed", BOX, "iou", 0.9, control="validation"),
@@ -36,12 +36,13 @@ def test_patch_embed_passing_does_not_pass_a_failing_post_merge() -> None:
         row("e_q2_1", "vision.pre_merge", BOX, "iou", 0.52, control="validation"),
         _post(0.31),
         row("e_q2_2", "vision.post_merge", BOX, "iou", 0.3, control="validation"),
+        *CEILINGS,
     ]
     verdict = verdict_for(BBOX, rows)
     assert verdict.status == "FAIL"
     assert verdict.row is not None and verdict.row.stage == "vision.post_merge" and verdict.row.value == 0.31
-    assert verdict.best_val is not None and verdict.best_val.stage == "vision.patch_embed"
-    assert verdict.best_val.value == 0.92 and verdict.best_val.control == "none"
+    assert verdict.best_val is not None and verdict.best_val.stage == "vision.pre_merge"
+    assert verdict.best_val.value == 0.5 and verdict.best_val.control == "none"
 
 
 def test_verdict_stage_override_and_pixel_stages_never_judge_a_model() -> None:
@@ -65,7 +66,9 @@ def test_verdict_reads_only_the_declared_probe() -> None:
 def test_lower_is_better_metric_passes_below_its_target() -> None:
     lpips = BY_KEY["lpips"]
     assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", lpips.probe, "lpips", 0.25)]).status == "PASS"
-    assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", lpips.probe, "lpips", 0.45)]).status == "FAIL"
+    ceiling = row("e_q2_5", "pixels.merged", lpips.probe, "lpips", 0.1, control="pixels", ci=(0.08, 0.12))
+    assert verdict_for(lpips, [row("e_q2_5", "vision.post_merge", lpips.probe, "lpips", 0.45),
+                               ceiling]).status == "FAIL"
     unavailable = [row("e_q2_5", "vision.post_merge", lpips.probe, "lpips", None, reason="weights offline")]
     verdict = verdict_for(lpips, unavailable)
     assert verdict.status == "UNAVAILABLE" and verdict.reason == "weights offline"
@@ -78,11 +81,14 @@ def test_ci_crossing_the_target_is_flagged() -> None:
 
 
 def _merge(pre: float, post: float, *, pre_probe: str = BOX, post_probe: str = BOX,
-           width: float = 0.03, drop_ci: tuple[float, float] | None = None) -> list[MetricRow]:
+           width: float = 0.03, drop_ci: tuple[float, float] | None = None,
+           excess_ci: tuple[float, float] | None = None) -> list[MetricRow]:
     rows = [row("e_q2_1", "vision.pre_merge", pre_probe, "iou", pre, ci=(pre - width, pre + width)),
             row("e_q2_2", "vision.post_merge", post_probe, "iou", post, ci=(post - width, post + width))]
     if drop_ci is not None:
         rows.append(row("e_q2_2", "vision.post_merge", post_probe, "iou_drop", pre - post, ci=drop_ci))
+    if excess_ci is not None:
+        rows.append(row("e_q2_2", "vision.post_merge", post_probe, "iou_excess_drop", sum(excess_ci) / 2, ci=excess_ci))
     return rows
 
 
@@ -108,8 +114,8 @@ def test_a_deciding_probe_without_pixel_ceiling_investigates_never_pivots() -> N
 
 
 def test_a_ceiling_that_misses_the_target_investigates() -> None:
-    weak = [row("e_q2_1", "pixels.patch", BOX, "iou", 0.95, control="pixels"),
-            row("e_q2_2", "pixels.merged", BOX, "iou", 0.65, control="pixels")]
+    weak = [row("e_q2_1", "pixels.patch", BOX, "iou", 0.95, control="pixels", ci=(0.93, 0.97)),
+            row("e_q2_2", "pixels.merged", BOX, "iou", 0.65, control="pixels", ci=(0.62, 0.68))]
     decision = decide(_merge(0.4, 0.3) + weak, DECISION)
     assert decision.colour == "RED" and "reaches only 0.650" in (decision.ceiling_problem or "")
     assert recommend(decision, False, "stageprobe").recommendation == "investigate"
@@ -122,11 +128,13 @@ def test_pivot_only_when_the_ceiling_clears_and_the_ci_is_below_the_target() -> 
     assert unsure.recommendation == "investigate"
 
 
-def test_yellow_is_settled_by_the_paired_drop() -> None:
-    clear = decide(_merge(0.9, 0.5, drop_ci=(0.3, 0.5)) + CEILINGS, DECISION)
+def test_yellow_is_settled_by_the_excess_drop_over_the_pixel_pair() -> None:
+    clear = decide(_merge(0.9, 0.5, drop_ci=(0.3, 0.5), excess_ci=(0.2, 0.4)) + CEILINGS, DECISION)
     assert clear.conclusive and "excludes 0" in clear.reason
-    unclear = decide(_merge(0.9, 0.5, drop_ci=(-0.05, 0.5)) + CEILINGS, DECISION)
-    assert not unclear.conclusive
+    unclear = decide(_merge(0.9, 0.5, drop_ci=(0.3, 0.5), excess_ci=(-0.05, 0.3)) + CEILINGS, DECISION)
+    assert not unclear.conclusive and "does not exclude 0" in unclear.reason
+    without = decide(_merge(0.9, 0.5, drop_ci=(0.3, 0.5)) + CEILINGS, DECISION)
+    assert not without.conclusive and "no excess drop" in without.reason
     assert recommend(unclear, False, "stageprobe").recommendation == "investigate"
 
 

@@ -91,7 +91,7 @@ def test_a_resumed_run_keeps_its_start_time(tmp_path: Path) -> None:
     out = tmp_path / "run"
     first = StudyRun(RunConfig(model="pixels"), out)
     first.prepare()
-    again = StudyRun(RunConfig(model="pixels", verdict_stage="pixels.patch"), out)  # report-only setting
+    again = StudyRun(RunConfig(model="pixels", batch_size=4), out)  # a setting that changes no number
     again.prepare()
     assert again.started_at == first.started_at
 

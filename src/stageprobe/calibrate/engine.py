@@ -42,6 +42,7 @@ from stageprobe.metrics._catalog import higher_is_better, report_name
 from stageprobe.models.base import StageModel
 from stageprobe.models.planting import PLANT_TYPES, Plant, PlantedModel, plantable_stages
 from stageprobe.probes import ProbeResult, fit_probe, split_probe_data
+from stageprobe.report._paired import familywise_beyond
 from stageprobe.stats import BootstrapCI, bootstrap_ci, paired_bootstrap_diff
 from stageprobe.suites._spec import InformationType, Suite
 from stageprobe.suites.workers import image_array
@@ -203,9 +204,7 @@ def analyse(check: ProbeCheck, plant: Plant, stages: list[str], reference: dict[
         drop[stage] = paired_bootstrap_diff(got[before], got[stage], n_bootstrap, seed)
         planted_drop, reference_drop = got[before] - got[stage], ref[before] - ref[stage]
         excess[stage] = paired_bootstrap_diff(planted_drop, reference_drop, n_bootstrap, seed)
-    # the first stage read has no stage before it: there only the unplanted model is the baseline
-    found_at = next((s for s in stages if (loss[s].low > 0 if s == stages[0] else
-                                            drop[s].low > 0 and excess[s].low > 0)), None)
+    found_at = _first_drop(stages, loss, drop, excess)
     at = stages.index(plant.stage)
     earlier_unchanged = all(_covers(loss[s]) for s in stages[:at])
     # A later stage stays down if it is still below the unplanted model, or — where the unplanted
@@ -222,6 +221,26 @@ def analyse(check: ProbeCheck, plant: Plant, stages: list[str], reference: dict[
     planted_ci = {s: bootstrap_ci(planted[s], n_bootstrap, seed) for s in stages}
     return CheckOutcome(check, stages, *means, planted_ci, loss, drop, excess, found_at, earlier_unchanged, stays_down,
                         "PASS" if passed else "FAIL")
+
+
+def _first_drop(stages: list[str], loss: dict[str, BootstrapCI], drop: dict[str, BootstrapCI],
+                excess: dict[str, BootstrapCI]) -> str | None:
+    """The first stage whose drop (and its excess over the unplanted model's) is above 0 with Holm's
+    family-wise control over every stage scanned. The first stage read has no stage before it: there
+    only the unplanted model is the baseline. A stage must clear both tests, so it takes the larger
+    p-value of the two (intersection-union)."""
+    def beyond(ci: BootstrapCI) -> tuple[float, float, float]:
+        return ci.estimate, ci.low, ci.high
+
+    tests = [[beyond(loss[s])] if s == stages[0] else [beyond(drop[s]), beyond(excess[s])] for s in stages]
+    found = familywise_beyond([min(t, key=_evidence) for t in tests])
+    return next((s for s, kept in zip(stages, found, strict=True) if kept), None)
+
+
+def _evidence(estimate: tuple[float, float, float]) -> float:
+    """How far the estimate lies above 0 in standard errors (the weaker test decides)."""
+    value, low, high = estimate
+    return value / (high - low) if high > low else (np.inf if value > 0 else -np.inf)
 
 
 def stage_detectable(stages: list[str], reference: dict[str, np.ndarray], n_bootstrap: int = 1000,

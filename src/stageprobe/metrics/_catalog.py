@@ -68,6 +68,8 @@ _ENTRIES: tuple[MetricInfo, ...] = (
                "angle between the flow probe's motion estimate and the true motion of the clip"),
     MetricInfo("iou_drop", "IoU drop", _FRACTION, False, "iou_drop_from_premerge",
                "IoU before − after, paired bootstrap over the same test images"),
+    MetricInfo("iou_excess_drop", "IoU excess drop", _FRACTION, False, None,
+               "IoU drop of the model − the same probe's drop on the pixel pair, paired over the same test images"),
     MetricInfo("compression_ratio", "Token compression", _RATIO, True, "compression_ratio",
                "tokens before ÷ tokens after"),
     MetricInfo("width_ratio", "Width ratio", _RATIO, True, None, "token width after ÷ before"),

@@ -86,6 +86,15 @@ class Analysis:
     def measured(self) -> int:
         return sum(v.status != "UNAVAILABLE" for v in self.verdicts.values())
 
+    @property
+    def failed(self) -> int:
+        return sum(v.status == "FAIL" for v in self.verdicts.values())
+
+    @property
+    def inconclusive(self) -> int:
+        """Targets the model missed where the same probe misses them on raw pixels too."""
+        return sum(v.status == "INCONCLUSIVE" for v in self.verdicts.values())
+
 
 def model_rows(rows: Sequence[MetricRow], experiment: str | None = None) -> list[MetricRow]:
     """The studied model's own rows (no control, no variant beside it), of one experiment or all."""
@@ -167,7 +176,10 @@ def _confidence(verdicts: Mapping[str, Verdict], decision: Decision, meta: RunMe
         notes.append("Weights are random.")
     if meta.protocol == "seed":
         notes.append("Seed protocol: pooled probes.")
-    unsettled = missing or crossing or not decision.conclusive or decision.ceiling_problem
+    inconclusive = [v.target.label for v in verdicts.values() if v.status == "INCONCLUSIVE"]
+    if inconclusive:
+        notes.append("Inconclusive (pixel ceiling does not clear the target): " + ", ".join(inconclusive) + ".")
+    unsettled = missing or crossing or inconclusive or not decision.conclusive or decision.ceiling_problem
     level = "low" if low else ("medium" if unsettled else "high")
     return level, " ".join(notes), _confidence_reason(verdicts, decision, meta)
 
@@ -181,6 +193,8 @@ def _confidence_reason(verdicts: Mapping[str, Verdict], decision: Decision, meta
         (decision.colour != "UNAVAILABLE" and not decision.conclusive, "the CIs do not settle the colour"),
         (any(v.ci_crosses_target for v in verdicts.values()), "some CIs cross their target"),
         (any(v.status == "UNAVAILABLE" for v in verdicts.values()), "some targets unavailable"),
+        (any(v.status == "INCONCLUSIVE" for v in verdicts.values()),
+         "some targets inconclusive (the probe misses them on raw pixels too)"),
     ) if applies]
     return ", ".join(reasons)
 
@@ -222,6 +236,8 @@ def analyse(rows: Sequence[MetricRow], meta: RunMeta, suite: Suite | None = None
     for verdict in verdicts.values():
         if verdict.status == "UNAVAILABLE":
             issues.append(f"{verdict.target.label} unavailable: {verdict.reason}")
+        if verdict.status == "INCONCLUSIVE":
+            issues.append(f"{verdict.target.label} inconclusive: {verdict.reason}")
     if meta.weights_random:
         issues.append(f"{meta.model} has random weights: numbers describe the architecture and the probes")
     if decision.ceiling_problem:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from stageprobe.report._keeps import no_stage_keeps
 from stageprobe.report.analysis import Analysis
 from stageprobe.report.document import Block, Heading, Para, Table
 from stageprobe.report.fmt import MISSING, fmt, fmt_row
@@ -58,6 +59,8 @@ class StageAnswer:
     detectable: float | None
     #: where the detectable drop comes from: the calibration's reading of exactly this row, or its own CI
     detectable_source: str = ""
+    #: no stage beats its chance and control-task rows (CIs apart): nothing to read
+    nothing_kept: bool = False
 
 
 def stage_answers(rows: Sequence[MetricRow], analysis: Analysis,
@@ -76,7 +79,8 @@ def stage_answers(rows: Sequence[MetricRow], analysis: Analysis,
         calibrated = calibrated_drop(calibration, info, best, analysis.suite.family_of(best.experiment))
         detectable = calibrated if calibrated is not None else unpaired_detectable(best)
         source = "calibration" if calibrated is not None else "its CI" if detectable is not None else ""
-        answers.append(StageAnswer(info, chosen, pixel_ceiling(rows, best), detectable, source))
+        nothing = no_stage_keeps(rows, best.probe, best.metric, chosen.target.experiments, best)
+        answers.append(StageAnswer(info, chosen, pixel_ceiling(rows, best), detectable, source, nothing))
     return answers
 
 
@@ -110,7 +114,9 @@ def which_stage_table(rows: Sequence[MetricRow], analysis: Analysis,
         best = answer.verdict.best_val
         ceiling = ("this stage is the pixel baseline" if best.stage.startswith("pixels.")
                    else f"{fmt_row(answer.ceiling)} at `{answer.ceiling.stage}`" if answer.ceiling else "not measured")
-        body.append([label, f"{answer.verdict.target.label} ({best.probe})", f"`{best.stage}`", fmt_row(best),
+        read = ("**no stage keeps it** (no stage beats its chance and control-task rows, CIs apart; "
+                f"best on validation: `{best.stage}`)" if answer.nothing_kept else f"`{best.stage}`")
+        body.append([label, f"{answer.verdict.target.label} ({best.probe})", read, fmt_row(best),
                      ceiling, _detectable_cell(answer.detectable, answer.detectable_source)])
     return Table(["Information", "Metric (probe)", "Read this stage", "Its test value [95% CI]",
                   "Pixel ceiling (same probe, same grid)", "Smallest detectable drop"], body,
@@ -127,30 +133,49 @@ def verdict_line(analysis: Analysis) -> str:
     so no count of passed targets stands beside a colour or a confidence it disagrees with."""
     advice, decision = analysis.advice, analysis.decision
     unavailable = len(analysis.verdicts) - analysis.measured
-    targets = (f"{analysis.passed} of {analysis.measured} measured targets pass at their verdict stage"
-               + (f" ({unavailable} unavailable)" if unavailable else ""))
+    targets = (f"targets at their verdict stage: {analysis.passed} pass, {analysis.failed} fail, "
+               f"{analysis.inconclusive} inconclusive, {unavailable} unavailable")
     why = analysis.confidence_reason
+    where = loss_location(analysis)
     return (f"**Verdict: {advice.headline}.** {information_outcomes(analysis)}. Decision matrix {decision.colour}"
-            f"{'' if decision.conclusive or decision.colour == 'UNAVAILABLE' else ' (CIs do not settle it)'}; "
-            f"{targets}; confidence {analysis.confidence}" + (f": {why}" if why else "") + ".")
+            f"{'' if decision.conclusive or decision.colour == 'UNAVAILABLE' else ' (CIs do not settle it)'}"
+            + (f"; {where}" if where else "") + f"; {targets}; confidence {analysis.confidence}"
+            + (f": {why}" if why else "") + ".")
+
+
+def loss_location(analysis: Analysis) -> str:
+    """Where the decision located a loss of its information type, with the number that locates it (the
+    excess drop beyond the pixel grid's where measured); empty when it located none."""
+    decision = analysis.decision
+    if decision.colour != "YELLOW" or not decision.conclusive or decision.pre is None or decision.post is None:
+        return ""
+    lost = f"{analysis.suite.row(analysis.suite.decision.information).label.lower()} lost between " \
+           f"{decision.pre.stage} and {decision.post.stage}"
+    if decision.excess is not None:
+        return f"{lost}: an excess drop of {fmt_row(decision.excess)} beyond the grid's"
+    return f"{lost}: a drop of {fmt_row(decision.drop)}"
 
 
 def information_outcomes(analysis: Analysis) -> str:
     """Each information type's outcome over its targets at their verdict stages, so the headline never
-    stands above a failing target it does not name: "Location FAIL (1 of 3 pass; mAP@0.5 fails, …)"."""
+    stands above a failing or inconclusive target it does not name: "Location FAIL (1 of 3 pass; mAP@0.5
+    fails, …)". A type with a FAIL fails; else one with an INCONCLUSIVE target is INCONCLUSIVE."""
     parts = []
     for info in analysis.suite.information:
         verdicts = [analysis.verdicts[t.key] for t in info.targets if t.key in analysis.verdicts]
         measured = [v for v in verdicts if v.status != "UNAVAILABLE"]
-        missing = [v.target.label for v in verdicts if v.status == "UNAVAILABLE"]
         if not measured:
             parts.append(f"{info.label} unavailable")
             continue
-        failed = [v.target.label for v in measured if v.status == "FAIL"]
-        notes = [f"{len(measured) - len(failed)} of {len(measured)} pass"]
+        named = {status: [v.target.label for v in verdicts if v.status == status]
+                 for status in ("PASS", "FAIL", "INCONCLUSIVE", "UNAVAILABLE")}
+        notes = [f"{len(named['PASS'])} of {len(measured)} pass"]
+        failed = named["FAIL"]
         notes += [f"{' and '.join(failed)} fail{'s' if len(failed) == 1 else ''}"] if failed else []
-        notes += [f"{' and '.join(missing)} unavailable"] if missing else []
-        parts.append(f"{info.label} {'FAIL' if failed else 'PASS'} ({'; '.join(notes)})")
+        notes += [f"{' and '.join(named[status])} {status.lower()}" for status in ("INCONCLUSIVE", "UNAVAILABLE")
+                  if named[status]]
+        outcome = "FAIL" if failed else "INCONCLUSIVE" if named["INCONCLUSIVE"] else "PASS"
+        parts.append(f"{info.label} {outcome} ({'; '.join(notes)})")
     return " · ".join(parts)
 
 
@@ -179,7 +204,8 @@ def calibration_blocks(calibration: Mapping[str, Any]) -> list[Block]:
     return [
         Heading(2, "Calibration"),
         Para(f"Known losses planted in `{calibration.get('model')}` one stage at a time; each must be found at "
-             "its stage (paired 95% CI of the drop above 0), leave earlier stages unchanged and stay down. "
+             "its stage (paired drop above 0, with Holm's family-wise control over every stage scanned), leave "
+             "earlier stages unchanged and stay down. "
              f"**Calibration: {calibration.get('verdict')}.** A FAIL means the probe family is blind to that loss "
              "on this architecture: do not read a flat curve of that information type as \"kept\"."),
         Table(["Plant", "Probe · metric", "First drop found at", "Drop at plant [95% CI]", "Earlier unchanged",

@@ -90,6 +90,34 @@ def _delta(delta: float | None) -> str:
     return f"[{colour}]{'+' if delta >= 0 else ''}{fmt(delta)}[/]"
 
 
+def training_table(run_dirs: Sequence[str | Path]) -> Table | None:
+    """Trained − random-init twin per information type, one column per run (results.yaml's
+    `training_effect`); None when no run measured it."""
+    runs = [(Path(d).name, load_run(d)[0].get("training_effect") or {}) for d in run_dirs]
+    kinds = list(dict.fromkeys(k for _, effect in runs for k in (effect.get("per_information") or {})))
+    if not kinds:
+        return None
+    table = Table(title="Trained − random-init twin at the verdict stage (paired 95% CI)")
+    table.add_column("information", no_wrap=True)
+    for name, _ in runs:
+        table.add_column(name, justify="right")
+    for kind in kinds:
+        table.add_row(kind, *[_training_cell(effect, kind) for _, effect in runs])
+    return table
+
+
+def _training_cell(effect: dict, kind: str) -> str:
+    entry = (effect.get("per_information") or {}).get(kind)
+    if entry is None:
+        return "—" if not effect.get("not_measured") else "[dim]no twin[/]"
+    at = entry.get("at_verdict_stage") or {}
+    if at.get("value") is None:
+        return "n/a"
+    ci = at.get("ci") or [None, None]
+    return (f"{'+' if at['value'] > 0 else ''}{fmt(at['value'])} {fmt_ci(*ci)}\n[dim]{at.get('stage')}: "
+            f"{entry.get('cause') or 'no cause claimed'}[/]")
+
+
 def comparison_table(comparison: Comparison, title: str = "Stage metrics across runs") -> Table:
     """A rich table: one column per run, then Δ columns against the first run."""
     table = Table(title=title, show_lines=False)

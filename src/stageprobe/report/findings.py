@@ -43,6 +43,7 @@ from stageprobe.report.schema import (
     pixel_stage_for,
     stage_sort_key,
 )
+from stageprobe.report.training_effect import cause_notes, training_blocks
 from stageprobe.report.verdicts import Verdict, stage_line
 
 if TYPE_CHECKING:
@@ -244,7 +245,8 @@ def _top(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow], a
                  f"**Date:** {_date(results)} · "
                  f"**Status:** {str(results.get('status', MISSING)).replace('_', ' ')}"),
             Heading(2, "Which stage to read for what"),
-            which_stage_table(rows, analysis, results.get("calibration")))
+            which_stage_table(rows, analysis, results.get("calibration")),
+            *training_blocks(rows, analysis, meta.weights_random))
     references = sorted({r.stage for r in rows if r.variant == "reference"})
     if references:
         doc.add(Para("For scale, the detail experiment also scores degraded copies of the input ("
@@ -267,14 +269,17 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
     _top(doc, results, rows, analysis, meta)
     doc.add(Rule(), Heading(2, "The Question"), Para(suite.question),
             Heading(2, "The Answer"), *[Para(p) for p in suite.answer(analysis.decision, rows)],
+            *([Para(f"**Architecture or training?** {causes}")] if (causes := cause_notes(rows, analysis))
+              else []),
             Heading(2, "Key Results"), _key_results(analysis))
     doc.add(Heading(3, f"Decision matrix: {analysis.decision.colour}"), Para(_decision_text(analysis)))
-    matrix = [r for r in (analysis.decision.pre, analysis.decision.post, analysis.decision.drop) if r is not None]
+    matrix = [r for r in (analysis.decision.pre, analysis.decision.post, analysis.decision.drop,
+                          analysis.decision.excess) if r is not None]
     if matrix:
         doc.add(Table(["Stage", "Probe", "Metric [95% CI]", "n", "Pixels", "Smallest detectable difference"],
                       [[f"`{r.stage}`", f"{r.probe} · {r.metric}", fmt_row(r), str(r.n),
                         _control_cell(control_row(rows, r, "pixels")),
-                        paired_detectable(r) if r is analysis.decision.drop
+                        paired_detectable(r) if r is analysis.decision.drop or r is analysis.decision.excess
                         else detectable_phrase(unpaired_detectable(r), r.n)] for r in matrix]))
     _experiments(doc, rows, analysis)
     doc.add(Rule(), Heading(2, "Retention by stage"),
@@ -299,6 +304,9 @@ def _closing(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow
     doc.add(Rule(), Heading(2, "Recommendations"),
             Para(f"**{analysis.advice.headline}** ({analysis.advice.recommendation})"),
             Para(analysis.advice.notes))
+    causes = cause_notes(rows, analysis)
+    if causes:
+        doc.add(Para(f"**Architecture or training** (each cause stated only where its CI supports it): {causes}"))
     if analysis.advice.blockers or results.get("blockers"):
         doc.add(Para("**Blockers:**"), Bullets(list(dict.fromkeys(
             [*(results.get("blockers") or []), *analysis.advice.blockers]))))
@@ -331,7 +339,8 @@ def _caption(path: str) -> str:
 def _decision_text(analysis: Analysis) -> str:
     decision = analysis.decision
     text = (f"One probe ({decision.probe}) decides both sides. GREEN: after > target (proceed); YELLOW: only "
-            "before > target, the paired drop's CI above 0 (investigate, take the earlier features); RED: before "
+            "before > target, the excess drop over the pixel pair's CI above 0 (investigate, take the earlier "
+            "features); RED: before "
             "not above target (pivot only when the same probe clears the target on raw pixels at that grid). "
             f"This run: **{decision.colour}** — {decision.reason}.")
     if decision.colour != "UNAVAILABLE" and not decision.conclusive:

@@ -34,7 +34,7 @@ INK = "#1f2933"
 PALETTE = ("#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2")
 CONTROL_STYLE: dict[str, tuple[str, str]] = {
     "pixels": ("#6b7280", "pixel baseline"),
-    "random-init": ("#b91c1c", "random-init"),
+    "random-init": ("#b91c1c", "random-init twin"),
     "control-task": ("#7c3aed", "control task"),
     "chance": ("#a16207", "chance"),
     "token-shuffle": ("#0f766e", "token shuffle"),

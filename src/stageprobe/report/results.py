@@ -25,6 +25,7 @@ from stageprobe.report.schema import (
     RunContext,
     sort_stages,
 )
+from stageprobe.report.training_effect import cause_notes, training_results
 
 _REQUIRED_COLUMNS = ("experiment", "stage", "probe", "metric", "value")
 
@@ -170,6 +171,8 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
         "confidence": analysis.confidence,
         "confidence_notes": analysis.confidence_notes,
         "criteria_passed": analysis.passed,
+        "criteria_failed": analysis.failed,
+        "criteria_inconclusive": analysis.inconclusive,
         "criteria_measured": analysis.measured,
         "criteria_total": len(verdicts),
         "decision_matrix": analysis.decision.colour,
@@ -207,7 +210,7 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
         "assessment": assessment,
         "recommendation": analysis.advice.recommendation,
         "recommendation_headline": analysis.advice.headline,
-        "recommendation_notes": analysis.advice.notes,
+        "recommendation_notes": " ".join(filter(None, [analysis.advice.notes, cause_notes(rows, analysis)])),
         "blockers": [*context.blockers, *analysis.advice.blockers],
         "issues": [*context.issues, *analysis.issues],
         "model": context.model,
@@ -219,6 +222,7 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
         "variants": variants,
         "verdicts": {key: verdict.as_dict() for key, verdict in verdicts.items()},
         "decision_matrix": analysis.decision.as_dict(),
+        "training_effect": training_results(rows, analysis, context.weights_random),
         "stage_metrics": stage_tables(rows),
         "artifacts": list(dict.fromkeys(listed)),
         "config": context.config,

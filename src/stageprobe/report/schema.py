@@ -19,9 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Variant = Literal["model", "pixels", "random-init", "reference"]
 VARIANTS: tuple[Variant, ...] = ("model", "pixels", "random-init", "reference")
 #: how the probe was controlled: not at all, a control task, chance labels, shuffled tokens; the
-#: selectivity row (task − control task) and the validation split's scores (they choose a stage only)
-Control = Literal["none", "control-task", "chance", "token-shuffle", "selectivity", "validation"]
-CONTROLS: tuple[Control, ...] = ("none", "control-task", "chance", "token-shuffle", "selectivity", "validation")
+#: selectivity row (task − control task), the validation split's scores (they choose a stage only) and
+#: the training effect (trained model − its random-init twin, paired)
+Control = Literal["none", "control-task", "chance", "token-shuffle", "selectivity", "validation", "training-effect"]
+CONTROLS: tuple[Control, ...] = ("none", "control-task", "chance", "token-shuffle", "selectivity", "validation",
+                                 "training-effect")
+#: the control of a trained − random-init twin row
+TRAINING_EFFECT: Control = "training-effect"
 
 ExperimentStatus = Literal["completed", "in_progress", "skipped", "failed"]
 RunStatus = Literal["not_started", "in_progress", "completed", "blocked", "failed", "pivoted"]
@@ -180,7 +184,7 @@ class VerdictEntry(BaseModel):
 
     metric: str
     label: str
-    status: Literal["PASS", "FAIL", "UNAVAILABLE"]
+    status: Literal["PASS", "FAIL", "INCONCLUSIVE", "UNAVAILABLE"]
     display: str
     target: str
     value: float | None = None
@@ -193,6 +197,10 @@ class VerdictEntry(BaseModel):
     reason: str | None = None
     best_val_stage: str | None = None
     best_val_test_value: float | None = None
+    #: the same probe on raw pixels at the verdict stage's grid: FAIL needs its CI past the target
+    pixel_ceiling: float | None = None
+    pixel_ceiling_stage: str | None = None
+    pixel_ceiling_ci: list[float] | None = None
 
 
 class DecisionEntry(BaseModel):
@@ -215,6 +223,9 @@ class DecisionEntry(BaseModel):
     #: the same probe on raw pixels at the merged (28 px) grid: what the coarser grid alone allows
     post_merge_pixel_ceiling: float | None = None
     reason: str
+    #: the model's drop beyond the pixel pair's, paired over the same test images
+    excess_drop: float | None = None
+    excess_drop_ci: list[float] | None = None
 
 
 class CalibrationEntry(_Loose):
@@ -293,8 +304,9 @@ def sort_stages(stages: list[str] | set[str] | tuple[str, ...]) -> list[str]:
 
 
 def pixel_stage_for(stage: str) -> str:
-    """The pixel-baseline stage on the same token grid: 28 px after the merger, 14 px before."""
-    if stage == "vision.post_merge" or stage.startswith("language."):
+    """The pixel-baseline stage on the same token grid: 28 px after the merger, 14 px before. Qwen3-VL's
+    DeepStack mergers (`vision.deepstack.{k}`) output the merged grid too."""
+    if stage == "vision.post_merge" or stage.startswith(("language.", "vision.deepstack.")):
         return "pixels.merged"
     return "pixels.patch"
 
@@ -313,4 +325,6 @@ CONTROL_DESCRIPTIONS: dict[str, str] = {
     "selectivity": "task score minus control-task score, on the same test images (paired bootstrap)",
     "validation": "the model's own probe scored on the validation split: used only to choose the best stage",
     "token-shuffle": "tokens of each image permuted before probing (a spatial probe must drop)",
+    "training-effect": ("trained model − its random-init twin, the same deciding probe on the same test images "
+                        "(paired bootstrap): what learning kept, added or removed at each stage"),
 }

@@ -77,9 +77,9 @@ def _verdict_problems(results: dict[str, Any], rows: list[MetricRow]) -> list[st
         target = verdict.target
         status = entry.get("status")
         value = float(entry["value"]) if isinstance(entry.get("value"), int | float) else None
-        if value is not None and status in ("PASS", "FAIL"):
-            implied = "PASS" if target.passes(value) else "FAIL"
-            if implied != status:
+        if value is not None and status in ("PASS", "FAIL", "INCONCLUSIVE"):
+            implied = "PASS" if target.passes(value) else "FAIL or INCONCLUSIVE"
+            if status not in implied.split(" or "):
                 problems.append(f"verdicts.{key} says {status} but its value {fmt(value)} "
                                 f"{'meets' if implied == 'PASS' else 'misses'} the target {target.display}")
         row = verdict.row

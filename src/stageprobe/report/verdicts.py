@@ -8,8 +8,10 @@ Verdict rule (one place, used by results, findings, html and validate):
   receives; a ViT's last stage; `pixels.merged` for the pixel baseline; `--verdict-stage`
   overrides) with the target's **declared probe**. Pixel stages and `vision.patch_embed` never
   decide a verdict about a model.
-* PASS when that value beats the threshold strictly (`> 0.7`, or `< 0.3` for LPIPS), FAIL
-  otherwise, UNAVAILABLE when the stage has no value (with the reason).
+* PASS when that value beats the threshold strictly (`> 0.7`, or `< 0.3` for LPIPS); FAIL when it
+  does not and the same probe's pixel ceiling at that grid clears the threshold with its 95 % CI;
+  INCONCLUSIVE when it does not and the ceiling does not clear it (the probe could not have passed,
+  METHODOLOGY #19); UNAVAILABLE when the stage has no value (with the reason).
 * A second column names the stage whose **validation** score is best, with its **test** value.
 * When the 95 % CI contains the threshold the verdict keeps its point-estimate status but is
   shown as "PASS (CI crosses target)" / "FAIL (CI crosses target)".
@@ -22,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from stageprobe.metrics._catalog import higher_is_better
+from stageprobe.report._gating import below_target, ceiling_grid, ceiling_shortfall, clears
 from stageprobe.report.fmt import fmt, fmt_ci, fmt_target
 from stageprobe.report.schema import MetricRow, pixel_stage_for, stage_sort_key
 
-VerdictStatus = Literal["PASS", "FAIL", "UNAVAILABLE"]
+VerdictStatus = Literal["PASS", "FAIL", "INCONCLUSIVE", "UNAVAILABLE"]
 Colour = Literal["GREEN", "YELLOW", "RED", "UNAVAILABLE"]
 
 #: where a target is judged unless the suite or the user says otherwise, first present wins
@@ -65,9 +68,13 @@ def ci_crosses(threshold: float, row: MetricRow) -> bool:
     return row.has_ci and row.ci_low <= threshold <= row.ci_high  # type: ignore[operator]
 
 
+#: every family's embedding stage: a (position-coded) linear re-encoding of each patch's pixels
+EMBEDDING_STAGES = ("vision.patch_embed", "vision.embed", "vision.pos_embed")
+
+
 def is_pixel_or_embedding(stage: str) -> bool:
-    """Stages that re-encode pixels: they never decide a verdict about a model."""
-    return stage.startswith("pixels.") or stage == "vision.patch_embed"
+    """Stages that re-encode pixels: they never decide a verdict about a model nor its best stage."""
+    return stage.startswith("pixels.") or stage in EMBEDDING_STAGES
 
 
 def studies_pixels(rows: Iterable[MetricRow]) -> bool:
@@ -85,6 +92,8 @@ class Verdict:
     reason: str | None = None
     #: the stage whose validation score is best, and the test row at that stage
     best_val: MetricRow | None = None
+    #: the same probe on raw pixels at the verdict stage's grid (what gates FAIL against INCONCLUSIVE)
+    ceiling: MetricRow | None = None
 
     @property
     def display(self) -> str:
@@ -102,7 +111,15 @@ class Verdict:
             "stage": row.stage if row else None, "probe": self.target.probe,
             "experiment": row.experiment if row else None, "reason": self.reason,
             "best_val_stage": best.stage if best else None, "best_val_test_value": best.value if best else None,
+            **self._ceiling_dict(),
         }
+
+    def _ceiling_dict(self) -> dict[str, object]:
+        ceiling = self.ceiling
+        if ceiling is None:
+            return {}
+        return {"pixel_ceiling": ceiling.value, "pixel_ceiling_stage": ceiling.stage,
+                "pixel_ceiling_ci": [ceiling.ci_low, ceiling.ci_high] if ceiling.has_ci else None}
 
 
 def best_row(rows: Iterable[MetricRow], metric: str, higher: bool | None = None,
@@ -156,7 +173,7 @@ def stage_line(rows: Iterable[MetricRow], metric: str, probe: str, experiments: 
 def pixel_ceiling(rows: Sequence[MetricRow], row: MetricRow, experiments: Sequence[str] = ()) -> MetricRow | None:
     """The same probe and metric on raw pixels at the grid of `row`'s stage (a pixel stage is its own),
     from `row`'s experiment, else the first of `experiments` (else any) that measured it."""
-    grid = row.stage if row.stage.startswith("pixels.") else pixel_stage_for(row.stage)
+    grid = ceiling_grid(row.stage)
     variant = "model" if row.stage.startswith("pixels.") else "pixels"
     found = [r for r in rows if r.stage == grid and r.probe == row.probe and r.metric == row.metric
              and r.control == "none" and r.variant == variant and r.value is not None]
@@ -191,13 +208,19 @@ def verdict_for(target: Target, rows: Sequence[MetricRow], override: str | None 
         reason = (row.unavailable_reason if row is not None else None) or \
             f"{target.probe} did not measure {target.metric} at {stage}"
         return Verdict(target, "UNAVAILABLE", None, False, reason, best_val)
+    ceiling = pixel_ceiling(rows, row, target.experiments)
     status: VerdictStatus = "PASS" if target.passes(row.value) else "FAIL"
-    return Verdict(target, status, row, ci_crosses(target.threshold, row), None, best_val)
+    reason = None
+    if status == "FAIL" and not clears(ceiling, target.metric, target.threshold):
+        status, reason = "INCONCLUSIVE", ceiling_shortfall(ceiling, target.metric, target.probe, stage,
+                                                           target.threshold)
+    return Verdict(target, status, row, ci_crosses(target.threshold, row), reason, best_val, ceiling)
 
 
 def _best_on_validation(target: Target, rows: Sequence[MetricRow]) -> MetricRow | None:
     """The test row at the stage whose validation score of the target's probe is best."""
-    chosen = best_row(rows, target.metric, experiments=target.experiments, probes=[target.probe],
+    judged = [r for r in rows if not is_pixel_or_embedding(r.stage)] if not studies_pixels(rows) else rows
+    chosen = best_row(judged, target.metric, experiments=target.experiments, probes=[target.probe],
                       control=VALIDATION)
     if chosen is None:
         return None
@@ -230,6 +253,8 @@ class DecisionRule:
     pairs: tuple[tuple[str, str], ...] = (("vision.pre_merge", "vision.post_merge"),
                                           ("pixels.patch", "pixels.merged"))
     fallback_probe: str | None = None
+    #: the drop beyond the pixel pair's (difference in differences): what YELLOW's "lost in the merger" reads
+    excess_metric: str | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +274,8 @@ class Decision:
     #: why the probe cannot judge this model here (no or failed pixel ceiling), else None
     ceiling_problem: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: the model's drop beyond the pixel pair's, paired over the same test images (difference in differences)
+    excess: MetricRow | None = None
 
     def as_dict(self) -> dict[str, object]:
         def ci(row: MetricRow | None) -> list[float] | None:
@@ -267,6 +294,7 @@ class Decision:
             "conclusive": self.conclusive,
             "pixel_ceiling": value(self.pre_ceiling), "post_merge_pixel_ceiling": value(self.post_ceiling),
             "ceiling_problem": self.ceiling_problem, "reason": self.reason,
+            "excess_drop": value(self.excess), "excess_drop_ci": ci(self.excess),
         }
 
 
@@ -297,12 +325,17 @@ def _ceiling(rows: Sequence[MetricRow], rule: DecisionRule, probe: str, stage: s
     return row_at(rows, rule.metric, probe, pixel_stage_for(stage), rule.experiments, variant="pixels")
 
 
-def _ceiling_problem(rule: DecisionRule, probe: str, pairs: Sequence[tuple[str, MetricRow | None]]) -> str | None:
+def _ceiling_problem(rule: DecisionRule, probe: str, pairs: Sequence[tuple[str, MetricRow | None]],
+                     by_ci: bool = False) -> str | None:
+    """Why the probe cannot judge the target at these grids; `by_ci` (RED, a PIVOT's ground): the
+    ceiling's whole CI must clear the target, not only its point estimate."""
     t = fmt_target(rule.threshold)
     for stage, ceiling in pairs:
-        grid = stage if stage.startswith("pixels.") else pixel_stage_for(stage)
+        grid = ceiling_grid(stage)
         if ceiling is None or ceiling.value is None:
             return f"{probe} has no pixel ceiling at {grid} (the grid of {stage}): it cannot show it would see a loss"
+        if by_ci and not clears(ceiling, rule.metric, rule.threshold):
+            return ceiling_shortfall(ceiling, rule.metric, probe, stage, rule.threshold)
         if not ceiling.value > rule.threshold:
             return (f"{probe} reaches only {fmt(ceiling.value)} on raw pixels at {grid}, not above the {t} "
                     f"target: it cannot judge the target at that grid")
@@ -326,26 +359,44 @@ def decide(rows: Sequence[MetricRow], rule: DecisionRule) -> Decision:
     post = row_at(rows, rule.metric, probe, pair[1], rule.experiments)
     assert pre is not None and post is not None and pre.value is not None and post.value is not None
     drop = row_at(rows, rule.drop_metric, probe, post.stage, rule.experiments)
+    excess = row_at(rows, rule.excess_metric, probe, post.stage, rule.experiments) if rule.excess_metric else None
     ceilings = (_ceiling(rows, rule, probe, pre.stage), _ceiling(rows, rule, probe, post.stage))
-    problem = _ceiling_problem(rule, probe, [(pre.stage, ceilings[0]), (post.stage, ceilings[1])])
+    red = not post.value > threshold and not pre.value > threshold
+    problem = _ceiling_problem(rule, probe, [(pre.stage, ceilings[0]), (post.stage, ceilings[1])], by_ci=red)
     if post.value > threshold:
         colour: Colour = "GREEN"
         conclusive = post.ci_low is not None and post.ci_low > threshold
         reason = f"{_describe(post)}, above the {t} target: location survives to {post.stage}"
     elif pre.value > threshold:
         colour = "YELLOW"
-        drop_clear = drop is not None and drop.ci_low is not None and drop.ci_low > 0
+        drop_clear = _clear_of_zero(excess if rule.excess_metric else drop)
         conclusive = bool(pre.ci_low is not None and pre.ci_low > threshold and drop_clear)
-        reason = (f"{_describe(pre)}, above the {t} target, but {_describe(post)}"
-                  + (f"; the paired drop {fmt(drop.value)} {fmt_ci(drop.ci_low, drop.ci_high)}"
-                     f"{' excludes' if drop_clear else ' does not exclude'} 0" if drop is not None
-                     else "; no paired drop was measured"))
+        reason = f"{_describe(pre)}, above the {t} target, but {_describe(post)}" + _drop_words(drop, excess, rule)
     else:
         colour = "RED"
-        conclusive = pre.ci_high is not None and pre.ci_high < threshold
+        # both sides' whole CIs below the target: neither stage could be read as passing
+        conclusive = below_target(pre, rule.metric, threshold) and below_target(post, rule.metric, threshold)
         reason = f"{_describe(pre)}, not above the {t} target: location is weak already at {pre.stage}"
     return Decision(colour, probe, pre, post, conclusive, reason, threshold, pooled_only, drop, *ceilings,
-                    problem)
+                    problem, excess=excess)
+
+
+def _clear_of_zero(row: MetricRow | None) -> bool:
+    return row is not None and row.ci_low is not None and row.ci_low > 0
+
+
+def _drop_words(drop: MetricRow | None, excess: MetricRow | None, rule: DecisionRule) -> str:
+    """The paired drop, and (when the rule reads it) the excess over the pixel pair that settles YELLOW."""
+    if drop is None:
+        return "; no paired drop was measured"
+    words = f"; the paired drop {fmt(drop.value)} {fmt_ci(drop.ci_low, drop.ci_high)}"
+    if rule.excess_metric is None:
+        return words + f"{' excludes' if _clear_of_zero(drop) else ' does not exclude'} 0"
+    if excess is None:
+        return words + "; no excess drop over the pixel pair was measured, so the grid's own cost cannot be told apart"
+    verb = "excludes" if _clear_of_zero(excess) else "does not exclude"
+    return (words + f", of which the excess over the pixel pair's drop is {fmt(excess.value)} "
+            f"{fmt_ci(excess.ci_low, excess.ci_high)}, which {verb} 0")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,9 @@ from stageprobe.models import StageModel, select_stages
 from stageprobe.report.schema import MetricRow
 from stageprobe.suites._artifacts import BestFit, draw_best_fits, draw_training_curves
 from stageprobe.suites._rows import FitLabel, per_image_scores, result_rows, selectivity_rows, validation_rows
+from stageprobe.suites._seeds import probe_seeds
 from stageprobe.suites._spec import DeriveInput, ExperimentSpec, Family, ProbeSpec, Scores, probes_for, thin_stages
+from stageprobe.suites._training import training_effect_rows
 from stageprobe.suites.workers import FitOutput, FitRequest, ProbePool
 
 if TYPE_CHECKING:
@@ -118,7 +120,7 @@ class Measurement:
         main = self.model("main")
         if self.config.controls and self.config.model != "pixels":
             found.append("pixels")
-            if not main.weights_id.startswith("random") and hasattr(main, "random_init_twin"):
+            if self.config.twin and not main.weights_id.startswith("random") and hasattr(main, "random_init_twin"):
                 found.append("random-init")
         return found
 
@@ -313,6 +315,8 @@ class Measurement:
         if spec.derive is not None:
             with working(console, f"{spec.id} derived metrics", disable=self.quiet):
                 outcome.rows += spec.derive(self._derive_input(spec, outcome, previous))
+        outcome.rows += training_effect_rows(spec.id, outcome.scores, self.suite.targets, self.model("main").name,
+                                             self.config.n_bootstrap, self.config.seed)
         if self.artifacts_dir is not None and self.run_dir is not None:
             with working(console, f"{spec.id} figures", disable=self.quiet):
                 test = self.dataset(spec.family).split_samples("test")
@@ -340,7 +344,7 @@ class Measurement:
         request = FitRequest(probe.probe, probe.task, str(store.root), stage, dataset_key,
                              with_images=probe.task == "reconstruction", seed=self.config.seed,
                              options=tuple(sorted(options.items())), score_val=which == "main")
-        seeds = self.config.seeds if probe.seeded else 1
+        seeds = probe_seeds(self.suite, probe, stage, self.config.size, self.config.seeds)
         reused = self.pool.started(request)
         fits = [self.pool.submit(replace(request, seed=self.config.seed + k)) for k in range(seeds)]
         controls = ({name: self.pool.submit(replace(request, control=name, score_val=False))

@@ -18,6 +18,7 @@ from stageprobe.probes import ProbeResult
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.verdicts import VALIDATION
 from stageprobe.stats import bootstrap_ci, bootstrap_map_cis, paired_bootstrap_diff
+from stageprobe.suites._seeds import seeded_map_cis
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,7 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
     first = results[0]
     rows = []
     map_metrics = [m for m in first.metrics if m.startswith("map") and _kept(m, skip)]
-    map_cis = (bootstrap_map_cis(first.detection, map_metrics, n_bootstrap, seed)
-               if first.detection is not None and map_metrics else {})
+    map_cis = _map_cis(results, map_metrics, n_bootstrap, seed)
     for raw, value in first.metrics.items():
         if not _kept(raw, skip):
             continue
@@ -83,12 +83,26 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
                 ci = bootstrap_ci(per_seed[0], n_bootstrap, seed)
                 value, low, high = ci.estimate, ci.low, ci.high
         elif raw in map_cis:
-            low, high, n = map_cis[raw].low, map_cis[raw].high, map_cis[raw].n
+            (low, high), n = map_cis[raw], first.detection.n_images  # type: ignore[union-attr]
+            if len(results) > 1:
+                value = float(np.mean([r.metrics[raw] for r in results]))
+                note = _spread_note([float(r.metrics[raw]) for r in results])
         rows.append(label.row(metric, value=value, ci_low=low, ci_high=high, n=n, note=note))
     for raw, reason in first.unavailable.items():
         if _kept(raw, skip):
             rows.append(label.row(metric_info(raw).name, value=None, unavailable_reason=reason))
     return rows
+
+
+def _map_cis(results: Sequence[ProbeResult], metrics: Sequence[str], n_bootstrap: int,
+             seed: int) -> dict[str, tuple[float, float]]:
+    """CIs of the COCO metrics: over test images, and over probe seeds too where there are several."""
+    if results[0].detection is None or not metrics:
+        return {}
+    if len(results) > 1 and all(r.detection is not None for r in results):
+        return seeded_map_cis([r.detection for r in results], metrics, n_bootstrap, seed)  # type: ignore[misc]
+    cis = bootstrap_map_cis(results[0].detection, metrics, n_bootstrap, seed)
+    return {metric: (ci.low, ci.high) for metric, ci in cis.items()}
 
 
 def selectivity_rows(label: FitLabel, task: ProbeResult, control: ProbeResult, skip: Sequence[str],

@@ -216,6 +216,11 @@ class Suite:
     quick_control_stages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: said once in the report's controls section (e.g. why a control is not run for a probe)
     notes: tuple[str, ...] = ()
+    #: the probes that decide verdicts, the stage patterns they decide at (pixel ceilings included) and,
+    #: per run size, how many probe seeds refit them there unless `--seeds` says otherwise
+    deciding_probes: tuple[str, ...] = ()
+    deciding_stages: tuple[str, ...] = ()
+    deciding_seeds: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         row = self.row(self.decision.information)

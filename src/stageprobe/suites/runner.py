@@ -51,9 +51,11 @@ FAMILIES: tuple[Family, ...] = tuple(DATA_FAMILIES)  # type: ignore[assignment]
 #: files and folders a run writes; `--overwrite` removes exactly these
 RUN_OUTPUTS = ("experiments", "artifacts", "results.yaml", "metrics.csv", "FINDINGS.md", "report.html",
                "config.yaml", "env.json", "calibration")
-#: settings that do not change any number: placement, speed, which experiments, how verdicts read
-NOT_IN_IDENTITY = frozenset({"device", "device_map", "batch_size", "probe_workers", "experiments", "verdict_stage",
-                             "calibrate", "max_disk"})
+#: settings that do not change any number: placement, speed, which experiments, disk budget (`verdict_stage`
+#: is part of the identity: a run's verdicts are read at one stage, so a resume with another is refused,
+#: naming both)
+NOT_IN_IDENTITY = frozenset({"device", "device_map", "batch_size", "probe_workers", "experiments", "calibrate",
+                             "max_disk"})
 
 
 class RunConfig(BaseModel):
@@ -82,8 +84,9 @@ class RunConfig(BaseModel):
     experiments: list[str] | None = None
     #: at most this many samples per dataset
     limit: int | None = Field(default=None, ge=1)
-    #: fits of every gradient-trained probe, with probe seeds seed, seed+1, …
-    seeds: int = Field(default=1, ge=1)
+    #: fits of every gradient-trained probe, with probe seeds seed, seed+1, …; None: the suite's default
+    #: for its deciding probes at their deciding stages (3 at the default size), one fit elsewhere
+    seeds: int | None = Field(default=None, ge=1)
     #: judge every target at this stage instead of the suite's declared one
     verdict_stage: str | None = None
     #: data family (spatial, detail, motion) → dataset spec, e.g. "coco:/data/instances.json"
@@ -93,6 +96,8 @@ class RunConfig(BaseModel):
     #: bytes the feature stores may take on disk at once (`--max-disk`); None: the free space less a margin.
     #: A study whose stores do not fit runs in stage groups that do (same numbers, one forward per group)
     max_disk: int | None = Field(default=None, ge=1)
+    #: measure the random-init twin of a pretrained model (what training did); `--no-twin` skips it
+    twin: bool = True
 
     @field_validator("suite")
     @classmethod
@@ -190,6 +195,7 @@ class StudyRun:
                 f"{self.out} holds a run with other settings ({_differences(there, self.config.identity_settings())}); "
                 "pass the same settings to resume it, another --out, or --overwrite to start afresh")
         stages = self.model("main").stage_names
+        self._check_twin()
         if self.config.verdict_stage is not None and self.config.verdict_stage not in stages:
             raise UserInputError(f"--verdict-stage {self.config.verdict_stage!r} is not a stage of "
                                  f"{self.config.model}; its stages are {', '.join(stages)}")
@@ -208,6 +214,21 @@ class StudyRun:
         self.measurement.say(f"features: {human(plan.total_bytes)} in {len(plan.stores)} stores, disk budget "
                              f"{human(budget)} ({passes}; `stageprobe plan` for the details)")
         return groups
+
+    def _check_twin(self) -> None:
+        """Build the random-init twin now, before any work, where the run will measure it: a twin that
+        cannot be built (a config this device cannot instantiate, too little memory) is said at once."""
+        main = self.model("main")
+        if not (self.config.controls and self.config.twin and self.config.model != "pixels"
+                and not self.weights_random() and hasattr(main, "random_init_twin")):
+            return
+        try:
+            self.model("random-init")
+        except Exception as error:  # any failure to build it is the same message to the user
+            raise UserInputError(
+                f"the random-init twin of {self.config.model} cannot be built on this device "
+                f"({type(error).__name__}: {error}); pass --no-twin to run without it (the answer then cannot "
+                "say what training did)") from None
 
     def prepare(self) -> None:
         """Check everything, then (and only then) record the config; `--overwrite` clears the old run."""

@@ -127,7 +127,7 @@ INFORMATION = (LOCATION, DETAIL_INFO, MOTION_INFO)
 
 DECISION = DecisionRule(information=LOCATION.name, metric=LOCATION.metric, probe=LOCATION.probe,
                         experiments=SPATIAL_EXPERIMENTS, threshold=0.7, drop_metric="iou_drop",
-                        fallback_probe="pooled-linear")
+                        fallback_probe="pooled-linear", excess_metric="iou_excess_drop")
 
 
 def _derive_merge(inputs: DeriveInput) -> list[MetricRow]:
@@ -147,7 +147,7 @@ EXPERIMENTS: tuple[ExperimentSpec, ...] = (
                    read_at=("vision.pre_merge", "vision.final", "pixels.patch")),
     ExperimentSpec(POST_MERGE, "Post-merge analysis", "spatial", MERGE_STAGES,
                    (POOLED_BOXES, DENSE_BOXES, CONTEXT_BOXES, RELATION, POOLED_RELATION), skip_metrics=("map",),
-                   table_metrics=(*BOX_TABLE, "iou_drop", "compression_ratio", "width_ratio"),
+                   table_metrics=(*BOX_TABLE, "iou_drop", "iou_excess_drop", "compression_ratio", "width_ratio"),
                    reads=(PRE_MERGE,), derive=_derive_merge, finding=findings.post_merge, label="E-Q2.2"),
     ExperimentSpec(LANGUAGE, "LLM layer-wise decay", "spatial", LANGUAGE_STAGES,
                    (POOLED_BOXES, DENSE_BOXES, CONTEXT_BOXES),
@@ -200,6 +200,12 @@ SUITE = Suite(
     #: ... and fits the deciding box probe's controls only where the verdict is read (its three fits on the
     #: 14-px grid of 448-px images were a tenth of a quick run's fitting)
     quick_control_stages={DECIDING_BOX_PROBE: JUDGED_STAGES},
+    #: the probes whose values decide verdicts and the decision matrix, refitted over probe seeds at the
+    #: stages they decide at and their pixel ceilings (recon-linear is closed-form ridge: its seed only picks
+    #: the sample of pixel columns its λ is chosen on)
+    deciding_probes=(DECIDING_BOX_PROBE, "attention", MOTION_PROBE),
+    deciding_stages=(*VERDICT_STAGES, "pixels.patch", "pixels.merged"),
+    deciding_seeds={"quick": 1, "default": 3, "full": 3},
     notes=("Token shuffle is not run for dense-linear and recon-linear: each reads a token's target at that "
            "token's own raster position, so shuffling tokens changes nothing it could tell apart; it is run for "
            "the probes that carry their own position code (dense-context's 3×3 neighbourhood, relation, "
@@ -213,7 +219,11 @@ SUITE = Suite(
            "token, so its control is the control task only.",
            "Reference rows (variant `reference`) score known degradations of the detail test images — identity, "
            "Gaussian blur σ = 1, 2, 4 px, 2× down-up, the constant mean image — with every reconstruction "
-           "metric, so each metric's scale is visible (METHODOLOGY #15)."),
+           "metric, so each metric's scale is visible (METHODOLOGY #15).",
+           "The deciding probes (dense-context, attention, token-flow) are refitted over probe seeds at the stages "
+           "their verdicts and the decision matrix read and at the pixel ceilings (3 seeds at the default size, 1 "
+           "with --quick, --seeds N to change): their values are the mean over seeds and their CIs resample seeds "
+           "and test images together (mAP included)."),
 )
 
 #: every target, judged with its row's deciding probe on its row's data unless it names its own

@@ -58,7 +58,8 @@ def merge_words(rows: Sequence[MetricRow]) -> str:
 
 
 def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
-    """The answer's paragraphs: where object location is lost, the paired drop, what the probe cannot judge."""
+    """The answer's paragraphs: where object location is lost, the paired drop and its excess over the pixel
+    pair's, what the probe cannot judge."""
     across = merge_words(rows)
     spatial = {"GREEN": "**Object location survives to the stage the decision reads.**",
                "YELLOW": f"**Object location is present before {across} but lost across it.**",
@@ -68,6 +69,10 @@ def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
     if decision.drop is not None:
         paragraphs.append(f"Drop across {across}: {fmt_row(decision.drop)} "
                           f"({paired_detectable(decision.drop)}: the half-width of its paired 95% CI).")
+    if decision.excess is not None:
+        paragraphs.append(f"Excess drop beyond the pixel pair's (what {across} loses that the coarser grid alone "
+                          f"does not; difference in differences over the same test images): "
+                          f"{fmt_row(decision.excess)}.")
     if decision.ceiling_problem:
         paragraphs.append(f"**The deciding probe cannot judge this:** {decision.ceiling_problem}.")
     if decision.pooled_only:

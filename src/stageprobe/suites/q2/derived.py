@@ -8,6 +8,7 @@ import numpy as np
 from stageprobe.metrics.base import MetricValue
 from stageprobe.metrics.degradations import reference_scores
 from stageprobe.metrics.irs import irs
+from stageprobe.report._paired import excess_drop
 from stageprobe.report.schema import MetricRow, sort_stages
 from stageprobe.report.verdicts import DecisionRule
 from stageprobe.stats import bootstrap_ci, paired_bootstrap_diff
@@ -36,6 +37,7 @@ def drop_rows(inputs: DeriveInput, rule: DecisionRule) -> list[MetricRow]:
     and on the pixel baseline (whose drop is what the coarser grid alone costs)."""
     scores = _pooled_scores(inputs, rule.experiments)
     rows = []
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for variant in ("model", "pixels"):
         stages = sort_stages({stage for (v, stage, probe, metric) in scores
                               if v == variant and probe == rule.probe and metric == rule.metric})
@@ -45,13 +47,29 @@ def drop_rows(inputs: DeriveInput, rule: DecisionRule) -> list[MetricRow]:
         if pair is None:
             continue
         pre, post = (scores[(variant, s, rule.probe, rule.metric)] for s in pair)
+        pairs[variant] = pre, post
         ci = paired_bootstrap_diff(pre, post, inputs.n_bootstrap, inputs.seed)
         rows.append(MetricRow(
             experiment=inputs.experiment, stage=pair[1], probe=rule.probe, metric=rule.drop_metric,
             value=ci.estimate, ci_low=ci.low, ci_high=ci.high, n=ci.n, variant=variant,  # type: ignore[arg-type]
             model=inputs.model if variant == "model" else "pixels",
             note=f"{rule.metric}({pair[0]}) − {rule.metric}({pair[1]}), paired bootstrap over test images"))
-    return rows
+    return rows + _excess_rows(inputs, rule, pairs, rows)
+
+
+def _excess_rows(inputs: DeriveInput, rule: DecisionRule, pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+                 drops: list[MetricRow]) -> list[MetricRow]:
+    """The model's drop minus the pixel pair's, paired over the same test images (METHODOLOGY #20)."""
+    if rule.excess_metric is None or set(pairs) != {"model", "pixels"}:
+        return []
+    if pairs["model"][0].shape != pairs["pixels"][0].shape:
+        return []  # not the same test images: no pairing
+    ci = excess_drop(*pairs["model"], *pairs["pixels"], inputs.n_bootstrap, inputs.seed)
+    model_drop = next(r for r in drops if r.variant == "model")
+    return [MetricRow(experiment=inputs.experiment, stage=model_drop.stage, probe=rule.probe,
+                      metric=rule.excess_metric, value=ci.estimate, ci_low=ci.low, ci_high=ci.high, n=ci.n,
+                      model=inputs.model, note="model drop − pixel-pair drop, difference in differences paired "
+                                               "over the same test images")]
 
 
 def compression_rows(inputs: DeriveInput, pre: str = "vision.pre_merge",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from stageprobe.report._paired import rows_beyond
 from stageprobe.report.fmt import fmt, fmt_row
 from stageprobe.report.schema import MetricRow, sort_stages
 from stageprobe.report.verdicts import Verdict, best_row, row_at
@@ -69,6 +70,8 @@ def post_merge(inputs: FindingInput) -> str:
     pixel_drop = best_row(inputs.all_rows, "iou_drop", variant="pixels")
     if pixel_drop is not None:
         parts.append(f"the same probe's drop on raw pixels {fmt_row(pixel_drop)}")
+    if decision.excess is not None:
+        parts.append(f"excess drop beyond the pixel pair's {fmt_row(decision.excess)} (paired over the same images)")
     ratio = best_row(inputs.rows, "compression_ratio")
     width = best_row(inputs.rows, "width_ratio")
     if ratio is not None:
@@ -89,15 +92,28 @@ def language_decay(inputs: FindingInput) -> str:
     per_layer = [r for r in (best_row(inputs.rows, "iou", stages=[s], probes=[probe]) for s in layers) if r]
     if not per_layer:
         return "No LLM layer reported a bbox IoU."
-    best = max(per_layer, key=lambda r: r.value or 0.0)
+    # the best layer is chosen on the validation split, like every other best stage; its test value is shown
+    chosen = best_row(inputs.all_rows, "iou", stages=layers, probes=[probe], control="validation")
+    best = next((r for r in per_layer if chosen is not None and r.stage == chosen.stage), None)
     parts = [_at(per_layer[0], "First LLM layer bbox IoU")]
-    if best is not per_layer[0]:
-        parts.append(_at(best, "best layer"))
+    if best is not None and best is not per_layer[0]:
+        parts.append(_at(best, "best layer on validation (its test value)"))
     if per_layer[-1] is not per_layer[0] and per_layer[-1] is not best:
         parts.append(_at(per_layer[-1], "last layer"))
     if inputs.decision.post is not None:
         parts.append(f"the merge output it starts from has {fmt_row(inputs.decision.post)}")
+    parts.append(_survival(per_layer, inputs.decision.target))
     return "; ".join(parts) + "."
+
+
+def _survival(per_layer: list[MetricRow], threshold: float) -> str:
+    """How far location stays above the target, with Holm's family-wise control over the layers scanned."""
+    above = rows_beyond(per_layer, null=threshold, above=True)
+    kept = next((i for i, is_above in enumerate(above) if not is_above), len(above))
+    scanned = f"Holm's family-wise control over the {len(per_layer)} layers scanned"
+    if kept == 0:
+        return f"no layer from the first on is above the {threshold:g} target ({scanned})"
+    return f"location stays above the {threshold:g} target through {per_layer[kept - 1].stage} ({scanned})"
 
 
 def detection(inputs: FindingInput) -> str:
