@@ -3,11 +3,16 @@ import pytest
 
 from stageprobe.metrics import CocoDetectionEval, Detections, GroundTruth
 from stageprobe.stats import (
+    _counts,
     bootstrap_ci,
     bootstrap_map_ci,
     bootstrap_map_cis,
+    mde_from_ci,
+    mde_multiplier,
+    minimum_detectable_effect,
     paired_bootstrap_diff,
     paired_bootstrap_map_diff,
+    paired_mde,
 )
 
 
@@ -78,3 +83,36 @@ def test_paired_map_diff_sees_better_predictions() -> None:
     good, bad = _detection_eval(noise=3, seed=0), _detection_eval(noise=12, seed=0)
     diff = paired_bootstrap_map_diff(good, bad, "map_75", n_resamples=300)
     assert diff.low > 0
+
+
+def test_mde_multiplier_is_2_8_at_alpha_005_and_80_percent_power() -> None:
+    assert mde_multiplier() == pytest.approx(2.8016, abs=1e-3)
+    assert minimum_detectable_effect(0.01) == pytest.approx(0.028, abs=1e-4)
+    # a 95 % CI of half-width 1.96 SE → SE 1 → MDE 2.80
+    assert mde_from_ci(-1.959964, 1.959964) == pytest.approx(2.8016, abs=1e-3)
+
+
+def _percentile_ci_excludes_zero(draws: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """`bootstrap_ci`'s percentile interval for each row of `draws` with the same resample
+    multiplicities (shared across rows, which are independent), as one matrix product."""
+    means = draws @ counts.T / draws.shape[1]
+    low, high = np.quantile(means, [0.025, 0.975], axis=1)
+    return (low > 0) | (high < 0)
+
+
+def test_a_true_effect_equal_to_the_reported_mde_is_detected_in_80_percent_of_runs() -> None:
+    n, rng = 2000, np.random.default_rng(7)
+    # the reported MDE comes from a run with no effect: paired per-image differences, SD 1
+    before = rng.uniform(0, 1, n)
+    after = before - rng.normal(0.0, 1.0, n)
+    n_paired, mde = paired_mde(before, after, n_resamples=2000, seed=3)
+    assert n_paired == n and mde == pytest.approx(2.8 / np.sqrt(n), rel=0.05)
+    draws = rng.normal(mde, 1.0, size=(1000, n))  # 1,000 new runs whose true drop is the MDE
+    counts = _counts(np.random.default_rng(11), n, 1000)
+    detected = _percentile_ci_excludes_zero(draws, counts)
+    one = bootstrap_ci(draws[0], n_resamples=1000, seed=11)
+    assert detected[0] == (one.low > 0 or one.high < 0)
+    assert 0.75 <= detected.mean() <= 0.85
+    # the CI half-width, today's "smallest detectable drop", is detected only about half the time
+    half = rng.normal(1.96 * mde / mde_multiplier(), 1.0, size=(1000, n))
+    assert 0.42 <= _percentile_ci_excludes_zero(half, counts).mean() <= 0.58

@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals over test images (percentile method).
+"""Bootstrap confidence intervals over test images (percentile method), and what they can detect.
 
 Per-item arrays hold one score per test image; NaN marks an image the score does not apply to
 (e.g. an image with no object pair for the relation probe) and is skipped by the means.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -31,9 +32,8 @@ class BootstrapCI:
 def _counts(rng: np.random.Generator, n: int, n_resamples: int) -> np.ndarray:
     """(n_resamples, n) multiplicity of each item in each resample of n items drawn with replacement."""
     draws = rng.integers(0, n, size=(n_resamples, n))
-    counts = np.zeros((n_resamples, n))
-    np.add.at(counts, (np.repeat(np.arange(n_resamples), n), draws.ravel()), 1)
-    return counts
+    flat = (draws + n * np.arange(n_resamples)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
 
 
 def _weighted_nanmean(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -102,3 +102,50 @@ def paired_bootstrap_map_diff(a: CocoDetectionEval, b: CocoDetectionEval, metric
     counts = _counts(np.random.default_rng(seed), a.n_images, n_resamples)
     stats = np.array([a.resampled(c)[metric] - b.resampled(c)[metric] for c in counts])
     return _interval(estimate, stats, a.n_images, confidence, n_resamples)
+
+
+#: the power and two-sided level at which `minimum_detectable_effect` sizes an effect
+MDE_POWER = 0.8
+MDE_ALPHA = 0.05
+
+
+def mde_multiplier(alpha: float = MDE_ALPHA, power: float = MDE_POWER) -> float:
+    """z(1 − α/2) + z(power): the effect, in standard errors, that a two-sided level-α test
+    detects with probability `power` (2.80 at α = 0.05 and 80 % power)."""
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"alpha and power must lie in (0, 1), got {alpha} and {power}")
+    z = NormalDist().inv_cdf
+    return z(1 - alpha / 2) + z(power)
+
+
+def minimum_detectable_effect(standard_error: float, alpha: float = MDE_ALPHA, power: float = MDE_POWER) -> float:
+    """Minimum detectable effect (MDE) at level α and the given power: the true difference whose
+    estimate clears a two-sided level-α test in `power` of repeated runs. The CI half-width is only
+    the difference that clears it half the time."""
+    return mde_multiplier(alpha, power) * float(standard_error)
+
+
+def standard_error_from_ci(low: float, high: float, confidence: float = 0.95) -> float:
+    """The standard error a (roughly normal) CI of this width and confidence implies."""
+    return (high - low) / (2 * NormalDist().inv_cdf(0.5 + confidence / 2))
+
+
+def mde_from_ci(low: float, high: float, confidence: float = 0.95, alpha: float = MDE_ALPHA,
+                power: float = MDE_POWER) -> float:
+    """MDE of the difference a CI was computed for (e.g. a paired drop), from the CI's width."""
+    return minimum_detectable_effect(standard_error_from_ci(low, high, confidence), alpha, power)
+
+
+def paired_mde(a: np.ndarray, b: np.ndarray, n_resamples: int = 1000, seed: int = 0, alpha: float = MDE_ALPHA,
+               power: float = MDE_POWER) -> tuple[int, float]:
+    """(n paired items, MDE of mean(a) − mean(b)) with the standard error of the paired difference
+    taken from its bootstrap distribution over the same images."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores must align: {a.shape} vs {b.shape}")
+    diff = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    if diff.size == 0:
+        raise ValueError("paired_mde needs at least one image where both scores are finite")
+    counts = _counts(np.random.default_rng(seed), diff.size, n_resamples)
+    means = counts @ diff / diff.size
+    return int(diff.size), minimum_detectable_effect(float(np.std(means, ddof=1)), alpha, power)

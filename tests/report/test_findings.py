@@ -17,7 +17,7 @@ from stageprobe.suites.q2 import TARGETS
 NUMBER = re.compile(r"(?<![\w.@\-])-?\d+\.\d+(?![\w.])")
 
 
-#: smallest detectable drops ("≥ 0.057") are derived from CI widths; test_answer.py checks them
+#: minimum detectable drops ("≥ 0.057") are derived from CI widths; test_answer.py checks them
 DETECTABLE = re.compile(r"≥ -?\d+\.\d+")
 
 

@@ -39,7 +39,7 @@ from stageprobe.features.store import FeatureStore
 from stageprobe.models.base import StageModel
 from stageprobe.models.planting import PLANT_TYPES, Plant, PlantedModel, plantable_stages
 from stageprobe.probes import ProbeResult, fit_probe, split_probe_data
-from stageprobe.stats import BootstrapCI, bootstrap_ci, paired_bootstrap_diff
+from stageprobe.stats import BootstrapCI, bootstrap_ci, mde_from_ci, paired_bootstrap_diff, paired_mde
 from stageprobe.suites.q2 import SUITE
 from stageprobe.suites.workers import image_array
 
@@ -154,7 +154,7 @@ class Calibration:
     model: str
     size: str
     plants: list[PlantOutcome]
-    #: information → "probe/metric" → (n test items, smallest detectable drop)
+    #: information → "probe/metric" → (n test items, minimum detectable drop at α = 0.05, 80 % power)
     detectable: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,18 +205,20 @@ def analyse(check: ProbeCheck, plant: Plant, stages: list[str], reference: dict[
 
 def detectable_drop(stages: list[str], reference: dict[str, np.ndarray], n_bootstrap: int = 1000,
                     seed: int = 0) -> tuple[int, float]:
-    """(n test items, largest half-width of the paired CI between adjacent reference stages): a
-    drop at least this large between any two neighbouring stages has a CI that excludes 0."""
-    widths, n = [], 0
+    """(n test items, largest minimum detectable effect at α = 0.05 and 80 % power of the paired
+    difference between adjacent reference stages): a true drop this large between any two
+    neighbouring stages has a CI that excludes 0 in at least 80 % of runs."""
+    effects, n = [], 0
     for before, stage in itertools.pairwise(stages):
-        ci = paired_bootstrap_diff(reference[before], reference[stage], n_bootstrap, seed)
-        if np.isfinite([ci.low, ci.high]).all():
-            widths.append((ci.high - ci.low) / 2)
-            n = max(n, ci.n)
-    if not widths:  # one stage only: the single-stage CI's half-width is the scale
+        both = np.isfinite(reference[before]) & np.isfinite(reference[stage])
+        if both.any():
+            pairs, effect = paired_mde(reference[before], reference[stage], n_bootstrap, seed)
+            effects.append(effect)
+            n = max(n, pairs)
+    if not effects:  # one stage only: two independent stages as uncertain as it is
         ci = bootstrap_ci(reference[stages[0]], n_bootstrap, seed)
-        return ci.n, (ci.high - ci.low) / 2
-    return n, float(max(widths))
+        return ci.n, float(np.sqrt(2)) * mde_from_ci(ci.low, ci.high, ci.confidence)
+    return n, float(max(effects))
 
 
 class _Fits:
@@ -318,7 +320,8 @@ class Calibrator:
 
     def _detectable(self, group: list[Plant], reference: FeatureStore, stages: list[str], fits: _Fits,
                     detectable: dict[str, dict[str, tuple[int, float]]]) -> None:
-        """The smallest detectable drop of each probe metric over every stage the reference was read at."""
+        """The minimum detectable drop (α = 0.05, 80 % power) of each probe metric over every stage
+        the reference was read at."""
         for information in dict.fromkeys(p.type.information for p in group):
             # `none` reads the position probes on the same data: one table for both
             table = detectable.setdefault("position" if information == "none" else information, {})

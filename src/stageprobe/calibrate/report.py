@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from stageprobe.stats import BootstrapCI
+from stageprobe.stats import MDE_ALPHA, MDE_POWER, BootstrapCI
 
 if TYPE_CHECKING:
     from stageprobe.calibrate.engine import Calibration, CheckOutcome, PlantOutcome
@@ -48,7 +48,8 @@ def calibration_dict(calibration: Calibration) -> dict[str, Any]:
         "plants": [{"plant": p.plant.label, "type": p.plant.type.name, "stage": p.plant.stage,
                     "information": p.information, "dataset": p.dataset, "verdict": p.verdict,
                     "checks": [_check_dict(c, p.plant.stage) for c in p.checks]} for p in calibration.plants],
-        "detectable_drop": {info: {key: {"n_test": n, "drop": drop} for key, (n, drop) in table.items()}
+        "detectable_drop": {info: {key: {"n_test": n, "drop": drop, "alpha": MDE_ALPHA, "power": MDE_POWER}
+                                   for key, (n, drop) in table.items()}
                             for info, table in calibration.detectable.items()},
     }
 
@@ -124,13 +125,13 @@ def calibration_markdown(calibration: Calibration) -> str:
     failures = _failures(calibration)
     if failures:
         lines += ["", *failures]
-    lines += ["", "**Detectable effect size** (largest half-width of the paired 95 % CI between neighbouring stages "
-              "of the unplanted model):", ""]
+    lines += ["", "**Minimum detectable effect** (α = 0.05, 80 % power: 2.8 × the standard error of the paired "
+              "difference, largest over neighbouring stages of the unplanted model):", ""]
     for info, table in calibration.detectable.items():
         for key, (n, drop) in table.items():
             probe, metric = key.split("/", 1)
             lines.append(f"- {info}: with {n} test items, {_words(metric)} drops ≥ {drop:.3f} are detectable "
-                         f"({probe}).")
+                         f"with 80 % power ({probe}).")
     return "\n".join(lines) + "\n"
 
 

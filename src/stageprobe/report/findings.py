@@ -216,7 +216,8 @@ def _answer(analysis: Analysis, rows: Sequence[MetricRow]) -> list[str]:
     paragraphs = [f"{spatial} {decision.reason[0].upper()}{decision.reason[1:]}."]
     if decision.drop is not None:
         paragraphs.append(f"Drop across {across}: {fmt_row(decision.drop)} "
-                          f"({paired_detectable(decision.drop)}: the half-width of its paired 95% CI).")
+                          f"({paired_detectable(decision.drop)}: the minimum detectable effect at a two-sided "
+                          "5 % level, from the paired drop's standard error).")
     if decision.ceiling_problem:
         paragraphs.append(f"**The deciding probe cannot judge this:** {decision.ceiling_problem}.")
     if decision.pooled_only:
@@ -283,7 +284,8 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
     doc.add(Heading(3, f"Decision matrix: {analysis.decision.colour}"), Para(_decision_text(analysis)))
     matrix = [r for r in (analysis.decision.pre, analysis.decision.post, analysis.decision.drop) if r is not None]
     if matrix:
-        doc.add(Table(["Stage", "Probe", "Metric [95% CI]", "n", "Pixels", "Smallest detectable difference"],
+        doc.add(Table(["Stage", "Probe", "Metric [95% CI]", "n", "Pixels",
+                       "Minimum detectable difference (5 % level, 80 % power)"],
                       [[f"`{r.stage}`", f"{r.probe} · {r.metric}", fmt_row(r), str(r.n),
                         _control_cell(control_row(rows, r, "pixels")),
                         paired_detectable(r) if r is analysis.decision.drop
