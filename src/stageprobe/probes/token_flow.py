@@ -24,9 +24,9 @@ does not carry to new photos). The per-clip least-squares solve divides that tex
 out; it scores 1.0.
 
 Capacity: 2·5·flow_dim² generator weights + a classifier on 8 heading harmonics (direction) or ~20
-kinematic values (speed, order). The control task (labels and paths permuted across clips) trains
-the generators on the wrong motion. Token shuffle does not blind the probe to motion *inside* a
-token (a token's own response to a shift), only to the neighbour terms.
+kinematic values (speed, order). The control task gives each clip type the whole motion target of
+one clip drawn for it (labels and centroid path together, `controls.py`), so the generators are
+trained on a motion the tokens do not show unless they identify the type.
 """
 
 from __future__ import annotations

@@ -300,7 +300,8 @@ CONTROL_DESCRIPTIONS: dict[str, str] = {
     "chance": "same probe trained on labels permuted across the images of each split: what chance gives",
     "selectivity": "task score minus control-task score, on the same test images (paired bootstrap)",
     "validation": "the model's own probe scored on the validation split: used only to choose the best stage",
-    "token-shuffle": "tokens of each image permuted before probing (a spatial probe must drop)",
+    "token-shuffle": ("tokens of each image permuted within each object's cells before probing (background "
+                      "stays): a probe reading each object's extent from where inside it a token sits drops"),
     "reference": ("reference degradations of the input itself (identity, blurs, down-up, constant), scored like a "
                   "stage: what a value of the metric means"),
 }
