@@ -4,6 +4,12 @@ Per-item arrays hold one score per test image; NaN marks an image the score does
 (e.g. an image with no object pair for the relation probe) and is skipped by the means.
 mAP is not a mean of per-image scores, so its bootstrap re-accumulates COCOeval's per-image
 matching with resampled image multiplicities (`CocoDetectionEval.resampled`).
+
+Items are not always independent: camera pans and photo crops are cut from a handful of source
+photos. Given each item's `groups` (its source), the bootstrap resamples whole groups (cluster
+bootstrap), so the CI carries the photo-to-photo spread; each group appears as often as it is drawn,
+with all its items. Probe seeds are a second source of variation: `seeded_bootstrap_ci` resamples
+seeds and test items (or groups) together.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ class BootstrapCI:
     n: int
     confidence: float
     n_resamples: int
+    #: number of independent groups (source photos) resampled; None when items were resampled
+    n_groups: int | None = None
 
 
 def _counts(rng: np.random.Generator, n: int, n_resamples: int) -> np.ndarray:
@@ -34,6 +42,18 @@ def _counts(rng: np.random.Generator, n: int, n_resamples: int) -> np.ndarray:
     draws = rng.integers(0, n, size=(n_resamples, n))
     flat = (draws + n * np.arange(n_resamples)[:, None]).ravel()
     return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n).astype(np.float64)
+
+
+def _item_counts(rng: np.random.Generator, n: int, n_resamples: int,
+                 groups: Sequence[object] | None) -> tuple[np.ndarray, int | None]:
+    """(n_resamples, n) multiplicity of each item: of the item itself, or of its group when
+    `groups` are given (cluster bootstrap), and the number of groups (None without groups)."""
+    if groups is None:
+        return _counts(rng, n, n_resamples), None
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} groups for {n} items: give one group per item")
+    names, index = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    return _counts(rng, len(names), n_resamples)[:, index], len(names)
 
 
 def _weighted_nanmean(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -45,34 +65,59 @@ def _weighted_nanmean(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return (w @ v) / total
 
 
-def _interval(estimate: float, stats: np.ndarray, n: int, confidence: float, n_resamples: int) -> BootstrapCI:
+def _interval(estimate: float, stats: np.ndarray, n: int, confidence: float, n_resamples: int,
+              n_groups: int | None = None) -> BootstrapCI:
     alpha = (1 - confidence) / 2
     stats = stats[np.isfinite(stats)]
     low, high = (np.quantile(stats, [alpha, 1 - alpha]) if stats.size else (np.nan, np.nan))
-    return BootstrapCI(float(estimate), float(low), float(high), n, confidence, n_resamples)
+    return BootstrapCI(float(estimate), float(low), float(high), n, confidence, n_resamples, n_groups)
 
 
-def bootstrap_ci(per_item: np.ndarray, n_resamples: int = 1000, seed: int = 0,
-                 confidence: float = 0.95) -> BootstrapCI:
-    """CI of the mean of `per_item`, resampling items (images) with replacement."""
+def bootstrap_ci(per_item: np.ndarray, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
+                 groups: Sequence[object] | None = None) -> BootstrapCI:
+    """CI of the mean of `per_item`, resampling items (images) with replacement — or, with
+    `groups` (one per item, e.g. the source photo of each clip), whole groups (cluster bootstrap)."""
     values = np.asarray(per_item, dtype=np.float64).ravel()
     n = int(np.isfinite(values).sum())
     if n == 0:
         raise ValueError("bootstrap_ci needs at least one finite per-item score")
-    counts = _counts(np.random.default_rng(seed), len(values), n_resamples)
-    return _interval(float(np.nanmean(values)), _weighted_nanmean(values, counts), n, confidence, n_resamples)
+    counts, n_groups = _item_counts(np.random.default_rng(seed), len(values), n_resamples, groups)
+    return _interval(float(np.nanmean(values)), _weighted_nanmean(values, counts), n, confidence, n_resamples,
+                     n_groups)
 
 
 def paired_bootstrap_diff(a: np.ndarray, b: np.ndarray, n_resamples: int = 1000, seed: int = 0,
-                          confidence: float = 0.95) -> BootstrapCI:
+                          confidence: float = 0.95, groups: Sequence[object] | None = None) -> BootstrapCI:
     """CI of mean(a) − mean(b) for scores on the same images (e.g. two stages), resampling images
-    jointly so the pairing is kept. Images where either score is NaN are dropped."""
+    (or their `groups`) jointly so the pairing is kept. Images where either score is NaN are dropped."""
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
         raise ValueError(f"paired scores must align: {a.shape} vs {b.shape}")
     both = np.isfinite(a) & np.isfinite(b)
     diff = np.where(both, a - b, np.nan)
-    return bootstrap_ci(diff, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    return bootstrap_ci(diff, n_resamples=n_resamples, seed=seed, confidence=confidence, groups=groups)
+
+
+def seeded_bootstrap_ci(per_seed: Sequence[np.ndarray], n_resamples: int = 1000, seed: int = 0,
+                        confidence: float = 0.95, groups: Sequence[object] | None = None) -> BootstrapCI:
+    """CI of the mean over probe seeds of the mean test score, from seed and test variation together.
+
+    `per_seed` holds one per-item score array per probe seed, all on the same test items. Each
+    bootstrap draw resamples the seeds with replacement *and* the test items (or their `groups`)
+    once, shared by the drawn seeds because every seed is scored on the same items, and takes the
+    mean over the drawn seeds: a crossed two-way bootstrap. With one seed it is `bootstrap_ci`."""
+    matrix = np.stack([np.asarray(v, dtype=np.float64).ravel() for v in per_seed])
+    n = int(np.isfinite(matrix[0]).sum())
+    if n == 0:
+        raise ValueError("seeded_bootstrap_ci needs at least one finite per-item score")
+    rng = np.random.default_rng(seed)
+    counts, n_groups = _item_counts(rng, matrix.shape[1], n_resamples, groups)
+    seed_counts = _counts(rng, len(matrix), n_resamples)
+    per_draw = np.stack([_weighted_nanmean(row, counts) for row in matrix], axis=1)  # (draws, seeds)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a draw of groups with no finite score: NaN, skipped
+        stats = (seed_counts * np.nan_to_num(per_draw)).sum(1) / (seed_counts * np.isfinite(per_draw)).sum(1)
+    estimate = float(np.mean([np.nanmean(row) for row in matrix]))
+    return _interval(estimate, stats, n, confidence, n_resamples, n_groups)
 
 
 def bootstrap_map_ci(evaluation: CocoDetectionEval, metric: str = "map_50", n_resamples: int = 1000,

@@ -253,7 +253,9 @@ class Measurement:
         results = [o.result for o in outputs]
         control_outputs = {name: future.result() for name, future in fits.controls.items()}
         outcome.timing["fits"].append(_fit_timing(fits, [*outputs, *control_outputs.values()]))
-        _add(outcome, result_rows(label, results, spec.skip_metrics, nb, seed))
+        dataset = self.dataset(spec.family)
+        groups = [dataset.sample_group(i) for i in dataset.split_indices("test")]  # CIs resample shared sources
+        _add(outcome, result_rows(label, results, spec.skip_metrics, nb, seed, groups))
         for metric, values in per_image_scores(results).items():
             outcome.scores[(label.control, label.stage, label.probe, metric)] = values
         if fits.which == "main":
@@ -262,10 +264,11 @@ class Measurement:
             _keep_best(best, f"{fits.probe.probe}/{fits.probe.task}", fits.stage, outputs[0])
         for name, output in control_outputs.items():
             controlled = output.result
-            _add(outcome, result_rows(replace(label, control=name), [controlled], spec.skip_metrics, nb, seed))
+            _add(outcome, result_rows(replace(label, control=name), [controlled], spec.skip_metrics, nb, seed,
+                                      groups))
             if name == "control-task":
                 _add(outcome, selectivity_rows(replace(label, control="selectivity"), results[0], controlled,
-                                               spec.skip_metrics, nb, seed))
+                                               spec.skip_metrics, nb, seed, groups))
 
 
 def _fit_timing(fits: _StageFits, outputs: Sequence[FitOutput]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from stageprobe.metrics._catalog import metric_info, report_name
 from stageprobe.probes import ProbeResult
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.targets import VALIDATION
-from stageprobe.stats import bootstrap_ci, bootstrap_map_cis, paired_bootstrap_diff
+from stageprobe.stats import bootstrap_ci, bootstrap_map_cis, paired_bootstrap_diff, seeded_bootstrap_ci
 
 
 @dataclass(frozen=True)
@@ -39,15 +39,27 @@ def _kept(name: str, skip: Sequence[str]) -> bool:
     return not name.startswith(tuple(skip))
 
 
-def seeded_ci(per_seed: Sequence[np.ndarray], n_bootstrap: int, seed: int) -> tuple[float, float, float]:
-    """(estimate, low, high) of the mean score: each draw picks a probe seed and resamples test images."""
-    matrix = np.stack([np.asarray(v, dtype=np.float64) for v in per_seed])
-    rng = np.random.default_rng(seed)
-    seeds = rng.integers(0, len(matrix), size=n_bootstrap)
-    images = rng.integers(0, matrix.shape[1], size=(n_bootstrap, matrix.shape[1]))
-    stats = np.nanmean(matrix[seeds[:, None], images], axis=1)
-    low, high = np.nanquantile(stats, [0.025, 0.975])
-    return float(np.nanmean(np.nanmean(matrix, axis=1))), float(low), float(high)
+def seeded_ci(per_seed: Sequence[np.ndarray], n_bootstrap: int, seed: int,
+              groups: Sequence[str] | None = None) -> tuple[float, float, float]:
+    """(estimate, low, high) of the mean score over probe seeds: `stats.seeded_bootstrap_ci`."""
+    ci = seeded_bootstrap_ci(per_seed, n_bootstrap, seed, groups=groups)
+    return ci.estimate, ci.low, ci.high
+
+
+def source_groups(groups: Sequence[str] | None) -> list[str] | None:
+    """The test items' sources when some share one (clips of a photo): the bootstrap resamples
+    sources then. None when every item is its own source, so the item bootstrap is unchanged."""
+    if groups is None or len(set(groups)) == len(groups):
+        return None
+    return list(groups)
+
+
+def group_note(n: int, groups: Sequence[str] | None) -> str:
+    """How many independent sources the row's n items come from, where they share sources."""
+    if groups is None:
+        return ""
+    return (f"n = {n} test items from {len(set(groups))} source photos; the CI resamples source photos "
+            "(cluster bootstrap)")
 
 
 def _spread_note(values: Sequence[float]) -> str:
@@ -56,9 +68,11 @@ def _spread_note(values: Sequence[float]) -> str:
 
 
 def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[str], n_bootstrap: int,
-                seed: int) -> list[MetricRow]:
+                seed: int, groups: Sequence[str] | None = None) -> list[MetricRow]:
     """One row per metric the fit emitted (mean over probe seeds), with its bootstrap CI; `n` counts
-    the test images with a finite score."""
+    the test images with a finite score. `groups`: each test item's source (e.g. the photo a clip
+    pans over); where items share sources the CI resamples sources (`source_groups`)."""
+    groups = source_groups(groups)
     first = results[0]
     rows = []
     map_metrics = [m for m in first.metrics if m.startswith("map") and _kept(m, skip)]
@@ -74,12 +88,13 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
         note = ""
         if per_seed and n:
             if len(per_seed) > 1:
-                value, low, high = seeded_ci(per_seed, n_bootstrap, seed)
+                value, low, high = seeded_ci(per_seed, n_bootstrap, seed, groups)
                 note = _spread_note([float(r.metrics[raw]) for r in results])
             else:
                 # the mean of the per-image scores, so the value always sits inside its own CI
-                ci = bootstrap_ci(per_seed[0], n_bootstrap, seed)
+                ci = bootstrap_ci(per_seed[0], n_bootstrap, seed, groups=groups)
                 value, low, high = ci.estimate, ci.low, ci.high
+            note = "; ".join(p for p in (note, group_note(n, groups)) if p)
         elif raw in map_cis:
             low, high, n = map_cis[raw].low, map_cis[raw].high, map_cis[raw].n
         rows.append(label.row(metric, value=value, ci_low=low, ci_high=high, n=n, note=note))
@@ -90,15 +105,17 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
 
 
 def selectivity_rows(label: FitLabel, task: ProbeResult, control: ProbeResult, skip: Sequence[str],
-                     n_bootstrap: int, seed: int) -> list[MetricRow]:
-    """Task − control-task score with the paired bootstrap CI, both on the same test images."""
+                     n_bootstrap: int, seed: int, groups: Sequence[str] | None = None) -> list[MetricRow]:
+    """Task − control-task score with the paired bootstrap CI, both on the same test images (their
+    sources resampled where they share them, as in `result_rows`)."""
+    groups = source_groups(groups)
     rows = []
     for raw, per_item in task.per_item.items():
         if raw not in control.per_item or not _kept(raw, skip):
             continue
         if not (np.isfinite(per_item) & np.isfinite(control.per_item[raw])).any():
             continue  # undefined on every image for task or control (e.g. no reference edges): no pairs
-        ci = paired_bootstrap_diff(per_item, control.per_item[raw], n_bootstrap, seed)
+        ci = paired_bootstrap_diff(per_item, control.per_item[raw], n_bootstrap, seed, groups=groups)
         rows.append(label.row(metric_info(raw).name, value=ci.estimate, ci_low=ci.low, ci_high=ci.high, n=ci.n,
                               note=f"task {float(np.nanmean(per_item)):.4f} − control task "
                                    f"{float(np.nanmean(control.per_item[raw])):.4f} on the same {ci.n} test images"))

@@ -141,12 +141,19 @@ def detail_photos(inputs: FindingInput) -> str:
     parts = [_at(row, label) for label, row in found.items() if row is not None]
     if not parts:
         return f"No reconstruction of real photos was measured at {verdict.row.stage}."
-    return ("Real photos (test crops come only from photos no train crop comes from; the CI resamples crops, "
-            "so with few test photos it understates photo-to-photo spread): " + "; ".join(parts) + ".")
+    return ("Real photos (test crops come only from photos no train crop comes from; the CI resamples source "
+            "photos, not crops, so with few test photos it is wide): " + "; ".join(parts) + ".")
 
 
 def motion(inputs: FindingInput) -> str:
-    return "; ".join(_verdict_parts(("direction_acc", "speed_acc", "order_acc"), inputs)) + "."
+    keys = ("direction_acc", "speed_acc", "order_acc")
+    text = "; ".join(_verdict_parts(keys, inputs)) + "."
+    clustered = [v.row for v in (inputs.verdicts.get(k) for k in keys)
+                 if v is not None and v.row is not None and "source photos" in v.row.note]
+    if clustered:
+        text += (f" Camera clips come from a few source photos ({clustered[0].note.split('; the CI')[0]}): "
+                 "the CIs resample photos, so they are wide, and a score says little beyond those photos.")
+    return text
 
 
 def camera_motion(inputs: FindingInput) -> str:
