@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from stageprobe.probes import ProbeResult
 from stageprobe.suites._rows import FitLabel, result_rows, selectivity_rows
@@ -41,3 +42,19 @@ def test_selectivity_over_three_photos_resamples_photos() -> None:
     photo = selectivity_rows(label, _clips(0), control, (), 500, 0, groups=PHOTOS)[0]
     assert photo.value == clip.value
     assert photo.ci_high - photo.ci_low > 3 * (clip.ci_high - clip.ci_low)  # type: ignore[operator]
+
+
+def test_selectivity_of_a_lower_is_better_metric_is_sign_corrected() -> None:
+    """An angle error of 10° on the task and 60° on the control task is a selectivity of +50°."""
+    label = FitLabel("e_q2_6", "pixels.merged", "token-flow", "selectivity", "pixels")
+
+    def errors(value: float) -> ProbeResult:
+        per_item = np.full(20, value) + np.linspace(-1, 1, 20)
+        return ProbeResult("token-flow", "direction", {"flow_angle_error_deg": value},
+                           {"flow_angle_error_deg": per_item}, {}, {})
+
+    row = selectivity_rows(label, errors(10.0), errors(60.0), (), 200, 0)[0]
+    assert row.value == pytest.approx(50.0) and row.ci_low > 0  # type: ignore[operator]
+    assert "control task 60.0000 − task 10.0000 (lower is better)" in row.note
+    higher = selectivity_rows(label, _clips(0), _clips(1, (0.2, 0.2, 0.2)), (), 200, 0)[0]
+    assert higher.value > 0 and higher.note.startswith("task ")  # type: ignore[operator]

@@ -150,6 +150,8 @@ def _control_cell(row: MetricRow | None, task: MetricRow | None = None,
     if row is None:
         return "—"
     if task is not None and control_task is not None and row.value is not None:
+        if not higher_is_better(row.metric):  # selectivity is control − task there: positive is better
+            return f"{fmt_row(row)} = {fmt(control_task.value)} − {fmt(task.value)}"
         return f"{fmt_row(row)} = {fmt(task.value)} − {fmt(control_task.value)}"
     return fmt_row(row)
 

@@ -298,7 +298,8 @@ CONTROL_DESCRIPTIONS: dict[str, str] = {
                      "(each object's shape and colour, each clip's object, each texture), identical in train, "
                      "val and test, so only a probe that memorises types scores (Hewitt & Liang, 2019)"),
     "chance": "same probe trained on labels permuted across the images of each split: what chance gives",
-    "selectivity": "task score minus control-task score, on the same test images (paired bootstrap)",
+    "selectivity": ("task score minus control-task score, on the same test images (paired bootstrap); control "
+                    "minus task for lower-is-better metrics, so positive always means better than the control"),
     "validation": "the model's own probe scored on the validation split: used only to choose the best stage",
     "token-shuffle": ("tokens of each image permuted within each object's cells before probing (background "
                       "stays): a probe reading each object's extent from where inside it a token sits drops"),

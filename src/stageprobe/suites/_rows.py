@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stageprobe.metrics._catalog import metric_info, report_name
+from stageprobe.metrics._catalog import higher_is_better, metric_info, report_name
 from stageprobe.probes import ProbeResult
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.targets import VALIDATION
@@ -107,7 +107,9 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
 def selectivity_rows(label: FitLabel, task: ProbeResult, control: ProbeResult, skip: Sequence[str],
                      n_bootstrap: int, seed: int, groups: Sequence[str] | None = None) -> list[MetricRow]:
     """Task − control-task score with the paired bootstrap CI, both on the same test images (their
-    sources resampled where they share them, as in `result_rows`)."""
+    sources resampled where they share them, as in `result_rows`). For a lower-is-better metric
+    (LPIPS, angle and path errors) it is control − task, so a positive selectivity always means the
+    probe does better on the task than on the control task."""
     groups = source_groups(groups)
     rows = []
     for raw, per_item in task.per_item.items():
@@ -115,10 +117,15 @@ def selectivity_rows(label: FitLabel, task: ProbeResult, control: ProbeResult, s
             continue
         if not (np.isfinite(per_item) & np.isfinite(control.per_item[raw])).any():
             continue  # undefined on every image for task or control (e.g. no reference edges): no pairs
-        ci = paired_bootstrap_diff(per_item, control.per_item[raw], n_bootstrap, seed, groups=groups)
+        task_mean, control_mean = float(np.nanmean(per_item)), float(np.nanmean(control.per_item[raw]))
+        if higher_is_better(raw):
+            ci = paired_bootstrap_diff(per_item, control.per_item[raw], n_bootstrap, seed, groups=groups)
+            how = f"task {task_mean:.4f} − control task {control_mean:.4f}"
+        else:
+            ci = paired_bootstrap_diff(control.per_item[raw], per_item, n_bootstrap, seed, groups=groups)
+            how = f"control task {control_mean:.4f} − task {task_mean:.4f} (lower is better)"
         rows.append(label.row(metric_info(raw).name, value=ci.estimate, ci_low=ci.low, ci_high=ci.high, n=ci.n,
-                              note=f"task {float(np.nanmean(per_item)):.4f} − control task "
-                                   f"{float(np.nanmean(control.per_item[raw])):.4f} on the same {ci.n} test images"))
+                              note=f"{how} on the same {ci.n} test images"))
     return rows
 
 
