@@ -294,9 +294,12 @@ def pixel_stage_for(stage: str) -> str:
 CONTROL_DESCRIPTIONS: dict[str, str] = {
     "pixels": "pixel baseline: raw pixels of each 14 px / 28 px patch on the same grid (the ceiling)",
     "random-init": "same architecture with random weights (what architecture + probe give without learning)",
-    "control-task": ("same probe trained on control labels: a fixed random function of a recurring input type "
-                     "(each object's shape and colour, each clip's object, each texture), identical in train, "
-                     "val and test, so only a probe that memorises types scores (Hewitt & Liang, 2019)"),
+    "control-task": ("same probe trained on control targets: a fixed random function of a recurring input type "
+                     "(each object's shape and colour, each clip's object or photo, each texture), identical in "
+                     "train, val and test and independent of the real target, with its statistics (a box drawn "
+                     "from the dataset's boxes, one clip's whole motion target and path, a random-phase texture "
+                     "with the type's spectrum), so only a probe that memorises types scores (Hewitt & Liang, "
+                     "2019)"),
     "chance": "same probe trained on labels permuted across the images of each split: what chance gives",
     "selectivity": ("task score minus control-task score, on the same test images (paired bootstrap); control "
                     "minus task for lower-is-better metrics, so positive always means better than the control"),
