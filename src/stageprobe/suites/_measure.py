@@ -97,6 +97,7 @@ class Measurement:
         #: fit each probe's own controls (control task, chance, token shuffle) on the main model
         self.probe_controls = probe_controls
         self._datasets: dict[str, Dataset] = {}
+        self._test_groups: dict[str, list[str]] = {}
         self._last_finished = 0.0
 
     def say(self, message: str) -> None:
@@ -125,6 +126,13 @@ class Measurement:
                 n = min(n, self.config.limit)
             self._datasets[family] = load_dataset(self.dataset_spec(family), n=n, seed=self.config.seed)
         return self._datasets[family]
+
+    def test_groups(self, family: Family) -> list[str]:
+        """Each test sample's source (photo, clip, image), in test order: the CIs resample shared sources."""
+        if family not in self._test_groups:
+            dataset = self.dataset(family)
+            self._test_groups[family] = [dataset.sample_group(i) for i in dataset.split_indices("test")]
+        return self._test_groups[family]
 
     def experiment_stages(self, spec: ExperimentSpec, which: str) -> list[str]:
         available = self.model(which).stage_names
@@ -253,8 +261,7 @@ class Measurement:
         results = [o.result for o in outputs]
         control_outputs = {name: future.result() for name, future in fits.controls.items()}
         outcome.timing["fits"].append(_fit_timing(fits, [*outputs, *control_outputs.values()]))
-        dataset = self.dataset(spec.family)
-        groups = [dataset.sample_group(i) for i in dataset.split_indices("test")]  # CIs resample shared sources
+        groups = self.test_groups(spec.family)
         _add(outcome, result_rows(label, results, spec.skip_metrics, nb, seed, groups))
         for metric, values in per_image_scores(results).items():
             outcome.scores[(label.control, label.stage, label.probe, metric)] = values
