@@ -14,6 +14,7 @@ from stageprobe.stats import (
     paired_bootstrap_map_diff,
     paired_mde,
     seeded_bootstrap_ci,
+    seeded_map_cis,
 )
 
 
@@ -172,3 +173,16 @@ def test_seeded_ci_combines_seed_and_test_variation() -> None:
     assert both.high - both.low > max(one.high - one.low, 0.0)
     grouped = seeded_bootstrap_ci(seeds, 1000, 0, groups=[i // 20 for i in range(60)])
     assert grouped.n_groups == 3
+
+
+def test_seeded_map_ci_spans_seeds_that_differ() -> None:
+    """Three probe seeds whose detections differ in quality: the estimate is their mean mAP and the
+    CI, which resamples seeds as well as images, is wider than one seed's."""
+    evaluations = [_detection_eval(noise=n, seed=4) for n in (4, 12, 24)]
+    seeded = seeded_map_cis(evaluations, ["map_75"], n_resamples=150, seed=0)["map_75"]
+    single = bootstrap_map_cis(evaluations[1], ["map_75"], n_resamples=150, seed=0)["map_75"]
+    assert seeded.estimate == pytest.approx(np.mean([e.summary()["map_75"] for e in evaluations]))
+    assert seeded.low <= seeded.estimate <= seeded.high
+    assert seeded.high - seeded.low > single.high - single.low
+    grouped = bootstrap_map_cis(evaluations[0], ["map_75"], 150, 0, groups=[i // 10 for i in range(40)])
+    assert grouped["map_75"].n_groups == 4

@@ -127,14 +127,37 @@ def bootstrap_map_ci(evaluation: CocoDetectionEval, metric: str = "map_50", n_re
 
 
 def bootstrap_map_cis(evaluation: CocoDetectionEval, metrics: Sequence[str], n_resamples: int = 1000,
-                      seed: int = 0, confidence: float = 0.95) -> dict[str, BootstrapCI]:
+                      seed: int = 0, confidence: float = 0.95,
+                      groups: Sequence[object] | None = None) -> dict[str, BootstrapCI]:
     """CIs of several COCO detection metrics from one set of resamples: each draw re-accumulates the
-    matching once and gives all six stats, so asking for them together costs what one costs."""
+    matching once and gives all six stats, so asking for them together costs what one costs.
+    `groups` (one per test image): resample whole groups, as `bootstrap_ci` does."""
     summary = evaluation.summary()
-    counts = _counts(np.random.default_rng(seed), evaluation.n_images, n_resamples)
+    counts, n_groups = _item_counts(np.random.default_rng(seed), evaluation.n_images, n_resamples, groups)
     draws = [evaluation.resampled(c) for c in counts]
     return {metric: _interval(summary[metric], np.array([d[metric] for d in draws]), evaluation.n_images,
-                              confidence, n_resamples) for metric in metrics}
+                              confidence, n_resamples, n_groups) for metric in metrics}
+
+
+def seeded_map_cis(evaluations: Sequence[CocoDetectionEval], metrics: Sequence[str], n_resamples: int = 1000,
+                   seed: int = 0, confidence: float = 0.95,
+                   groups: Sequence[object] | None = None) -> dict[str, BootstrapCI]:
+    """CIs of COCO detection metrics averaged over probe seeds (one evaluation per seed, on the same
+    test images), resampling seeds and test images (or groups) together as `seeded_bootstrap_ci`
+    does; the estimate is the mean over seeds of each seed's metric."""
+    n_images = evaluations[0].n_images
+    if any(e.n_images != n_images for e in evaluations):
+        raise ValueError("every seed's evaluation must cover the same test images")
+    rng = np.random.default_rng(seed)
+    counts, n_groups = _item_counts(rng, n_images, n_resamples, groups)
+    seed_counts = _counts(rng, len(evaluations), n_resamples)
+    draws = {metric: np.zeros(n_resamples) for metric in metrics}
+    for b in range(n_resamples):
+        drawn = [(evaluations[k].resampled(counts[b]), w) for k, w in enumerate(seed_counts[b]) if w]
+        for metric in metrics:
+            draws[metric][b] = sum(w * d[metric] for d, w in drawn) / sum(w for _, w in drawn)
+    return {metric: _interval(float(np.mean([e.summary()[metric] for e in evaluations])), draws[metric], n_images,
+                              confidence, n_resamples, n_groups) for metric in metrics}
 
 
 def paired_bootstrap_map_diff(a: CocoDetectionEval, b: CocoDetectionEval, metric: str = "map_50",

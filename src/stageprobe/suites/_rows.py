@@ -76,7 +76,7 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
     first = results[0]
     rows = []
     map_metrics = [m for m in first.metrics if m.startswith("map") and _kept(m, skip)]
-    map_cis = (bootstrap_map_cis(first.detection, map_metrics, n_bootstrap, seed)
+    map_cis = (bootstrap_map_cis(first.detection, map_metrics, n_bootstrap, seed, groups=groups)
                if first.detection is not None and map_metrics else {})
     for raw, value in first.metrics.items():
         if not _kept(raw, skip):
