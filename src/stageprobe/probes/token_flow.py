@@ -3,8 +3,8 @@ flow on tokens, with the token's response to a small shift learnt on train.
 
 Each token is standardised and PCA-reduced to `flow_dim` dims on train. For every interior cell and
 pair of consecutive time steps, the change of its token is modelled as linear in the motion v = (vx,
-vy): Δz ≈ vx·Gx·u + vy·Gy·u + b, where u is the time-averaged token of the cell and of its 4
-neighbours. The *shift generators* Gx, Gy (flow_dim × 5·flow_dim each) are one closed-form ridge
+vy): Δz ≈ vx·Gx·u + vy·Gy·u + b, where u is the time-averaged token of the cell and of its
+neighbours (4 by default). The *shift generators* Gx, Gy (flow_dim × n·flow_dim each, n cells) are one closed-form ridge
 regression fitted on the training clips' true motion (λ chosen on val). Applied to a clip, the
 motion of each step is the least-squares v over all cells — a 2×2 solve, the Lucas–Kanade step with
 learnt derivatives. The per-step flow is then turned into fixed read-outs — for direction the
@@ -23,10 +23,10 @@ texture's spectrum). The per-clip least-squares solve divides that texture depen
 
 Design held out from test. The choices inside this design — `flow_dim`, `neighbours`, the
 direction read-out, the λ grid — are set by `benchmarks/token_flow_design.py`: grouped
-cross-validation over the train and val photos of `pan` only, then one measurement on the test
-photos (benchmarks/README.md has the table and the test numbers).
+cross-validation over the train and val photos of `pan` and clips of `motion` only, then one
+measurement on the test split (benchmarks/README.md has the table and the test numbers).
 
-Capacity: 2·5·flow_dim² generator weights + a classifier on 8 heading harmonics (direction) or ~20
+Capacity: 2·n·flow_dim² generator weights + a classifier on 8 heading harmonics (direction) or ~20
 kinematic values (speed, order). The control task gives each clip type the whole motion target of
 one clip drawn for it (labels and centroid path together, `controls.py`), so the generators are
 trained on a motion the tokens do not show unless they identify the type.
