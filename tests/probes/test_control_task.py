@@ -52,6 +52,9 @@ def test_control_labels_are_one_function_of_type_across_splits(pixel_features: F
         for before, after in zip(original.targets, data.targets, strict=True):
             for kind, label in zip(object_types(before), after["labels"], strict=True):
                 assert seen.setdefault(kind, int(label)) == int(label), kind
+            # an object's centroid follows its control box (no clip's path is taken for it)
+            boxes = np.asarray(after["boxes"])
+            np.testing.assert_allclose(after["centroids"], (boxes[:, :2] + boxes[:, 2:]) / 2)
     # a random function: not the identity of the class, and more than one control class is used
     assert len(set(seen.values())) > 1
 

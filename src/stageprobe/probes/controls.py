@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,7 @@ class _ControlPool:
     samples: list[dict[str, Any]]
     n_classes: int
     images: dict[str, list[np.ndarray]]
+    _candidates: dict[tuple, list[dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, splits: Sequence[ProbeData]) -> _ControlPool:
@@ -103,12 +104,21 @@ class _ControlPool:
 
     def donor(self, target: dict[str, Any], seed: int) -> dict[str, Any] | None:
         """The target of one sample of the dataset with the same sample keys, drawn for this type."""
-        keys = [k for k in SAMPLE_KEYS if k in target]
+        keys = sample_keys(target)
         if not keys:
             return None
-        shape = np.shape(target.get("centroids"))
-        candidates = [t for t in self.samples if all(k in t for k in keys) and np.shape(t.get("centroids")) == shape]
+        signature = (*keys, np.shape(target.get("centroids")))
+        if signature not in self._candidates:
+            self._candidates[signature] = [t for t in self.samples if all(k in t for k in keys)
+                                           and np.shape(t.get("centroids")) == signature[-1]]
+        candidates = self._candidates[signature]
         return candidates[type_rng(seed, "sample", sample_type(target)).integers(len(candidates))]
+
+
+def sample_keys(target: dict[str, Any]) -> list[str]:
+    """The whole-sample keys of a target that its control takes from a donor clip; an object
+    target's centroids follow its control boxes instead."""
+    return [k for k in SAMPLE_KEYS if k in target and not (k == "centroids" and "boxes" in target)]
 
 
 def _object_control(target: dict[str, Any], image_size: tuple[int, int], pool: _ControlPool,
@@ -137,7 +147,7 @@ def _sample_control(target: dict[str, Any], pool: _ControlPool, seed: int) -> di
     donor = pool.donor(target, seed)
     if donor is None:
         return target
-    return {**target, **{k: donor[k] for k in SAMPLE_KEYS if k in target}}
+    return {**target, **{k: donor[k] for k in sample_keys(target)}}
 
 
 def random_phase_texture(images: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
