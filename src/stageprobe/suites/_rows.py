@@ -58,8 +58,8 @@ def group_note(n: int, groups: Sequence[str] | None) -> str:
     """How many independent sources the row's n items come from, where they share sources."""
     if groups is None:
         return ""
-    return (f"n = {n} test items from {len(set(groups))} source photos; the CI resamples source photos "
-            "(cluster bootstrap)")
+    return (f"n = {n} test items from {len(set(groups))} independent sources (the clips or crops of one photo "
+            "count once); the CI resamples sources (cluster bootstrap)")
 
 
 def _spread_note(values: Sequence[float]) -> str:

@@ -149,9 +149,10 @@ def motion(inputs: FindingInput) -> str:
     keys = ("direction_acc", "speed_acc", "order_acc")
     text = "; ".join(_verdict_parts(keys, inputs)) + "."
     clustered = [v.row for v in (inputs.verdicts.get(k) for k in keys)
-                 if v is not None and v.row is not None and "source photos" in v.row.note]
+                 if v is not None and v.row is not None and "independent sources" in v.row.note]
     if clustered:
-        text += (f" Camera clips come from a few source photos ({clustered[0].note.split('; the CI')[0]}): "
+        sources = next(part for part in clustered[0].note.split("; ") if part.startswith("n = "))
+        text += (f" Camera clips come from a few source photos ({sources}): "
                  "the CIs resample photos, so they are wide, and a score says little beyond those photos.")
     return text
 
