@@ -27,12 +27,6 @@ INFORMATION_TARGETS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 CALIBRATION_INFORMATION = {"Spatial": "position", "Detail": "detail", "Motion": "time"}
 
 
-def half_width(row: MetricRow | None) -> float | None:
-    if row is None or not row.has_ci:
-        return None
-    return (row.ci_high - row.ci_low) / 2  # type: ignore[operator]
-
-
 def _standard_error(row: MetricRow | None) -> float | None:
     if row is None or not row.has_ci:
         return None
