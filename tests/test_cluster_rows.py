@@ -10,7 +10,7 @@ import pytest
 from stageprobe.probes import ProbeResult
 from stageprobe.suites._rows import FitLabel, result_rows, selectivity_rows
 from stageprobe.suites._spec import FindingInput
-from stageprobe.suites.q2.findings import motion
+from stageprobe.suites.q2.findings import camera_motion, motion
 
 LABEL = FitLabel("e_q2_6", "pixels.merged", "token-flow", "none", "pixels")
 
@@ -66,10 +66,12 @@ def test_selectivity_of_a_lower_is_better_metric_is_sign_corrected() -> None:
 
 def test_the_motion_finding_says_when_its_cis_resample_a_few_photos() -> None:
     rows = result_rows(LABEL, [_clips(0)], (), 200, 0, groups=PHOTOS)
-    target = SimpleNamespace(label="direction accuracy", display="≥ 0.7")
+    target = SimpleNamespace(label="direction accuracy", display="≥ 0.7", probe="token-flow")
     verdicts = {"direction_acc": SimpleNamespace(row=rows[0], target=target, display="PASS", reason="")}
     text = motion(FindingInput(rows, rows, verdicts, None))  # type: ignore[arg-type]
     assert "n = 90 test items from 3 independent sources" in text and "resample photos" in text
+    camera = camera_motion(FindingInput(rows, rows, verdicts, None))  # type: ignore[arg-type]
+    assert camera.startswith("Camera motion") and "from 3 independent sources" in camera
     alone = result_rows(LABEL, [_clips(0)], (), 200, 0)
     verdicts["direction_acc"].row = alone[0]
     assert "source photos" not in motion(FindingInput(alone, alone, verdicts, None))  # type: ignore[arg-type]
