@@ -102,11 +102,11 @@ def test_lower_is_better_metrics_are_signed() -> None:
     assert outcome.verdict == "PASS"
 
 
-def test_detectable_drop_is_the_ci_half_width_of_neighbouring_stages() -> None:
+def test_detectable_drop_is_the_80_percent_power_mde_of_neighbouring_stages() -> None:
     rng = np.random.default_rng(1)
     noise = {stage: rng.normal(0, 0.2, 400) for stage in STAGES[:2]}
     n, drop = detectable_drop(STAGES[:2], noise, n_bootstrap=2000)
-    expected = 1.96 * np.std(noise[STAGES[0]] - noise[STAGES[1]]) / np.sqrt(400)
+    expected = 2.8 * np.std(noise[STAGES[0]] - noise[STAGES[1]]) / np.sqrt(400)
     assert n == 400
     assert drop == pytest.approx(expected, rel=0.15)
     # two identical stages: every resample differs by 0, so any drop at all would be seen
@@ -135,7 +135,7 @@ def test_markdown_names_each_verdict_and_the_detectable_drop() -> None:
     assert "**FAIL** `blur-detail@vision.block.1` · decoder SSIM: the detail loss planted at vision.block.1 was " \
            "not found at any stage" in text
     assert "blind to that loss" in text
-    assert "location (shapes): with 40 test items, Bbox IoU drops ≥ 0.050 are detectable" in text
+    assert "location (shapes): with 40 test items, Bbox IoU drops ≥ 0.050 are detectable with 80 % power" in text
     assert "Overall: **FAIL**" in text
 
 
@@ -148,7 +148,7 @@ def test_results_dict_is_plain_yaml(tmp_path: Path) -> None:
     assert loaded["plants"][0]["checks"][0]["found_at"] == "vision.block.2"
     assert loaded["detectable_drop"]["location"][f"{BOX}/iou"] == {
         "n_test": 40, "drop": 0.05, "family": "spatial", "dataset": "shapes",
-        "stages": {"vision.block.1": 0.04, "vision.block.2": 0.05}}
+        "stages": {"vision.block.1": 0.04, "vision.block.2": 0.05}, "alpha": 0.05, "power": 0.8}
     assert markdown.read_text().startswith("## Calibration")
 
 

@@ -69,14 +69,17 @@ def test_reference_rows_sit_beside_the_stages_of_their_metric() -> None:
     assert "what a value means" in table.caption
 
 
-def test_detectable_drops_come_from_ci_half_widths() -> None:
+def test_detectable_drops_are_80_percent_power_mdes_from_ci_widths() -> None:
     wide = row("e_q2_1", "vision.block.0", BOX, "iou", 0.5, ci=(0.4, 0.6))
     narrow = row("e_q2_1", "vision.block.1", BOX, "iou", 0.53, ci=(0.5, 0.56))
-    assert math.isclose(unpaired_detectable(wide), math.sqrt(2) * 0.1)  # type: ignore[arg-type]
-    assert math.isclose(unpaired_detectable(wide, narrow), math.sqrt(0.1**2 + 0.03**2))  # type: ignore[arg-type]
+    # a 95 % CI of half-width h has SE h / 1.96; the MDE at α = 0.05 and 80 % power is 2.80 SE
+    se_wide, se_narrow = 0.1 / 1.959964, 0.03 / 1.959964
+    assert math.isclose(unpaired_detectable(wide), 2.8016 * math.sqrt(2) * se_wide, rel_tol=1e-3)  # type: ignore[arg-type]
+    assert math.isclose(unpaired_detectable(wide, narrow), 2.8016 * math.hypot(se_wide, se_narrow),  # type: ignore[arg-type]
+                        rel_tol=1e-3)
     assert unpaired_detectable(row("e_q2_1", "vision.block.0", BOX, "iou", 0.5)) is None
     drop = row("e_q2_2", "vision.post_merge", BOX, "iou_drop", 0.08, ci=(0.03, 0.13), n=150)
-    assert paired_detectable(drop) == "drops ≥ 0.050 detectable at n=150"
+    assert paired_detectable(drop) == "drops ≥ 0.071 detectable at n=150 with 80 % power"
 
 
 def test_which_stage_table_comes_first_with_the_decay_curves_under_it() -> None:

@@ -3,11 +3,15 @@ layer is chosen on validation."""
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
 from conftest import row, synthetic_rows
 
-from stageprobe.report._paired import Z_95, familywise_beyond, holm
 from stageprobe.report.analysis import RunMeta, analyse
+from stageprobe.stats import familywise_beyond, holm
+
+Z_95 = NormalDist().inv_cdf(0.975)
 
 
 def test_holm_step_down_known_answer() -> None:

@@ -18,7 +18,7 @@ from stageprobe.suites.q2.advice import SEED_PIVOT_WORDING
 NUMBER = re.compile(r"(?<![\w.@\-])-?\d+\.\d+(?![\w.])")
 
 
-#: smallest detectable drops ("≥ 0.057") are derived from CI widths; test_answer.py checks them
+#: minimum detectable drops ("≥ 0.057") are derived from CI widths; test_answer.py checks them
 DETECTABLE = re.compile(r"≥ -?\d+\.\d+")
 
 

@@ -42,8 +42,14 @@ from stageprobe.metrics._catalog import higher_is_better, report_name
 from stageprobe.models.base import StageModel
 from stageprobe.models.planting import PLANT_TYPES, Plant, PlantedModel, plantable_stages
 from stageprobe.probes import ProbeResult, fit_probe, split_probe_data
-from stageprobe.report._paired import familywise_beyond
-from stageprobe.stats import BootstrapCI, bootstrap_ci, paired_bootstrap_diff
+from stageprobe.stats import (
+    BootstrapCI,
+    bootstrap_ci,
+    familywise_beyond,
+    mde_from_ci,
+    paired_bootstrap_diff,
+    paired_mde,
+)
 from stageprobe.suites._spec import InformationType, Suite
 from stageprobe.suites.workers import image_array
 
@@ -159,12 +165,12 @@ class PlantOutcome:
 
 @dataclass(frozen=True)
 class DetectableDrop:
-    """The smallest drop one probe metric can tell from 0 on the unplanted model's data."""
+    """The minimum drop (α = 0.05, 80 % power) one probe metric can tell from 0 on the unplanted model's data."""
 
     n_test: int
     #: the largest over the stages read: a drop this large is detectable between any two neighbours
     drop: float
-    #: stage → half-width of the paired CI between that stage and the one read before it
+    #: stage → minimum detectable effect of the paired difference between that stage and the one read before it
     stages: dict[str, float]
     #: the data it was read on (the information type's family and its dataset)
     family: str
@@ -176,7 +182,7 @@ class Calibration:
     model: str
     size: str
     plants: list[PlantOutcome]
-    #: information type → "probe/metric" → its smallest detectable drop
+    #: information type → "probe/metric" → its minimum detectable drop (α = 0.05, 80 % power)
     detectable: dict[str, dict[str, DetectableDrop]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -245,27 +251,28 @@ def _evidence(estimate: tuple[float, float, float]) -> float:
 
 def stage_detectable(stages: list[str], reference: dict[str, np.ndarray], n_bootstrap: int = 1000,
                      seed: int = 0) -> tuple[int, dict[str, float]]:
-    """(n test items, stage → half-width of the paired CI between that stage and the one before it on
-    the reference curve); one stage only: its own CI's half-width is the scale."""
-    widths: dict[str, float] = {}
+    """(n test items, stage → minimum detectable effect at α = 0.05 and 80 % power of the paired
+    difference between that stage and the one before it on the reference curve); one stage only:
+    two independent stages as uncertain as it is."""
+    effects: dict[str, float] = {}
     n = 0
     for before, stage in itertools.pairwise(stages):
-        ci = paired_bootstrap_diff(reference[before], reference[stage], n_bootstrap, seed)
-        if np.isfinite([ci.low, ci.high]).all():
-            widths[stage] = float((ci.high - ci.low) / 2)
-            n = max(n, ci.n)
-    if not widths:
+        if (np.isfinite(reference[before]) & np.isfinite(reference[stage])).any():
+            pairs, effects[stage] = paired_mde(reference[before], reference[stage], n_bootstrap, seed)
+            n = max(n, pairs)
+    if not effects:
         ci = bootstrap_ci(reference[stages[0]], n_bootstrap, seed)
-        return ci.n, {stages[0]: float((ci.high - ci.low) / 2)}
-    return n, widths
+        return ci.n, {stages[0]: float(np.sqrt(2)) * mde_from_ci(ci.low, ci.high, ci.confidence)}
+    return n, effects
 
 
 def detectable_drop(stages: list[str], reference: dict[str, np.ndarray], n_bootstrap: int = 1000,
                     seed: int = 0) -> tuple[int, float]:
-    """(n test items, largest half-width of the paired CI between adjacent reference stages): a
-    drop at least this large between any two neighbouring stages has a CI that excludes 0."""
-    n, widths = stage_detectable(stages, reference, n_bootstrap, seed)
-    return n, max(widths.values())
+    """(n test items, largest minimum detectable effect at α = 0.05 and 80 % power of the paired
+    difference between adjacent reference stages): a true drop this large between any two
+    neighbouring stages has a CI that excludes 0 in at least 80 % of runs."""
+    n, effects = stage_detectable(stages, reference, n_bootstrap, seed)
+    return n, max(effects.values())
 
 
 class _Fits:
@@ -378,14 +385,15 @@ class Calibrator:
 
     def _detectable(self, info: InformationType, reference: FeatureStore, stages: list[str], fits: _Fits
                     ) -> dict[str, DetectableDrop]:
-        """Each probe metric's smallest detectable drop at every stage the reference was read at."""
+        """Each probe metric's minimum detectable drop (α = 0.05, 80 % power) at every stage the reference
+        was read at."""
         table: dict[str, DetectableDrop] = {}
         for check in checks_of(info):
             per_stage = {s: item_scores(fits.fit(reference, s, reference.load(s), check), check.metric)
                          for s in stages}
             if any(v is None for v in per_stage.values()):
                 continue
-            n, widths = stage_detectable(stages, per_stage, self.n_bootstrap, self.seed)  # type: ignore[arg-type]
-            table[f"{check.probe}/{check.metric}"] = DetectableDrop(n, max(widths.values()), widths, info.family,
+            n, effects = stage_detectable(stages, per_stage, self.n_bootstrap, self.seed)  # type: ignore[arg-type]
+            table[f"{check.probe}/{check.metric}"] = DetectableDrop(n, max(effects.values()), effects, info.family,
                                                                     self.suite.data[info.family])
         return table

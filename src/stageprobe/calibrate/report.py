@@ -9,7 +9,7 @@ import yaml
 
 from stageprobe._atomic import write_text_atomic
 from stageprobe.metrics._catalog import label as metric_label
-from stageprobe.stats import BootstrapCI
+from stageprobe.stats import MDE_ALPHA, MDE_POWER, BootstrapCI
 
 if TYPE_CHECKING:
     from stageprobe.calibrate.engine import Calibration, CheckOutcome, PlantOutcome
@@ -49,7 +49,8 @@ def calibration_dict(calibration: Calibration) -> dict[str, Any]:
                     "checks": [_check_dict(c, p.plant.stage) for c in p.checks],
                     **({"unavailable": dict(p.unavailable)} if p.unavailable else {})} for p in calibration.plants],
         "detectable_drop": {info: {key: {"n_test": d.n_test, "drop": d.drop, "family": d.family, "dataset": d.dataset,
-                                         "stages": dict(d.stages)} for key, d in table.items()}
+                                         "stages": dict(d.stages), "alpha": MDE_ALPHA, "power": MDE_POWER}
+                                   for key, d in table.items()}
                             for info, table in calibration.detectable.items()},
     }
 
@@ -125,13 +126,13 @@ def calibration_markdown(calibration: Calibration) -> str:
     failures = _failures(calibration)
     if failures:
         lines += ["", *failures]
-    lines += ["", "**Detectable effect size** (largest half-width of the paired 95 % CI between neighbouring stages "
-              "of the unplanted model):", ""]
+    lines += ["", "**Minimum detectable effect** (α = 0.05, 80 % power: 2.8 × the standard error of the paired "
+              "difference, largest over neighbouring stages of the unplanted model):", ""]
     for info, table in calibration.detectable.items():
         for key, d in table.items():
             probe, metric = key.split("/", 1)
             lines.append(f"- {info} ({d.dataset}): with {d.n_test} test items, {_words(metric)} drops ≥ {d.drop:.3f} "
-                         f"are detectable ({probe}).")
+                         f"are detectable with 80 % power ({probe}).")
     return "\n".join(lines) + "\n"
 
 

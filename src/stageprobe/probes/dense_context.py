@@ -8,8 +8,9 @@ those two things and nothing global: tokens are standardised and reduced by a wh
 train), then a 1×1 conv, a 3×3 conv over the token grid and a 1×1 conv output per token the same
 targets as `dense-linear` (objectness, class map, in-cell edge offsets; see `targets.py`), decoded
 into boxes by the same blob decoding with the threshold chosen on val. Its receptive field is the
-3×3 neighbourhood, so a token-shuffle control still destroys it; its capacity shows in the
-control task and the selectivity reported beside it.
+3×3 neighbourhood; the token-shuffle control (tokens permuted within each object's cells) takes
+away where inside an object each token sits; its capacity shows in the control task and the
+selectivity reported beside it.
 """
 
 from __future__ import annotations

@@ -16,24 +16,26 @@ from stageprobe.report.document import Block, Heading, Para, Table
 from stageprobe.report.fmt import MISSING, fmt, fmt_row
 from stageprobe.report.schema import MetricRow, stage_sort_key
 from stageprobe.report.verdicts import Verdict, pixel_ceiling
+from stageprobe.stats import mde_from_ci, minimum_detectable_effect, standard_error_from_ci
 
 if TYPE_CHECKING:
     from stageprobe.suites._spec import InformationType
 
-def half_width(row: MetricRow | None) -> float | None:
+def _standard_error(row: MetricRow | None) -> float | None:
     if row is None or not row.has_ci:
         return None
-    return (row.ci_high - row.ci_low) / 2  # type: ignore[operator]
+    return standard_error_from_ci(row.ci_low, row.ci_high)  # type: ignore[arg-type]
 
 
 def unpaired_detectable(a: MetricRow | None, b: MetricRow | None = None) -> float | None:
-    """Smallest difference between two stage values whose 95 % CI excludes 0, from their own CI
-    half-widths as if independent (√(h₁² + h₂²)); `b` omitted: two stages as wide as `a`. The paired
-    drop over the same test images is tighter, so this errs on the side of caution."""
-    first, second = half_width(a), half_width(b if b is not None else a)
+    """Minimum detectable effect (α = 0.05, 80 % power) of the difference between two stage values,
+    their standard errors read off their own 95 % CIs and combined as if independent (√(s₁² + s₂²));
+    `b` omitted: two stages as wide as `a`. The paired drop over the same test images is tighter,
+    so this errs on the side of caution."""
+    first, second = _standard_error(a), _standard_error(b if b is not None else a)
     if first is None or second is None:
         return None
-    return math.sqrt(first**2 + second**2)
+    return minimum_detectable_effect(math.sqrt(first**2 + second**2))
 
 
 def detectable_phrase(drop: float | None, n: int) -> str:
@@ -41,14 +43,17 @@ def detectable_phrase(drop: float | None, n: int) -> str:
         return "no CI: the detectable drop is unknown"
     if fmt(drop) == fmt(0.0):
         return "a zero-width CI: the detectable drop is unknown"
-    return f"drops ≥ {fmt(drop)} detectable at n={n}" if n else f"drops ≥ {fmt(drop)} detectable"
+    return (f"drops ≥ {fmt(drop)} detectable at n={n} with 80 % power" if n
+            else f"drops ≥ {fmt(drop)} detectable with 80 % power")
 
 
 def paired_detectable(drop_row: MetricRow | None) -> str:
-    """The paired drop's own CI half-width: the smallest drop this run can tell from 0 there."""
+    """The paired drop's minimum detectable effect (α = 0.05, 80 % power) from its own CI."""
     if drop_row is None:
         return ""
-    return detectable_phrase(half_width(drop_row), drop_row.n)
+    if not drop_row.has_ci:
+        return detectable_phrase(None, drop_row.n)
+    return detectable_phrase(mde_from_ci(drop_row.ci_low, drop_row.ci_high), drop_row.n)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,7 @@ def which_stage_table(rows: Sequence[MetricRow], analysis: Analysis,
         body.append([label, f"{answer.verdict.target.label} ({best.probe})", read, fmt_row(best),
                      ceiling, _detectable_cell(answer.detectable, answer.detectable_source)])
     return Table(["Information", "Metric (probe)", "Read this stage", "Its test value [95% CI]",
-                  "Pixel ceiling (same probe, same grid)", "Smallest detectable drop"], body,
+                  "Pixel ceiling (same probe, same grid)", "Minimum detectable drop (5 % level, 80 % power)"], body,
                  caption="The stage is the one whose validation score is best; the value is its test score. "
                          "The pixel ceiling is what the same probe reaches on raw pixels at that stage's grid. "
                          "A stage-to-stage difference smaller than the last column is within noise at this "
@@ -210,6 +215,7 @@ def calibration_blocks(calibration: Mapping[str, Any]) -> list[Block]:
              "on this architecture: do not read a flat curve of that information type as \"kept\"."),
         Table(["Plant", "Probe · metric", "First drop found at", "Drop at plant [95% CI]", "Earlier unchanged",
                "Verdict"], body),
-        Para("**Smallest detectable drop** (largest half-width of the paired 95% CI between neighbouring stages "
-             "of the unplanted model): " + ("; ".join(drops) if drops else "not measured") + "."),
+        Para("**Minimum detectable drop** (two-sided 5 % level, 80 % power, from the standard error of the "
+             "paired difference; the largest over neighbouring stages of the unplanted model): "
+             + ("; ".join(drops) if drops else "not measured") + "."),
     ]

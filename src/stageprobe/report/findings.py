@@ -154,6 +154,8 @@ def _control_cell(row: MetricRow | None, task: MetricRow | None = None,
     if row is None:
         return "—"
     if task is not None and control_task is not None and row.value is not None:
+        if not higher_is_better(row.metric):  # selectivity is control − task there: positive is better
+            return f"{fmt_row(row)} = {fmt(control_task.value)} − {fmt(task.value)}"
         return f"{fmt_row(row)} = {fmt(task.value)} − {fmt(control_task.value)}"
     return fmt_row(row)
 
@@ -276,7 +278,8 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
     matrix = [r for r in (analysis.decision.pre, analysis.decision.post, analysis.decision.drop,
                           analysis.decision.excess) if r is not None]
     if matrix:
-        doc.add(Table(["Stage", "Probe", "Metric [95% CI]", "n", "Pixels", "Smallest detectable difference"],
+        doc.add(Table(["Stage", "Probe", "Metric [95% CI]", "n", "Pixels",
+                       "Minimum detectable difference (5 % level, 80 % power)"],
                       [[f"`{r.stage}`", f"{r.probe} · {r.metric}", fmt_row(r), str(r.n),
                         _control_cell(control_row(rows, r, "pixels")),
                         paired_detectable(r) if r is analysis.decision.drop or r is analysis.decision.excess

@@ -318,13 +318,18 @@ VARIANT_DESCRIPTIONS: dict[str, str] = {
                   "stage: what a value of the metric means"),
 }
 CONTROL_DESCRIPTIONS: dict[str, str] = {
-    "control-task": ("same probe trained on control labels: a fixed random function of a recurring input type "
-                     "(each object's shape and colour, each clip's object, each texture), identical in train, "
-                     "val and test, so only a probe that memorises types scores (Hewitt & Liang, 2019)"),
+    "control-task": ("same probe trained on control targets: a fixed random function of a recurring input type "
+                     "(each object's shape and colour, each clip's object or photo, each texture), identical in "
+                     "train, val and test and independent of the real target, with its statistics (a box drawn "
+                     "from the dataset's boxes, one clip's whole motion target and path, a random-phase texture "
+                     "with the type's spectrum), so only a probe that memorises types scores (Hewitt & Liang, "
+                     "2019)"),
     "chance": "same probe trained on labels permuted across the images of each split: what chance gives",
-    "selectivity": "task score minus control-task score, on the same test images (paired bootstrap)",
+    "selectivity": ("task score minus control-task score, on the same test images (paired bootstrap); control "
+                    "minus task for lower-is-better metrics, so positive always means better than the control"),
     "validation": "the model's own probe scored on the validation split: used only to choose the best stage",
-    "token-shuffle": "tokens of each image permuted before probing (a spatial probe must drop)",
+    "token-shuffle": ("tokens of each image permuted within each object's cells before probing (background "
+                      "stays): a probe reading each object's extent from where inside it a token sits drops"),
     "training-effect": ("trained model − its random-init twin, the same deciding probe on the same test images "
                         "(paired bootstrap): what learning kept, added or removed at each stage"),
 }

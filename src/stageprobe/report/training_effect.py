@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.report._gating import below_target
-from stageprobe.report._paired import detectable_effect, rows_beyond
+from stageprobe.report._paired import rows_beyond
 from stageprobe.report.analysis import Analysis
 from stageprobe.report.document import Para, Table
 from stageprobe.report.fmt import MISSING, fmt, fmt_ci
 from stageprobe.report.schema import TRAINING_EFFECT, MetricRow, sort_stages
 from stageprobe.report.verdicts import Verdict, row_at
+from stageprobe.stats import mde_from_ci
 
 if TYPE_CHECKING:
     from stageprobe.suites._spec import InformationType
@@ -57,12 +58,17 @@ class TrainingEffect:
             if row is None:
                 return None
             return {"stage": row.stage, "value": row.value, "ci": [row.ci_low, row.ci_high] if row.has_ci else None,
-                    "detectable_effect_80": detectable_effect(row), "n": row.n}
+                    "detectable_effect_80": _mde(row), "n": row.n}
 
         return {"metric": self.metric, "probe": self.verdict.target.probe, "at_verdict_stage": cell(self.at_verdict),
                 "at_best_stage": cell(self.at_best), "cause": self.cause, "stages_scanned": self.scanned,
                 "first_stage_differing": self.first_change.stage if self.first_change else None,
                 "familywise_rule": "Holm over the stages scanned"}
+
+
+def _mde(row: MetricRow) -> float | None:
+    """The minimum detectable effect (α = 0.05, 80 % power) of a paired difference, from its CI."""
+    return mde_from_ci(row.ci_low, row.ci_high) if row.has_ci else None  # type: ignore[arg-type]
 
 
 def _effect_rows(rows: Sequence[MetricRow], verdict: Verdict) -> list[MetricRow]:
@@ -130,7 +136,7 @@ def absence_reason(rows: Sequence[MetricRow], weights_random: bool) -> str | Non
 def _difference(row: MetricRow | None) -> str:
     if row is None or row.value is None:
         return MISSING
-    mde = detectable_effect(row)
+    mde = _mde(row)
     return (f"{'+' if row.value > 0 else ''}{fmt(row.value)} {fmt_ci(row.ci_low, row.ci_high)} at `{row.stage}`"
             + (f" (≥ {fmt(mde)} detectable at 80 % power)" if mde is not None and fmt(mde) != fmt(0.0) else ""))
 

@@ -104,6 +104,7 @@ class Measurement:
         #: fit each probe's own controls (control task, chance, token shuffle) on the main model
         self.probe_controls = probe_controls
         self._datasets: dict[str, Dataset] = {}
+        self._test_groups: dict[str, list[str]] = {}
         self._last_finished = 0.0
         #: under a disk budget (`--max-disk`), the (variant, family, stage) triples of the stage group being
         #: measured, and the suffix that gives the group's stores their own folders; None: every stage at once
@@ -136,6 +137,13 @@ class Measurement:
                 n = min(n, self.config.limit)
             self._datasets[family] = load_dataset(self.dataset_spec(family), n=n, seed=self.config.seed)
         return self._datasets[family]
+
+    def test_groups(self, family: Family) -> list[str]:
+        """Each test sample's source (photo, clip, image), in test order: the CIs resample shared sources."""
+        if family not in self._test_groups:
+            dataset = self.dataset(family)
+            self._test_groups[family] = [dataset.sample_group(i) for i in dataset.split_indices("test")]
+        return self._test_groups[family]
 
     def experiment_stages(self, spec: ExperimentSpec, which: str) -> list[str]:
         available = self.model(which).stage_names
@@ -361,7 +369,8 @@ class Measurement:
         results = [o.result for o in outputs]
         control_outputs = {name: future.result() for name, future in fits.controls.items()}
         outcome.timing["fits"].append(_fit_timing(fits, [*outputs, *control_outputs.values()]))
-        _add(outcome, result_rows(label, results, spec.skip_metrics, nb, seed))
+        groups = self.test_groups(spec.family)
+        _add(outcome, result_rows(label, results, spec.skip_metrics, nb, seed, groups))
         for metric, values in per_image_scores(results).items():
             outcome.scores[(label.variant, label.stage, label.probe, metric)] = values
         if fits.which == "main":
@@ -370,10 +379,11 @@ class Measurement:
             _keep_best(best, f"{fits.probe.probe}/{fits.probe.task}", fits.stage, outputs[0])
         for name, output in control_outputs.items():
             controlled = output.result
-            _add(outcome, result_rows(replace(label, control=name), [controlled], spec.skip_metrics, nb, seed))
+            _add(outcome, result_rows(replace(label, control=name), [controlled], spec.skip_metrics, nb, seed,
+                                      groups))
             if name == "control-task":
                 _add(outcome, selectivity_rows(replace(label, control="selectivity"), results[0], controlled,
-                                               spec.skip_metrics, nb, seed))
+                                               spec.skip_metrics, nb, seed, groups))
 
 
 def _merge(into: ExperimentOutcome, part: ExperimentOutcome) -> None:

@@ -13,12 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stageprobe.metrics._catalog import metric_info, report_name
+from stageprobe.metrics._catalog import higher_is_better, metric_info, report_name
 from stageprobe.probes import ProbeResult
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.verdicts import VALIDATION
-from stageprobe.stats import bootstrap_ci, bootstrap_map_cis, paired_bootstrap_diff
-from stageprobe.suites._seeds import seeded_map_cis
+from stageprobe.stats import (
+    BootstrapCI,
+    bootstrap_ci,
+    bootstrap_map_cis,
+    paired_bootstrap_diff,
+    seeded_bootstrap_ci,
+    seeded_map_cis,
+)
 
 
 @dataclass(frozen=True)
@@ -42,15 +48,27 @@ def _kept(name: str, skip: Sequence[str]) -> bool:
     return not name.startswith(tuple(skip))
 
 
-def seeded_ci(per_seed: Sequence[np.ndarray], n_bootstrap: int, seed: int) -> tuple[float, float, float]:
-    """(estimate, low, high) of the mean score: each draw picks a probe seed and resamples test images."""
-    matrix = np.stack([np.asarray(v, dtype=np.float64) for v in per_seed])
-    rng = np.random.default_rng(seed)
-    seeds = rng.integers(0, len(matrix), size=n_bootstrap)
-    images = rng.integers(0, matrix.shape[1], size=(n_bootstrap, matrix.shape[1]))
-    stats = np.nanmean(matrix[seeds[:, None], images], axis=1)
-    low, high = np.nanquantile(stats, [0.025, 0.975])
-    return float(np.nanmean(np.nanmean(matrix, axis=1))), float(low), float(high)
+def seeded_ci(per_seed: Sequence[np.ndarray], n_bootstrap: int, seed: int,
+              groups: Sequence[str] | None = None) -> tuple[float, float, float]:
+    """(estimate, low, high) of the mean score over probe seeds: `stats.seeded_bootstrap_ci`."""
+    ci = seeded_bootstrap_ci(per_seed, n_bootstrap, seed, groups=groups)
+    return ci.estimate, ci.low, ci.high
+
+
+def source_groups(groups: Sequence[str] | None) -> list[str] | None:
+    """The test items' sources when some share one (clips of a photo): the bootstrap resamples
+    sources then. None when every item is its own source, so the item bootstrap is unchanged."""
+    if groups is None or len(set(groups)) == len(groups):
+        return None
+    return list(groups)
+
+
+def group_note(n: int, groups: Sequence[str] | None) -> str:
+    """How many independent sources the row's n items come from, where they share sources."""
+    if groups is None:
+        return ""
+    return (f"n = {n} test items from {len(set(groups))} independent sources (the clips or crops of one photo "
+            "count once); the CI resamples sources (cluster bootstrap)")
 
 
 def _spread_note(values: Sequence[float]) -> str:
@@ -59,13 +77,15 @@ def _spread_note(values: Sequence[float]) -> str:
 
 
 def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[str], n_bootstrap: int,
-                seed: int) -> list[MetricRow]:
+                seed: int, groups: Sequence[str] | None = None) -> list[MetricRow]:
     """One row per metric the fit emitted (mean over probe seeds), with its bootstrap CI; `n` counts
-    the test images with a finite score."""
+    the test images with a finite score. `groups`: each test item's source (e.g. the photo a clip
+    pans over); where items share sources the CI resamples sources (`source_groups`)."""
+    groups = source_groups(groups)
     first = results[0]
     rows = []
     map_metrics = [m for m in first.metrics if m.startswith("map") and _kept(m, skip)]
-    map_cis = _map_cis(results, map_metrics, n_bootstrap, seed)
+    map_cis = _map_cis(results, map_metrics, n_bootstrap, seed, groups)
     for raw, value in first.metrics.items():
         if not _kept(raw, skip):
             continue
@@ -76,17 +96,17 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
         note = ""
         if per_seed and n:
             if len(per_seed) > 1:
-                value, low, high = seeded_ci(per_seed, n_bootstrap, seed)
+                value, low, high = seeded_ci(per_seed, n_bootstrap, seed, groups)
                 note = _spread_note([float(r.metrics[raw]) for r in results])
             else:
                 # the mean of the per-image scores, so the value always sits inside its own CI
-                ci = bootstrap_ci(per_seed[0], n_bootstrap, seed)
+                ci = bootstrap_ci(per_seed[0], n_bootstrap, seed, groups=groups)
                 value, low, high = ci.estimate, ci.low, ci.high
+            note = "; ".join(p for p in (note, group_note(n, groups)) if p)
         elif raw in map_cis:
-            (low, high), n = map_cis[raw], first.detection.n_images  # type: ignore[union-attr]
-            if len(results) > 1:
-                value = float(np.mean([r.metrics[raw] for r in results]))
-                note = _spread_note([float(r.metrics[raw]) for r in results])
+            value, low, high, n = map_cis[raw].estimate, map_cis[raw].low, map_cis[raw].high, map_cis[raw].n
+            spread = _spread_note([float(r.metrics[raw]) for r in results]) if len(results) > 1 else ""
+            note = "; ".join(p for p in (spread, group_note(n, groups)) if p)
         rows.append(label.row(metric, value=value, ci_low=low, ci_high=high, n=n, note=note))
     for raw, reason in first.unavailable.items():
         if _kept(raw, skip):
@@ -94,30 +114,40 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
     return rows
 
 
-def _map_cis(results: Sequence[ProbeResult], metrics: Sequence[str], n_bootstrap: int,
-             seed: int) -> dict[str, tuple[float, float]]:
-    """CIs of the COCO metrics: over test images, and over probe seeds too where there are several."""
+def _map_cis(results: Sequence[ProbeResult], metrics: Sequence[str], n_bootstrap: int, seed: int,
+             groups: Sequence[str] | None) -> dict[str, BootstrapCI]:
+    """CIs of the COCO metrics: over test images (or their shared sources), and over probe seeds too
+    where there are several."""
     if results[0].detection is None or not metrics:
         return {}
     if len(results) > 1 and all(r.detection is not None for r in results):
-        return seeded_map_cis([r.detection for r in results], metrics, n_bootstrap, seed)  # type: ignore[misc]
-    cis = bootstrap_map_cis(results[0].detection, metrics, n_bootstrap, seed)
-    return {metric: (ci.low, ci.high) for metric, ci in cis.items()}
+        return seeded_map_cis([r.detection for r in results], metrics, n_bootstrap, seed,  # type: ignore[misc]
+                              groups=groups)
+    return bootstrap_map_cis(results[0].detection, metrics, n_bootstrap, seed, groups=groups)
 
 
 def selectivity_rows(label: FitLabel, task: ProbeResult, control: ProbeResult, skip: Sequence[str],
-                     n_bootstrap: int, seed: int) -> list[MetricRow]:
-    """Task − control-task score with the paired bootstrap CI, both on the same test images."""
+                     n_bootstrap: int, seed: int, groups: Sequence[str] | None = None) -> list[MetricRow]:
+    """Task − control-task score with the paired bootstrap CI, both on the same test images (their
+    sources resampled where they share them, as in `result_rows`). For a lower-is-better metric
+    (LPIPS, angle and path errors) it is control − task, so a positive selectivity always means the
+    probe does better on the task than on the control task."""
+    groups = source_groups(groups)
     rows = []
     for raw, per_item in task.per_item.items():
         if raw not in control.per_item or not _kept(raw, skip):
             continue
         if not (np.isfinite(per_item) & np.isfinite(control.per_item[raw])).any():
             continue  # undefined on every image for task or control (e.g. no reference edges): no pairs
-        ci = paired_bootstrap_diff(per_item, control.per_item[raw], n_bootstrap, seed)
+        task_mean, control_mean = float(np.nanmean(per_item)), float(np.nanmean(control.per_item[raw]))
+        if higher_is_better(raw):
+            ci = paired_bootstrap_diff(per_item, control.per_item[raw], n_bootstrap, seed, groups=groups)
+            how = f"task {task_mean:.4f} − control task {control_mean:.4f}"
+        else:
+            ci = paired_bootstrap_diff(control.per_item[raw], per_item, n_bootstrap, seed, groups=groups)
+            how = f"control task {control_mean:.4f} − task {task_mean:.4f} (lower is better)"
         rows.append(label.row(metric_info(raw).name, value=ci.estimate, ci_low=ci.low, ci_high=ci.high, n=ci.n,
-                              note=f"task {float(np.nanmean(per_item)):.4f} − control task "
-                                   f"{float(np.nanmean(control.per_item[raw])):.4f} on the same {ci.n} test images"))
+                              note=f"{how} on the same {ci.n} test images"))
     return rows
 
 

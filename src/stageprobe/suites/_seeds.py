@@ -7,11 +7,7 @@ for every gradient-trained probe elsewhere.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
 
-import numpy as np
-
-from stageprobe.metrics.detection import CocoDetectionEval
 from stageprobe.suites._spec import ProbeSpec, Suite
 
 
@@ -26,22 +22,3 @@ def probe_seeds(suite: Suite, probe: ProbeSpec, stage: str, size: str, requested
     if decides_at(suite, probe.probe, stage):
         return requested if requested is not None else suite.deciding_seeds.get(size, 1)
     return (requested or 1) if probe.seeded else 1
-
-
-def seeded_map_cis(evaluations: Sequence[CocoDetectionEval], metrics: Sequence[str], n_bootstrap: int,
-                   seed: int, confidence: float = 0.95) -> dict[str, tuple[float, float]]:
-    """(low, high) of COCO metrics' mean over several probe seeds on the same test images:
-    each draw picks one seed and resamples test images, like the per-image metrics' seeded CI."""
-    rng = np.random.default_rng(seed)
-    n = evaluations[0].n_images
-    picks = rng.integers(0, len(evaluations), size=n_bootstrap)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap)
-    draws = [evaluations[k].resampled(c) for k, c in zip(picks, counts, strict=True)]
-    alpha = (1 - confidence) / 2
-    out = {}
-    for metric in metrics:
-        stats = np.array([d[metric] for d in draws], dtype=np.float64)
-        stats = stats[np.isfinite(stats)]
-        low, high = np.quantile(stats, [alpha, 1 - alpha]) if stats.size else (np.nan, np.nan)
-        out[metric] = (float(low), float(high))
-    return out

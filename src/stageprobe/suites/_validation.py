@@ -29,9 +29,12 @@ def validation_scores(result: ProbeResult, val: ProbeData) -> dict[str, float]:
     predictions: dict[str, Any] = result.predictor(val)
     if "detections" in predictions:
         if result.probe == "attention":
+            # as on test: mAP ranks every query, the box IoU reads the confident ones only
             classes = int(result.config.get("num_classes") or num_classes_of(val.targets))
             metrics, _, _, _ = evaluate_boxes(val.targets, predictions["detections"], classes)
-            return {k: v for k, v in metrics.items() if k in ("matched_iou", "map_50")}
+            confident = box_scores([np.asarray(t["boxes"]) for t in val.targets],
+                                   [d.boxes for d in predictions["confident_detections"]])
+            return {"matched_iou": float(np.nanmean(confident["matched_iou"])), "map_50": metrics["map_50"]}
         scores = box_scores([np.asarray(t["boxes"]) for t in val.targets],
                             [d.boxes for d in predictions["detections"]])
         return {"matched_iou": float(np.nanmean(scores["matched_iou"]))}

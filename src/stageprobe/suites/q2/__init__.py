@@ -69,7 +69,8 @@ MOTION_STAGES = ("vision.post_merge", "pixels.merged", *LANGUAGE_STAGES)
 MOTION_TABLE = ("direction_acc", "speed_acc", "order_acc", "path_error_px", "flow_angle_error_deg")
 MOTION_PROBES = (
     tuple(ProbeSpec(MOTION_PROBE, task, controls=("control-task",)) for task in MOTION_TASKS)
-    + tuple(ProbeSpec("temporal-dense", task, controls=POSITIONAL_CONTROLS, seeded=True) for task in MOTION_TASKS)
+    # token shuffle permutes tokens within each object's cells: clip targets have no object boxes
+    + tuple(ProbeSpec("temporal-dense", task, controls=("control-task",), seeded=True) for task in MOTION_TASKS)
     + tuple(ProbeSpec("temporal", task, seed_protocol=True) for task in MOTION_TASKS))
 DETAIL_STAGES = ("vision.*", "pixels.*", *LANGUAGE_STAGES)
 DETAIL_PROBES = (
@@ -209,7 +210,9 @@ SUITE = Suite(
     notes=("Token shuffle is not run for dense-linear and recon-linear: each reads a token's target at that "
            "token's own raster position, so shuffling tokens changes nothing it could tell apart; it is run for "
            "the probes that carry their own position code (dense-context's 3×3 neighbourhood, relation, "
-           "attention, temporal-dense).",
+           "attention), permuting tokens only within each object's cells (a full permutation with the targets "
+           "left in place collapses on raw pixels as on any model, so it could not tell them apart); clips have "
+           "no object cells, so temporal-dense has the control task only.",
            "dense-context and recon-linear fit their control task at the stages verdicts are read at (the merge "
            "pair; a ViT's first and last stage), the attention probe at the stage mAP is judged at "
            "(vision.post_merge, a ViT's vision.final), not at every stage. A --verdict-stage elsewhere has no "

@@ -68,7 +68,8 @@ def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
     paragraphs = [f"{spatial} {decision.reason[0].upper()}{decision.reason[1:]}."]
     if decision.drop is not None:
         paragraphs.append(f"Drop across {across}: {fmt_row(decision.drop)} "
-                          f"({paired_detectable(decision.drop)}: the half-width of its paired 95% CI).")
+                          f"({paired_detectable(decision.drop)}: the minimum detectable effect at a two-sided "
+                          "5 % level, from the paired drop's standard error).")
     if decision.excess is not None:
         paragraphs.append(f"Excess drop beyond the pixel pair's (what {across} loses that the coarser grid alone "
                           f"does not; difference in differences over the same test images): "

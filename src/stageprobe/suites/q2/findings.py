@@ -157,18 +157,31 @@ def detail_photos(inputs: FindingInput) -> str:
     parts = [_at(row, label) for label, row in found.items() if row is not None]
     if not parts:
         return f"No reconstruction of real photos was measured at {verdict.row.stage}."
-    return ("Real photos (test crops come only from photos no train crop comes from; the CI resamples crops, "
-            "so with few test photos it understates photo-to-photo spread): " + "; ".join(parts) + ".")
+    return ("Real photos (test crops come only from photos no train crop comes from; the CI resamples source "
+            "photos, not crops, so with few test photos it is wide): " + "; ".join(parts) + ".")
+
+
+def _sources_caveat(rows: Sequence[MetricRow | None]) -> str:
+    """The caveat for rows whose test clips come from a few source photos (their CIs resample them)."""
+    clustered = [r for r in rows if r is not None and "independent sources" in r.note]
+    if not clustered:
+        return ""
+    sources = next(part for part in clustered[0].note.split("; ") if part.startswith("n = "))
+    return (f" Camera clips come from a few source photos ({sources}): the CIs resample photos, so they are "
+            "wide, and a score says little beyond those photos.")
 
 
 def motion(inputs: FindingInput) -> str:
-    return "; ".join(_verdict_parts(("direction_acc", "speed_acc", "order_acc"), inputs)) + "."
+    keys = ("direction_acc", "speed_acc", "order_acc")
+    verdicts = [inputs.verdicts.get(k) for k in keys]
+    return ("; ".join(_verdict_parts(keys, inputs)) + "."
+            + _sources_caveat([v.row for v in verdicts if v is not None]))
 
 
 def camera_motion(inputs: FindingInput) -> str:
     """Camera motion over real photos is reported beside the targets (they are judged on E-Q2.6's clips):
     each task's value at the stage the motion targets are judged at."""
-    parts = []
+    parts, found = [], []
     for key in ("direction_acc", "speed_acc", "order_acc"):
         verdict = inputs.verdicts.get(key)
         if verdict is None or verdict.row is None:
@@ -176,5 +189,6 @@ def camera_motion(inputs: FindingInput) -> str:
         row = row_at(inputs.rows, key, verdict.target.probe, verdict.row.stage, [r.experiment for r in inputs.rows[:1]])
         if row is not None:
             parts.append(_at(row, key.replace("_acc", " accuracy")))
+            found.append(row)
     return ("Camera motion (a window panning and zooming across real photos): " + "; ".join(parts) + "."
-            if parts else "No stage reported camera-motion accuracy.")
+            + _sources_caveat(found) if parts else "No stage reported camera-motion accuracy.")
