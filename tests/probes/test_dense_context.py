@@ -56,14 +56,15 @@ def _context_checks(get: FeatureGetter, stage: str, n: int, **options: Any) -> N
 
 
 def test_dense_context_reads_positions_fast(pixel_features: FeatureGetter) -> None:
-    # 200 images (136 train) at the 28-px grid: measured IoU 0.70 and 0.02 under token shuffle
-    # (~9 s each); the > 0.8 ceiling needs the default 600 (slow test below).
+    # 200 images (136 train) at the 28-px grid: measured IoU 0.70, and 0.45 under the token shuffle within
+    # each object's cells (~9 s each; the full permutation it replaced gave 0.02, benchmarks/README.md);
+    # the > 0.8 ceiling needs the default 600 (slow test below).
     _, splits = pixel_features("shapes", "pixels.merged", 200)
     args = (splits["train"], splits["val"], splits["test"])
     iou = fit_probe("dense-context", "boxes", *args, seed=0).metrics["matched_iou"]
     shuffled = fit_probe("dense-context", "boxes", *args, seed=0, control="token-shuffle").metrics["matched_iou"]
     assert iou >= 0.6, iou
-    assert shuffled <= 0.1, shuffled
+    assert shuffled <= iou - 0.2, (iou, shuffled)
 
 
 @pytest.mark.slow

@@ -263,9 +263,11 @@ def fit_attention(task: str, train: ProbeData, val: ProbeData, test: ProbeData, 
         model = QueryDetector(z_tr.shape[-1], c, grid, d_model, queries, layers, heads, width).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
         steps = epochs * math.ceil(len(train) / batch_size)
-        # warm up over a tenth of the steps, but at least two: OneCycleLR divides by the warm-up's length
-        # minus one step, so under 20 steps (10 quick epochs of ≤ 32 images) a tenth would be zero
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
+        # warm up over a tenth of the steps, but at least two and at most three quarters: OneCycleLR divides
+        # by the warm-up's length minus one step and by the rest's, so under 20 steps (10 quick epochs of
+        # ≤ 32 images) a tenth would be zero, and at 2 steps (one epoch) all of them would leave no rest
+        warm_up = min(max(0.1, 2 / steps), 0.75)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=warm_up)
         history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_map_50": []}
         best_map, best_state = -1.0, copy.deepcopy(model.state_dict())
         for epoch in range(epochs):
