@@ -17,12 +17,14 @@ def test_a_resume_with_another_verdict_stage_is_refused_naming_both(tmp_path: Pa
     run_dir.mkdir()
     earlier = RunConfig(model="pixels", verdict_stage="pixels.patch")
     (run_dir / "config.yaml").write_text(yaml.safe_dump({**earlier.model_dump(), "identity": earlier.identity()}))
+    (run_dir / "experiments").mkdir()  # it measured something: a never-started run would be started afresh
+    (run_dir / "experiments" / "e_q2_1.json").write_text("{}")
     result = CliRunner().invoke(app, ["run", "--model", "pixels", "--out", str(run_dir),
                                       "--verdict-stage", "pixels.merged"])
     output = result.output + (result.stderr if result.stderr_bytes is not None else "")
     assert result.exit_code == 2 and "Traceback" not in output
     assert "'pixels.patch'" in output and "'pixels.merged'" in output and "verdict_stage" in output
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "experiments"]
 
 
 def test_the_verdict_stage_changes_the_identity() -> None:

@@ -69,7 +69,7 @@ _RUN_FLAGS: dict[str, tuple[str, Any]] = {
     "model": ("--model", None), "stages": ("--stages", None), "protocol": ("--protocol", "stageprobe"),
     "seed": ("--seed", 0), "batch_size": ("--batch-size", 8), "probe_workers": ("--probe-workers", None),
     "device": ("--device", "auto"), "device_map": ("--device-map", None), "dtype": ("--dtype", "auto"),
-    "store_dtype": ("--store-dtype", "float16"), "limit": ("--limit", None), "seeds": ("--seeds", 1),
+    "store_dtype": ("--store-dtype", "float16"), "limit": ("--limit", None), "seeds": ("--seeds", None),
     "verdict_stage": ("--verdict-stage", None),
 }
 
@@ -93,7 +93,7 @@ def resume_command(run_dir: Path, config: dict[str, Any]) -> str:
                                       if config.get(field) != default]
     size = config.get("size")
     options += [("--quick", size == "quick"), ("--full", size == "full"),
-                ("--no-controls", config.get("controls") is False),
+                ("--no-controls", config.get("controls") is False), ("--no-twin", config.get("twin") is False),
                 ("--trust-remote-code", bool(config.get("trust_remote_code"))),
                 ("--calibrate", bool(config.get("calibrate"))),
                 ("--experiments", ",".join(config["experiments"]) if config.get("experiments") else None),

@@ -63,7 +63,7 @@ DEFAULT_MODEL = "qwen2.5-vl-tiny"
 
 #: every dataset kind a command takes (`--dataset`, `--data KEY=…`, `datasets preview`); a test checks it
 #: against the dataset registry
-DATASET_KINDS = ("shapes | textures | motion | pan | coco:PATH | cutout:PATH | images:DIR "
+DATASET_KINDS = ("shapes | textures | motion | pan | coco:PATH | cutout:PATH | images:DIR | videos:DIR "
                  "(options as :key=value, e.g. shapes:n=200)")
 
 
@@ -676,7 +676,10 @@ def _dataset(spec: str, n: int | None, seed: int, skip_bad: bool) -> Dataset:
     return data
 
 
-@app.command()
+@app.command(short_help="A run's stores, bytes and memory, before any weight is read.", epilog=examples(
+    "stageprobe plan --model qwen2.5-vl-tiny --quick",
+    "stageprobe plan --full --max-disk 80G --json",
+))
 @user_errors
 def plan(
     model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")] = DEFAULT_MODEL,
