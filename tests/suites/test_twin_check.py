@@ -15,7 +15,7 @@ class _Pretrained:
 
     name = "some/checkpoint"
     weights_id = "sha256:abc"
-    stage_names = ["vision.post_merge"]
+    stage_names = ("vision.post_merge",)
 
     def random_init_twin(self, seed: int = 1) -> None:
         raise RuntimeError("CUDA out of memory")
