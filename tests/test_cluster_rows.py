@@ -12,7 +12,7 @@ from stageprobe.suites._rows import FitLabel, result_rows, selectivity_rows
 from stageprobe.suites._spec import FindingInput
 from stageprobe.suites.q2.findings import camera_motion, motion
 
-LABEL = FitLabel("e_q2_6", "pixels.merged", "token-flow", "none", "pixels")
+LABEL = FitLabel("e_q2_6", "pixels.merged", "token-flow", "model", "pixels")
 
 
 def _clips(seed: int, per_photo: tuple[float, ...] = (0.5, 0.7, 0.9)) -> ProbeResult:
@@ -40,7 +40,7 @@ def test_rows_of_three_test_photos_resample_photos_and_say_so() -> None:
 
 
 def test_selectivity_over_three_photos_resamples_photos() -> None:
-    label = FitLabel("e_q2_6", "pixels.merged", "token-flow", "selectivity", "pixels")
+    label = FitLabel("e_q2_6", "pixels.merged", "token-flow", "model", "pixels", control="selectivity")
     control = _clips(1, (0.2, 0.2, 0.2))  # the control task scores alike on every photo
     clip = selectivity_rows(label, _clips(0), control, (), 500, 0)[0]
     photo = selectivity_rows(label, _clips(0), control, (), 500, 0, groups=PHOTOS)[0]
@@ -50,7 +50,7 @@ def test_selectivity_over_three_photos_resamples_photos() -> None:
 
 def test_selectivity_of_a_lower_is_better_metric_is_sign_corrected() -> None:
     """An angle error of 10° on the task and 60° on the control task is a selectivity of +50°."""
-    label = FitLabel("e_q2_6", "pixels.merged", "token-flow", "selectivity", "pixels")
+    label = FitLabel("e_q2_6", "pixels.merged", "token-flow", "model", "pixels", control="selectivity")
 
     def errors(value: float) -> ProbeResult:
         per_item = np.full(20, value) + np.linspace(-1, 1, 20)
