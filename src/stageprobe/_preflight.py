@@ -153,7 +153,7 @@ def _probe_workers(request: Request) -> None:
 def _experiments(request: Request) -> None:
     experiments = request.get("experiments")
     if experiments is not None and not [part for part in experiments.split(",") if part.strip()]:
-        raise UserInputError(f"--experiments {experiments!r} names no experiment; pass ids such as e_q2_1,e_q2_5 "
+        raise UserInputError(f"--experiments {experiments!r} names no experiment; pass ids such as E-Q2.1,E-Q2.5 "
                              "(see `stageprobe run --experiments list`) or leave it out to run all")
 
 
@@ -214,7 +214,7 @@ def _open_dataset(build: Callable[[], Any], where: str) -> None:
 
 
 def experiment_label(experiment_id: str) -> str:
-    """`e_q2_1` → `E-Q2.1`, `e_q2_5_photos` → `E-Q2.5-photos` (the seed's spelling)."""
+    """An experiment id in the seed's spelling: `e_<study>_<n>[_<variant>]` → `E-<STUDY>.<n>[-<variant>]`."""
     parts = experiment_id.split("_")
     if len(parts) < 3 or parts[0] != "e":
         return experiment_id
