@@ -63,8 +63,8 @@ DEFAULT_MODEL = "qwen2.5-vl-tiny"
 
 #: every dataset kind a command takes (`--dataset`, `--data KEY=…`, `datasets preview`); a test checks it
 #: against the dataset registry
-DATASET_KINDS = ("shapes | textures | motion | pan | coco:PATH | cutout:PATH | images:DIR "
-                 "(options as :key=value, e.g. shapes:n=200)")
+DATASET_KINDS = ("shapes | textures | motion | pan[:images:DIR] | coco:PATH | cutout:PATH | images:DIR | "
+                 "videos:DIR[:labels=CSV] (options as :key=value, e.g. shapes:n=200)")
 
 
 def examples(*lines: str) -> str:
@@ -654,7 +654,10 @@ def _dataset(spec: str, n: int | None, seed: int, skip_bad: bool) -> Dataset:
     return data
 
 
-@app.command()
+@app.command(short_help="Stores, memory and disk a run would need, before any weight is read.", epilog=examples(
+    "stageprobe plan --model Qwen/Qwen2.5-VL-7B-Instruct",
+    "stageprobe plan --model qwen2.5-vl-7b-random --stages 'vision.*_merge' --max-disk 80G --json",
+))
 @user_errors
 def plan(
     model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")] = DEFAULT_MODEL,
