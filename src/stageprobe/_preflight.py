@@ -215,7 +215,7 @@ def _open_dataset(build: Callable[[], Any], where: str) -> None:
 
 
 def experiment_label(experiment_id: str) -> str:
-    """`e_<suite>_<n>[_<part>]` → `E-<SUITE>.<n>[-<part>]`, e.g. E-Q2.5-photos (the seed's spelling)."""
+    """An experiment id in the seed's spelling: `e_<study>_<n>[_<variant>]` → `E-<STUDY>.<n>[-<variant>]`."""
     parts = experiment_id.split("_")
     if len(parts) < 3 or parts[0] != "e":
         return experiment_id

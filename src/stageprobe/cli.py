@@ -63,8 +63,8 @@ DEFAULT_MODEL = "qwen2.5-vl-tiny"
 
 #: every dataset kind a command takes (`--dataset`, `--data KEY=…`, `datasets preview`); a test checks it
 #: against the dataset registry
-DATASET_KINDS = ("shapes | textures | motion | pan | coco:PATH | cutout:PATH | images:DIR | videos:DIR "
-                 "(options as :key=value, e.g. shapes:n=200)")
+DATASET_KINDS = ("shapes | textures | motion | pan[:images:DIR] | coco:PATH | cutout:PATH | images:DIR | "
+                 "videos:DIR[:labels=CSV] (options as :key=value, e.g. shapes:n=200)")
 
 
 def examples(*lines: str) -> str:
@@ -676,9 +676,9 @@ def _dataset(spec: str, n: int | None, seed: int, skip_bad: bool) -> Dataset:
     return data
 
 
-@app.command(short_help="A run's stores, bytes and memory, before any weight is read.", epilog=examples(
-    "stageprobe plan --model qwen2.5-vl-tiny --quick",
-    "stageprobe plan --full --max-disk 80G --json",
+@app.command(short_help="Stores, memory and disk a run would need, before any weight is read.", epilog=examples(
+    "stageprobe plan --model Qwen/Qwen2.5-VL-7B-Instruct",
+    "stageprobe plan --model qwen2.5-vl-7b-random --stages 'vision.*_merge' --max-disk 80G --json",
 ))
 @user_errors
 def plan(

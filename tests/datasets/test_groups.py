@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from video_files import pan_clips, write_videos
 
 from stageprobe.datasets import (
     DATASETS,
@@ -29,7 +30,9 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     images.mkdir()
     for i in range(12):
         Image.new("RGB", (40 + i, 30), (i * 20, 0, 0)).save(images / f"{i}.png")
-    return {"coco": annotation_file, "images": images}
+    videos = root / "videos"
+    write_videos(videos, pan_clips(12, 56), "mp4")  # one subfolder (source) per photo
+    return {"coco": annotation_file, "images": images, "videos": videos}
 
 
 # One small instance of every registered dataset; a new dataset must be added here.
@@ -41,6 +44,7 @@ CASES: dict[str, Callable[[dict[str, Path]], Dataset]] = {
     "images": lambda f: load_dataset(f"images:{f['images']}", image_size=32),
     "pan": lambda f: load_dataset("pan", n=30, frames=4, image_size=56),
     "cutout": lambda f: load_dataset(f"cutout:{f['coco']}", n=30, frames=4, image_size=112),
+    "videos": lambda f: load_dataset(f"videos:{f['videos']}", frames=4, image_size=56),
 }
 
 
