@@ -46,6 +46,12 @@ FAMILIES: tuple[FamilyEntry, ...] = (
         "siglip-tiny": "SigLIP architecture (3 blocks, 16 px patches), random weights, built offline",
         "clip-tiny": "CLIP architecture (3 blocks, 16 px patches), random weights, built offline",
     }, _VIT_TYPES),
+    FamilyEntry("stageprobe.models.internvl", {
+        "internvl3.5-tiny": "InternVL3.5 architecture (224-px tiles + thumbnail, CLS, pixel shuffle 0.5 → MLP), "
+                            "small config, RANDOM weights, real processor",
+        "internvl3.5-1b-random": "the published InternVL3.5-1B architecture with RANDOM weights (bf16): "
+                                 "real-scale cost for benchmarks only",
+    }, ("internvl",)),
 )
 
 

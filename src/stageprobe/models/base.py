@@ -76,6 +76,8 @@ class StageModel(ABC):
     weights_id: str
     device: torch.device
     dtype: torch.dtype
+    #: the connector's input and output stages: the pair the study's decision reads (a family overrides it)
+    connector_stages: tuple[str, str] = ("vision.pre_merge", "vision.post_merge")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
