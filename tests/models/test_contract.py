@@ -45,8 +45,9 @@ def sizes_of(model: StageModel) -> list[tuple[int, int]]:
     if isinstance(model, sp.models.vit.VitModel):  # resized whole to its native size: feed 2× it
         height, width = model.default_image_size
         return [(2 * height, 2 * width)]
-    if isinstance(model, TiledVLModel):  # one tile, and a non-square image cut into 2×3 tiles (seams both ways)
-        return [(model.tile_px, model.tile_px), (2 * model.tile_px, 3 * model.tile_px)]
+    if isinstance(model, TiledVLModel):  # a square and a 2:3 image cut into tiles (seams both ways), at the
+        tile = model.tile_px  # size the processor resizes them to, so the grid covers the input as it is
+        return [model.processed_size(tile, tile), model.processed_size(2 * tile, 3 * tile)]
     height, width = SMALL
     cell = patch_side(model, (height, width))[2]
     return [(height, width), (height - 4 * cell, width)]

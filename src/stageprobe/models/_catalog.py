@@ -52,6 +52,12 @@ FAMILIES: tuple[FamilyEntry, ...] = (
         "internvl3.5-1b-random": "the published InternVL3.5-1B architecture with RANDOM weights (bf16): "
                                  "real-scale cost for benchmarks only",
     }, ("internvl",)),
+    FamilyEntry("stageprobe.models.smolvlm", {
+        "smolvlm-tiny": "SmolVLM architecture (256-px tiles + global image, pixel shuffle ×4 → linear), "
+                        "small config, RANDOM weights, real processor",
+        "smolvlm-256m-random": "the published SmolVLM-256M architecture with RANDOM weights (bf16): "
+                               "real-scale cost for benchmarks only",
+    }, ("smolvlm", "idefics3")),
 )
 
 

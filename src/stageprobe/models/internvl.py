@@ -83,7 +83,7 @@ class InternVLModel(TiledVLModel):
         table = [
             StageSpec("vision.patch_embed", f"{tower}.embeddings.patch_embeddings", "output", "patch", "indexed", dim,
                       "output of the patch embedding", index="patches"),
-            StageSpec("vision.pos_embed", f"{tower}.embeddings", "output", "patch", "indexed", dim,
+            StageSpec("vision.embed", f"{tower}.embeddings", "output", "patch", "indexed", dim,
                       "patch embedding + CLS + position table (CLS dropped)", index="tower"),
         ]
         table += [StageSpec(f"vision.block.{i}", f"{tower}.encoder.layer.{i}", "output", "patch", "indexed", dim,
