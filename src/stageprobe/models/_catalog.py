@@ -58,6 +58,13 @@ FAMILIES: tuple[FamilyEntry, ...] = (
         "smolvlm-256m-random": "the published SmolVLM-256M architecture with RANDOM weights (bf16): "
                                "real-scale cost for benchmarks only",
     }, ("smolvlm", "idefics3")),
+    FamilyEntry("stageprobe.models.llava_onevision", {
+        "llava-onevision-tiny": "LLaVA-OneVision architecture (anyres 224-px tiles + base image, MLP projector, "
+                                "a newline token per row; native video with 2×2 pooling), small config, "
+                                "RANDOM weights, real processor",
+        "llava-onevision-0.5b-random": "the published LLaVA-OneVision-0.5B architecture with RANDOM weights "
+                                       "(bf16): real-scale cost for benchmarks only",
+    }, ("llava_onevision",)),
 )
 
 
