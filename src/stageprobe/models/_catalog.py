@@ -46,6 +46,12 @@ FAMILIES: tuple[FamilyEntry, ...] = (
         "siglip-tiny": "SigLIP architecture (3 blocks, 16 px patches), random weights, built offline",
         "clip-tiny": "CLIP architecture (3 blocks, 16 px patches), random weights, built offline",
     }, _VIT_TYPES),
+    FamilyEntry("stageprobe.models.gemma3", {
+        "gemma3-tiny": "Gemma 3 architecture (SigLIP tower, 4×4 average pool → RMSNorm → linear; 448 px images, "
+                       "14 px patches, 56 px pooled cells), small config, RANDOM weights, real processor",
+        "gemma3-4b-random": "the published Gemma-3-4B architecture with RANDOM weights (bf16): "
+                            "real-scale cost for benchmarks only",
+    }, ("gemma3",)),
 )
 
 

@@ -14,7 +14,8 @@ Token orders (`StageSpec.order`):
 * ``merged`` — one row per merged patch, images concatenated, ``(t, h/m, w/m)``; window-permuted
   when `windowed`.
 * ``text`` — the LLM sequence ``(B, L, D)``; the visual tokens sit where ``visual_mask`` is true.
-* ``prefixed`` — a ViT sequence ``(B, prefix + H·W, D)``: CLS / register tokens, then raster patches.
+* ``prefixed`` — a ViT sequence ``(B, prefix + H·W, D)``: CLS / register tokens, then raster patches
+  (on the merged grid, ``H·W`` merged cells: a pooled sequence).
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def to_raster(spec: StageSpec, tensor: torch.Tensor, layout: Layout) -> torch.Te
     m = layout.merge
     if spec.order == "prefixed":
         _, h, w = layout.grids[0]
+        if spec.grid == "merged":  # a pooled sequence (Gemma 3's 4×4 average pool): merged raster
+            h, w = h // m, w // m
         return tensor[:, layout.prefix :].reshape(tensor.shape[0], 1, h, w, tensor.shape[-1])
     if spec.order == "text":
         assert layout.visual_mask is not None, "text-order stages need the visual-token mask"
