@@ -52,6 +52,12 @@ FAMILIES: tuple[FamilyEntry, ...] = (
         "gemma3-4b-random": "the published Gemma-3-4B architecture with RANDOM weights (bf16): "
                             "real-scale cost for benchmarks only",
     }, ("gemma3",)),
+    FamilyEntry("stageprobe.models.qwen4_exp", {
+        "qwen4-exp-tiny": "Qwen4-Exp architecture (Qwen3.5-style ViT, 2×2 merger; LLM with 4 hyper-connection "
+                          "streams, linear + indexed attention, MoE), small config, RANDOM weights, real processor",
+        "qwen4-exp-random": "transformers' default Qwen4-Exp architecture (QSA indexer sizes assumed) with RANDOM "
+                            "weights (bf16): real-scale cost for benchmarks only",
+    }, ("qwen4_exp",)),
 )
 
 
