@@ -42,7 +42,7 @@ def bright_cell_image(size: tuple[int, int], row: int, col: int, cell: int) -> I
 
 def sizes_of(model: StageModel) -> list[tuple[int, int]]:
     """(height, width) inputs: a square and a non-square one the model keeps as they are."""
-    if isinstance(model, sp.models.vit.VitModel):  # resized whole to its native size: feed 2× it
+    if model.resizes_to_native_size:  # resized whole to its native size: feed 2× it
         height, width = model.default_image_size
         return [(2 * height, 2 * width)]
     if isinstance(model, TiledVLModel):  # a square and a 2:3 image cut into tiles (seams both ways), at the
@@ -58,7 +58,7 @@ def test_stages_have_the_declared_grid_and_width(model: StageModel) -> None:
         features = model.extract([Image.new("RGB", (width, height), GREY)])
         infos = model.stages_for(height, width)
         assert list(features) == [info.name for info in infos]
-        resized = isinstance(model, sp.models.vit.VitModel)
+        resized = model.resizes_to_native_size
         seen_h, seen_w = model.default_image_size if resized else (height, width)
         for info in infos:
             assert tuple(features[info.name].shape) == (1, *info.grid, info.dim), info.name
@@ -127,27 +127,28 @@ def test_raster_conversions_invert_each_other_on_the_models_own_tensors(model: S
                                    rtol=0, atol=0, msg=point.name)
 
 
-def test_a_cell_planted_before_the_merger_reaches_only_its_merged_cell(model: StageModel) -> None:
+def test_a_cell_planted_before_the_connector_reaches_only_its_merged_cell(model: StageModel) -> None:
     pre, post = model.connector_stages
     if pre not in model.stage_names:
         pytest.skip("no connector")
     assert isinstance(model, HFStageModel)
     size = model.default_image_size
     infos = {info.name: info for info in model.stages_for(*size)}
-    merge = infos[post].stride_px // infos[pre].stride_px
+    factor = infos[post].stride_px // infos[pre].stride_px
     images = [bright_cell_image(size, 3, 3, 16)]
     _, layout = model.prepare_batch(images, None)
     clean = model.extract(images, stages=[post])[post]
 
     def erase_cell(grid: torch.Tensor) -> torch.Tensor:
         grid = grid.clone()
-        grid[:, :, 5, 2] = 0  # patch cell (5, 2) lies in merged cell (5 // merge, 2 // merge)
+        grid[:, :, 5, 2] = 0
         return grid
 
     with replace_stage(model.stage_point(pre), layout, erase_cell):
         planted = model.extract(images, stages=[post])[post]
     moved = (planted - clean)[0, 0].norm(dim=-1)
-    assert torch.nonzero(moved > 1e-6).tolist() == [[5 // merge, 2 // merge]]
+    # patch cell (5, 2) lies in merged cell (5 // factor, 2 // factor), and in no other
+    assert torch.nonzero(moved > 1e-6).tolist() == [[5 // factor, 2 // factor]]
 
 
 def test_every_preset_describes_its_stages_without_weights() -> None:

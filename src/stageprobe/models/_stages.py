@@ -14,7 +14,8 @@ Token orders (`StageSpec.order`):
 * ``merged`` — one row per merged patch, images concatenated, ``(t, h/m, w/m)``; window-permuted
   when `windowed`.
 * ``text`` — the LLM sequence ``(B, L, D)``; the visual tokens sit where ``visual_mask`` is true.
-* ``prefixed`` — a ViT sequence ``(B, prefix + H·W, D)``: CLS / register tokens, then raster patches.
+* ``prefixed`` — a ViT sequence ``(B, prefix + H·W, D)``: CLS / register tokens, then raster patches
+  (on the merged grid, ``H·W`` merged cells: a pooled sequence).
 * ``indexed`` — any order the adapter maps cell by cell: ``Layout.indices[spec.index]`` holds, for each
   raster cell ``(B, T, H, W)``, the row of the module's tensor (flattened over all axes but the last)
   that holds its token. Tiled inputs use it: tiles of one image form one raster mosaic, and tokens
@@ -119,6 +120,8 @@ def to_raster(spec: StageSpec, tensor: torch.Tensor, layout: Layout) -> torch.Te
         return tensor.reshape(-1, tensor.shape[-1])[layout.indices[spec.index].to(tensor.device)]
     if spec.order == "prefixed":
         _, h, w = layout.grids[0]
+        if spec.grid == "merged":  # a pooled sequence (Gemma 3's 4×4 average pool): merged raster
+            h, w = h // m, w // m
         return tensor[:, layout.prefix :].reshape(tensor.shape[0], 1, h, w, tensor.shape[-1])
     if spec.order == "text":
         assert layout.visual_mask is not None, "text-order stages need the visual-token mask"

@@ -262,10 +262,21 @@ class ResultsFile(_Loose):
 # ---------------------------------------------------------------------------------------------
 # Stage order and grids, shared by tables, plots and the pixel-baseline lookup.
 
+#: every connector's (input, output) stage pair — Qwen's 2×2 merger, Gemma 3's 4×4 average pool, a pixel
+#: shuffle: the input on the patch grid, the output on the merged grid (a model declares its own pair)
+CONNECTOR_PAIRS: tuple[tuple[str, str], ...] = (
+    ("vision.pre_merge", "vision.post_merge"), ("vision.pre_pool", "vision.post_pool"),
+    ("vision.pre_shuffle", "vision.post_shuffle"),
+)
+#: merged-grid stages after a connector's output (its projector)
+AFTER_CONNECTOR = ("vision.post_projector",)
+
 _STAGE_ORDER: tuple[tuple[str, int], ...] = (
     ("pixels.patch", 0), ("pixels.merged", 1), ("vision.patch_embed", 2), ("vision.embed", 2),
     ("vision.block.", 3), ("vision.pre_merge", 4), ("vision.final", 4), ("vision.post_merge", 5),
     ("language.layer.", 6), ("language.norm", 7),
+    *((pre, 4) for pre, _ in CONNECTOR_PAIRS[1:]), *((post, 5) for _, post in CONNECTOR_PAIRS[1:]),
+    *((stage, 5) for stage in AFTER_CONNECTOR),
 )
 
 
@@ -286,7 +297,7 @@ def sort_stages(stages: list[str] | set[str] | tuple[str, ...]) -> list[str]:
 
 def pixel_stage_for(stage: str) -> str:
     """The pixel-baseline stage on the same token grid: 28 px after the merger, 14 px before."""
-    if stage == "vision.post_merge" or stage.startswith("language."):
+    if stage in {post for _, post in CONNECTOR_PAIRS} or stage in AFTER_CONNECTOR or stage.startswith("language."):
         return "pixels.merged"
     return "pixels.patch"
 
