@@ -29,7 +29,7 @@ def test_stages_and_connector(model: InternVLModel) -> None:
     assert infos["vision.pre_shuffle"].grid == (1, 32, 48) and infos["vision.pre_shuffle"].stride_px == 14
     assert infos["vision.post_shuffle"].grid == (1, 16, 24) and infos["vision.post_shuffle"].stride_px == 28
     assert infos["vision.post_shuffle"].dim == 4 * infos["vision.pre_shuffle"].dim
-    assert model.connector_stages == ("vision.pre_shuffle", "vision.post_projector")
+    assert model.connector_stages == ("vision.pre_shuffle", "vision.post_shuffle")
     assert all(name in infos for name in model.connector_stages)
 
 

@@ -12,6 +12,7 @@ from test_contract import assert_bright_cells_land
 import stageprobe as sp
 from stageprobe.errors import UserInputError
 from stageprobe.models._stages import Layout
+from stageprobe.models.pixels import pixel_baseline_for
 from stageprobe.models.smolvlm import SmolVLMModel
 
 
@@ -36,7 +37,7 @@ def test_stages_and_connector(model: SmolVLMModel) -> None:
     assert infos["vision.pre_shuffle"].grid == (1, 32, 48) and infos["vision.pre_shuffle"].stride_px == 16
     assert infos["vision.post_shuffle"].grid == (1, 8, 12) and infos["vision.post_shuffle"].stride_px == 64
     assert infos["vision.post_shuffle"].dim == 16 * infos["vision.pre_shuffle"].dim
-    assert model.connector_stages == ("vision.pre_shuffle", "vision.post_projector")
+    assert model.connector_stages == ("vision.pre_shuffle", "vision.post_shuffle")
 
 
 def test_mosaic_is_the_models_own_tile_output_laid_side_by_side(model: SmolVLMModel) -> None:
@@ -77,6 +78,16 @@ def test_the_contract_fails_on_a_transposed_pixel_shuffle(model: SmolVLMModel) -
     broken = TransposedShuffle(model.hf_model, model.processor, "transposed", model.weights_id)
     with pytest.raises(AssertionError, match=r"vision\.post_shuffle"):
         assert_bright_cells_land(broken, [(512, 768)])
+
+
+def test_the_pixel_baseline_has_the_models_grids(model: SmolVLMModel) -> None:
+    # a 448-px image is upscaled to the 768-px longest edge: 3 × 3 tiles, not 448 / 16 patches
+    pixels = {info.name: info.grid for info in pixel_baseline_for(model).stages_for(448, 448)}
+    infos = {info.name: info.grid for info in model.stages_for(448, 448)}
+    assert pixels["pixels.patch"] == infos["vision.pre_shuffle"] == (1, 48, 48)
+    assert pixels["pixels.merged"] == infos["vision.post_shuffle"] == (1, 12, 12)
+    features = pixel_baseline_for(model).extract([Image.new("RGB", (448, 448), GREY)])
+    assert features["pixels.merged"].shape == (1, 1, 12, 12, 3 * 64 * 64)
 
 
 def test_video_is_refused_with_a_clear_message(model: SmolVLMModel) -> None:

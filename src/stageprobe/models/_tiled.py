@@ -58,8 +58,8 @@ class TiledVLModel(HFStageModel):
     and the index of every token set its stages read (`build_layout`).
     """
 
-    #: the connector's input and its output (what the LLM receives)
-    connector_stages = ("vision.pre_shuffle", "vision.post_projector")
+    #: the pixel shuffle's input and output (a projector follows it)
+    connector_stages = ("vision.pre_shuffle", "vision.post_shuffle")
     #: LLM module path from the root
     language_root = "model.language_model"
 
@@ -120,9 +120,10 @@ class TiledVLModel(HFStageModel):
     def default_image_size(self) -> tuple[int, int]:
         return (self.tile_px, self.tile_px)
 
-    def processed_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) of the image the mosaic covers: the input resized to the tile grid."""
-        rows, cols = self.tile_grid(height, width)
+    def processed_size(self, height: int, width: int, frames: int = 1) -> tuple[int, int]:
+        """(height, width) of the image the mosaic covers: the input resized to the tile grid (a video
+        frame: to one tile)."""
+        rows, cols = (1, 1) if frames > 1 else self.tile_grid(height, width)
         return rows * self.tile_px, cols * self.tile_px
 
     def check_image_size(self, height: int, width: int) -> None:

@@ -8,6 +8,8 @@
 * The connector is a **pixel shuffle** with ratio 0.5 (space-to-depth: each 2×2 block of patches
   becomes one token of 4× width, a lossless reshape) then an MLP (norm, linear, GELU, linear):
   `vision.pre_shuffle` → `vision.post_shuffle` → `vision.post_projector` (what the LLM receives).
+  The connector pair the study decides on is the shuffle's input and output, as every family's is
+  its downsampling step (Qwen's merger, Gemma 3's pool); the projector's output is read beside it.
   The shuffle's axis order is the classic bug (the original code's first version transposed the
   grid); transformers' port keeps raster order, which the contract test checks.
 * Video: frames, each one tile (no thumbnail), `T` = frames.

@@ -9,7 +9,8 @@
   patch convolution's output is channels-first, not a token sequence.
 * The connector is a **pixel shuffle ×4** (each 4×4 block of patches becomes one token of 16× width,
   a lossless reshape that keeps raster order at the token level) then one linear map:
-  `vision.pre_shuffle` → `vision.post_shuffle` → `vision.post_projector` (what the LLM receives).
+  `vision.pre_shuffle` → `vision.post_shuffle` → `vision.post_projector` (what the LLM receives);
+  the connector pair is the shuffle's input and output.
 * No video input here: SmolVLM-1 has none (SmolVLM2's frames-as-images path is not read).
 """
 

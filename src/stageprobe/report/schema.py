@@ -266,7 +266,7 @@ class ResultsFile(_Loose):
 #: shuffle: the input on the patch grid, the output on the merged grid (a model declares its own pair)
 CONNECTOR_PAIRS: tuple[tuple[str, str], ...] = (
     ("vision.pre_merge", "vision.post_merge"), ("vision.pre_pool", "vision.post_pool"),
-    ("vision.pre_shuffle", "vision.post_shuffle"),
+    ("vision.pre_shuffle", "vision.post_shuffle"), ("vision.pre_projector", "vision.post_projector"),
 )
 #: merged-grid stages after a connector's output (its projector)
 AFTER_CONNECTOR = ("vision.post_projector",)
@@ -282,12 +282,12 @@ _STAGE_ORDER: tuple[tuple[str, int], ...] = (
 
 def stage_sort_key(stage: str) -> tuple[int, int, str]:
     """Pipeline order: pixels, patch embedding, ViT blocks, pre-merge, post-merge, LLM layers."""
-    for prefix, rank in _STAGE_ORDER:
+    for position, (prefix, rank) in enumerate(_STAGE_ORDER):
         if prefix.endswith("."):
             if stage.startswith(prefix) and stage[len(prefix):].isdigit():
                 return rank, int(stage[len(prefix):]), stage
-        elif stage == prefix:
-            return rank, 0, stage
+        elif stage == prefix:  # stages of one rank in the table's order (a shuffle before its projector)
+            return rank, position, stage
     return 99, 0, stage
 
 
