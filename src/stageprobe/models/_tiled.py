@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -88,31 +89,35 @@ class TiledVLModel(HFStageModel):
     # -- geometry the family declares -----------------------------------------------------------
 
     @property
+    @abstractmethod
     def tile_px(self) -> int:
-        raise NotImplementedError
+        """Side of one tile in pixels (the tower's native input size)."""
 
     @property
+    @abstractmethod
     def patch_px(self) -> int:
-        raise NotImplementedError
+        """Side of one ViT patch in pixels."""
 
     @property
+    @abstractmethod
     def merge(self) -> int:
         """Connector's downsampling factor per axis (pixel shuffle); 1 where there is none."""
-        raise NotImplementedError
 
+    @abstractmethod
     def tile_grid(self, height: int, width: int) -> tuple[int, int]:
         """(rows, cols) of the tiles the processor cuts an input of this size into."""
-        raise NotImplementedError
 
+    @abstractmethod
     def vision_stage_table(self) -> list[StageSpec]:
-        raise NotImplementedError
+        """The vision tower's and connector's stages, in forward order."""
 
+    @abstractmethod
     def processor_inputs(self, images: list[Image.Image] | None, clips: list[list[Image.Image]] | None) -> Any:
         """The processor's output for this batch (prompt text included)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def build_layout(self, inputs: dict[str, Any], frames: int, rows: int, cols: int) -> Layout:
-        raise NotImplementedError
+        """Which module row holds each mosaic cell's token, for every token set the stages read."""
 
     # -- shared ------------------------------------------------------------------------------
 

@@ -90,7 +90,8 @@ class LlavaOnevisionModel(TiledVLModel):
             raise UserInputError(
                 f"a {width}×{height} px image is cut into {rows}×{cols} tiles by {self.name!r}'s processor, more than "
                 f"its {self.config.vision_aspect_ratio} lets the model keep cell by cell (it would resample the "
-                f"mosaic); pass images of at most about {most} tiles of {self.tile_px} px"
+                f"mosaic); resize the images to at most {math.isqrt(most) * self.tile_px} px a side "
+                f"({math.isqrt(most)}×{math.isqrt(most)} tiles) or another size of at most {most} tiles"
             )
         return rows, cols
 
