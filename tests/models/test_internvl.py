@@ -15,6 +15,7 @@ from stageprobe.models import describe_stages
 from stageprobe.models._stages import Layout
 from stageprobe.models.internvl import InternVLModel
 from stageprobe.models.registry import preset_cache_dir
+from stageprobe.report.schema import sort_stages
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,9 @@ def test_a_saved_checkpoint_describes_its_stages_without_weights(model: InternVL
     infos = describe_stages(str(preset_cache_dir() / "internvl3.5-tiny"), 448, 448)
     assert [info.name for info in infos] == model.stage_names
     assert {info.name: info.grid for info in infos}["vision.post_projector"] == (1, 16, 16)
+
+
+@pytest.mark.parametrize("preset", ["internvl3.5-tiny", "smolvlm-tiny", "llava-onevision-tiny"])
+def test_tiled_stages_sort_in_pipeline_order(preset: str) -> None:
+    names = [info.name for info in describe_stages(preset, 448, 448)]
+    assert sort_stages(list(reversed(names))) == names
