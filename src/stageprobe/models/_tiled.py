@@ -186,6 +186,9 @@ class TiledVLModel(HFStageModel):
             if not self.supports_video:
                 raise UserInputError(f"{self.name!r} has no video input; pass images")
             clips = [[frame.convert("RGB") for frame in clip] for clip in videos]
+            if clips and len(clips[0]) < 2:  # one frame would be read as an image, tiled
+                raise UserInputError(f"a clip has {len(clips[0])} frame; pass clips of at least 2 frames, "
+                                     "or the frame as an image")
             height, width = check_same_size([frame for clip in clips for frame in clip])
             self.check_image_size(height, width)
             frames, rows, cols = len(clips[0]), 1, 1
