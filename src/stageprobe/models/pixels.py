@@ -3,13 +3,14 @@ so it is the ceiling any probe can reach on a grid of that stride."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from stageprobe.errors import UserInputError
+from stageprobe.models._tiled import TiledVLModel
 from stageprobe.models.base import Clip, StageInfo, StageModel, check_same_size, select_stages
 from stageprobe.models.registry import register_preset
 
@@ -27,8 +28,11 @@ class PixelModel(StageModel):
     """
 
     def __init__(self, device: torch.device, dtype: torch.dtype, patch_px: int = PATCH_PX, merge: int = MERGE,
-                 name: str = "pixels") -> None:
+                 name: str = "pixels", resize_to: Callable[[int, int, int], tuple[int, int]] | None = None) -> None:
         self.name = name
+        #: (height, width, frames) → the size the model resizes such an input to (a tiled model's mosaic);
+        #: None snaps to the nearest multiple of the merged stride
+        self.resize_to = resize_to
         self.weights_id = "none"
         self.device = device
         self.dtype = dtype
@@ -44,7 +48,7 @@ class PixelModel(StageModel):
         return TEMPORAL_PATCH
 
     def stages_for(self, height: int, width: int, frames: int = 1) -> list[StageInfo]:
-        h, w = self._snap(height), self._snap(width)
+        h, w = self._size(height, width, frames)
         t = max(1, frames // TEMPORAL_PATCH)
         per_frame = TEMPORAL_PATCH if frames > 1 else 1
         patch, merged = self.patch_px, self.patch_px * self.merge
@@ -54,6 +58,11 @@ class PixelModel(StageModel):
             StageInfo("pixels.merged", merged, 3 * merged**2 * per_frame, (t, h // merged, w // merged),
                       f"raw pixels of each {merged} px patch"),
         ]
+
+    def _size(self, height: int, width: int, frames: int) -> tuple[int, int]:
+        if self.resize_to is not None:
+            return self.resize_to(height, width, frames)
+        return self._snap(height), self._snap(width)
 
     def _snap(self, size: int) -> int:
         merged = self.patch_px * self.merge
@@ -71,7 +80,7 @@ class PixelModel(StageModel):
                 if len(clip) % TEMPORAL_PATCH:
                     raise UserInputError(f"a clip has {len(clip)} frames; video needs an even frame count")
         height, width = check_same_size([frame for clip in clips for frame in clip])
-        h, w = self._snap(height), self._snap(width)
+        h, w = self._size(height, width, len(clips[0]) if videos is not None else 1)
         pixels = torch.from_numpy(
             np.stack([[np.asarray(f.convert("RGB").resize((w, h), Image.BICUBIC)) for f in clip] for clip in clips])
         ).to(torch.float32) / 255.0  # (B, F, H, W, 3)
@@ -110,4 +119,7 @@ def pixel_baseline_for(model: StageModel) -> PixelModel:
     patch_px = int(getattr(model, "patch_px", PATCH_PX))
     merge = int(getattr(model, "merge", MERGE))
     name = "pixels" if (patch_px, merge) == (PATCH_PX, MERGE) else f"pixels-{patch_px}"
-    return PixelModel(torch.device("cpu"), torch.float32, patch_px=patch_px, merge=merge, name=name)
+    # a tiled model's grids cover the image resized to its tile mosaic: the baseline's grids too
+    resize_to = model.processed_size if isinstance(model, TiledVLModel) else None
+    return PixelModel(torch.device("cpu"), torch.float32, patch_px=patch_px, merge=merge, name=name,
+                      resize_to=resize_to)

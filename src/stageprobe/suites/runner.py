@@ -41,7 +41,7 @@ from stageprobe.suites._measure import (
     load_outcome,
     save_outcome,
 )
-from stageprobe.suites._spec import ExperimentSpec, Family, Suite
+from stageprobe.suites._spec import ExperimentSpec, Family, Suite, with_connector
 from stageprobe.suites.workers import ProbePool, auto_workers
 
 __all__ = ["ExperimentOutcome", "Measurement", "RunConfig", "StudyRun", "default_run_dir", "environment",
@@ -51,6 +51,8 @@ FAMILIES: tuple[Family, ...] = tuple(DATA_FAMILIES)  # type: ignore[assignment]
 #: files and folders a run writes; `--overwrite` removes exactly these
 RUN_OUTPUTS = ("experiments", "artifacts", "results.yaml", "metrics.csv", "FINDINGS.md", "report.html",
                "config.yaml", "env.json", "calibration")
+#: why a video experiment is skipped on a model that reads images only
+NO_VIDEO_INPUT = "not applicable: no video input"
 #: settings that do not change any number: placement, speed, which experiments, how verdicts read
 NOT_IN_IDENTITY = frozenset({"device", "device_map", "batch_size", "probe_workers", "experiments", "verdict_stage",
                              "calibrate", "max_disk"})
@@ -158,6 +160,8 @@ class StudyRun:
         self.artifacts_dir = out / "artifacts"
         self.started_at = datetime.now(timezone.utc)
         self._models: dict[str, StageModel] = {}
+        #: experiment → why it does not apply to this model (said in its finding)
+        self.not_applicable: dict[str, str] = {}
         self.measurement = Measurement(config, self.model, self.features_dir, self.artifacts_dir, out)
         #: the stage groups that keep the stores within the disk budget (one group: everything at once)
         self.stage_groups: list[list[tuple[str, str, str]]] = []
@@ -190,6 +194,8 @@ class StudyRun:
                 f"{self.out} holds a run with other settings ({_differences(there, self.config.identity_settings())}); "
                 "pass the same settings to resume it, another --out, or --overwrite to start afresh")
         stages = self.model("main").stage_names
+        # the suite reads this model's own connector pair wherever it names the merge pair
+        self.suite = self.measurement.suite = with_connector(self.suite, self.model("main").connector_stages)
         if self.config.verdict_stage is not None and self.config.verdict_stage not in stages:
             raise UserInputError(f"--verdict-stage {self.config.verdict_stage!r} is not a stage of "
                                  f"{self.config.model}; its stages are {', '.join(stages)}")
@@ -288,6 +294,11 @@ class StudyRun:
                 outcomes[spec.id] = load_outcome(done)
                 status[spec.id] = "completed"
                 self.measurement.say(f"[dim]{spec.id}: finished earlier, kept[/]")
+            elif self.no_video_input(spec):
+                status[spec.id] = "skipped"
+                outcomes[spec.id] = ExperimentOutcome(rows=[])
+                self.not_applicable[spec.id] = NO_VIDEO_INPUT
+                self.measurement.say(f"{spec.id}: {NO_VIDEO_INPUT} ({self.config.model} reads images only)")
             elif not self.measurement.experiment_stages(spec, "main"):
                 status[spec.id] = "skipped"
                 outcomes[spec.id] = ExperimentOutcome(rows=[])
@@ -328,6 +339,11 @@ class StudyRun:
         self.measurement.run_in_stage_groups(to_run, self.stage_groups, outcomes, save, kept, group_done)
         shutil.rmtree(groups_dir, ignore_errors=True)
 
+    def no_video_input(self, spec: ExperimentSpec) -> bool:
+        """A video experiment on a model with no video path (Gemma 3): not applicable, not failed."""
+        return not self.model("main").supports_video and self.measurement.dataset(spec.family).kind == "video" \
+            and self.config.protocol != "seed"
+
     def report(self, outcomes: dict[str, ExperimentOutcome], status: dict[str, str],
                all_kept: bool = False, calibration: dict[str, Any] | None = None) -> ReportPaths:
         rows = [row for outcome in outcomes.values() for row in outcome.rows]
@@ -350,6 +366,7 @@ class StudyRun:
             started_at=self.started_at,
             completed_at=completed_at,
             experiment_status=status,  # type: ignore[arg-type]
+            experiment_errors=dict(self.not_applicable),
             artifacts={k: o.artifacts for k, o in outcomes.items()},
             executed_by=f"stageprobe {stageprobe.__version__}",
             calibration=calibration,
@@ -383,7 +400,7 @@ class StudyRun:
         frames = self.measurement.dataset(videos[0])[0].frames or []
         width, height = frames[0].size
         stages = {info.name: info for info in main.stages_for(height, width, len(frames))}
-        info = stages.get("vision.post_merge") or list(stages.values())[-1]
+        info = stages.get(main.connector_stages[1]) or list(stages.values())[-1]
         return {"frames": len(frames), "height": height, "width": width, "stage": info.name, "grid": list(info.grid)}
 
 
