@@ -86,3 +86,19 @@ def test_the_published_size_geometry_without_weights() -> None:
     assert infos["vision.post_pool"].grid == (1, 16, 16) and infos["vision.post_pool"].stride_px == 56
     assert infos["vision.post_projector"].dim == infos["language.layer.33"].dim == 2560
     assert len([name for name in infos if name.startswith("vision.block.")]) == 27
+
+
+def test_the_pixel_baseline_sits_on_the_models_own_grids(model: Gemma3Model) -> None:
+    from stageprobe.models.pixels import pixel_baseline_for
+
+    baseline = pixel_baseline_for(model)
+    assert baseline.name == "pixels-56"
+    for size in ((224, 224), (448, 448), (300, 500)):  # resized whole to 448 px, as the model does
+        ours = {info.name: info for info in model.stages_for(*size)}
+        pixels = {info.name: info for info in baseline.stages_for(*size)}
+        assert (pixels["pixels.patch"].grid, pixels["pixels.patch"].stride_px) == (
+            ours["vision.pre_pool"].grid, ours["vision.pre_pool"].stride_px)
+        assert (pixels["pixels.merged"].grid, pixels["pixels.merged"].stride_px) == (
+            ours["vision.post_pool"].grid, ours["vision.post_pool"].stride_px)
+    grid = baseline.extract([Image.new("RGB", (224, 224), GREY)])["pixels.merged"]
+    assert grid.shape == (1, 1, 8, 8, 3 * 56 * 56)
