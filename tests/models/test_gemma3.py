@@ -3,6 +3,8 @@ stage table's own raster conversions, and the random-weight preset hands the LLM
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from bright_cells import GREY, bright_cell_image
@@ -102,3 +104,22 @@ def test_the_pixel_baseline_sits_on_the_models_own_grids(model: Gemma3Model) -> 
             ours["vision.post_pool"].grid, ours["vision.post_pool"].stride_px)
     grid = baseline.extract([Image.new("RGB", (224, 224), GREY)])["pixels.merged"]
     assert grid.shape == (1, 1, 8, 8, 3 * 56 * 56)
+
+
+def test_another_familys_stage_is_refused_naming_this_models_stages() -> None:
+    from stageprobe.models import check_stage_patterns
+
+    with pytest.raises(UserInputError, match="matches no stage") as refused:
+        check_stage_patterns("gemma3-tiny", ["vision.pre_merge"])
+    assert "vision.pre_pool" in str(refused.value) and "vision.post_pool" in str(refused.value)
+
+
+def test_an_unsupported_architecture_exits_2_naming_the_supported_ones(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stageprobe.cli import app
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    result = CliRunner().invoke(app, ["stages", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "does not support" in result.output and "gemma3" in result.output and "qwen4_exp" in result.output
