@@ -123,3 +123,14 @@ def test_an_unsupported_architecture_exits_2_naming_the_supported_ones(tmp_path:
     result = CliRunner().invoke(app, ["stages", str(tmp_path)])
     assert result.exit_code == 2
     assert "does not support" in result.output and "gemma3" in result.output and "qwen4_exp" in result.output
+
+
+def test_calibration_plants_at_the_pool_output(model: Gemma3Model) -> None:
+    from stageprobe.calibrate.engine import calibration_stages, default_plants
+
+    plants = default_plants(model)
+    assert {plant.stage for plant in plants} == {"vision.block.1", "vision.post_pool", "language.layer.2"}
+    assert all(not plant.type.needs_video for plant in plants)  # no video input: no erase-time
+    at_block = next(plant for plant in plants if plant.stage == "vision.block.1")
+    read = calibration_stages(model, at_block, "quick")
+    assert "vision.post_pool" in read and "vision.pre_pool" not in read
