@@ -34,13 +34,14 @@ def family_run(run_dir: Path, model: str, stages: dict[str, float], pixels: dict
     return make_run(run_dir, rows=rows, context=context)
 
 
-@pytest.fixture()
-def two_families(tmp_path: Path) -> tuple[Path, Path]:
-    qwen = family_run(tmp_path / "qwen", "qwen2.5-vl-tiny", {
+@pytest.fixture(scope="module")
+def two_families(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("families")
+    qwen = family_run(root / "qwen", "qwen2.5-vl-tiny", {
         "vision.patch_embed": 0.9, "vision.block.0": 0.85, "vision.block.7": 0.8, "vision.pre_merge": 0.8,
         "vision.post_merge": 0.72, "language.layer.0": 0.7, "language.layer.3": 0.6,
     }, {"pixels.patch": 0.8, "pixels.merged": 0.8})
-    gemma = family_run(tmp_path / "gemma", "gemma3-tiny", {
+    gemma = family_run(root / "gemma", "gemma3-tiny", {
         "vision.embed": 0.9, "vision.block.0": 0.8, "vision.block.2": 0.8, "vision.pre_pool": 0.8,
         "vision.post_pool": 0.3, "vision.post_projector": 0.3, "language.layer.0": 0.3, "language.layer.3": 0.25,
     }, {"pixels.patch": 0.8, "pixels.merged": 0.6})
