@@ -134,3 +134,4 @@ def test_calibration_plants_at_the_pool_output(model: Gemma3Model) -> None:
     at_block = next(plant for plant in plants if plant.stage == "vision.block.1")
     read = calibration_stages(model, at_block, "quick")
     assert "vision.post_pool" in read and "vision.pre_pool" not in read
+
