@@ -113,13 +113,30 @@ def pixel_model_16(device: torch.device, dtype: torch.dtype) -> PixelModel:
     return PixelModel(device, torch.float32 if dtype == torch.bfloat16 else dtype, patch_px=16, name="pixels-16")
 
 
+@register_preset("pixels-56")
+def pixel_model_56(device: torch.device, dtype: torch.dtype) -> PixelModel:
+    return PixelModel(device, torch.float32 if dtype == torch.bfloat16 else dtype, merge=4, name="pixels-56")
+
+
 def pixel_baseline_for(model: StageModel) -> PixelModel:
     """The pixel baseline on `model`'s own grids: its patch size and merge factor (a plain ViT: no merge,
-    so `pixels.merged` is 2× its patch)."""
+    so `pixels.merged` is 2× its patch), at the size it resizes every input to, if it does."""
     patch_px = int(getattr(model, "patch_px", PATCH_PX))
     merge = int(getattr(model, "merge", MERGE))
-    name = "pixels" if (patch_px, merge) == (PATCH_PX, MERGE) else f"pixels-{patch_px}"
-    # a tiled model's grids cover the image resized to its tile mosaic: the baseline's grids too
-    resize_to = model.processed_size if isinstance(model, TiledVLModel) else None
-    return PixelModel(torch.device("cpu"), torch.float32, patch_px=patch_px, merge=merge, name=name,
-                      resize_to=resize_to)
+    names = {(PATCH_PX, MERGE): "pixels", (PATCH_PX, 4): "pixels-56"}
+    name = names.get((patch_px, merge), f"pixels-{patch_px}" if merge == MERGE else f"pixels-{patch_px}x{merge}")
+    baseline = PixelModel(torch.device("cpu"), torch.float32, patch_px=patch_px, merge=merge, name=name,
+                          resize_to=_resize_rule(model))
+    baseline.resizes_to_native_size = model.resizes_to_native_size
+    return baseline
+
+
+def _resize_rule(model: StageModel) -> Callable[[int, int, int], tuple[int, int]] | None:
+    """How `model` resizes an input, for its baseline to do the same: a tiled model to its tile mosaic, a
+    fixed-size encoder (Gemma 3, a ViT) whole to its native size; None: snapped to the merged stride."""
+    if isinstance(model, TiledVLModel):
+        return model.processed_size
+    if model.resizes_to_native_size:
+        native = model.default_image_size
+        return lambda height, width, frames: native
+    return None
