@@ -16,10 +16,10 @@ LONG_REASON = ("LPIPS AlexNet backbone weights not found at /root/.cache/torch/h
 
 def test_the_verdict_line_names_a_failing_location_target_beside_passing_ones() -> None:
     rows = synthetic_rows(pre=0.853, post=0.6)  # post-merge IoU below the 0.7 target
-    analysis = analyse(rows, RunMeta("qwen2.5-vl-tiny", weights_random=True))
+    analysis = analyse(rows, RunMeta("qwen2.5-vl-tiny", weights_random=True, suite="q2"))
     line = verdict_line(analysis)
     assert analysis.verdicts["bbox_iou"].status == "FAIL"
-    assert "Spatial FAIL (" in line and "Bbox IoU" in line.split("Spatial FAIL (")[1].split(")")[0]
+    assert "Location FAIL (" in line and "Bbox IoU" in line.split("Location FAIL (")[1].split(")")[0]
     assert "Detail " in line and "Motion " in line
     for information in ("Detail", "Motion"):
         part = line.split(f"{information} ")[1]
