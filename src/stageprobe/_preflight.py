@@ -153,8 +153,8 @@ def _probe_workers(request: Request) -> None:
 def _experiments(request: Request) -> None:
     experiments = request.get("experiments")
     if experiments is not None and not [part for part in experiments.split(",") if part.strip()]:
-        raise UserInputError(f"--experiments {experiments!r} names no experiment; pass ids such as e_q2_1,e_q2_5 "
-                             "(see `stageprobe run --experiments list`) or leave it out to run all")
+        raise UserInputError(f"--experiments {experiments!r} names no experiment; pass ids from "
+                             "`stageprobe run --experiments list` or leave it out to run all")
 
 
 @check("run", "calibrate")
@@ -213,14 +213,6 @@ def _open_dataset(build: Callable[[], Any], where: str) -> None:
                              "check the path and its permissions") from None
 
 
-def experiment_label(experiment_id: str) -> str:
-    """`e_q2_1` → `E-Q2.1`, `e_q2_5_photos` → `E-Q2.5-photos` (the seed's spelling)."""
-    parts = experiment_id.split("_")
-    if len(parts) < 3 or parts[0] != "e":
-        return experiment_id
-    return f"E-{parts[1].upper()}.{parts[2]}" + "".join(f"-{part}" for part in parts[3:])
-
-
 def check_run_plan(suite: Suite, experiments: Iterable[str], size: str, data: Mapping[str, str],
                    limit: int | None, seed: int) -> None:
     """Each data family the chosen experiments read holds enough samples in every split (after
@@ -229,7 +221,8 @@ def check_run_plan(suite: Suite, experiments: Iterable[str], size: str, data: Ma
 
     readers: dict[str, list[str]] = {}
     for experiment_id in experiments:
-        readers.setdefault(suite.experiment(experiment_id).family, []).append(experiment_label(experiment_id))
+        spec = suite.experiment(experiment_id)
+        readers.setdefault(spec.family, []).append(spec.label or spec.id)  # the report's heading
     short: list[_Shortfall] = []
     for family, labels in readers.items():
         spec = data.get(family) or suite.data[family]  # type: ignore[index]

@@ -287,7 +287,7 @@ def extract(
 
 @app.command(short_help='The whole study: data → features → probes → report.', epilog=examples(
     "stageprobe run --quick --model pixels",
-    "stageprobe run --model qwen2.5-vl-tiny --experiments e_q2_1,e_q2_2 --limit 100",
+    "stageprobe run --model qwen2.5-vl-tiny --limit 100 --out runs/small",
     "stageprobe run --data spatial=coco:instances_val2017.json --seeds 3 --out runs/coco",
     "stageprobe run --experiments list",
 ))

@@ -294,7 +294,7 @@ class StudyRun:
                 outcomes[spec.id] = load_outcome(done)
                 status[spec.id] = "completed"
                 self.measurement.say(f"[dim]{spec.id}: finished earlier, kept[/]")
-            elif self.no_video_input(spec):
+            elif self.measurement.no_video_input(spec.family):
                 status[spec.id] = "skipped"
                 outcomes[spec.id] = ExperimentOutcome(rows=[])
                 self.not_applicable[spec.id] = NO_VIDEO_INPUT
@@ -338,11 +338,6 @@ class StudyRun:
 
         self.measurement.run_in_stage_groups(to_run, self.stage_groups, outcomes, save, kept, group_done)
         shutil.rmtree(groups_dir, ignore_errors=True)
-
-    def no_video_input(self, spec: ExperimentSpec) -> bool:
-        """A video experiment on a model with no video path (Gemma 3): not applicable, not failed."""
-        return not self.model("main").supports_video and self.measurement.dataset(spec.family).kind == "video" \
-            and self.config.protocol != "seed"
 
     def report(self, outcomes: dict[str, ExperimentOutcome], status: dict[str, str],
                all_kept: bool = False, calibration: dict[str, Any] | None = None) -> ReportPaths:
