@@ -118,7 +118,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "run data missing cutout file": (["run", "--data", "motion=cutout:/nonexistent/ann.json", "--out", "{tmp}/r"],
                                      ["does not exist"]),
     "run data pan over an empty folder": (["run", "--data", "camera=pan:photo_dir={empty}", "--out", "{tmp}/r"],
-                                          ["holds 0 images"]),
+                                          ["holds 0 readable photo"]),
     "run data option unknown": (["run", "--data", "spatial=shapes:colour=red", "--out", "{tmp}/r"],
                                 ["has no option colour"]),
     "run unknown suite": (["run", "--model", "pixels", "--suite", "q3", "--out", "{tmp}/r"],

@@ -63,7 +63,7 @@ DEFAULT_MODEL = "qwen2.5-vl-tiny"
 
 #: every dataset kind a command takes (`--dataset`, `--data KEY=…`, `datasets preview`); a test checks it
 #: against the dataset registry
-DATASET_KINDS = ("shapes | textures | motion | pan | coco:PATH | cutout:PATH | images:DIR "
+DATASET_KINDS = ("shapes | textures | motion | pan | coco:PATH | cutout:PATH | images:DIR | videos:DIR "
                  "(options as :key=value, e.g. shapes:n=200)")
 
 
@@ -676,7 +676,10 @@ def _dataset(spec: str, n: int | None, seed: int, skip_bad: bool) -> Dataset:
     return data
 
 
-@app.command()
+@app.command(short_help="What a run would store and hold, before any weight is read.", epilog=examples(
+    "stageprobe plan --model gemma3-tiny --quick",
+    "stageprobe plan --model qwen2.5-vl-7b-random --max-disk 80G --json",
+))
 @user_errors
 def plan(
     model: Annotated[str, typer.Option("--model", "-m", help="preset, Hub id or local directory")] = DEFAULT_MODEL,
