@@ -6,7 +6,7 @@ ceiling — "which connector keeps location" at a glance."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
@@ -197,6 +197,8 @@ class InformationLine:
     points: tuple[AlignedPoint, ...] = ()
     #: why there are no points (its experiments' status or error, e.g. "not applicable: no video input")
     not_measured: str = "not measured"
+    #: the target's key (e.g. "bbox_iou")
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,8 @@ class AlignedRun:
     label: str
     model: str
     information: dict[str, InformationLine]
+    #: information type → every target key with points in this run, in the suite's order
+    measured: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _deciding_points(rows: Sequence[MetricRow], target: Target, depths: Mapping[str, int]) -> list[AlignedPoint]:
@@ -224,9 +228,22 @@ def _ceiling_at(rows: Sequence[MetricRow], row: MetricRow) -> MetricRow | None:
     return next((r for r in found if r.experiment == row.experiment), found[0] if found else None)
 
 
-def align_run(run_dir: str | Path) -> AlignedRun:
-    """Per information type, the deciding probe of the first of its targets this run measured, at every
-    stage with a place on the aligned axis."""
+def align_runs(run_dirs: Sequence[str | Path]) -> list[AlignedRun]:
+    """Every run aligned on one metric per information type: the first of its targets that every run
+    measured (LPIPS may be unavailable in one run: then all show edge F1), else each run's first."""
+    runs = [align_run(d) for d in run_dirs]
+    prefer: dict[str, str] = {}
+    for name in runs[0].information if runs else ():
+        common = [key for key in runs[0].measured.get(name, ()) if all(key in run.measured.get(name, ())
+                                                                           for run in runs)]
+        if common:
+            prefer[name] = common[0]
+    return [align_run(d, prefer) for d in run_dirs] if prefer else runs
+
+
+def align_run(run_dir: str | Path, prefer: Mapping[str, str] | None = None) -> AlignedRun:
+    """Per information type, the deciding probe of the first of its targets this run measured (or the
+    target `prefer` names for it), at every stage with a place on the aligned axis."""
     # imported here: the suites import the report's types, so the report package loads first
     from stageprobe.report.answer import INFORMATION_TARGETS
     from stageprobe.suites import get_suite
@@ -237,19 +254,21 @@ def align_run(run_dir: str | Path) -> AlignedRun:
     depths = measured_depths(r.stage for r in rows)
     experiments = (results.get("results") or {}).get("experiments") or {}
     information: dict[str, InformationLine] = {}
+    measured: dict[str, tuple[str, ...]] = {}
     for name, _what, keys in INFORMATION_TARGETS:
         wanted = [targets[key] for key in keys if key in targets]
-        found = ((t, _deciding_points(rows, t, depths)) for t in wanted)
-        chosen = next(((t, points) for t, points in found if points), None)
-        if chosen is not None:
-            information[name] = InformationLine(chosen[0].label, chosen[0].probe, tuple(chosen[1]))
+        found = {t.key: points for t in wanted if (points := _deciding_points(rows, t, depths))}
+        measured[name] = tuple(found)
+        key = (prefer or {}).get(name) if (prefer or {}).get(name) in found else next(iter(found), None)
+        if key is not None:
+            information[name] = InformationLine(targets[key].label, targets[key].probe, tuple(found[key]), key=key)
             continue
         states = {str(experiments[e].get("error") or experiments[e].get("status")) for t in wanted
                   for e in t.experiments if isinstance(experiments.get(e), dict)}
         information[name] = InformationLine(not_measured="not measured" + (f": {'; '.join(sorted(states))}"
                                                                            if states else ""))
     model = str(results.get("model", "?"))
-    return AlignedRun(f"{Path(run_dir).name} ({model})", model, information)
+    return AlignedRun(f"{Path(run_dir).name} ({model})", model, information, measured)
 
 
 def aligned_table(runs: Sequence[AlignedRun]) -> Table:
