@@ -309,12 +309,12 @@ def plot_aligned(runs: Sequence[AlignedRun], path: str | Path) -> Path:
     names = list(dict.fromkeys(name for run in runs for name in run.information))
     fig = Figure(figsize=(4.6 * len(names), 3.8))
     for ax, information in zip(fig.subplots(1, len(names), squeeze=False)[0], names, strict=True):
-        for run in runs:
+        for index, run in enumerate(runs):  # one colour per model in every panel
             line = run.information[information]
             kept = [(p.kind.x, p.retention) for p in line.points if p.retention is not None]
             if kept:
                 xs, ys = zip(*kept, strict=True)
-                ax.plot(xs, ys, marker="o", label=f"{run.model}: {line.target} ({line.probe})")
+                ax.plot(xs, ys, marker="o", color=f"C{index}", label=f"{run.model}: {line.target} ({line.probe})")
         for x in (CONNECTOR_IN_X, CONNECTOR_OUT_X):
             ax.axvline(x, color="grey", linestyle=":", linewidth=1)
         ax.axhline(1.0, color="black", linewidth=0.8, alpha=0.5)
