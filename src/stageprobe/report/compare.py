@@ -324,7 +324,7 @@ def plot_aligned(runs: Sequence[AlignedRun], path: str | Path) -> Path:
         ax.set_title(information, fontsize=10, loc="left")
         ax.set_ylabel("retention (÷ pixel ceiling)", fontsize=8)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="lower left")
+            ax.legend(fontsize=6, loc="best")
         else:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.suptitle("Which connector keeps what: the deciding probe, stage kinds aligned across models", fontsize=10)
