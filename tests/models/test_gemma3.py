@@ -3,6 +3,8 @@ stage table's own raster conversions, and the random-weight preset hands the LLM
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from bright_cells import GREY, bright_cell_image
@@ -86,3 +88,50 @@ def test_the_published_size_geometry_without_weights() -> None:
     assert infos["vision.post_pool"].grid == (1, 16, 16) and infos["vision.post_pool"].stride_px == 56
     assert infos["vision.post_projector"].dim == infos["language.layer.33"].dim == 2560
     assert len([name for name in infos if name.startswith("vision.block.")]) == 27
+
+
+def test_the_pixel_baseline_sits_on_the_models_own_grids(model: Gemma3Model) -> None:
+    from stageprobe.models.pixels import pixel_baseline_for
+
+    baseline = pixel_baseline_for(model)
+    assert baseline.name == "pixels-56"
+    for size in ((224, 224), (448, 448), (300, 500)):  # resized whole to 448 px, as the model does
+        ours = {info.name: info for info in model.stages_for(*size)}
+        pixels = {info.name: info for info in baseline.stages_for(*size)}
+        assert (pixels["pixels.patch"].grid, pixels["pixels.patch"].stride_px) == (
+            ours["vision.pre_pool"].grid, ours["vision.pre_pool"].stride_px)
+        assert (pixels["pixels.merged"].grid, pixels["pixels.merged"].stride_px) == (
+            ours["vision.post_pool"].grid, ours["vision.post_pool"].stride_px)
+    grid = baseline.extract([Image.new("RGB", (224, 224), GREY)])["pixels.merged"]
+    assert grid.shape == (1, 1, 8, 8, 3 * 56 * 56)
+
+
+def test_another_familys_stage_is_refused_naming_this_models_stages() -> None:
+    from stageprobe.models import check_stage_patterns
+
+    with pytest.raises(UserInputError, match="matches no stage") as refused:
+        check_stage_patterns("gemma3-tiny", ["vision.pre_merge"])
+    assert "vision.pre_pool" in str(refused.value) and "vision.post_pool" in str(refused.value)
+
+
+def test_an_unsupported_architecture_exits_2_naming_the_supported_ones(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stageprobe.cli import app
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    result = CliRunner().invoke(app, ["stages", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "does not support" in result.output and "gemma3" in result.output and "qwen4_exp" in result.output
+
+
+def test_calibration_plants_at_the_pool_output(model: Gemma3Model) -> None:
+    from stageprobe.calibrate.engine import calibration_stages, default_plants
+
+    plants = default_plants(model)
+    assert {plant.stage for plant in plants} == {"vision.block.1", "vision.post_pool", "language.layer.2"}
+    assert all(not plant.type.needs_video for plant in plants)  # no video input: no erase-time
+    at_block = next(plant for plant in plants if plant.stage == "vision.block.1")
+    read = calibration_stages(model, at_block, "quick")
+    assert "vision.post_pool" in read and "vision.pre_pool" not in read
+

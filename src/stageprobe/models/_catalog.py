@@ -26,6 +26,7 @@ FAMILIES: tuple[FamilyEntry, ...] = (
     FamilyEntry("stageprobe.models.pixels", {
         "pixels": "pixel baseline: raw pixels of each 14 px and 28 px patch (no network)",
         "pixels-16": "pixel baseline at Qwen3-VL / Qwen3.5 strides: raw pixels of each 16 px and 32 px patch",
+        "pixels-56": "pixel baseline at Gemma 3's strides: raw pixels of each 14 px patch and 56 px pooled cell",
     }),
     FamilyEntry("stageprobe.models.qwen_vl", {
         "qwen2.5-vl-tiny": "Qwen2.5-VL architecture, small config, RANDOM weights, real processor (default)",

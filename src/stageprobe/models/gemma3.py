@@ -1,7 +1,7 @@
 """Gemma 3 through `transformers`: a SigLIP tower, a 4×4 average pool, norm and linear projection.
 
 * Every image is resized whole to the tower's native size (896 px published; pan-and-scan crops are
-  off, the processor's default), so every grid is fixed: 14-px patches (64×64 published), pooled
+  always off), so every grid is fixed: 14-px patches (64×64 published), pooled
   4×4 into 56-px cells (16×16) — the pool is the connector, lossy by construction.
 * `vision.pre_pool` is the pool's input (the tower's `last_hidden_state`, after its final LayerNorm);
   `vision.post_pool` the pooled grid before the projector's RMSNorm; `vision.post_projector` what
@@ -117,7 +117,9 @@ class Gemma3Model(HFStageModel):
         check_same_size(rgb)
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        inputs = self.processor(text=[text] * len(rgb), images=[[im] for im in rgb], return_tensors="pt")
+        # pan-and-scan off whatever the checkpoint's processor says: each image is one whole-image grid
+        inputs = self.processor(text=[text] * len(rgb), images=[[im] for im in rgb], return_tensors="pt",
+                                do_pan_and_scan=False)
         tensors = {k: v.to(self.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         tensors["pixel_values"] = tensors["pixel_values"].to(self.dtype)
         grid = self.stage_grids(self.native_px, self.native_px)["patch"]

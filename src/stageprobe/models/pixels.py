@@ -28,10 +28,13 @@ class PixelModel(StageModel):
     """
 
     def __init__(self, device: torch.device, dtype: torch.dtype, patch_px: int = PATCH_PX, merge: int = MERGE,
-                 name: str = "pixels", resize_to: Callable[[int, int, int], tuple[int, int]] | None = None) -> None:
+                 name: str = "pixels", native_size: tuple[int, int] | None = None,
+                 resize_to: Callable[[int, int, int], tuple[int, int]] | None = None) -> None:
         self.name = name
-        #: (height, width, frames) → the size the model resizes such an input to (a tiled model's mosaic);
-        #: None snaps to the nearest multiple of the merged stride
+        #: (height, width) every input is resized to, as the model it is the baseline of does (Gemma 3, a ViT)
+        self.native_size = native_size
+        self.resizes_to_native_size = native_size is not None
+        #: (height, width, frames) → the size the model resizes such an input to (a tiled model's mosaic)
         self.resize_to = resize_to
         self.weights_id = "none"
         self.device = device
@@ -62,7 +65,7 @@ class PixelModel(StageModel):
     def _size(self, height: int, width: int, frames: int) -> tuple[int, int]:
         if self.resize_to is not None:
             return self.resize_to(height, width, frames)
-        return self._snap(height), self._snap(width)
+        return self.native_size or (self._snap(height), self._snap(width))
 
     def _snap(self, size: int) -> int:
         merged = self.patch_px * self.merge
@@ -113,13 +116,20 @@ def pixel_model_16(device: torch.device, dtype: torch.dtype) -> PixelModel:
     return PixelModel(device, torch.float32 if dtype == torch.bfloat16 else dtype, patch_px=16, name="pixels-16")
 
 
+@register_preset("pixels-56")
+def pixel_model_56(device: torch.device, dtype: torch.dtype) -> PixelModel:
+    return PixelModel(device, torch.float32 if dtype == torch.bfloat16 else dtype, merge=4, name="pixels-56")
+
+
 def pixel_baseline_for(model: StageModel) -> PixelModel:
     """The pixel baseline on `model`'s own grids: its patch size and merge factor (a plain ViT: no merge,
-    so `pixels.merged` is 2× its patch)."""
+    so `pixels.merged` is 2× its patch), at the size it resizes every input to, if it does."""
     patch_px = int(getattr(model, "patch_px", PATCH_PX))
     merge = int(getattr(model, "merge", MERGE))
-    name = "pixels" if (patch_px, merge) == (PATCH_PX, MERGE) else f"pixels-{patch_px}"
+    names = {(PATCH_PX, MERGE): "pixels", (PATCH_PX, 4): "pixels-56"}
+    name = names.get((patch_px, merge), f"pixels-{patch_px}" if merge == MERGE else f"pixels-{patch_px}x{merge}")
+    native = model.default_image_size if model.resizes_to_native_size else None
     # a tiled model's grids cover the image resized to its tile mosaic: the baseline's grids too
     resize_to = model.processed_size if isinstance(model, TiledVLModel) else None
     return PixelModel(torch.device("cpu"), torch.float32, patch_px=patch_px, merge=merge, name=name,
-                      resize_to=resize_to)
+                      native_size=native, resize_to=resize_to)
