@@ -144,10 +144,12 @@ def stage_kind(stage: str, depths: Mapping[str, int]) -> StageKind | None:
     pre_stages, post_stages = {pre for pre, _ in CONNECTOR_PAIRS}, {post for _, post in CONNECTOR_PAIRS}
     if stage in pre_stages or stage == "vision.final":
         return StageKind("connector in", None, CONNECTOR_IN_X)
-    if stage in post_stages:
-        return StageKind("connector out", None, CONNECTOR_OUT_X)
+    # before the connector outputs: LLaVA-OneVision's connector is its projector, whose output is what
+    # every family's projector output is (what the LLM receives)
     if stage in AFTER_CONNECTOR:
         return StageKind("projector out", None, PROJECTOR_X)
+    if stage in post_stages:
+        return StageKind("connector out", None, CONNECTOR_OUT_X)
     if stage == "language.norm":
         return StageKind("LLM final norm", None, LLM_NORM_X)
     for prefix, kind, (start, end) in (("vision.block.", "ViT", VIT_SPAN), ("language.layer.", "LLM", LLM_SPAN)):
