@@ -567,7 +567,7 @@ def compare(
 ) -> None:
     """Stage metrics of several runs side by side, with deltas against the first; runs of different
     models aligned by stage kind, with each information type's retention against the pixel ceiling."""
-    from stageprobe.report.compare import align_run, aligned_table, compare_runs, comparison_table, plot_aligned
+    from stageprobe.report.compare import align_runs, aligned_table, compare_runs, comparison_table, plot_aligned
     from stageprobe.report.render import load_run
 
     if len(run_dirs) < 2:
@@ -583,7 +583,7 @@ def compare(
     if not aligned:
         wide.print(comparison_table(compare_runs(run_dirs)))
         return
-    runs = [align_run(d) for d in run_dirs]
+    runs = align_runs(run_dirs)
     wide.print(aligned_table(runs))
     if figure is not None:
         console.print(f"figure: {plot_aligned(runs, figure)}")

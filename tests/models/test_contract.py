@@ -45,9 +45,10 @@ def sizes_of(model: StageModel) -> list[tuple[int, int]]:
     if model.resizes_to_native_size:  # resized whole to its native size: feed 2× it
         height, width = model.default_image_size
         return [(2 * height, 2 * width)]
-    if isinstance(model, TiledVLModel):  # a square and a 2:3 image cut into tiles (seams both ways), at the
-        tile = model.tile_px  # size the processor resizes them to, so the grid covers the input as it is
-        return [model.processed_size(tile, tile), model.processed_size(2 * tile, 3 * tile)]
+    if isinstance(model, TiledVLModel):  # square and non-square images cut into tiles (seams both ways), at
+        tile = model.tile_px  # the size the processor resizes them to, so the grid covers the input as it is
+        sizes = [model.processed_size(tile * rows, tile * cols) for rows, cols in [(1, 1), (1, 2), (2, 3)]]
+        return list(dict.fromkeys(sizes))
     height, width = SMALL
     cell = patch_side(model, (height, width))[2]
     return [(height, width), (height - 4 * cell, width)]

@@ -12,6 +12,8 @@ from PIL import Image
 import stageprobe as sp
 from stageprobe.errors import UserInputError
 from stageprobe.models.llava_onevision import LlavaOnevisionModel
+from stageprobe.report.compare import stage_kind
+from stageprobe.report.schema import sort_stages
 
 BASE_TOKENS = 16 * 16  # the base image: one 224-px tile of 14-px patches
 
@@ -92,3 +94,13 @@ def test_tile_limits_are_refused_before_the_forward(
     monkeypatch.setattr(model.config, "vision_aspect_ratio", "anyres_max_4")
     with pytest.raises(UserInputError, match="resample the mosaic"):
         model.extract([image])
+
+
+def test_compare_aligns_its_connector_with_the_other_families() -> None:
+    depths = {"vision.block.": 3, "language.layer.": 4}
+    assert stage_kind("vision.pre_projector", depths).kind == stage_kind("vision.pre_shuffle", depths).kind \
+        == "connector in"
+    # its connector is its projector: the output is every family's projector output, what the LLM receives
+    assert stage_kind("vision.post_projector", depths).kind == "projector out"
+    assert sort_stages(["vision.post_projector", "vision.pre_projector", "vision.block.2"]) == [
+        "vision.block.2", "vision.pre_projector", "vision.post_projector"]

@@ -23,7 +23,7 @@ def model() -> SmolVLMModel:
     return loaded
 
 
-@pytest.mark.parametrize("size", [(512, 768), (256, 256), (300, 500), (900, 200), (100, 90)])
+@pytest.mark.parametrize("size", [(512, 512), (256, 512), (300, 500), (900, 200), (100, 90)])
 def test_the_tile_grid_is_the_processors(model: SmolVLMModel, size: tuple[int, int]) -> None:
     height, width = size
     out = model.processor.image_processor([[Image.new("RGB", (width, height))]], return_row_col_info=True)
@@ -33,32 +33,32 @@ def test_the_tile_grid_is_the_processors(model: SmolVLMModel, size: tuple[int, i
 
 
 def test_stages_and_connector(model: SmolVLMModel) -> None:
-    infos = {info.name: info for info in model.stages_for(512, 768)}
-    assert infos["vision.pre_shuffle"].grid == (1, 32, 48) and infos["vision.pre_shuffle"].stride_px == 16
-    assert infos["vision.post_shuffle"].grid == (1, 8, 12) and infos["vision.post_shuffle"].stride_px == 64
+    infos = {info.name: info for info in model.stages_for(256, 512)}  # 1 × 2 tiles of 256 px
+    assert infos["vision.pre_shuffle"].grid == (1, 16, 32) and infos["vision.pre_shuffle"].stride_px == 16
+    assert infos["vision.post_shuffle"].grid == (1, 4, 8) and infos["vision.post_shuffle"].stride_px == 64
     assert infos["vision.post_shuffle"].dim == 16 * infos["vision.pre_shuffle"].dim
     assert model.connector_stages == ("vision.pre_shuffle", "vision.post_shuffle")
 
 
 def test_mosaic_is_the_models_own_tile_output_laid_side_by_side(model: SmolVLMModel) -> None:
-    image = bright_cell_image((768, 512), 20, 40, 16)
+    image = bright_cell_image((512, 512), 20, 25, 16)
     grid = model.extract([image], stages=["vision.post_projector"])["vision.post_projector"][0, 0]
     inputs, _ = model.prepare_batch([image], None)
     with torch.inference_mode():
         own = model.hf_model.model.get_image_features(
             pixel_values=inputs["pixel_values"], pixel_attention_mask=inputs["pixel_attention_mask"]).pooler_output[0]
-    assert own.shape[0] == (2 * 3 + 1) * 16  # six tiles of 4×4 tokens, then the global image
-    tiles = own[: 6 * 16].reshape(2, 3, 4, 4, -1).permute(0, 2, 1, 3, 4).reshape(8, 12, -1)
+    assert own.shape[0] == (2 * 2 + 1) * 16  # four tiles of 4×4 tokens, then the global image
+    tiles = own[: 4 * 16].reshape(2, 2, 4, 4, -1).permute(0, 2, 1, 3, 4).reshape(8, 8, -1)
     torch.testing.assert_close(grid, tiles)
 
 
 def test_the_global_image_is_in_no_grid(model: SmolVLMModel) -> None:
-    inputs, layout = model.prepare_batch([Image.new("RGB", (768, 512), GREY)], None)
+    inputs, layout = model.prepare_batch([Image.new("RGB", (512, 512), GREY)], None)
     visual = torch.nonzero(inputs["input_ids"][0] == model.config.image_token_id).flatten()
-    assert len(visual) == (6 + 1) * 16
-    torch.testing.assert_close(layout.indices["text"].flatten().sort().values, visual[: 6 * 16])
+    assert len(visual) == (4 + 1) * 16
+    torch.testing.assert_close(layout.indices["text"].flatten().sort().values, visual[: 4 * 16])
     patches = layout.indices["patches"].flatten()
-    assert patches.max() < 6 * 16 * 16 and len(set(patches.tolist())) == patches.numel()
+    assert patches.max() < 4 * 16 * 16 and len(set(patches.tolist())) == patches.numel()
 
 
 class TransposedShuffle(SmolVLMModel):
@@ -74,20 +74,20 @@ class TransposedShuffle(SmolVLMModel):
 
 
 def test_the_contract_fails_on_a_transposed_pixel_shuffle(model: SmolVLMModel) -> None:
-    assert_bright_cells_land(model, [(512, 768)])
+    assert_bright_cells_land(model, [(512, 512)])
     broken = TransposedShuffle(model.hf_model, model.processor, "transposed", model.weights_id)
     with pytest.raises(AssertionError, match=r"vision\.post_shuffle"):
-        assert_bright_cells_land(broken, [(512, 768)])
+        assert_bright_cells_land(broken, [(512, 512)])
 
 
 def test_the_pixel_baseline_has_the_models_grids(model: SmolVLMModel) -> None:
-    # a 448-px image is upscaled to the 768-px longest edge: 3 × 3 tiles, not 448 / 16 patches
+    # a 448-px image is upscaled to the 512-px longest edge: 2 × 2 tiles, not 448 / 16 patches
     pixels = {info.name: info.grid for info in pixel_baseline_for(model).stages_for(448, 448)}
     infos = {info.name: info.grid for info in model.stages_for(448, 448)}
-    assert pixels["pixels.patch"] == infos["vision.pre_shuffle"] == (1, 48, 48)
-    assert pixels["pixels.merged"] == infos["vision.post_shuffle"] == (1, 12, 12)
+    assert pixels["pixels.patch"] == infos["vision.pre_shuffle"] == (1, 32, 32)
+    assert pixels["pixels.merged"] == infos["vision.post_shuffle"] == (1, 8, 8)
     features = pixel_baseline_for(model).extract([Image.new("RGB", (448, 448), GREY)])
-    assert features["pixels.merged"].shape == (1, 1, 12, 12, 3 * 64 * 64)
+    assert features["pixels.merged"].shape == (1, 1, 8, 8, 3 * 64 * 64)
 
 
 def test_video_is_refused_with_a_clear_message(model: SmolVLMModel) -> None:

@@ -13,7 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from stageprobe.cli import app
-from stageprobe.report.compare import align_run, measured_connector, measured_depths, stage_kind
+from stageprobe.report.compare import align_run, align_runs, measured_depths, stage_kind
+from stageprobe.report.render import load_run
 from stageprobe.suites.q2 import DECIDING_BOX_PROBE as BOX
 from stageprobe.suites.q2 import RECONSTRUCTION_PROBE
 
@@ -57,13 +58,6 @@ def test_stage_kinds_align_by_depth_fraction_and_connector_side() -> None:
     assert stage_kind("vision.post_merge", qwen) == stage_kind("vision.post_pool", gemma)
     assert stage_kind("language.layer.27", qwen).x == stage_kind("language.layer.33", gemma).x
     assert stage_kind("pixels.patch", qwen) is None
-    # a projector is the connector's output where it is the connector (LLaVA-OneVision), else after it
-    llava = measured_connector(["vision.pre_projector", "vision.post_projector", "language.layer.0"])
-    pool = measured_connector(["vision.pre_pool", "vision.post_pool", "vision.post_projector"])
-    assert llava == ("vision.pre_projector", "vision.post_projector")
-    assert pool == ("vision.pre_pool", "vision.post_pool")
-    assert stage_kind("vision.post_projector", {}, llava).kind == "connector out"
-    assert stage_kind("vision.post_projector", {}, pool).kind == "projector out"
 
 
 def test_retention_is_against_each_models_own_pixel_ceiling(two_families: tuple[Path, Path]) -> None:
@@ -94,3 +88,16 @@ def test_compare_cli_draws_the_aligned_figure_and_table(two_families: tuple[Path
 def test_compare_refuses_a_figure_that_is_not_png(two_families: tuple[Path, Path], tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["compare", *map(str, two_families), "--figure", str(tmp_path / "a.pdf")])
     assert result.exit_code == 2 and ".png" in result.output
+
+
+def test_every_run_is_shown_on_a_metric_all_of_them_measured(tmp_path: Path) -> None:
+    stages = {"vision.pre_merge": 0.8, "vision.post_merge": 0.7}
+    pixels = {"pixels.patch": 0.8, "pixels.merged": 0.8}
+    with_lpips = family_run(tmp_path / "a", "qwen2.5-vl-tiny", stages, pixels)
+    rows = [row("e_q2_5", stage, RECONSTRUCTION_PROBE, "lpips", 0.3, model="qwen2.5-vl-tiny") for stage in stages]
+    results = load_run(with_lpips)[1] + rows
+    make_run(with_lpips, rows=results, context=replace(synthetic_context(), model="qwen2.5-vl-tiny"))
+    without = family_run(tmp_path / "b", "gemma3-tiny", {"vision.pre_pool": 0.8, "vision.post_pool": 0.3}, pixels)
+    alone = align_runs([with_lpips])[0].information["Detail"]
+    assert alone.key == "lpips"  # LPIPS comes first for a run on its own
+    assert [run.information["Detail"].key for run in align_runs([with_lpips, without])] == ["edge_f1", "edge_f1"]

@@ -28,10 +28,13 @@ class PixelModel(StageModel):
     """
 
     def __init__(self, device: torch.device, dtype: torch.dtype, patch_px: int = PATCH_PX, merge: int = MERGE,
-                 name: str = "pixels", resize_to: Callable[[int, int, int], tuple[int, int]] | None = None) -> None:
+                 name: str = "pixels", native_size: tuple[int, int] | None = None,
+                 resize_to: Callable[[int, int, int], tuple[int, int]] | None = None) -> None:
         self.name = name
-        #: (height, width, frames) → the size the model resizes such an input to (a tiled model's mosaic);
-        #: None snaps to the nearest multiple of the merged stride
+        #: (height, width) every input is resized to, as the model it is the baseline of does (Gemma 3, a ViT)
+        self.native_size = native_size
+        self.resizes_to_native_size = native_size is not None
+        #: (height, width, frames) → the size the model resizes such an input to (a tiled model's mosaic)
         self.resize_to = resize_to
         self.weights_id = "none"
         self.device = device
@@ -62,7 +65,7 @@ class PixelModel(StageModel):
     def _size(self, height: int, width: int, frames: int) -> tuple[int, int]:
         if self.resize_to is not None:
             return self.resize_to(height, width, frames)
-        return self._snap(height), self._snap(width)
+        return self.native_size or (self._snap(height), self._snap(width))
 
     def _snap(self, size: int) -> int:
         merged = self.patch_px * self.merge
@@ -125,18 +128,8 @@ def pixel_baseline_for(model: StageModel) -> PixelModel:
     merge = int(getattr(model, "merge", MERGE))
     names = {(PATCH_PX, MERGE): "pixels", (PATCH_PX, 4): "pixels-56"}
     name = names.get((patch_px, merge), f"pixels-{patch_px}" if merge == MERGE else f"pixels-{patch_px}x{merge}")
-    baseline = PixelModel(torch.device("cpu"), torch.float32, patch_px=patch_px, merge=merge, name=name,
-                          resize_to=_resize_rule(model))
-    baseline.resizes_to_native_size = model.resizes_to_native_size
-    return baseline
-
-
-def _resize_rule(model: StageModel) -> Callable[[int, int, int], tuple[int, int]] | None:
-    """How `model` resizes an input, for its baseline to do the same: a tiled model to its tile mosaic, a
-    fixed-size encoder (Gemma 3, a ViT) whole to its native size; None: snapped to the merged stride."""
-    if isinstance(model, TiledVLModel):
-        return model.processed_size
-    if model.resizes_to_native_size:
-        native = model.default_image_size
-        return lambda height, width, frames: native
-    return None
+    native = model.default_image_size if model.resizes_to_native_size else None
+    # a tiled model's grids cover the image resized to its tile mosaic: the baseline's grids too
+    resize_to = model.processed_size if isinstance(model, TiledVLModel) else None
+    return PixelModel(torch.device("cpu"), torch.float32, patch_px=patch_px, merge=merge, name=name,
+                      native_size=native, resize_to=resize_to)

@@ -180,7 +180,8 @@ def smolvlm_config(processor: Any, vision: dict[str, Any], text: dict[str, Any],
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
 
 
-#: 256-px tiles of 16×16 patches (4×4 tokens after the ×4 shuffle); longest edge 768 px = 3 tiles
+#: 256-px tiles of 16×16 patches (4×4 tokens after the ×4 shuffle); longest edge 512 px = 2 tiles, so the
+#: study's 448-px images become 2 × 2 tiles (a 32 × 32 patch grid, as InternVL's tiny preset)
 TINY_VISION = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64,
                "image_size": 256, "patch_size": 16}
 TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
@@ -189,7 +190,7 @@ TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4
 
 @register_preset("smolvlm-tiny")
 def smolvlm_tiny(device: torch.device, dtype: torch.dtype) -> TiledVLModel:
-    processor = build_processor(256, 768, 16)
+    processor = build_processor(256, 512, 16)
     config = smolvlm_config(processor, TINY_VISION, TINY_TEXT, scale_factor=4)
     return tiled_preset(SmolVLMModel, "smolvlm-tiny", config, processor, device, dtype)
 

@@ -6,7 +6,7 @@ ceiling — "which connector keeps location" at a glance."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.table import Table
@@ -137,20 +137,18 @@ class StageKind:
         return self.kind if self.fraction is None else f"{self.kind} {self.fraction:.0%}"
 
 
-def stage_kind(stage: str, depths: Mapping[str, int], connector: tuple[str, str] | None = None) -> StageKind | None:
-    """The kind of `stage`; `depths` holds the ViT's and the LLM's depth ("vision.block.", "language.layer."),
-    `connector` the run's connector pair (LLaVA-OneVision's is its projector; Gemma 3's projector comes after
-    its pool). Pixel stages and sub-stages (`.before_deepstack`) have no place on the axis (None)."""
+def stage_kind(stage: str, depths: Mapping[str, int]) -> StageKind | None:
+    """The kind of `stage`; `depths` holds the ViT's and the LLM's depth ("vision.block.", "language.layer.").
+    Pixel stages and sub-stages (`.before_deepstack`) have no place on the axis (None)."""
     if stage in EMBEDDING_STAGES:
         return StageKind("embedding", None, EMBEDDING_X)
-    if connector is not None and stage in connector:
-        return StageKind("connector in", None, CONNECTOR_IN_X) if stage == connector[0] else \
-            StageKind("connector out", None, CONNECTOR_OUT_X)
-    if stage in AFTER_CONNECTOR:
-        return StageKind("projector out", None, PROJECTOR_X)
     pre_stages, post_stages = {pre for pre, _ in CONNECTOR_PAIRS}, {post for _, post in CONNECTOR_PAIRS}
     if stage in pre_stages or stage == "vision.final":
         return StageKind("connector in", None, CONNECTOR_IN_X)
+    # before the connector outputs: LLaVA-OneVision's connector is its projector, whose output is what
+    # every family's projector output is (what the LLM receives)
+    if stage in AFTER_CONNECTOR:
+        return StageKind("projector out", None, PROJECTOR_X)
     if stage in post_stages:
         return StageKind("connector out", None, CONNECTOR_OUT_X)
     if stage == "language.norm":
@@ -161,12 +159,6 @@ def stage_kind(stage: str, depths: Mapping[str, int], connector: tuple[str, str]
             fraction = (int(index) + 1) / depths[prefix]
             return StageKind(kind, round(fraction, 2), start + (end - start) * fraction)
     return None
-
-
-def measured_connector(stages: Iterable[str]) -> tuple[str, str] | None:
-    """The first connector pair a run measured both sides of (a model declares one pair)."""
-    measured = set(stages)
-    return next(((pre, post) for pre, post in CONNECTOR_PAIRS if pre in measured and post in measured), None)
 
 
 def measured_depths(stages: Iterable[str]) -> dict[str, int]:
@@ -208,6 +200,8 @@ class InformationLine:
     points: tuple[AlignedPoint, ...] = ()
     #: why there are no points (its experiments' status or error, e.g. "not applicable: no video input")
     not_measured: str = "not measured"
+    #: the target's key (e.g. "bbox_iou")
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -215,14 +209,15 @@ class AlignedRun:
     label: str
     model: str
     information: dict[str, InformationLine]
+    #: information type → every target key with points in this run, in the suite's order
+    measured: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def _deciding_points(rows: Sequence[MetricRow], target: Target, depths: Mapping[str, int],
-                     connector: tuple[str, str] | None) -> list[AlignedPoint]:
+def _deciding_points(rows: Sequence[MetricRow], target: Target, depths: Mapping[str, int]) -> list[AlignedPoint]:
     points: dict[str, AlignedPoint] = {}
     for experiment in target.experiments:  # the first experiment that measured a stage wins
         for r in rows:
-            kind = stage_kind(r.stage, depths, connector)
+            kind = stage_kind(r.stage, depths)
             if (r.experiment == experiment and r.probe == target.probe and r.metric == target.metric
                     and r.of_model and r.value is not None and kind is not None and r.stage not in points):
                 points[r.stage] = AlignedPoint(r.stage, kind, r, _ceiling_at(rows, r))
@@ -236,9 +231,22 @@ def _ceiling_at(rows: Sequence[MetricRow], row: MetricRow) -> MetricRow | None:
     return next((r for r in found if r.experiment == row.experiment), found[0] if found else None)
 
 
-def align_run(run_dir: str | Path) -> AlignedRun:
-    """Per information type of the run's suite, the deciding probe of the first of its targets this run
-    measured, at every stage with a place on the aligned axis."""
+def align_runs(run_dirs: Sequence[str | Path]) -> list[AlignedRun]:
+    """Every run aligned on one metric per information type: the first of its targets that every run
+    measured (LPIPS may be unavailable in one run: then all show edge F1), else each run's first."""
+    runs = [align_run(d) for d in run_dirs]
+    prefer: dict[str, str] = {}
+    for name in runs[0].information if runs else ():
+        common = [key for key in runs[0].measured.get(name, ()) if all(key in run.measured.get(name, ())
+                                                                           for run in runs)]
+        if common:
+            prefer[name] = common[0]
+    return [align_run(d, prefer) for d in run_dirs] if prefer else runs
+
+
+def align_run(run_dir: str | Path, prefer: Mapping[str, str] | None = None) -> AlignedRun:
+    """Per information type, the deciding probe of the first of its targets this run measured (or the
+    target `prefer` names for it), at every stage with a place on the aligned axis."""
     # imported here: the suites import the report's types, so the report package loads first
     from stageprobe.suites import get_suite
 
@@ -246,22 +254,24 @@ def align_run(run_dir: str | Path) -> AlignedRun:
     suite = get_suite(str(results.get("suite")))
     targets = {t.key: t for t in suite.targets}
     depths = measured_depths(r.stage for r in rows)
-    connector = measured_connector(r.stage for r in rows)
     experiments = (results.get("results") or {}).get("experiments") or {}
     information: dict[str, InformationLine] = {}
+    measured: dict[str, tuple[str, ...]] = {}
     for info in suite.information:
         wanted = [targets[t.key] for t in info.targets]
-        found = ((t, _deciding_points(rows, t, depths, connector)) for t in wanted)
-        chosen = next(((t, points) for t, points in found if points), None)
-        if chosen is not None:
-            information[info.label] = InformationLine(chosen[0].label, chosen[0].probe, tuple(chosen[1]))
+        found = {t.key: points for t in wanted if (points := _deciding_points(rows, t, depths))}
+        measured[info.label] = tuple(found)
+        key = (prefer or {}).get(info.label) if (prefer or {}).get(info.label) in found else next(iter(found), None)
+        if key is not None:
+            information[info.label] = InformationLine(targets[key].label, targets[key].probe, tuple(found[key]),
+                                                      key=key)
             continue
         states = {str(experiments[e].get("error") or experiments[e].get("status")) for t in wanted
                   for e in t.experiments if isinstance(experiments.get(e), dict)}
         information[info.label] = InformationLine(not_measured="not measured" + (f": {'; '.join(sorted(states))}"
                                                                                  if states else ""))
     model = str(results.get("model", "?"))
-    return AlignedRun(f"{Path(run_dir).name} ({model})", model, information)
+    return AlignedRun(f"{Path(run_dir).name} ({model})", model, information, measured)
 
 
 def aligned_table(runs: Sequence[AlignedRun]) -> Table:
@@ -302,12 +312,12 @@ def plot_aligned(runs: Sequence[AlignedRun], path: str | Path) -> Path:
     names = list(dict.fromkeys(name for run in runs for name in run.information))
     fig = Figure(figsize=(4.6 * len(names), 3.8))
     for ax, information in zip(fig.subplots(1, len(names), squeeze=False)[0], names, strict=True):
-        for run in runs:
+        for index, run in enumerate(runs):  # one colour per model in every panel
             line = run.information[information]
             kept = [(p.kind.x, p.retention) for p in line.points if p.retention is not None]
             if kept:
                 xs, ys = zip(*kept, strict=True)
-                ax.plot(xs, ys, marker="o", label=f"{run.model}: {line.target} ({line.probe})")
+                ax.plot(xs, ys, marker="o", color=f"C{index}", label=f"{run.model}: {line.target} ({line.probe})")
         for x in (CONNECTOR_IN_X, CONNECTOR_OUT_X):
             ax.axvline(x, color="grey", linestyle=":", linewidth=1)
         ax.axhline(1.0, color="black", linewidth=0.8, alpha=0.5)
@@ -317,7 +327,7 @@ def plot_aligned(runs: Sequence[AlignedRun], path: str | Path) -> Path:
         ax.set_title(information, fontsize=10, loc="left")
         ax.set_ylabel("retention (÷ pixel ceiling)", fontsize=8)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="lower left")
+            ax.legend(fontsize=6, loc="best")
         else:
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.suptitle("Which connector keeps what: the deciding probe, stage kinds aligned across models", fontsize=10)
