@@ -214,14 +214,6 @@ def _open_dataset(build: Callable[[], Any], where: str) -> None:
                              "check the path and its permissions") from None
 
 
-def experiment_label(experiment_id: str) -> str:
-    """An experiment id in the seed's spelling: `e_<study>_<n>[_<variant>]` → `E-<STUDY>.<n>[-<variant>]`."""
-    parts = experiment_id.split("_")
-    if len(parts) < 3 or parts[0] != "e":
-        return experiment_id
-    return f"E-{parts[1].upper()}.{parts[2]}" + "".join(f"-{part}" for part in parts[3:])
-
-
 def check_run_plan(suite: Suite, experiments: Iterable[str], size: str, data: Mapping[str, str],
                    limit: int | None, seed: int) -> None:
     """Each data family the chosen experiments read holds enough samples in every split (after
@@ -230,7 +222,8 @@ def check_run_plan(suite: Suite, experiments: Iterable[str], size: str, data: Ma
 
     readers: dict[str, list[str]] = {}
     for experiment_id in experiments:
-        readers.setdefault(suite.experiment(experiment_id).family, []).append(experiment_label(experiment_id))
+        spec = suite.experiment(experiment_id)
+        readers.setdefault(spec.family, []).append(spec.label or spec.id)  # the report's heading
     short: list[_Shortfall] = []
     for family, labels in readers.items():
         spec = data.get(family) or suite.data[family]  # type: ignore[index]

@@ -40,8 +40,9 @@ from rich.table import Table
 
 from stageprobe.datasets import Sample, load_dataset
 from stageprobe.models import StageModel, load_model
+from stageprobe.suites._spec import with_connector
 from stageprobe.suites.q2 import EXPERIMENTS as Q2_EXPERIMENTS
-from stageprobe.suites.q2 import thin_stages
+from stageprobe.suites.q2 import SUITE, thin_stages
 
 IMAGE_SIZE = 448
 #: metric → (target, "max" if the value must not exceed it, "min" if it must reach it)
@@ -87,7 +88,7 @@ def seed_protocol_reads(model: StageModel) -> Counter[str]:
     """How many Q2 experiments read each of the model's stages (what the seed ran a forward for)."""
     available = model.stage_names
     reads: Counter[str] = Counter()
-    for spec in Q2_EXPERIMENTS:
+    for spec in with_connector(SUITE, model.connector_stages).experiments:  # the model's own connector pair
         wanted = [s for s in available if any(fnmatch.fnmatchcase(s, p) for p in spec.stages)]
         reads.update(thin_stages(wanted, "language.layer.", spec.max_language_layers))
     return reads

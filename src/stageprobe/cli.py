@@ -572,19 +572,47 @@ def _check_finished_run(run_dir: Path) -> None:
 
 @app.command(short_help='Stage metrics of several runs side by side.', epilog=examples(
     "stageprobe compare runs/a runs/b",
+    "stageprobe compare runs/qwen runs/gemma --figure families.png",
 ))
 @user_errors
-def compare(run_dirs: Annotated[list[Path], typer.Argument(
-    metavar="RUN_DIR", help="two or more run directories")]) -> None:
-    """Stage metrics of several runs side by side, with deltas against the first."""
-    from stageprobe.report.compare import compare_runs, comparison_table, training_table
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="two or more run directories")],
+    figure: Annotated[Path | None, typer.Option(
+        help="draw the stage-kind-aligned retention figure (PNG) here; implies --aligned")] = None,
+    aligned: Annotated[bool | None, typer.Option(
+        "--aligned/--by-name", help="align stages by kind (embedding, ViT depth, connector in/out, LLM depth) "
+        "instead of by name (default: aligned when the runs are of different models)")] = None,
+) -> None:
+    """Stage metrics of several runs side by side, with deltas against the first; runs of different
+    models aligned by stage kind, with each information type's retention against the pixel ceiling."""
+    from stageprobe.report.compare import (
+        align_runs,
+        aligned_table,
+        compare_runs,
+        comparison_table,
+        plot_aligned,
+        training_table,
+    )
+    from stageprobe.report.render import load_run
 
     if len(run_dirs) < 2:
         raise UserInputError("compare needs at least two run directories")
+    if figure is not None and figure.suffix.lower() != ".png":
+        raise UserInputError(f"--figure {figure} must name a .png file")
+    if figure is not None:
+        check_writable_file(figure, "--figure")
+    if aligned is None:
+        aligned = figure is not None or len({str(load_run(d)[0].get("model")) for d in run_dirs}) > 1
     # one column per run plus deltas: never squeeze it into a pipe's default 80 columns
     wide = Console(width=max(console.width, 220))
-    wide.print(comparison_table(compare_runs(run_dirs)))
     training = training_table(run_dirs)
+    if not aligned:
+        wide.print(comparison_table(compare_runs(run_dirs)))
+    else:
+        runs = align_runs(run_dirs)
+        wide.print(aligned_table(runs))
+        if figure is not None:
+            console.print(f"figure: {plot_aligned(runs, figure)}")
     if training is not None:
         wide.print(training)
 

@@ -12,6 +12,7 @@ from PIL import Image
 import stageprobe as sp
 from stageprobe.models import PRESETS, HFStageModel, StageModel, describe_stages
 from stageprobe.models._stages import capture, replace_stage
+from stageprobe.models._tiled import TiledVLModel
 
 # the published-size presets are checked on the meta device only (test_every_preset_describes_…)
 CPU_PRESETS = sorted(name for name in PRESETS if not name.endswith("-random"))
@@ -41,9 +42,13 @@ def bright_cell_image(size: tuple[int, int], row: int, col: int, cell: int) -> I
 
 def sizes_of(model: StageModel) -> list[tuple[int, int]]:
     """(height, width) inputs: a square and a non-square one the model keeps as they are."""
-    if isinstance(model, sp.models.vit.VitModel):  # resized whole to its native size: feed 2× it
+    if model.resizes_to_native_size:  # resized whole to its native size: feed 2× it
         height, width = model.default_image_size
         return [(2 * height, 2 * width)]
+    if isinstance(model, TiledVLModel):  # square and non-square images cut into tiles (seams both ways), at
+        tile = model.tile_px  # the size the processor resizes them to, so the grid covers the input as it is
+        sizes = [model.processed_size(tile * rows, tile * cols) for rows, cols in [(1, 1), (1, 2), (2, 3)]]
+        return list(dict.fromkeys(sizes))
     height, width = SMALL
     cell = patch_side(model, (height, width))[2]
     return [(height, width), (height - 4 * cell, width)]
@@ -54,7 +59,7 @@ def test_stages_have_the_declared_grid_and_width(model: StageModel) -> None:
         features = model.extract([Image.new("RGB", (width, height), GREY)])
         infos = model.stages_for(height, width)
         assert list(features) == [info.name for info in infos]
-        resized = isinstance(model, sp.models.vit.VitModel)
+        resized = model.resizes_to_native_size
         seen_h, seen_w = model.default_image_size if resized else (height, width)
         for info in infos:
             assert tuple(features[info.name].shape) == (1, *info.grid, info.dim), info.name
@@ -80,9 +85,22 @@ def test_batch_of_four_equals_four_batches_of_one(model: StageModel) -> None:
 
 
 def test_bright_patch_lands_at_its_cell_in_every_stage(model: StageModel) -> None:
-    for size in sizes_of(model):
+    assert_bright_cells_land(model, sizes_of(model))
+
+
+def seam_cells(model: StageModel, rows: int, cols: int) -> list[tuple[int, int]]:
+    """The four patch cells around the first corner where tiles meet (none for an untiled model)."""
+    if not isinstance(model, TiledVLModel):
+        return []
+    side = model.tile_px // model.patch_px
+    return [(side + dr, side + dc) for dr in (-1, 0) for dc in (-1, 0)] if rows > side and cols > side else []
+
+
+def assert_bright_cells_land(model: StageModel, sizes: list[tuple[int, int]]) -> None:
+    for size in sizes:
         rows, cols, cell = patch_side(model, size)
         cells = [(0, 0), (0, cols - 1), (rows - 1, 0), (rows - 1, cols - 1), (rows // 2, cols // 3)]
+        cells += seam_cells(model, rows, cols)
         images = [Image.new("RGB", (size[1], size[0]), GREY)]
         images += [bright_cell_image(size, r, c, cell) for r, c in cells]
         features = model.extract(images)
@@ -110,24 +128,28 @@ def test_raster_conversions_invert_each_other_on_the_models_own_tensors(model: S
                                    rtol=0, atol=0, msg=point.name)
 
 
-def test_a_cell_planted_before_the_merger_reaches_only_its_merged_cell(model: StageModel) -> None:
-    if "vision.pre_merge" not in model.stage_names:
-        pytest.skip("no 2×2 merger")
+def test_a_cell_planted_before_the_connector_reaches_only_its_merged_cell(model: StageModel) -> None:
+    pre, post = model.connector_stages
+    if pre not in model.stage_names:
+        pytest.skip("no connector")
     assert isinstance(model, HFStageModel)
     size = model.default_image_size
+    infos = {info.name: info for info in model.stages_for(*size)}
+    factor = infos[post].stride_px // infos[pre].stride_px
     images = [bright_cell_image(size, 3, 3, 16)]
     _, layout = model.prepare_batch(images, None)
-    clean = model.extract(images, stages=["vision.post_merge"])["vision.post_merge"]
+    clean = model.extract(images, stages=[post])[post]
 
     def erase_cell(grid: torch.Tensor) -> torch.Tensor:
         grid = grid.clone()
-        grid[:, :, 5, 2] = 0  # patch cell (5, 2) lies in merged cell (2, 1)
+        grid[:, :, 5, 2] = 0
         return grid
 
-    with replace_stage(model.stage_point("vision.pre_merge"), layout, erase_cell):
-        planted = model.extract(images, stages=["vision.post_merge"])["vision.post_merge"]
+    with replace_stage(model.stage_point(pre), layout, erase_cell):
+        planted = model.extract(images, stages=[post])[post]
     moved = (planted - clean)[0, 0].norm(dim=-1)
-    assert torch.nonzero(moved > 1e-6).tolist() == [[2, 1]]
+    # patch cell (5, 2) lies in merged cell (5 // factor, 2 // factor), and in no other
+    assert torch.nonzero(moved > 1e-6).tolist() == [[5 // factor, 2 // factor]]
 
 
 def test_every_preset_describes_its_stages_without_weights() -> None:

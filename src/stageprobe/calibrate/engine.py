@@ -91,13 +91,15 @@ SKIPPED_STAGES = ("vision.patch_embed", "vision.embed", "vision.pre_merge", "lan
 
 
 def default_plants(model: StageModel, suite: Suite) -> list[Plant]:
-    """Each plant type the suite declares at a middle ViT block, at vision.post_merge and at a middle LLM
-    layer (a ViT encoder: a middle and the last block); erase-time only where the model takes video."""
+    """Each plant type the suite declares at a middle ViT block, at the connector's output
+    (vision.post_merge; Gemma 3's vision.post_pool) and at a middle LLM layer (a ViT encoder: a middle
+    and the last block); erase-time only where the model takes video."""
     names = plantable_stages(model)
     blocks = [s for s in names if s.startswith("vision.block.")]
     layers = [s for s in names if s.startswith("language.layer.")]
     sites = [blocks[len(blocks) // 2]]
-    sites += ["vision.post_merge"] if "vision.post_merge" in names else [blocks[-1]]
+    post = model.connector_stages[1]
+    sites += [post] if post in names else [blocks[-1]]
     sites += [layers[len(layers) // 2]] if layers else []
     declared = {name for info in suite.information for name in info.plants}
     types = [t for t in PLANT_TYPES.values() if t.name in declared and (model.supports_video or not t.needs_video)]
@@ -112,12 +114,13 @@ def calibration_stages(model: StageModel, plant: Plant, size: Size, patterns: Se
     every = plantable_stages(model)
     # a plant at the first block still needs a stage before it to drop from: then a skipped one
     before = every[max(every.index(plant.stage) - 1, 0)]
-    chain = [s for s in every if s not in SKIPPED_STAGES or s in (plant.stage, before)]
+    skipped = (*SKIPPED_STAGES, model.connector_stages[0])
+    chain = [s for s in every if s not in skipped or s in (plant.stage, before)]
     if patterns is not None:
         chain = [s for s in chain if s == plant.stage or any(fnmatch.fnmatchcase(s, p) for p in patterns)]
     at = chain.index(plant.stage)
     wanted = {chain[max(at - 1, 0)], plant.stage, chain[min(at + 1, len(chain) - 1)]}
-    wanted.update(s for s in chain if s == "vision.post_merge")
+    wanted.update(s for s in chain if s == model.connector_stages[1])
     for prefix in ("vision.block.", "language.layer."):
         family = [s for s in chain if s.startswith(prefix)]
         limit = 2 if size == "quick" else (4 if prefix == "language.layer." else len(family))

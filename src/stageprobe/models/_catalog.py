@@ -26,6 +26,7 @@ FAMILIES: tuple[FamilyEntry, ...] = (
     FamilyEntry("stageprobe.models.pixels", {
         "pixels": "pixel baseline: raw pixels of each 14 px and 28 px patch (no network)",
         "pixels-16": "pixel baseline at Qwen3-VL / Qwen3.5 strides: raw pixels of each 16 px and 32 px patch",
+        "pixels-56": "pixel baseline at Gemma 3's strides: raw pixels of each 14 px patch and 56 px pooled cell",
     }),
     FamilyEntry("stageprobe.models.qwen_vl", {
         "qwen2.5-vl-tiny": "Qwen2.5-VL architecture, small config, RANDOM weights, real processor (default)",
@@ -48,6 +49,37 @@ FAMILIES: tuple[FamilyEntry, ...] = (
         "siglip-tiny": "SigLIP architecture (3 blocks, 16 px patches), random weights, built offline",
         "clip-tiny": "CLIP architecture (3 blocks, 16 px patches), random weights, built offline",
     }, _VIT_TYPES),
+    FamilyEntry("stageprobe.models.gemma3", {
+        "gemma3-tiny": "Gemma 3 architecture (SigLIP tower, 4×4 average pool → RMSNorm → linear; 448 px images, "
+                       "14 px patches, 56 px pooled cells), small config, RANDOM weights, real processor",
+        "gemma3-4b-random": "the published Gemma-3-4B architecture with RANDOM weights (bf16): "
+                            "real-scale cost for benchmarks only",
+    }, ("gemma3",)),
+    FamilyEntry("stageprobe.models.qwen4_exp", {
+        "qwen4-exp-tiny": "Qwen4-Exp architecture (Qwen3.5-style ViT, 2×2 merger; LLM with 4 hyper-connection "
+                          "streams, linear + indexed attention, MoE), small config, RANDOM weights, real processor",
+        "qwen4-exp-random": "transformers' default Qwen4-Exp architecture (QSA indexer sizes assumed) with RANDOM "
+                            "weights (bf16): real-scale cost for benchmarks only",
+    }, ("qwen4_exp",)),
+    FamilyEntry("stageprobe.models.internvl", {
+        "internvl3.5-tiny": "InternVL3.5 architecture (224-px tiles + thumbnail, CLS, pixel shuffle 0.5 → MLP), "
+                            "small config, RANDOM weights, real processor",
+        "internvl3.5-1b-random": "the published InternVL3.5-1B architecture with RANDOM weights (bf16): "
+                                 "real-scale cost for benchmarks only",
+    }, ("internvl",)),
+    FamilyEntry("stageprobe.models.smolvlm", {
+        "smolvlm-tiny": "SmolVLM architecture (256-px tiles + global image, pixel shuffle ×4 → linear), "
+                        "small config, RANDOM weights, real processor",
+        "smolvlm-256m-random": "the published SmolVLM-256M architecture with RANDOM weights (bf16): "
+                               "real-scale cost for benchmarks only",
+    }, ("smolvlm", "idefics3")),
+    FamilyEntry("stageprobe.models.llava_onevision", {
+        "llava-onevision-tiny": "LLaVA-OneVision architecture (anyres 224-px tiles + base image, MLP projector, "
+                                "a newline token per row; native video with 2×2 pooling), small config, "
+                                "RANDOM weights, real processor",
+        "llava-onevision-0.5b-random": "the published LLaVA-OneVision-0.5B architecture with RANDOM weights "
+                                       "(bf16): real-scale cost for benchmarks only",
+    }, ("llava_onevision",)),
 )
 
 

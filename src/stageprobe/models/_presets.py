@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +37,19 @@ def quiet_transformers() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def preset_checkpoint(name: str, model_config: Any, processor: Any, seed: int = PRESET_SEED) -> Path:
+def preset_checkpoint(
+    name: str, model_config: Any, processor: Any, seed: int = PRESET_SEED,
+    initialise: Callable[[torch.nn.Module], None] | None = None,
+) -> Path:
     """The saved checkpoint of a preset, built once (weights from `seed`) and rebuilt when its recipe changes.
 
-    `model_config.architectures[0]` names the transformers class to build. The recipe hash sits next
+    `model_config.architectures[0]` names the transformers class to build; `initialise` sets weights
+    the class's own init leaves unusable (Gemma 3's all-zero projector). The recipe hash sits next
     to the weights, so a cache left by an older recipe is never mistaken for the current one.
     """
+    extra = f"{initialise.__module__}.{initialise.__qualname__}" if initialise is not None else ""
     recipe = hashlib.sha256(
-        (model_config.to_json_string(use_diff=False) + processor.to_json_string() + str(seed)).encode()
+        (model_config.to_json_string(use_diff=False) + processor.to_json_string() + str(seed) + extra).encode()
     ).hexdigest()
     target = preset_cache_dir() / name
     if _recipe_of(target) == recipe:
@@ -59,6 +64,8 @@ def preset_checkpoint(name: str, model_config: Any, processor: Any, seed: int = 
         with torch.random.fork_rng(devices=[]), quiet_transformers():
             torch.manual_seed(seed)
             model = getattr(transformers, model_config.architectures[0])(model_config)
+            if initialise is not None:
+                initialise(model)
             model.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / PRESET_MARKER).write_text(json.dumps({"preset": name, "recipe": recipe}))

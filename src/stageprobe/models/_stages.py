@@ -14,21 +14,27 @@ Token orders (`StageSpec.order`):
 * ``merged`` — one row per merged patch, images concatenated, ``(t, h/m, w/m)``; window-permuted
   when `windowed`.
 * ``text`` — the LLM sequence ``(B, L, D)``; the visual tokens sit where ``visual_mask`` is true.
-* ``prefixed`` — a ViT sequence ``(B, prefix + H·W, D)``: CLS / register tokens, then raster patches.
+* ``prefixed`` — a ViT sequence ``(B, prefix + H·W, D)``: CLS / register tokens, then raster patches
+  (on the merged grid, ``H·W`` merged cells: a pooled sequence).
+* ``indexed`` — any order the adapter maps cell by cell: ``Layout.indices[spec.index]`` holds, for each
+  raster cell ``(B, T, H, W)``, the row of the module's tensor (flattened over all axes but the last)
+  that holds its token. Tiled inputs use it: tiles of one image form one raster mosaic, and tokens
+  no cell maps to (CLS, thumbnail / global images, row newlines) are left out of the grid and kept
+  as they are when a grid is written back.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 HookKind = Literal["input", "output"]
-TokenOrder = Literal["merge_units", "merged", "text", "prefixed"]
+TokenOrder = Literal["merge_units", "merged", "text", "prefixed", "indexed"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class StageSpec:
     description: str
     #: tokens are in attention-window order (Qwen2.5-VL blocks and merger)
     windowed: bool = False
+    #: for order "indexed": the `Layout.indices` entry that maps raster cells to this module's tokens
+    index: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,8 @@ class Layout:
     visual_mask: torch.Tensor | None = None
     #: CLS / register tokens ahead of the patches in a ViT sequence
     prefix: int = 0
+    #: for "indexed" stages: name → (B, T, H, W) row of the flattened module tensor at each raster cell
+    indices: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,8 +116,12 @@ def _apply_windows(spec: StageSpec, tensor: torch.Tensor, layout: Layout) -> tor
 
 def to_raster(spec: StageSpec, tensor: torch.Tensor, layout: Layout) -> torch.Tensor:
     m = layout.merge
+    if spec.order == "indexed":
+        return tensor.reshape(-1, tensor.shape[-1])[layout.indices[spec.index].to(tensor.device)]
     if spec.order == "prefixed":
         _, h, w = layout.grids[0]
+        if spec.grid == "merged":  # a pooled sequence (Gemma 3's 4×4 average pool): merged raster
+            h, w = h // m, w // m
         return tensor[:, layout.prefix :].reshape(tensor.shape[0], 1, h, w, tensor.shape[-1])
     if spec.order == "text":
         assert layout.visual_mask is not None, "text-order stages need the visual-token mask"
@@ -130,6 +144,10 @@ def to_raster(spec: StageSpec, tensor: torch.Tensor, layout: Layout) -> torch.Te
 def from_raster(spec: StageSpec, grid: torch.Tensor, layout: Layout, like: torch.Tensor) -> torch.Tensor:
     m = layout.merge
     grid = grid.to(device=like.device, dtype=like.dtype)
+    if spec.order == "indexed":
+        rows = like.reshape(-1, like.shape[-1]).clone()
+        rows[layout.indices[spec.index].to(like.device).reshape(-1)] = grid.reshape(-1, grid.shape[-1])
+        return rows.reshape(like.shape)
     if spec.order == "prefixed":
         patches = grid.reshape(grid.shape[0], -1, grid.shape[-1])
         return torch.cat([like[:, : layout.prefix], patches], dim=1)

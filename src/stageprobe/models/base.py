@@ -76,6 +76,12 @@ class StageModel(ABC):
     weights_id: str
     device: torch.device
     dtype: torch.dtype
+    #: the connector's input and output stages: the study's decision pair (suites read this pair,
+    #: never a family name); Qwen's 2×2 merger by default
+    connector_stages: tuple[str, str] = ("vision.pre_merge", "vision.post_merge")
+    #: every input is resized whole to `default_image_size` (a fixed-size encoder), so no grid
+    #: depends on the input size
+    resizes_to_native_size: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -3,13 +3,14 @@ so it is the ceiling any probe can reach on a grid of that stride."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from stageprobe.errors import UserInputError
+from stageprobe.models._tiled import TiledVLModel
 from stageprobe.models.base import Clip, StageInfo, StageModel, check_same_size, select_stages
 from stageprobe.models.registry import register_preset
 
@@ -27,8 +28,14 @@ class PixelModel(StageModel):
     """
 
     def __init__(self, device: torch.device, dtype: torch.dtype, patch_px: int = PATCH_PX, merge: int = MERGE,
-                 name: str = "pixels") -> None:
+                 name: str = "pixels", native_size: tuple[int, int] | None = None,
+                 resize_to: Callable[[int, int, int], tuple[int, int]] | None = None) -> None:
         self.name = name
+        #: (height, width) every input is resized to, as the model it is the baseline of does (Gemma 3, a ViT)
+        self.native_size = native_size
+        self.resizes_to_native_size = native_size is not None
+        #: (height, width, frames) → the size the model resizes such an input to (a tiled model's mosaic)
+        self.resize_to = resize_to
         self.weights_id = "none"
         self.device = device
         self.dtype = dtype
@@ -44,7 +51,7 @@ class PixelModel(StageModel):
         return TEMPORAL_PATCH
 
     def stages_for(self, height: int, width: int, frames: int = 1) -> list[StageInfo]:
-        h, w = self._snap(height), self._snap(width)
+        h, w = self._size(height, width, frames)
         t = max(1, frames // TEMPORAL_PATCH)
         per_frame = TEMPORAL_PATCH if frames > 1 else 1
         patch, merged = self.patch_px, self.patch_px * self.merge
@@ -54,6 +61,11 @@ class PixelModel(StageModel):
             StageInfo("pixels.merged", merged, 3 * merged**2 * per_frame, (t, h // merged, w // merged),
                       f"raw pixels of each {merged} px patch"),
         ]
+
+    def _size(self, height: int, width: int, frames: int) -> tuple[int, int]:
+        if self.resize_to is not None:
+            return self.resize_to(height, width, frames)
+        return self.native_size or (self._snap(height), self._snap(width))
 
     def _snap(self, size: int) -> int:
         merged = self.patch_px * self.merge
@@ -71,7 +83,7 @@ class PixelModel(StageModel):
                 if len(clip) % TEMPORAL_PATCH:
                     raise UserInputError(f"a clip has {len(clip)} frames; video needs an even frame count")
         height, width = check_same_size([frame for clip in clips for frame in clip])
-        h, w = self._snap(height), self._snap(width)
+        h, w = self._size(height, width, len(clips[0]) if videos is not None else 1)
         pixels = torch.from_numpy(
             np.stack([[np.asarray(f.convert("RGB").resize((w, h), Image.BICUBIC)) for f in clip] for clip in clips])
         ).to(torch.float32) / 255.0  # (B, F, H, W, 3)
@@ -104,10 +116,20 @@ def pixel_model_16(device: torch.device, dtype: torch.dtype) -> PixelModel:
     return PixelModel(device, torch.float32 if dtype == torch.bfloat16 else dtype, patch_px=16, name="pixels-16")
 
 
+@register_preset("pixels-56")
+def pixel_model_56(device: torch.device, dtype: torch.dtype) -> PixelModel:
+    return PixelModel(device, torch.float32 if dtype == torch.bfloat16 else dtype, merge=4, name="pixels-56")
+
+
 def pixel_baseline_for(model: StageModel) -> PixelModel:
     """The pixel baseline on `model`'s own grids: its patch size and merge factor (a plain ViT: no merge,
-    so `pixels.merged` is 2× its patch)."""
+    so `pixels.merged` is 2× its patch), at the size it resizes every input to, if it does."""
     patch_px = int(getattr(model, "patch_px", PATCH_PX))
     merge = int(getattr(model, "merge", MERGE))
-    name = "pixels" if (patch_px, merge) == (PATCH_PX, MERGE) else f"pixels-{patch_px}"
-    return PixelModel(torch.device("cpu"), torch.float32, patch_px=patch_px, merge=merge, name=name)
+    names = {(PATCH_PX, MERGE): "pixels", (PATCH_PX, 4): "pixels-56"}
+    name = names.get((patch_px, merge), f"pixels-{patch_px}" if merge == MERGE else f"pixels-{patch_px}x{merge}")
+    native = model.default_image_size if model.resizes_to_native_size else None
+    # a tiled model's grids cover the image resized to its tile mosaic: the baseline's grids too
+    resize_to = model.processed_size if isinstance(model, TiledVLModel) else None
+    return PixelModel(torch.device("cpu"), torch.float32, patch_px=patch_px, merge=merge, name=name,
+                      native_size=native, resize_to=resize_to)

@@ -66,6 +66,8 @@ FAMILIES: dict[str, _Family] = {
 class VitModel(HFStageModel):
     """A ViT encoder read at its embeddings, every block, and its final norm."""
 
+    resizes_to_native_size = True
+
     def __init__(
         self,
         name: str,

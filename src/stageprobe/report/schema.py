@@ -281,21 +281,32 @@ class ResultsFile(_Loose):
 # ---------------------------------------------------------------------------------------------
 # Stage order and grids, shared by tables, plots and the pixel-baseline lookup.
 
+#: every connector's (input, output) stage pair — Qwen's 2×2 merger, Gemma 3's 4×4 average pool, a pixel
+#: shuffle: the input on the patch grid, the output on the merged grid (a model declares its own pair)
+CONNECTOR_PAIRS: tuple[tuple[str, str], ...] = (
+    ("vision.pre_merge", "vision.post_merge"), ("vision.pre_pool", "vision.post_pool"),
+    ("vision.pre_shuffle", "vision.post_shuffle"), ("vision.pre_projector", "vision.post_projector"),
+)
+#: merged-grid stages after a connector's output (its projector)
+AFTER_CONNECTOR = ("vision.post_projector",)
+
 _STAGE_ORDER: tuple[tuple[str, int], ...] = (
     ("pixels.patch", 0), ("pixels.merged", 1), ("vision.patch_embed", 2), ("vision.embed", 2),
     ("vision.block.", 3), ("vision.pre_merge", 4), ("vision.final", 4), ("vision.post_merge", 5),
     ("language.layer.", 6), ("language.norm", 7),
+    *((pre, 4) for pre, _ in CONNECTOR_PAIRS[1:]), *((post, 5) for _, post in CONNECTOR_PAIRS[1:]),
+    *((stage, 5) for stage in AFTER_CONNECTOR),
 )
 
 
 def stage_sort_key(stage: str) -> tuple[int, int, str]:
     """Pipeline order: pixels, patch embedding, ViT blocks, pre-merge, post-merge, LLM layers."""
-    for prefix, rank in _STAGE_ORDER:
+    for position, (prefix, rank) in enumerate(_STAGE_ORDER):
         if prefix.endswith("."):
             if stage.startswith(prefix) and stage[len(prefix):].isdigit():
                 return rank, int(stage[len(prefix):]), stage
-        elif stage == prefix:
-            return rank, 0, stage
+        elif stage == prefix:  # stages of one rank in the table's order (a shuffle before its projector)
+            return rank, position, stage
     return 99, 0, stage
 
 
@@ -304,9 +315,10 @@ def sort_stages(stages: list[str] | set[str] | tuple[str, ...]) -> list[str]:
 
 
 def pixel_stage_for(stage: str) -> str:
-    """The pixel-baseline stage on the same token grid: 28 px after the merger, 14 px before. Qwen3-VL's
-    DeepStack mergers (`vision.deepstack.{k}`) output the merged grid too."""
-    if stage == "vision.post_merge" or stage.startswith(("language.", "vision.deepstack.")):
+    """The pixel-baseline stage on the same token grid: the merged grid after the model's connector, the patch
+    grid before. Qwen3-VL's DeepStack mergers (`vision.deepstack.{k}`) output the merged grid too."""
+    if (stage in {post for _, post in CONNECTOR_PAIRS} or stage in AFTER_CONNECTOR
+            or stage.startswith(("language.", "vision.deepstack."))):
         return "pixels.merged"
     return "pixels.patch"
 

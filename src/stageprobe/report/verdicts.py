@@ -26,13 +26,13 @@ from typing import Literal
 from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.report._gating import below_target, ceiling_grid, ceiling_shortfall, clears
 from stageprobe.report.fmt import fmt, fmt_ci, fmt_target
-from stageprobe.report.schema import MetricRow, pixel_stage_for, stage_sort_key
+from stageprobe.report.schema import CONNECTOR_PAIRS, MetricRow, pixel_stage_for, stage_sort_key
 
 VerdictStatus = Literal["PASS", "FAIL", "INCONCLUSIVE", "UNAVAILABLE"]
 Colour = Literal["GREEN", "YELLOW", "RED", "UNAVAILABLE"]
 
 #: where a target is judged unless the suite or the user says otherwise, first present wins
-DEFAULT_VERDICT_STAGES = ("vision.post_merge", "vision.final", "pixels.merged")
+DEFAULT_VERDICT_STAGES = (*(post for _, post in CONNECTOR_PAIRS), "vision.final", "pixels.merged")
 #: the control under which the runner records validation-split scores (they only pick a stage)
 VALIDATION = "validation"
 
@@ -250,8 +250,7 @@ class DecisionRule:
     metric: str = ""
     probe: str = ""
     experiments: tuple[str, ...] = ()
-    pairs: tuple[tuple[str, str], ...] = (("vision.pre_merge", "vision.post_merge"),
-                                          ("pixels.patch", "pixels.merged"))
+    pairs: tuple[tuple[str, str], ...] = (*CONNECTOR_PAIRS, ("pixels.patch", "pixels.merged"))
     fallback_probe: str | None = None
     #: the drop beyond the pixel pair's (difference in differences): what YELLOW's "lost in the merger" reads
     excess_metric: str | None = None

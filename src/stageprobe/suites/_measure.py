@@ -145,6 +145,12 @@ class Measurement:
             self._test_groups[family] = [dataset.sample_group(i) for i in dataset.split_indices("test")]
         return self._test_groups[family]
 
+    def no_video_input(self, family: Family) -> bool:
+        """A video family on a model with no video path (Gemma 3): its experiments do not apply (the seed
+        protocol runs them as the seed did)."""
+        return not self.model("main").supports_video and self.dataset(family).kind == "video" \
+            and self.config.protocol != "seed"
+
     def experiment_stages(self, spec: ExperimentSpec, which: str) -> list[str]:
         available = self.model(which).stage_names
         # a pattern this model lacks (no LLM in a ViT, no pixels.* in a VLM) is simply not read

@@ -22,6 +22,7 @@ from stageprobe.features.store import STORE_DTYPES, resolve_store_dtype
 from stageprobe.models import PRESETS, StageInfo, StageModel
 from stageprobe.models.pixels import pixel_baseline_for
 from stageprobe.models.registry import SKELETONS, _config_and_factory, load_families
+from stageprobe.suites._spec import with_connector
 
 if TYPE_CHECKING:
     from stageprobe.suites._measure import Measurement
@@ -176,10 +177,13 @@ def plan_run(config: RunConfig, store_root: Path, measurement: Measurement | Non
         skeleton = meta_model(config.model, config.trust_remote_code)
         models = {"main": skeleton, "pixels": pixel_baseline_for(skeleton), "random-init": skeleton}
         measurement = Measurement(config, models.__getitem__, store_root, quiet=True)
+        measurement.suite = with_connector(measurement.suite, skeleton.connector_stages)
     main = measurement.model("main")
     element = STORE_DTYPES[resolve_store_dtype(config.store_dtype)].itemsize
-    specs = [spec for spec in config.the_suite().experiments
-             if config.experiments is None or spec.id in config.experiments]
+    # the run measures no video experiment on a model without video input
+    specs = [spec for spec in measurement.suite.experiments
+             if (config.experiments is None or spec.id in config.experiments)
+             and not measurement.no_video_input(spec.family)]
     stores: list[StorePlan] = []
     for which in measurement.variants():
         for family in dict.fromkeys(spec.family for spec in specs):

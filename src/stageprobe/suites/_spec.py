@@ -283,6 +283,33 @@ class Suite:
         return {t.criterion_key: t.threshold for t in self.targets}
 
 
+#: the connector pair suites name (the Qwen merger's); a model with another connector reads its own
+SUITE_CONNECTOR = ("vision.pre_merge", "vision.post_merge")
+
+
+def with_connector(suite: Suite, connector: tuple[str, str]) -> Suite:
+    """The suite reading `connector` (a model's `connector_stages`) wherever it names the merge pair:
+    experiments, probes, controls, where the seed block reads and the information rows' targets alike,
+    so no suite names a model family."""
+    names = dict(zip(SUITE_CONNECTOR, connector, strict=True))
+    if tuple(connector) == SUITE_CONNECTOR:
+        return suite
+
+    def rename(patterns: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(names.get(pattern, pattern) for pattern in patterns)
+
+    def probe(spec: ProbeSpec) -> ProbeSpec:
+        return replace(spec, stages=rename(spec.stages), control_stages=rename(spec.control_stages))
+
+    experiments = tuple(replace(spec, stages=rename(spec.stages), read_at=rename(spec.read_at),
+                                probes=tuple(probe(p) for p in spec.probes)) for spec in suite.experiments)
+    information = tuple(replace(row, targets=tuple(replace(t, stages=rename(t.stages)) for t in row.targets))
+                        for row in suite.information)
+    return replace(suite, experiments=experiments, information=information,
+                   decision=replace(suite.decision, pairs=(tuple(connector), *suite.decision.pairs)),
+                   quick_control_stages={k: rename(v) for k, v in suite.quick_control_stages.items()})
+
+
 def probes_for(spec: ExperimentSpec, protocol: str) -> tuple[ProbeSpec, ...]:
     """`seed` keeps only the original pooled probes, so users see how the protocol changes the answer."""
     if protocol == "seed":

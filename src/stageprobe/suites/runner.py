@@ -41,7 +41,7 @@ from stageprobe.suites._measure import (
     load_outcome,
     save_outcome,
 )
-from stageprobe.suites._spec import ExperimentSpec, Family, Suite
+from stageprobe.suites._spec import ExperimentSpec, Family, Suite, with_connector
 from stageprobe.suites.workers import ProbePool, auto_workers
 
 __all__ = ["ExperimentOutcome", "Measurement", "RunConfig", "StudyRun", "default_run_dir", "environment",
@@ -51,6 +51,8 @@ FAMILIES: tuple[Family, ...] = tuple(DATA_FAMILIES)  # type: ignore[assignment]
 #: files and folders a run writes; `--overwrite` removes exactly these
 RUN_OUTPUTS = ("experiments", "artifacts", "results.yaml", "metrics.csv", "FINDINGS.md", "report.html",
                "config.yaml", "env.json", "calibration")
+#: why a video experiment is skipped on a model that reads images only
+NO_VIDEO_INPUT = "not applicable: no video input"
 #: settings that do not change any number: placement, speed, which experiments, disk budget (`verdict_stage`
 #: is part of the identity: a run's verdicts are read at one stage, so a resume with another is refused,
 #: naming both)
@@ -163,6 +165,8 @@ class StudyRun:
         self.artifacts_dir = out / "artifacts"
         self.started_at = datetime.now(timezone.utc)
         self._models: dict[str, StageModel] = {}
+        #: experiment → why it does not apply to this model (said in its finding)
+        self.not_applicable: dict[str, str] = {}
         self.measurement = Measurement(config, self.model, self.features_dir, self.artifacts_dir, out)
         #: the stage groups that keep the stores within the disk budget (one group: everything at once)
         self.stage_groups: list[list[tuple[str, str, str]]] = []
@@ -196,6 +200,8 @@ class StudyRun:
                 "pass the same settings to resume it, another --out, or --overwrite to start afresh")
         stages = self.model("main").stage_names
         self._check_twin()
+        # the suite reads this model's own connector pair wherever it names the merge pair
+        self.suite = self.measurement.suite = with_connector(self.suite, self.model("main").connector_stages)
         if self.config.verdict_stage is not None and self.config.verdict_stage not in stages:
             raise UserInputError(f"--verdict-stage {self.config.verdict_stage!r} is not a stage of "
                                  f"{self.config.model}; its stages are {', '.join(stages)}")
@@ -309,6 +315,11 @@ class StudyRun:
                 outcomes[spec.id] = load_outcome(done)
                 status[spec.id] = "completed"
                 self.measurement.say(f"[dim]{spec.id}: finished earlier, kept[/]")
+            elif self.measurement.no_video_input(spec.family):
+                status[spec.id] = "skipped"
+                outcomes[spec.id] = ExperimentOutcome(rows=[])
+                self.not_applicable[spec.id] = NO_VIDEO_INPUT
+                self.measurement.say(f"{spec.id}: {NO_VIDEO_INPUT} ({self.config.model} reads images only)")
             elif not self.measurement.experiment_stages(spec, "main"):
                 status[spec.id] = "skipped"
                 outcomes[spec.id] = ExperimentOutcome(rows=[])
@@ -371,6 +382,7 @@ class StudyRun:
             started_at=self.started_at,
             completed_at=completed_at,
             experiment_status=status,  # type: ignore[arg-type]
+            experiment_errors=dict(self.not_applicable),
             artifacts={k: o.artifacts for k, o in outcomes.items()},
             executed_by=f"stageprobe {stageprobe.__version__}",
             calibration=calibration,
@@ -404,7 +416,7 @@ class StudyRun:
         frames = self.measurement.dataset(videos[0])[0].frames or []
         width, height = frames[0].size
         stages = {info.name: info for info in main.stages_for(height, width, len(frames))}
-        info = stages.get("vision.post_merge") or list(stages.values())[-1]
+        info = stages.get(main.connector_stages[1]) or list(stages.values())[-1]
         return {"frames": len(frames), "height": height, "width": width, "stage": info.name, "grid": list(info.grid)}
 
 

@@ -9,7 +9,7 @@ from stageprobe.metrics.base import MetricValue
 from stageprobe.metrics.degradations import reference_scores
 from stageprobe.metrics.irs import irs
 from stageprobe.report._paired import excess_drop
-from stageprobe.report.schema import MetricRow, sort_stages
+from stageprobe.report.schema import CONNECTOR_PAIRS, MetricRow, sort_stages
 from stageprobe.report.verdicts import DecisionRule
 from stageprobe.stats import bootstrap_ci, paired_bootstrap_diff
 from stageprobe.suites._spec import DeriveInput, Scores
@@ -72,11 +72,12 @@ def _excess_rows(inputs: DeriveInput, rule: DecisionRule, pairs: dict[str, tuple
                                                "over the same test images")]
 
 
-def compression_rows(inputs: DeriveInput, pre: str = "vision.pre_merge",
-                     post: str = "vision.post_merge") -> list[MetricRow]:
-    """Tokens before ÷ after the merge, and the width after ÷ before (e.g. 4×1280 → 3584)."""
-    if pre not in inputs.stages or post not in inputs.stages:
+def compression_rows(inputs: DeriveInput) -> list[MetricRow]:
+    """Tokens before ÷ after the merge (the model's connector), and the width after ÷ before (e.g. 4×1280 → 3584)."""
+    pair = next(((a, b) for a, b in CONNECTOR_PAIRS if a in inputs.stages and b in inputs.stages), None)
+    if pair is None:
         return []
+    pre, post = pair
     a, b = inputs.stages[pre], inputs.stages[post]
     common = {"experiment": inputs.experiment, "stage": post, "probe": "geometry", "n": 1, "model": inputs.model}
     return [
