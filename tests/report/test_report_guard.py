@@ -59,7 +59,8 @@ def test_report_and_validate_name_an_unfinished_run_and_its_resume_command(tmp_p
         assert code == 2, out
         assert "unfinished run (1 experiment(s) finished" in out
         resume = shlex.split(out.split("resume it with: ", 1)[1].split("\n")[0])
+        # seeds 1 is not the default (3 deciding-probe seeds at default size): the resume command keeps it
         assert resume == ["stageprobe", "run", "--model", "pixels", "--stages", "pixels.*", "--seed", "3",
-                          "--quick", "--no-controls", "--experiments", "e_q2_1,e_q2_5", "--data",
+                          "--seeds", "1", "--quick", "--no-controls", "--experiments", "e_q2_1,e_q2_5", "--data",
                           "spatial=shapes:n=40", "--out", str(run_dir)]
     assert sorted(path.name for path in run_dir.iterdir()) == ["config.yaml", "experiments"]
