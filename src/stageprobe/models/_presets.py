@@ -37,6 +37,18 @@ def quiet_transformers() -> Iterator[None]:
             logging.enable_progress_bar()
 
 
+def random_in_place(config: Any, device: torch.device, dtype: torch.dtype = torch.bfloat16,
+                    seed: int = PRESET_SEED) -> torch.nn.Module:
+    """A published architecture (`config.architectures[0]`) with random weights and SDPA attention, built in
+    place on `device`: on a GPU billions of parameters never pass through host memory (benchmarks, planning)."""
+    import transformers
+
+    config._attn_implementation = "sdpa"
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(seed)
+        return getattr(transformers, config.architectures[0])(config).to(dtype)
+
+
 def preset_checkpoint(
     name: str, model_config: Any, processor: Any, seed: int = PRESET_SEED,
     initialise: Callable[[torch.nn.Module], None] | None = None,

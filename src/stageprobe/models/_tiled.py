@@ -25,7 +25,7 @@ from PIL import Image
 from torch import nn
 
 from stageprobe.errors import UserInputError
-from stageprobe.models._presets import PRESET_SEED, preset_checkpoint, quiet_transformers
+from stageprobe.models._presets import PRESET_SEED, preset_checkpoint, quiet_transformers, random_in_place
 from stageprobe.models._stages import Layout, StageSpec
 from stageprobe.models.base import Clip, HFStageModel, check_same_size
 from stageprobe.models.registry import pretrained_source
@@ -295,12 +295,7 @@ def random_preset(
     adapter: type[TiledVLModel], preset: str, config: Any, processor: Any, device: torch.device,
 ) -> TiledVLModel:
     """A published architecture with random weights, built in place on `device` in bf16 (benchmarks only)."""
-    import transformers
-
-    config._attn_implementation = "sdpa"
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        torch.manual_seed(PRESET_SEED)
-        hf_model = getattr(transformers, config.architectures[0])(config).to(torch.bfloat16)
+    hf_model = random_in_place(config, device)
     return adapter(hf_model, processor, preset, f"random-init (seed {PRESET_SEED})")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from stageprobe.errors import UserInputError
+from stageprobe.models._presets import random_in_place
 from stageprobe.models._stages import StageSpec
 from stageprobe.models.base import Clip
 from stageprobe.models.qwen_vl import (
@@ -260,13 +261,7 @@ def qwen3_vl_8b_config(processor: Any) -> Any:
 
 @register_preset("qwen3-vl-8b-random")
 def qwen3_vl_8b_random(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
-    from transformers import Qwen3VLForConditionalGeneration
 
     processor = build_qwen3_processor()
-    config = qwen3_vl_8b_config(processor)
-    config._attn_implementation = "sdpa"
-    # built in place on the target device: 8.8 B parameters never pass through host memory on a GPU
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        torch.manual_seed(TINY_SEED)
-        hf_model = Qwen3VLForConditionalGeneration(config).to(torch.bfloat16)
+    hf_model = random_in_place(qwen3_vl_8b_config(processor), device)
     return Qwen3VLModel(hf_model, processor, "qwen3-vl-8b-random", f"random-init (seed {TINY_SEED})")

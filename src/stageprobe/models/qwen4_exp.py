@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from stageprobe.models._presets import random_in_place
 from stageprobe.models._stages import StageSpec
 from stageprobe.models.qwen3_vl import REQUIRED_FIELDS, Qwen3VLModel, build_qwen3_processor, check_config_fields
 from stageprobe.models.qwen_vl import QWEN_FAMILIES, TINY_SEED, QwenVLModel, load_qwen_vl, qwen_skeleton, tiny_preset
@@ -137,13 +138,7 @@ def qwen4_exp_published_config(processor: Any) -> Any:
 
 @register_preset("qwen4-exp-random")
 def qwen4_exp_random(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
-    from transformers import Qwen4ExpForConditionalGeneration
 
     processor = build_qwen3_processor()
-    config = qwen4_exp_published_config(processor)
-    config._attn_implementation = "sdpa"
-    # built in place on the target device: the weights never pass through host memory on a GPU
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        torch.manual_seed(TINY_SEED)
-        hf_model = Qwen4ExpForConditionalGeneration(config).to(torch.bfloat16)
+    hf_model = random_in_place(qwen4_exp_published_config(processor), device)
     return Qwen4ExpModel(hf_model, processor, "qwen4-exp-random", f"random-init (seed {TINY_SEED})")

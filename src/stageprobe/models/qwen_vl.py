@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 
 from stageprobe.errors import UserInputError
-from stageprobe.models._presets import preset_checkpoint
+from stageprobe.models._presets import preset_checkpoint, random_in_place
 from stageprobe.models._stages import Layout, StageSpec
 from stageprobe.models.base import Clip, HFStageModel, check_same_size
 from stageprobe.models.registry import (
@@ -521,6 +521,7 @@ def qwen25_vl_7b_config(token_ids: dict[str, int]) -> Any:
     }
     return Qwen2_5_VLConfig(
         vision_config=vision, text_config=text, tie_word_embeddings=False,
+        architectures=["Qwen2_5_VLForConditionalGeneration"],
         image_token_id=token_ids["<|image_pad|>"], video_token_id=token_ids["<|video_pad|>"],
         vision_start_token_id=token_ids["<|vision_start|>"], vision_end_token_id=token_ids["<|vision_end|>"],
     )
@@ -537,26 +538,15 @@ def qwen25_vl_7b_width_random(device: torch.device, dtype: torch.dtype) -> QwenV
     config.text_config.num_hidden_layers = 2
     # the vocabulary only sizes the embedding table (a lookup): our small tokenizer's keeps 2 GB out of memory
     config.text_config.vocab_size = len(processor.tokenizer)
-    config._attn_implementation = "sdpa"
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        torch.manual_seed(TINY_SEED)
-        hf_model = Qwen2_5_VLForConditionalGeneration(config).to(dtype)
+    hf_model = random_in_place(config, device, dtype)
     return QwenVLModel(hf_model, processor, "qwen2.5-vl-7b-width-random", f"random-init (seed {TINY_SEED})")
 
 
 @register_preset("qwen2.5-vl-7b-random")
 def qwen25_vl_7b_random(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
     processor = build_tiny_processor("qwen2_5_vl")
     token_ids = {t: processor.tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    config = qwen25_vl_7b_config(token_ids)
-    config._attn_implementation = "sdpa"
-    # built in place on the target device: 8 B parameters never pass through host memory on a GPU
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        torch.manual_seed(TINY_SEED)
-        hf_model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+    hf_model = random_in_place(qwen25_vl_7b_config(token_ids), device)
     model = QwenVLModel(hf_model, processor, "qwen2.5-vl-7b-random", f"random-init (seed {TINY_SEED})")
     return model
