@@ -89,6 +89,12 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "run seeds 100000": (["run", "--model", "pixels", "--seeds", "100000", "--out", "{tmp}/r"],
                          ["--seeds 100000", "1…20"]),
     "run seeds 0": (["run", "--model", "pixels", "--seeds", "0", "--out", "{tmp}/r"], ["--seeds 0"]),
+    "run max-disk unparsable": (["run", "--model", "pixels", "--max-disk", "10 gigs", "--out", "{tmp}/r"],
+                                ["80G, 500M"]),
+    "run max-disk zero": (["run", "--model", "pixels", "--max-disk", "0", "--out", "{tmp}/r"], ["80G, 500M"]),
+    "run max-disk below one stage": (["run", "--model", "pixels", "--max-disk", "1000", "--out", "{tmp}/r"],
+                                     ["cannot hold even one stage"]),
+    "plan max-disk unparsable": (["plan", "--max-disk", "10 gigs"], ["80G, 500M"]),
     "run probe workers 0": (["run", "--model", "pixels", "--probe-workers", "0", "--out", "{tmp}/r"],
                             ["--probe-workers must be at least 1"]),
     "run quick and full": (["run", "--quick", "--full", "--out", "{tmp}/r"], ["--quick and --full"]),
@@ -211,7 +217,7 @@ def test_the_table_covers_every_command_and_at_least_sixty_cases() -> None:
     assert len(CASES) >= 60
     commands = {args[0] for args, _ in CASES.values()}
     assert commands == {"run", "extract", "calibrate", "datasets", "bench", "report", "validate", "compare",
-                        "stages"}
+                        "stages", "plan"}
 
 
 def test_an_out_directory_without_write_permission_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
