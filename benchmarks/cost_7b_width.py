@@ -4,18 +4,22 @@
 16 heads; LLM 3,584 wide, 28 heads) but 4 ViT blocks and 2 LLM layers. Each stage therefore costs what
 one of the 7B's costs:
 
-1. extraction: `extract` stopped after each stage, on a batch of 448×448 shapes images; the difference
-   between consecutive stages is that stage's cost (window block, full-attention block, merger, LLM layer);
+1. extraction: CPU seconds per 448×448 shapes image of each stage's module, timed by forward hooks
+   before and after it (`plan_costs.module_seconds`: no differencing, so no stage can come out negative),
+   `--repeats` forwards, the median per module kind;
 2. store bytes per stage (exact: tokens × width × 2 bytes);
 3. probe fits at both grids (1,024 tokens × 1,280 and 256 tokens × 3,584) on synthetic features with the
    real shapes targets (`bench_probes.synthetic_split`: a fit's cost depends on shapes, not on values),
-   each in its own process for its peak RSS, on N images and scaled linearly to the default study's 600.
+   each in its own process for its peak RSS, on N images and scaled linearly to the default study's 600;
+4. the projection: `stageprobe plan`'s estimate for `qwen2.5-vl-7b-random` (full depth, the default
+   study) from the costs in the package's `_costs.json` (`benchmarks/plan_costs.py`), on this machine's
+   cores, with the share of each phase.
 
-Times are CPU seconds of the measuring process (user + system, all threads) as well as wall seconds: on a
-shared machine the CPU seconds are the figure that does not depend on the neighbours; wall on an idle
-machine ≈ CPU seconds / cores used.
+Times are CPU seconds of one thread (torch on one thread; fits are single-threaded anyway): on a shared
+machine they are the figure that depends least on the neighbours; wall on an idle machine ≈ CPU seconds /
+cores used.
 
-    python benchmarks/cost_7b_width.py [--images 2] [--fit-images 60] [--json OUT.json]
+    python benchmarks/cost_7b_width.py [--images 2] [--repeats 3] [--fit-images 60] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch
 
 #: the default study's spatial set and the stages a full-depth 7B has of each kind
 DEFAULT_IMAGES = 600
-FULL_7B = {"window block": 28, "full-attention block": 4, "merger": 1, "LLM layer": 28}
+FULL_7B = {"patch embed": 1, "window block": 28, "full-attention block": 4, "merger": 1, "LLM layer": 28}
 #: the deciding and secondary box probes of the study, at the two grids they read
 FITS = (("dense-context", "boxes"), ("dense-linear", "boxes"), ("attention", "boxes"), ("relation", "relation"))
 GRIDS = {"patch grid (1,024 × 1,280)": (32, 1280), "merged grid (256 × 3,584)": (16, 3584)}
@@ -46,29 +50,17 @@ def timed(work: Any) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def extraction_costs(images: int) -> dict[str, Any]:
+def extraction_costs(images: int, repeats: int) -> dict[str, Any]:
+    from plan_costs import module_seconds
+
     from stageprobe.datasets import load_dataset
     from stageprobe.models import load_model
 
     model = load_model("qwen2.5-vl-7b-width-random", device="cpu", dtype="fp32")
     batch = [sample.image for sample in load_dataset("shapes", n=images)]
-    model.extract(batch[:1], stages=["vision.patch_embed"])  # warm-up
-    reached: dict[str, tuple[float, float]] = {}
-    for stage in ("vision.patch_embed", "vision.block.2", "vision.block.3", "vision.post_merge",
-                  "language.layer.0", "language.layer.1"):
-        reached[stage] = timed(lambda stage=stage: model.extract(batch, stages=[stage]))
-    wall = {k: v[0] / images for k, v in reached.items()}
-    cpu = {k: v[1] / images for k, v in reached.items()}
-
-    def per_image(kind: dict[str, float]) -> dict[str, float]:
-        return {"patch embed": kind["vision.patch_embed"],
-                "window block": (kind["vision.block.2"] - kind["vision.patch_embed"]) / 3,
-                "full-attention block": kind["vision.block.3"] - kind["vision.block.2"],
-                "merger": kind["vision.post_merge"] - kind["vision.block.3"],
-                "LLM layer": kind["language.layer.1"] - kind["language.layer.0"]}
-
+    cpu = {kind: measured["cpu_s_per_image"] for kind, measured in module_seconds(model, batch, repeats).items()}
     stage_bytes = {info.name: info.tokens * info.dim * 2 for info in model.stages_for(448, 448)}
-    return {"images": images, "wall_s_per_image": per_image(wall), "cpu_s_per_image": per_image(cpu),
+    return {"images": images, "repeats": repeats, "cpu_s_per_image": cpu,
             "bytes_per_image": {"patch-grid stage": stage_bytes["vision.pre_merge"],
                                 "merged stage": stage_bytes["vision.post_merge"]}}
 
@@ -105,22 +97,46 @@ def fit_costs(images: int) -> list[dict[str, Any]]:
             measured = fit_in_child(probe, task, grid, dim, images)
             scale = DEFAULT_IMAGES / images
             rows.append({"grid": label, "probe": probe, "images": images, **measured,
-                         "cpu_s_at_600": measured["cpu_s"] * scale})
+                         "cpu_s_at_600": measured["cpu_s"] * scale,
+                         "cpu_s_at_600_by_plan_law": law_at_600(probe, task, grid, dim)})
             print(f"  {probe:14s} {label}: {measured['cpu_s']:.1f} CPU-s, {measured['wall_s']:.1f} s wall, "
                   f"{measured['peak_rss_mib']:.0f} MiB peak", flush=True)
     return rows
 
 
-def projection(extraction: dict[str, Any]) -> dict[str, float]:
-    """CPU seconds per image of the full-depth 7B, and of extracting the default spatial set."""
+def law_at_600(probe: str, task: str, grid: int, dim: int) -> float | None:
+    """The same fit at 600 images by the law `plan` uses (`_costs.json`), for comparison."""
+    from stageprobe.suites._costs import fit_key, load_costs
+
+    costs = load_costs()
+    return costs.fit_seconds(fit_key(probe, task, ()), DEFAULT_IMAGES, grid * grid, dim) if costs else None
+
+
+def projection(extraction: dict[str, Any]) -> dict[str, Any]:
+    """CPU seconds per image of the full-depth 7B's forward, and `plan`'s estimate of its default study."""
+    from stageprobe.suites._plan import plan_run
+    from stageprobe.suites.runner import RunConfig
+
     cpu = extraction["cpu_s_per_image"]
-    per_image = cpu["patch embed"] + sum(count * cpu[kind] for kind, count in FULL_7B.items())
-    return {"cpu_s_per_image_full_7b": per_image, "cpu_s_spatial_set": per_image * DEFAULT_IMAGES}
+    per_image = sum(count * cpu[kind] for kind, count in FULL_7B.items())
+    plan = plan_run(RunConfig(model="qwen2.5-vl-7b-random"), Path("/tmp/cost-7b-width-plan"))
+    estimate = plan.estimate()
+    if estimate is None:
+        return {"cpu_s_per_image_full_7b": per_image}
+    total = estimate.extraction_cpu_s + estimate.fit_cpu_s
+    by_probe: dict[str, float] = {}
+    for fit in plan.fits:
+        by_probe[fit.key] = by_probe.get(fit.key, 0.0) + fit.count * (fit.cpu_s or 0.0)
+    return {"cpu_s_per_image_full_7b": per_image, "cpu_s_spatial_set": per_image * DEFAULT_IMAGES,
+            "plan": estimate.as_json(), "share": {"extraction": estimate.extraction_cpu_s / total,
+                                                  "fits": estimate.fit_cpu_s / total},
+            "fit_cpu_s_by_probe": dict(sorted(by_probe.items(), key=lambda kv: -kv[1]))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2, help="images per extraction batch")
+    parser.add_argument("--repeats", type=int, default=3, help="forwards timed (the median is kept)")
     parser.add_argument("--fit-images", type=int, default=60, help="images per fit (scaled to 600)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--fit", nargs=5, help=argparse.SUPPRESS)
@@ -129,10 +145,11 @@ def main() -> None:
         probe, task, grid, dim, images = args.fit
         fit_once(probe, task, int(grid), int(dim), int(images))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread")
     # fits first: a child's peak RSS counts the pages of the parent it was forked from (the loaded model)
     fits = fit_costs(args.fit_images)
-    extraction = extraction_costs(args.images)
+    extraction = extraction_costs(args.images, args.repeats)
     print(json.dumps(extraction, indent=2))
     projected = projection(extraction)
     print(json.dumps(projected, indent=2))

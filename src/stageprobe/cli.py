@@ -717,6 +717,9 @@ def plan(
     data: Annotated[list[str] | None, typer.Option("--data", help="KEY=DATASET, as for `run`; repeatable")] = None,
     experiments: Annotated[str | None, typer.Option(help="comma-separated experiment ids, as for `run`")] = None,
     limit: Annotated[int | None, typer.Option(help="at most N samples per dataset")] = None,
+    seeds: Annotated[int | None, typer.Option(help="probe seeds, as for `run` (more fits, more time)")] = None,
+    probe_workers: Annotated[int | None, typer.Option(
+        help="probe fits at once, as for `run` (default: one per core, at most 4)")] = None,
     no_controls: Annotated[bool, typer.Option("--no-controls", help="without pixel / twin controls")] = False,
     batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
     store_dtype: Annotated[str, typer.Option(help="feature dtype on disk: float16 | bfloat16 | float32")] = "float16",
@@ -732,9 +735,12 @@ def plan(
     if quick and full:
         raise UserInputError("--quick and --full exclude each other; pick one")
     check_positive("--limit", limit)
+    check_positive("--seeds", seeds)
+    check_positive("--probe-workers", probe_workers)
     budget = parse_size(max_disk) if max_disk is not None else None
     config = _run_config({
         "model": model, "size": "quick" if quick else "full" if full else "default", "stages": stages or None,
+        "seeds": seeds, "probe_workers": probe_workers,
         "controls": not no_controls, "batch_size": batch_size, "store_dtype": store_dtype,
         "trust_remote_code": trust_remote_code, "limit": limit,
         "experiments": _experiment_ids("q2", experiments) if experiments else None,
@@ -745,10 +751,13 @@ def plan(
     budget = disk_budget(the_plan, budget)
     groups = the_plan.stage_groups(budget)
     if as_json:
-        sys.stdout.write(json.dumps({**the_plan.as_json(), "max_disk_bytes": budget,
+        sys.stdout.write(json.dumps({**the_plan.as_json(groups), "max_disk_bytes": budget,
                                      "stage_groups": len(groups)}, indent=2) + "\n")
         return
     _print_plan(the_plan, budget, len(groups))
+    estimate = the_plan.estimate(groups)
+    console.print("\n".join(estimate.lines()) if estimate else "time: no measured costs in this installation "
+                  "(benchmarks/plan_costs.py writes them)", highlight=False, soft_wrap=True)
 
 
 def _print_plan(the_plan: Any, budget: int, groups: int) -> None:

@@ -4,11 +4,13 @@ worker, and the free disk where the stores go. Nothing here loads weights: model
 meta device from their config, and each dataset renders one sample to learn its input size.
 
 The byte counts are exact (tokens × width × the store dtype's bytes, the same arithmetic the feature
-store writes); memory figures are estimates and say so.
+store writes); memory figures are estimates and say so, and so is the time (`_costs`: measured per-stage and
+per-probe costs, the machine they were measured on named).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from stageprobe.features.store import STORE_DTYPES, resolve_store_dtype
 from stageprobe.models import PRESETS, StageInfo, StageModel
 from stageprobe.models.pixels import pixel_baseline_for
 from stageprobe.models.registry import SKELETONS, _config_and_factory, load_families
+from stageprobe.suites._costs import FitPlan, TimeEstimate, forward_costs, load_costs, planned_fits
 from stageprobe.suites._spec import with_connector
 
 if TYPE_CHECKING:
@@ -54,6 +57,8 @@ class StorePlan:
     #: (frames, height, width) of one input
     input_size: tuple[int, int, int]
     stages: list[StagePlan] = field(default_factory=list)
+    #: CPU seconds per sample of a forward stopped after each stored stage (estimated, `_costs`)
+    forward_cpu_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def bytes(self) -> int:
@@ -82,6 +87,14 @@ class RunPlan:
     #: every stage of the model for one square image of `image_size` px, whatever the run keeps
     image_size: int = 448
     model_stages: list[StagePlan] = field(default_factory=list)
+    #: every probe fit the run makes, with its estimated cost
+    fits: list[FitPlan] = field(default_factory=list)
+    #: "cpu" or the GPU the run would use; the cores extraction may use and the probe workers
+    device: str = "cpu"
+    cores: int = 1
+    workers: int = 1
+    #: where the costs were measured (`_costs.json`'s provenance); None: no costs file, no time estimate
+    measured_on: dict[str, Any] | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -124,10 +137,34 @@ class RunPlan:
                 used += cost
         return groups
 
-    def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "total_bytes": self.total_bytes, "bytes_per_image": self.bytes_per_image,
+    def estimate(self, groups: list[list[tuple[str, str, str]]] | None = None) -> TimeEstimate | None:
+        """Time of extraction (one forward per store and stage group, to its deepest stage) and of the
+        fits, from the measured costs; None without a costs file."""
+        if self.measured_on is None:
+            return None
+        groups = groups or [[(s.variant, s.family, stage.name) for s in self.stores for stage in s.stages]]
+        stores = {(s.variant, s.family): s for s in self.stores}
+        extraction, forwards = 0.0, 0
+        for group in groups:
+            reached: dict[tuple[str, str], float] = {}
+            for variant, family, stage in group:
+                store = stores[(variant, family)]
+                reached[(variant, family)] = max(reached.get((variant, family), 0.0), store.forward_cpu_s[stage])
+            extraction += sum(stores[key].samples * cost for key, cost in reached.items())
+            forwards += len(reached)
+        measured = [fit for fit in self.fits if fit.cpu_s is not None]
+        return TimeEstimate(self.device, extraction, sum(fit.count * (fit.cpu_s or 0.0) for fit in measured),
+                            sum(fit.count for fit in self.fits), sum(f.count for f in self.fits if f.cpu_s is None),
+                            self.cores, self.workers, forwards, self.measured_on)
+
+    def as_json(self, groups: list[list[tuple[str, str, str]]] | None = None) -> dict[str, Any]:
+        plain = asdict(self)
+        del plain["fits"], plain["measured_on"]  # the fits are summed in "time"; where they were measured too
+        estimate = self.estimate(groups)
+        return {**plain, "total_bytes": self.total_bytes, "bytes_per_image": self.bytes_per_image,
                 "extraction_ram_bytes": self.extraction_ram(),
-                "worker_ram_bytes": self.worker_ram(), "estimates": "RAM figures are estimates; bytes are exact"}
+                "worker_ram_bytes": self.worker_ram(), "estimates": "RAM figures are estimates; bytes are exact",
+                "time": estimate.as_json() if estimate else None}
 
 
 def disk_budget(plan: RunPlan, max_disk: int | None) -> int:
@@ -167,17 +204,32 @@ def free_disk(path: Path) -> int:
     return shutil.disk_usage(existing).free
 
 
+def meta_measurement(config: RunConfig, store_root: Path) -> Measurement:
+    """The run's stage and data choices over the model built on the meta device (no weights)."""
+    from stageprobe.suites._measure import Measurement
+
+    skeleton = meta_model(config.model, config.trust_remote_code)
+    models = {"main": skeleton, "pixels": pixel_baseline_for(skeleton), "random-init": skeleton}
+    measurement = Measurement(config, models.__getitem__, store_root, quiet=True)
+    measurement.suite = with_connector(measurement.suite, skeleton.connector_stages)
+    return measurement
+
+
+def run_device(config: RunConfig) -> str:
+    """"cpu" or the CUDA device the run would use."""
+    if config.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return config.device
+
+
 def plan_run(config: RunConfig, store_root: Path, measurement: Measurement | None = None,
              image_size: int = 448) -> RunPlan:
     """The stores `config`'s run writes under `store_root`, from the same stage and data choices the run
     makes: `measurement`'s (a run's, with its loaded models), else one over the model built on the meta device."""
-    if measurement is None:
-        from stageprobe.suites._measure import Measurement
+    from stageprobe.suites.workers import auto_workers
 
-        skeleton = meta_model(config.model, config.trust_remote_code)
-        models = {"main": skeleton, "pixels": pixel_baseline_for(skeleton), "random-init": skeleton}
-        measurement = Measurement(config, models.__getitem__, store_root, quiet=True)
-        measurement.suite = with_connector(measurement.suite, skeleton.connector_stages)
+    measurement = measurement or meta_measurement(config, store_root)
+    costs = load_costs()
     main = measurement.model("main")
     element = STORE_DTYPES[resolve_store_dtype(config.store_dtype)].itemsize
     # the run measures no video experiment on a model without video input
@@ -197,9 +249,15 @@ def plan_run(config: RunConfig, store_root: Path, measurement: Measurement | Non
             infos: list[StageInfo] = measurement.model(which).stages_for(height, width, len(frames))
             stages = [StagePlan(i.name, tuple(i.grid), i.dim, i.tokens * i.dim * element)
                       for i in infos if i.name in wanted]
-            stores.append(StorePlan(which, family, measurement.dataset_spec(family), len(dataset),
-                                    (len(frames), height, width), stages))
+            size = (len(frames), height, width)
+            reached = forward_costs(measurement.model(which), costs, size) if costs else {}
+            stores.append(StorePlan(which, family, measurement.dataset_spec(family), len(dataset), size, stages,
+                                    {stage.name: reached.get(stage.name, 0.0) for stage in stages}))
     every = [StagePlan(i.name, tuple(i.grid), i.dim, i.tokens * i.dim * element)
              for i in main.stages_for(image_size, image_size)]
+    device = run_device(config)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return RunPlan(config.model, config.size, config.store_dtype, stores, str(store_root), free_disk(store_root),
-                   weight_bytes(main), config.batch_size, image_size, every)
+                   weight_bytes(main), config.batch_size, image_size, every, planned_fits(measurement, specs, costs),
+                   device, cores, config.probe_workers or auto_workers(torch.device(device)),
+                   costs.provenance if costs else None)

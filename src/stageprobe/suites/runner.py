@@ -219,6 +219,8 @@ class StudyRun:
         passes = "one pass" if len(groups) == 1 else f"{len(groups)} stage groups, one forward pass each"
         self.measurement.say(f"features: {human(plan.total_bytes)} in {len(plan.stores)} stores, disk budget "
                              f"{human(budget)} ({passes}; `stageprobe plan` for the details)")
+        for line in (estimate.lines() if (estimate := plan.estimate(groups)) else []):
+            self.measurement.say(line)
         return groups
 
     def _check_twin(self) -> None:
