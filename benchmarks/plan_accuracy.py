@@ -8,11 +8,15 @@ compares, as estimate / actual:
   in each worker: on a loaded machine they exceed CPU seconds);
 - the run's wall time on experiments (extraction and fitting, as `benchmarks/run_times.py` sums it)
   against the plan's wall estimate for an idle machine;
-- where LOG is the run's `/usr/bin/time -v` output: the run's CPU seconds (user + system, children
-  included) against the plan's CPU seconds (extraction + fits), the comparison the neighbours' load
-  changes least.
+- with `--run`, which starts the run itself and samples the CPU seconds of it and every process it
+  starts (`/proc/PID/stat`, every 0.2 s; the probe workers are children of multiprocessing's fork
+  server, which `/usr/bin/time` does not count): the run's CPU seconds against the plan's CPU seconds
+  (extraction + fits), the comparison the neighbours' load changes least. The main process's CPU
+  seconds beyond the extraction estimate are the work the plan does not estimate (bootstrap CIs,
+  derived metrics, figures, the report).
 
-    python benchmarks/plan_accuracy.py RUN_DIR [--log RUN.log] [--json]
+    python benchmarks/plan_accuracy.py RUN_DIR [--json]
+    python benchmarks/plan_accuracy.py RUN_DIR --run -- stageprobe run --quick --out RUN_DIR
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +57,37 @@ def plan_command(config: dict[str, Any]) -> list[str]:
     return command
 
 
-def run_cpu_seconds(log: Path) -> tuple[float, float] | None:
-    """(user + system CPU seconds, wall seconds) from a `/usr/bin/time -v` report, if the log has one."""
-    text = log.read_text(errors="replace")
-    found = {key: re.search(rf"{key} \(seconds\): ([\d.]+)", text) for key in ("User time", "System time")}
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
-    if not all(found.values()) or wall is None:
+def process_cpu(pid: int) -> tuple[int, float] | None:
+    """(parent pid, user + system CPU seconds) of a live process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return None
-    parts = [float(p) for p in wall.group(1).split(":")]
-    seconds = sum(value * 60**k for k, value in enumerate(reversed(parts)))
-    return sum(float(m.group(1)) for m in found.values() if m), seconds
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def compare(run_dir: Path, log: Path | None) -> dict[str, Any]:
+def run_and_sample(command: list[str]) -> dict[str, float]:
+    """Run `command`; its wall seconds and the CPU seconds of it and all its descendants, last sampled."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command)
+    last: dict[int, float] = {}
+    while child.poll() is None:
+        alive = {pid: info for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+                 if (info := process_cpu(pid)) is not None}
+        family, grew = {child.pid}, True
+        while grew:  # the run's process tree: whatever descends from it
+            new = {pid for pid, (parent, _cpu) in alive.items() if parent in family} - family
+            family |= new
+            grew = bool(new)
+        last.update({pid: alive[pid][1] for pid in family if pid in alive})
+        time.sleep(0.2)
+    if child.returncode != 0:
+        raise SystemExit(f"the run failed (exit {child.returncode})")
+    return {"run_cpu_s": sum(last.values()), "main_cpu_s": last.get(child.pid, 0.0),
+            "run_wall_s": time.perf_counter() - started}
+
+
+def compare(run_dir: Path, measured: dict[str, float] | None) -> dict[str, Any]:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     done = subprocess.run(plan_command(config), capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
@@ -80,21 +102,26 @@ def compare(run_dir: Path, log: Path | None) -> dict[str, Any]:
                   "fits": estimate["fits"] / actual["fits"],
                   "fit_cpu_s / fit_worker_s": estimate["fit_cpu_s"] / actual["fit_worker_s"],
                   "wall_s / experiments_wall_s": (estimate["wall_s"] or float("nan")) / actual["experiments_wall_s"]}}
-    measured = run_cpu_seconds(log) if log else None
     if measured:
-        cpu, wall = measured
-        actual.update({"run_cpu_s": cpu, "run_wall_s": wall})
-        result["ratios"]["cpu_s / run_cpu_s"] = (estimate["extraction_cpu_s"] + estimate["fit_cpu_s"]) / cpu
+        actual.update(measured)
+        result["ratios"]["cpu_s / run_cpu_s"] = (estimate["extraction_cpu_s"] + estimate["fit_cpu_s"]) / \
+            measured["run_cpu_s"]
+        result["ratios"]["fit_cpu_s / workers' cpu_s"] = estimate["fit_cpu_s"] / (measured["run_cpu_s"] -
+                                                                                 measured["main_cpu_s"])
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--log", type=Path, default=None, help="the run's `/usr/bin/time -v` output")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--run", nargs=argparse.REMAINDER, default=None,
+                        help="start this run first (its --out must be RUN_DIR) and sample its CPU seconds")
     args = parser.parse_args()
-    result = compare(args.run_dir, args.log)
+    measured = run_and_sample([a for a in args.run if a != "--"]) if args.run else None
+    result = compare(args.run_dir, measured)
+    if args.json and measured:
+        (args.run_dir / "plan_accuracy.json").write_text(json.dumps(result, indent=2))
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -103,10 +130,10 @@ def main() -> None:
     print(f"  plan: {estimate['fits']} fits, extraction {estimate['extraction_cpu_s']:.0f} CPU-s, fits "
           f"{estimate['fit_cpu_s']:.0f} CPU-s, wall {estimate['wall_s']} s on an idle machine "
           f"({estimate['cores']} cores, {estimate['probe_workers']} workers)")
+    sampled = (f", {actual['run_cpu_s']:.0f} CPU-s in {actual['run_wall_s']:.0f} s (main process "
+               f"{actual['main_cpu_s']:.0f} CPU-s)") if "run_cpu_s" in actual else ""
     print(f"  run:  {actual['fits']} fits, fit worker seconds {actual['fit_worker_s']:.0f}, experiments' wall "
-          f"{actual['experiments_wall_s']:.0f} s" + (f", {actual['run_cpu_s']:.0f} CPU-s in "
-                                                        f"{actual['run_wall_s']:.0f} s" if "run_cpu_s" in actual
-                                                        else ""))
+          f"{actual['experiments_wall_s']:.0f} s{sampled}")
     for name, ratio in result["ratios"].items():
         print(f"  estimate / actual, {name}: {ratio:.2f}")
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from stageprobe.cli import app
@@ -131,9 +132,19 @@ class RecordingPool:
         yield
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Extraction of a few images on one thread: on a busy 2-core machine a second one only spins."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("size", ["quick", "default"])
-def test_the_plan_counts_exactly_the_fits_the_run_submits(tmp_path: Path, size: str) -> None:
-    config = RunConfig(model="qwen2.5-vl-tiny", size=size, limit=8)
+def test_the_plan_counts_exactly_the_fits_the_run_submits(tmp_path: Path, size: str, one_thread: None) -> None:
+    # default: three probe seeds where the deciding probes decide; quick: its stage limits and probe options
+    config = RunConfig(model="qwen2.5-vl-tiny", size=size, limit=4)
     plan = plan_run(config, tmp_path)
     model = load_model("qwen2.5-vl-tiny", device="cpu")
     models = {"main": model, "pixels": pixel_baseline_for(model)}
