@@ -16,7 +16,7 @@ compares, as estimate / actual:
   derived metrics, figures, the report).
 
     python benchmarks/plan_accuracy.py RUN_DIR [--json]
-    python benchmarks/plan_accuracy.py RUN_DIR --run -- stageprobe run --quick --out RUN_DIR
+    python benchmarks/plan_accuracy.py RUN_DIR --run "stageprobe run --quick --out RUN_DIR"
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -115,10 +116,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--run", nargs=argparse.REMAINDER, default=None,
-                        help="start this run first (its --out must be RUN_DIR) and sample its CPU seconds")
+    parser.add_argument("--run", default=None,
+                        help="start this run first (a command line; its --out must be RUN_DIR) and sample its CPU")
     args = parser.parse_args()
-    measured = run_and_sample([a for a in args.run if a != "--"]) if args.run else None
+    measured = run_and_sample(shlex.split(args.run)) if args.run else None
     result = compare(args.run_dir, measured)
     if args.json and measured:
         (args.run_dir / "plan_accuracy.json").write_text(json.dumps(result, indent=2))

@@ -118,7 +118,7 @@ def _counts(request: Request) -> None:
         raise UserInputError(f"--rss-images must be at least 0, got {request.get('rss_images')}")
 
 
-@check("run")
+@check("run", "plan")
 def _seeds(request: Request) -> None:
     seeds = request.get("seeds")
     if seeds is not None and not 1 <= seeds <= MAX_SEEDS:

@@ -735,8 +735,8 @@ def plan(
     if quick and full:
         raise UserInputError("--quick and --full exclude each other; pick one")
     check_positive("--limit", limit)
-    check_positive("--seeds", seeds)
     check_positive("--probe-workers", probe_workers)
+    validate_options("plan", {"seeds": seeds})
     budget = parse_size(max_disk) if max_disk is not None else None
     config = _run_config({
         "model": model, "size": "quick" if quick else "full" if full else "default", "stages": stages or None,

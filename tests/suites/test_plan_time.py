@@ -154,3 +154,18 @@ def test_the_plan_counts_exactly_the_fits_the_run_submits(tmp_path: Path, size: 
     for spec in measurement.suite.experiments:
         measurement.start_experiment(spec)
     assert sum(fit.count for fit in plan.fits) == len(pool.requests) > 100
+
+
+@pytest.mark.parametrize(("args", "word"), [(["--seeds", "0"], "--seeds"), (["--seeds", "99"], "--seeds"),
+                                            (["--probe-workers", "0"], "--probe-workers")])
+def test_plan_refuses_bad_seeds_and_workers(args: list[str], word: str) -> None:
+    result = runner.invoke(app, ["plan", *args])
+    assert result.exit_code == 2 and word in result.output and "Traceback" not in result.output
+
+
+def test_more_seeds_make_more_fits(tmp_path: Path) -> None:
+    config = RunConfig(model="qwen2.5-vl-tiny", size="quick", experiments=["e_q2_4"], controls=False)
+    one, _ = estimate_of(config.model_copy(update={"seeds": 1}), tmp_path)
+    three, _ = estimate_of(config.model_copy(update={"seeds": 3}), tmp_path)
+    # the attention probe is gradient-trained: each of its fits gains two seeds; its controls stay one fit each
+    assert [fit.count + 2 for fit in one.fits] == [fit.count for fit in three.fits]
