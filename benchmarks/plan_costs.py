@@ -17,7 +17,8 @@ by the cores used. What is measured (`stageprobe.suites._costs` says how the pla
    the four points kept beside it.
 
     python benchmarks/plan_costs.py                      # writes src/stageprobe/suites/_costs.json
-    python benchmarks/plan_costs.py --out /tmp/costs.json --images 48 160 --wide-images 48 96
+    python benchmarks/plan_costs.py --out /tmp/costs.json --images 48 400 --wide-images 48 96
+    python benchmarks/plan_costs.py --check 600 --only dense-context/boxes attention/boxes   # the law out of range
 """
 
 from __future__ import annotations
@@ -220,14 +221,36 @@ def measure_fit(fit: FitPlan, images: Sequence[int], wide_images: Sequence[int])
     return {**fit_law(points), "family": fit.family, "stage": fit.stage, "points": points}
 
 
+def check_law(path: Path, images: int, keys: Sequence[str]) -> None:
+    """One fit per key on `images` images at the tiny width: measured against the law in `path`."""
+    data = json.loads(path.read_text())
+    for key, fit in fit_kinds().items():
+        if key not in keys:
+            continue
+        law = data["fits"][key]
+        features, dataset = stage_features(fit.family, fit.stage, images)
+        measured = fit_cpu_s(fit, features, dataset)
+        predicted = law["c"] * images ** law["alpha"] * float(fit.tokens * fit.dim) ** law["beta"]
+        law.setdefault("checks", []).append({"n": images, "tokens": fit.tokens, "dim": fit.dim, "cpu_s": measured,
+                                             "law_cpu_s": predicted})
+        print(f"  {key} n={images}: measured {measured:.1f} CPU-s, law {predicted:.1f}", flush=True)
+        path.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=COSTS_FILE)
     parser.add_argument("--repeats", type=int, default=3, help="forwards per preset (the median is kept)")
-    parser.add_argument("--images", type=int, nargs=2, default=(48, 160), help="image counts at the tiny width")
+    parser.add_argument("--images", type=int, nargs=2, default=(48, 400), help="image counts at the tiny width")
     parser.add_argument("--wide-images", type=int, nargs=2, default=(48, 96), help="image counts at the 7B width")
     parser.add_argument("--only", nargs="*", default=None, help="measure only these fit keys (others kept)")
+    parser.add_argument("--check", type=int, default=None, metavar="N",
+                        help="instead of measuring: fit the --only keys on N images at the tiny width and keep "
+                             "the measured CPU seconds beside the law's (a test of the law out of its range)")
     args = parser.parse_args()
+    if args.check:
+        check_law(args.out, args.check, args.only or [])
+        return
     torch.set_num_threads(1)
     previous = json.loads(args.out.read_text()) if args.out.is_file() and args.only else {}
     result: dict[str, Any] = {"provenance": provenance(sys.argv[1:]), "extraction": previous.get("extraction"),
