@@ -112,6 +112,23 @@ def test_pixel_baseline_never_speaks_of_the_merger() -> None:
     assert "coarsening of the pixel grid" in text
 
 
+def test_a_non_qwen_connector_is_named_as_the_model_declares_it() -> None:
+    """Gemma 3's declared pair (`vision.pre_pool` → `vision.post_pool`) and its measured 16× token
+    compression make the question, the answer and the findings speak of the 4×4 average pool."""
+    renamed = {"vision.pre_merge": "vision.pre_pool", "vision.post_merge": "vision.post_pool"}
+    rows = [r.model_copy(update={"stage": renamed.get(r.stage, r.stage),
+                                 **({"value": 16.0} if r.metric == "compression_ratio" else {})})
+            for r in synthetic_rows(pre=0.853, post=0.6)]
+    context = synthetic_context()
+    context.stages = [renamed.get(s, s) for s in context.stages or []]
+    results, text = _findings(rows, context)
+    assert results["decision_matrix"]["post_stage"] == "vision.post_pool"
+    assert "the connector is the 4×4 average pool (`vision.pre_pool` → `vision.post_pool`)" in text
+    assert "present before the 4×4 average pool but lost across it" in text
+    assert "Bbox IoU after the 4×4 average pool" in results["results"]["experiments"]["e_q2_2"]["finding"]
+    assert not re.search(r"2×2 merger|(before|after|across) the merge\b", text)
+
+
 def test_calibration_goes_into_results_and_the_report() -> None:
     rows = synthetic_rows()
     context = synthetic_context()

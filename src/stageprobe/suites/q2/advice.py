@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stageprobe.report.answer import paired_detectable
+from stageprobe.report.answer import connector_name, paired_detectable
 from stageprobe.report.fmt import fmt_row
 from stageprobe.report.schema import MetricRow
-from stageprobe.report.verdicts import Advice, Decision, studies_pixels
+from stageprobe.report.verdicts import Advice, Decision
 
 SEED_PIVOT_WORDING = "PIVOT - Use hybrid approach with dedicated spatial models"
 
@@ -52,15 +52,10 @@ def recommend(decision: Decision, weights_random: bool, protocol: str) -> Advice
                   "model)." + caveat)
 
 
-def merge_words(rows: Sequence[MetricRow]) -> str:
-    """How the answer names the 14 px → 28 px step: the pixel baseline has no merger."""
-    return "the 14 px → 28 px coarsening of the pixel grid" if studies_pixels(rows) else "the 2×2 merger"
-
-
 def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
     """The answer's paragraphs: where object location is lost, the paired drop and its excess over the pixel
     pair's, what the probe cannot judge."""
-    across = merge_words(rows)
+    across = connector_name(rows, decision.post.stage if decision.post is not None else None)
     spatial = {"GREEN": "**Object location survives to the stage the decision reads.**",
                "YELLOW": f"**Object location is present before {across} but lost across it.**",
                "RED": "**Object location is already weak at the first stage the decision reads.**",
