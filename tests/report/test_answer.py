@@ -129,6 +129,31 @@ def test_a_non_qwen_connector_is_named_as_the_model_declares_it() -> None:
     assert not re.search(r"2×2 merger|(before|after|across) the merge\b", text)
 
 
+def test_a_pool_whose_grid_caps_the_target_is_read_against_its_own_ceiling() -> None:
+    """Gemma 3 at 448 px: 8×8 pooled cells where raw pixels reach only 0.39, IoU rising across the pool. The
+    answer must not blame the pool: its excess drop is below 0 and it keeps its grid's whole ceiling."""
+    pool = {"vision.pre_merge": "vision.pre_pool", "vision.post_merge": "vision.post_pool"}
+    values = {("vision.pre_pool", "iou"): (0.315, (0.24, 0.40)), ("vision.post_pool", "iou"): (0.396, (0.32, 0.47)),
+              ("pixels.merged", "iou"): (0.393, (0.33, 0.47)), ("vision.post_pool", "iou_drop"): (-0.08, (-0.2, 0.05))}
+    rows = []
+    for r in synthetic_rows():
+        stage = pool.get(r.stage, r.stage)
+        value, ci = values.get((stage, r.metric), (r.value, (r.ci_low, r.ci_high)))
+        if r.control != "none" and r.variant != "pixels":
+            value, ci = r.value, (r.ci_low, r.ci_high)
+        rows.append(r.model_copy(update={"stage": stage, "value": 16.0 if r.metric == "compression_ratio" else value,
+                                         "ci_low": ci[0], "ci_high": ci[1]}))
+    rows.append(row("e_q2_2", "vision.post_pool", BOX, "iou_excess_drop", -0.483, ci=(-0.61, -0.35)))
+    context = synthetic_context()
+    context.stages = [pool.get(s, s) for s in context.stages or []]
+    results, text = _findings(rows, context)
+    assert results["decision_matrix"]["colour"] == "RED"
+    answer = text[text.index("## The Answer"):text.index("## Key Results")]
+    assert "the 4×4 average pool loses less location than raw pixels lose on its coarser grid" in answer
+    assert "vision.post_pool keeps 0.396 [0.320, 0.470], 101% of that ceiling" in answer
+    assert "lost across it" not in answer
+
+
 def test_calibration_goes_into_results_and_the_report() -> None:
     rows = synthetic_rows()
     context = synthetic_context()

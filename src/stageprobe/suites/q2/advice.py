@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stageprobe.report.answer import connector_name, paired_detectable
-from stageprobe.report.fmt import fmt_row
+from stageprobe.report.fmt import fmt_row, fmt_target
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.verdicts import Advice, Decision
 
@@ -68,9 +68,34 @@ def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
     if decision.excess is not None:
         paragraphs.append(f"Excess drop beyond the pixel pair's (what {across} loses that the coarser grid alone "
                           f"does not; difference in differences over the same test images): "
-                          f"{fmt_row(decision.excess)}.")
+                          f"{fmt_row(decision.excess)}: {_excess_words(decision.excess, across)}.")
+    kept = _kept_against_ceiling(decision, across)
+    if kept:
+        paragraphs.append(kept)
     if decision.ceiling_problem:
         paragraphs.append(f"**The deciding probe cannot judge this:** {decision.ceiling_problem}.")
     if decision.pooled_only:
         paragraphs.append("These are pooled-probe numbers (seed protocol): they cannot show location.")
     return paragraphs
+
+
+def _excess_words(excess: MetricRow, across: str) -> str:
+    """What the excess drop's CI says about the connector itself, beside what its coarser grid costs."""
+    if excess.ci_low is not None and excess.ci_low > 0:
+        return f"{across} loses location beyond what its coarser grid costs raw pixels"
+    if excess.ci_high is not None and excess.ci_high < 0:
+        return (f"{across} loses less location than raw pixels lose on its coarser grid, so it is not where "
+                "location is lost")
+    return f"{across} loses no more location than raw pixels lose on its coarser grid, within the CI"
+
+
+def _kept_against_ceiling(decision: Decision, across: str) -> str:
+    """Where the target is out of reach on the connector's output grid even for raw pixels (a pool's coarser
+    cells): how much of that grid's pixel ceiling the output keeps, the number the absolute target cannot give."""
+    post, ceiling = decision.post, decision.post_ceiling
+    if (post is None or ceiling is None or post.value is None or ceiling.value is None or ceiling.value <= 0
+            or ceiling.value > decision.target):
+        return ""
+    return (f"On the output grid of {across} the {fmt_target(decision.target)} target is out of reach even for raw "
+            f"pixels ({fmt_row(ceiling)} at {ceiling.stage}); {post.stage} keeps {fmt_row(post)}, "
+            f"{post.value / ceiling.value:.0%} of that ceiling.")
