@@ -154,6 +154,21 @@ def test_a_pool_whose_grid_caps_the_target_is_read_against_its_own_ceiling() -> 
     assert "lost across it" not in answer
 
 
+def test_a_projector_is_compared_with_pixels_on_the_same_grid() -> None:
+    """LLaVA-OneVision's connector keeps the grid (one token in, one out): no "coarser grid" is spoken of."""
+    projector = {"vision.pre_merge": "vision.pre_projector", "vision.post_merge": "vision.post_projector"}
+    rows = [r.model_copy(update={"stage": projector.get(r.stage, r.stage),
+                                 **({"value": 1.0} if r.metric == "compression_ratio" else {})})
+            for r in synthetic_rows()]
+    rows.append(row("e_q2_2", "vision.post_projector", BOX, "iou_excess_drop", 0.07, ci=(0.03, 0.11)))
+    context = synthetic_context()
+    context.stages = [projector.get(s, s) for s in context.stages or []]
+    _, text = _findings(rows, context)
+    answer = text[text.index("## The Answer"):text.index("## Key Results")]
+    assert "the projector loses location beyond what the same grid costs raw pixels" in answer
+    assert "coarser" not in answer
+
+
 def test_calibration_goes_into_results_and_the_report() -> None:
     rows = synthetic_rows()
     context = synthetic_context()

@@ -41,10 +41,17 @@ def connector_name(rows: Sequence[MetricRow], post_stage: str | None = None) -> 
     post = post_stage if post_stage in CONNECTOR_KINDS else next((s for s in CONNECTOR_KINDS if s in own), None)
     if post is None:
         return "the connector"
-    ratio = next((r.value for r in rows if r.metric == "compression_ratio" and r.stage == post and r.value), None)
+    ratio = connector_compression(rows, post)
     side = round(math.sqrt(ratio)) if ratio is not None else 0
     block = f"{side}×{side} " if side > 1 and math.isclose(side * side, ratio or 0.0) else ""
     return f"the {block}{CONNECTOR_KINDS[post]}"
+
+
+def connector_compression(rows: Sequence[MetricRow], post_stage: str | None) -> float | None:
+    """Tokens before ÷ after the connector whose output is `post_stage`, as the run measured it (None: not
+    measured)."""
+    return next((r.value for r in rows if r.metric == "compression_ratio" and r.stage == post_stage and r.value),
+                None)
 
 
 def _standard_error(row: MetricRow | None) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stageprobe.report.answer import connector_name, paired_detectable
+from stageprobe.report.answer import connector_compression, connector_name, paired_detectable
 from stageprobe.report.fmt import fmt_row, fmt_target
 from stageprobe.report.schema import MetricRow
 from stageprobe.report.verdicts import Advice, Decision
@@ -55,7 +55,10 @@ def recommend(decision: Decision, weights_random: bool, protocol: str) -> Advice
 def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
     """The answer's paragraphs: where object location is lost, the paired drop and its excess over the pixel
     pair's, what the probe cannot judge."""
-    across = connector_name(rows, decision.post.stage if decision.post is not None else None)
+    post_stage = decision.post.stage if decision.post is not None else None
+    across = connector_name(rows, post_stage)
+    # a projector keeps the grid (one token in, one out): there is no coarser grid to compare with
+    grid = "the same grid" if connector_compression(rows, post_stage) == 1 else "its coarser grid"
     spatial = {"GREEN": "**Object location survives to the stage the decision reads.**",
                "YELLOW": f"**Object location is present before {across} but lost across it.**",
                "RED": "**Object location is already weak at the first stage the decision reads.**",
@@ -66,9 +69,9 @@ def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
                           f"({paired_detectable(decision.drop)}: the minimum detectable effect at a two-sided "
                           "5 % level, from the paired drop's standard error).")
     if decision.excess is not None:
-        paragraphs.append(f"Excess drop beyond the pixel pair's (what {across} loses that the coarser grid alone "
-                          f"does not; difference in differences over the same test images): "
-                          f"{fmt_row(decision.excess)}: {_excess_words(decision.excess, across)}.")
+        paragraphs.append(f"Excess drop beyond the pixel pair's (what {across} loses that raw pixels on {grid} "
+                          f"do not; difference in differences over the same test images): "
+                          f"{fmt_row(decision.excess)}: {_excess_words(decision.excess, across, grid)}.")
     kept = _kept_against_ceiling(decision, across)
     if kept:
         paragraphs.append(kept)
@@ -79,14 +82,13 @@ def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
     return paragraphs
 
 
-def _excess_words(excess: MetricRow, across: str) -> str:
-    """What the excess drop's CI says about the connector itself, beside what its coarser grid costs."""
+def _excess_words(excess: MetricRow, across: str, grid: str) -> str:
+    """What the excess drop's CI says about the connector itself, beside what its output `grid` costs pixels."""
     if excess.ci_low is not None and excess.ci_low > 0:
-        return f"{across} loses location beyond what its coarser grid costs raw pixels"
+        return f"{across} loses location beyond what {grid} costs raw pixels"
     if excess.ci_high is not None and excess.ci_high < 0:
-        return (f"{across} loses less location than raw pixels lose on its coarser grid, so it is not where "
-                "location is lost")
-    return f"{across} loses no more location than raw pixels lose on its coarser grid, within the CI"
+        return f"{across} loses less location than raw pixels lose on {grid}, so it is not where location is lost"
+    return f"{across} loses no more location than raw pixels lose on {grid}, within the CI"
 
 
 def _kept_against_ceiling(decision: Decision, across: str) -> str:
