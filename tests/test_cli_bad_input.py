@@ -168,6 +168,24 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "validate of a folder that is no run": (["validate", "{empty}"], ["is not a run directory"]),
     "compare one run": (["compare", "{empty}"], ["at least two"]),
     "stages of a mistyped model": (["stages", "qwen-typo"], ["unknown model 'qwen-typo'"]),
+    # issue #22: tiles beyond the run's limit, another family's stage, an unsupported architecture
+    "run max-tiles 0": (["run", "--model", "internvl3.5-tiny", "--max-tiles", "0", "--out", "{tmp}/r"],
+                        ["--max-tiles must be at least 1"]),
+    "run InternVL images cut into more tiles than --max-tiles": (
+        ["run", "--model", "internvl3.5-tiny", "--quick", "--experiments", "e_q2_1", "--max-tiles", "3",
+         "--out", "{tmp}/r"], ["spatial data", "448×448 px image is cut into 2×2 = 4 tiles", "--max-tiles"]),
+    "run SmolVLM images cut into more tiles than --max-tiles": (
+        ["run", "--model", "smolvlm-tiny", "--quick", "--experiments", "e_q2_1", "--max-tiles", "1",
+         "--data", "spatial=shapes:image_size=1024", "--out", "{tmp}/r"], ["spatial data", "tiles", "--max-tiles"]),
+    "run stage of another family": (["run", "--model", "gemma3-tiny", "--stages", "vision.pre_merge",
+                                     "--out", "{tmp}/r"],
+                                    ["'vision.pre_merge' matches no stage", "vision.pre_pool", "vision.post_pool"]),
+    "extract stage of another family": (["extract", "-m", "internvl3.5-tiny", "-d", "shapes", "--out", "{tmp}/s",
+                                         "--stages", "vision.post_pool"],
+                                        ["'vision.post_pool' matches no stage", "vision.pre_shuffle"]),
+    "run unsupported architecture": (["run", "--model", "{bert}", "--out", "{tmp}/r"],
+                                     ["'bert' model", "does not support", "gemma3", "internvl", "llava_onevision",
+                                      "qwen4_exp", "smolvlm"]),
 }
 
 
@@ -179,8 +197,10 @@ def make_inputs(root: Path) -> dict[str, str]:
     (root / "broken" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (root / "notcoco.json").write_text(json.dumps({"hello": "world"}))
     (root / "badjson.json").write_text("[1, 2")
-    return {"{tmp}": str(root), "{file}": str(root / "file"), "{empty}": str(root / "empty"),
-            "{broken}": str(root / "broken"), "{notcoco}": str(root / "notcoco.json"),
+    (root / "bert").mkdir()
+    (root / "bert" / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    return {"{bert}": str(root / "bert"), "{tmp}": str(root), "{file}": str(root / "file"),
+            "{empty}": str(root / "empty"), "{broken}": str(root / "broken"), "{notcoco}": str(root / "notcoco.json"),
             "{badjson}": str(root / "badjson.json")}
 
 

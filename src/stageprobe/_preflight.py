@@ -237,6 +237,33 @@ def check_run_plan(suite: Suite, experiments: Iterable[str], size: str, data: Ma
         raise UserInputError(_too_small(short, limit))
 
 
+@check("run")
+def _max_tiles(request: Request) -> None:
+    check_positive("--max-tiles", request.get("max_tiles"))
+
+
+def check_run_tiles(model: str, max_tiles: int | None, suite: Suite, experiments: Iterable[str], size: str,
+                    data: Mapping[str, str], limit: int | None, seed: int, trust_remote_code: bool) -> None:
+    """No image of the data the chosen experiments read is cut by a tiling model's processor into more tiles
+    than `--max-tiles` (or than the processor keeps cell by cell): refused before any weight is read, never
+    an out-of-memory mid-run. A dataset renders every sample at one size, so its first sample stands for all."""
+    from stageprobe.datasets import load_dataset
+    from stageprobe.models.registry import check_image_tiles
+
+    families = {suite.experiment(e).family for e in experiments}
+    for family in sorted(families):
+        spec = data.get(family) or suite.data[family]  # type: ignore[index]
+        default_n = suite.sizes[size][family]  # type: ignore[index]
+        sample = load_dataset(spec, n=default_n if limit is None else min(default_n, limit), seed=seed)[0]
+        image = sample.image if sample.image is not None else (sample.frames or [None])[0]
+        if image is None or len(sample.frames or []) > 1:  # clips: one tile a frame in every tiling family
+            continue
+        try:
+            check_image_tiles(model, [(image.height, image.width)], max_tiles, trust_remote_code)
+        except UserInputError as error:
+            raise UserInputError(f"the {family} data ({spec}): {error}") from None
+
+
 @dataclass
 class _Shortfall:
     """A data family whose splits are too small for the experiments reading it."""

@@ -31,7 +31,7 @@ from stageprobe._checks import (
     check_writable_file,
     parse_size,
 )
-from stageprobe._preflight import check_run_plan, validate_options
+from stageprobe._preflight import check_run_plan, check_run_tiles, validate_options
 from stageprobe._resume import (
     DEFAULT_RUNS_ROOT,
     command_line,
@@ -356,6 +356,9 @@ def run(
     no_twin: Annotated[bool, typer.Option(
         "--no-twin", help="skip the random-init twin of a pretrained model (then what training did is not said)")
     ] = False,
+    max_tiles: Annotated[int | None, typer.Option(
+        help="tiling models (InternVL, SmolVLM, LLaVA-OneVision): refuse data whose images the processor would "
+        "cut into more tiles than this, before any work (default: the processor's own limit)")] = None,
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
     if experiments == "list":
@@ -365,7 +368,7 @@ def run(
         "model": model, "quick": quick, "full": full, "protocol": protocol, "device": device, "dtype": dtype,
         "device_map": device_map, "batch_size": batch_size, "limit": limit, "seeds": seeds,
         "probe_workers": probe_workers, "experiments": experiments, "calibrate": calibrate, "out": out,
-        "cache_dir": cache_dir, "data": data, "max_disk": max_disk})
+        "cache_dir": cache_dir, "data": data, "max_disk": max_disk, "max_tiles": max_tiles})
     from stageprobe.suites._plan import disk_budget, plan_run
     from stageprobe.suites.runner import run_study
 
@@ -383,6 +386,8 @@ def run(
                    config.limit, config.seed)
     _check_stage_patterns(model, stages or ["*"], trust_remote_code)  # also: the model's config can be read
     _check_verdict_stage(model, verdict_stage, trust_remote_code)
+    check_run_tiles(model, max_tiles, suite_spec, config.experiments or suite_spec.experiment_ids, config.size,
+                    config.data, config.limit, config.seed, trust_remote_code)
     if use_wandb and importlib.util.find_spec("wandb") is None:
         raise UserInputError("--wandb needs the wandb client: pip install 'stageprobe[wandb]'")
     run_dir = _run_dir(out, resume, config)

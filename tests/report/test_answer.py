@@ -112,6 +112,63 @@ def test_pixel_baseline_never_speaks_of_the_merger() -> None:
     assert "coarsening of the pixel grid" in text
 
 
+def test_a_non_qwen_connector_is_named_as_the_model_declares_it() -> None:
+    """Gemma 3's declared pair (`vision.pre_pool` → `vision.post_pool`) and its measured 16× token
+    compression make the question, the answer and the findings speak of the 4×4 average pool."""
+    renamed = {"vision.pre_merge": "vision.pre_pool", "vision.post_merge": "vision.post_pool"}
+    rows = [r.model_copy(update={"stage": renamed.get(r.stage, r.stage),
+                                 **({"value": 16.0} if r.metric == "compression_ratio" else {})})
+            for r in synthetic_rows(pre=0.853, post=0.6)]
+    context = synthetic_context()
+    context.stages = [renamed.get(s, s) for s in context.stages or []]
+    results, text = _findings(rows, context)
+    assert results["decision_matrix"]["post_stage"] == "vision.post_pool"
+    assert "the connector is the 4×4 average pool (`vision.pre_pool` → `vision.post_pool`)" in text
+    assert "present before the 4×4 average pool but lost across it" in text
+    assert "Bbox IoU after the 4×4 average pool" in results["results"]["experiments"]["e_q2_2"]["finding"]
+    assert not re.search(r"2×2 merger|(before|after|across) the merge\b", text)
+
+
+def test_a_pool_whose_grid_caps_the_target_is_read_against_its_own_ceiling() -> None:
+    """Gemma 3 at 448 px: 8×8 pooled cells where raw pixels reach only 0.39, IoU rising across the pool. The
+    answer must not blame the pool: its excess drop is below 0 and it keeps its grid's whole ceiling."""
+    pool = {"vision.pre_merge": "vision.pre_pool", "vision.post_merge": "vision.post_pool"}
+    values = {("vision.pre_pool", "iou"): (0.315, (0.24, 0.40)), ("vision.post_pool", "iou"): (0.396, (0.32, 0.47)),
+              ("pixels.merged", "iou"): (0.393, (0.33, 0.47)), ("vision.post_pool", "iou_drop"): (-0.08, (-0.2, 0.05))}
+    rows = []
+    for r in synthetic_rows():
+        stage = pool.get(r.stage, r.stage)
+        value, ci = values.get((stage, r.metric), (r.value, (r.ci_low, r.ci_high)))
+        if r.control != "none" and r.variant != "pixels":
+            value, ci = r.value, (r.ci_low, r.ci_high)
+        rows.append(r.model_copy(update={"stage": stage, "value": 16.0 if r.metric == "compression_ratio" else value,
+                                         "ci_low": ci[0], "ci_high": ci[1]}))
+    rows.append(row("e_q2_2", "vision.post_pool", BOX, "iou_excess_drop", -0.483, ci=(-0.61, -0.35)))
+    context = synthetic_context()
+    context.stages = [pool.get(s, s) for s in context.stages or []]
+    results, text = _findings(rows, context)
+    assert results["decision_matrix"]["colour"] == "RED"
+    answer = text[text.index("## The Answer"):text.index("## Key Results")]
+    assert "the 4×4 average pool loses less location than raw pixels lose on its coarser grid" in answer
+    assert "vision.post_pool keeps 0.396 [0.320, 0.470], 101% of that ceiling" in answer
+    assert "lost across it" not in answer
+
+
+def test_a_projector_is_compared_with_pixels_on_the_same_grid() -> None:
+    """LLaVA-OneVision's connector keeps the grid (one token in, one out): no "coarser grid" is spoken of."""
+    projector = {"vision.pre_merge": "vision.pre_projector", "vision.post_merge": "vision.post_projector"}
+    rows = [r.model_copy(update={"stage": projector.get(r.stage, r.stage),
+                                 **({"value": 1.0} if r.metric == "compression_ratio" else {})})
+            for r in synthetic_rows()]
+    rows.append(row("e_q2_2", "vision.post_projector", BOX, "iou_excess_drop", 0.07, ci=(0.03, 0.11)))
+    context = synthetic_context()
+    context.stages = [projector.get(s, s) for s in context.stages or []]
+    _, text = _findings(rows, context)
+    answer = text[text.index("## The Answer"):text.index("## Key Results")]
+    assert "the projector loses location beyond what the same grid costs raw pixels" in answer
+    assert "coarser" not in answer
+
+
 def test_calibration_goes_into_results_and_the_report() -> None:
     rows = synthetic_rows()
     context = synthetic_context()

@@ -58,8 +58,8 @@ FAMILIES: tuple[FamilyEntry, ...] = (
     FamilyEntry("stageprobe.models.qwen4_exp", {
         "qwen4-exp-tiny": "Qwen4-Exp architecture (Qwen3.5-style ViT, 2×2 merger; LLM with 4 hyper-connection "
                           "streams, linear + indexed attention, MoE), small config, RANDOM weights, real processor",
-        "qwen4-exp-random": "transformers' default Qwen4-Exp architecture (QSA indexer sizes assumed) with RANDOM "
-                            "weights (bf16): real-scale cost for benchmarks only",
+        "qwen4-exp-random": "transformers' default Qwen4-Exp architecture (QSA indexer from public sources) "
+                            "with RANDOM weights (bf16): real-scale cost for benchmarks only",
     }, ("qwen4_exp",)),
     FamilyEntry("stageprobe.models.internvl", {
         "internvl3.5-tiny": "InternVL3.5 architecture (224-px tiles + thumbnail, CLS, pixel shuffle 0.5 → MLP), "

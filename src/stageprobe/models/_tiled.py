@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -142,10 +143,16 @@ class TiledVLModel(HFStageModel):
         if self.max_tiles is not None and rows * cols > self.max_tiles:
             raise UserInputError(
                 f"a {width}×{height} px image is cut into {rows}×{cols} = {rows * cols} tiles of {self.tile_px} px "
-                f"by {self.name!r}'s processor, more than the {self.max_tiles} this run allows; resize the images "
-                f"(at most {self.tile_px * self.max_tiles} px wide for one row of tiles) or allow more tiles"
+                f"by the {self.name} processor, more than the {self.max_tiles} this run allows (--max-tiles); "
+                f"{self.fewer_tiles(self.max_tiles)}, or pass --max-tiles {rows * cols}"
             )
         return rows, cols
+
+    def fewer_tiles(self, most: int) -> str:
+        """How to get images cut into at most `most` tiles (said when an image is cut into more)."""
+        side = math.isqrt(most) * self.tile_px
+        return (f"pass smaller images (at most {side}×{side} px is cut into at most {most} tiles; e.g. image_size= "
+                "in --data)")
 
     def stage_grids(self, height: int, width: int, frames: int = 1) -> dict[str, Any]:
         rows, cols = (1, 1) if frames > 1 else self.check_tiles(height, width)

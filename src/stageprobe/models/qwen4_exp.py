@@ -119,19 +119,24 @@ def qwen4_exp_tiny(device: torch.device, dtype: torch.dtype) -> QwenVLModel:
     return tiny_preset("qwen4-exp-tiny", qwen4_exp_tiny_config(processor), processor, device, dtype)
 
 
-#: transformers leaves the QSA indexer unset, and no published config.json was available offline:
-#: assumed values (one index key head, as the model requires), for cost planning only
-ASSUMED_INDEXER = {"indexer_n_heads": 16, "indexer_kv_heads": 1, "indexer_head_dim": 256, "indexer_budget": 2048,
-                   "indexer_compress_ratio": 4}
+#: transformers leaves the QSA indexer unset and no official config.json was found; these are the values two
+#: independent public Qwen4-Exp / Qwen3.8-Flash-Next fixtures quote, and NVIDIA TensorRT-Edge-LLM's QSA indexer
+#: kernel documents (query [B, S, 4, 128]; 2051 = 2048 + 4 − 1 indices per query) — see docs/models.md
+PUBLISHED_INDEXER = {"indexer_n_heads": 4, "indexer_kv_heads": 1, "indexer_head_dim": 128, "indexer_budget": 2048,
+                     "indexer_compress_ratio": 4}
+#: transformers' default rotates all 256 dims of a head, which the QSA index head (128) cannot hold; the public
+#: fixtures (and Qwen3.5, whose attention Qwen4-Exp keeps) rotate a quarter: 64 dims, M-RoPE sections 11/11/10
+PUBLISHED_ROPE = {"rope_parameters": {"rope_type": "default", "rope_theta": 10_000_000.0, "partial_rotary_factor": 0.25,
+                                      "mrope_section": [11, 11, 10], "mrope_interleaved": True}}
 
 
 def qwen4_exp_published_config(processor: Any) -> Any:
     """transformers' own defaults for Qwen4-Exp (documented as the `Qwen/Qwen4-Exp` architecture), the
-    merger's output width set to the LLM's and the indexer's fields assumed; special-token ids are our
-    small tokenizer's, which changes no FLOP."""
+    merger's output width set to the LLM's, the indexer and the partial RoPE from public sources;
+    special-token ids are our small tokenizer's, which changes no FLOP."""
     from transformers import Qwen4ExpConfig, Qwen4ExpTextConfig
 
-    text = {**Qwen4ExpTextConfig().to_dict(), **ASSUMED_INDEXER}
+    text = {**Qwen4ExpTextConfig().to_dict(), **PUBLISHED_INDEXER, **PUBLISHED_ROPE}
     return Qwen4ExpConfig(text_config=text, vision_config={"out_hidden_size": text["hidden_size"]},
                           architectures=["Qwen4ExpForConditionalGeneration"], **_special_ids(processor))
 

@@ -92,18 +92,37 @@ def register_skeleton(*model_types: str) -> Callable[[ModelFactory], ModelFactor
     return _register_for_model_types(SKELETONS, model_types)
 
 
+def skeleton(name: str, trust_remote_code: bool = False) -> StageModel:
+    """A preset, Hub id or local directory built on the meta device from its config (and its processor
+    files): geometry and widths, no weights read."""
+    load_families()
+    if name in PRESETS:
+        return PRESETS[name].factory(device=torch.device("meta"), dtype=torch.float32)
+    config, build_skeleton = _config_and_factory(name, trust_remote_code, SKELETONS)
+    return build_skeleton(name, config, trust_remote_code=trust_remote_code)
+
+
 def describe_stages(
     name: str, height: int = 448, width: int = 448, frames: int = 1, trust_remote_code: bool = False
 ) -> list[StageInfo]:
     """The stages of a preset, Hub id or local directory for an input of this size, without reading
     any weights: the model is built on the meta device from its config (and its processor files)."""
-    load_families()
-    meta = torch.device("meta")
-    if name in PRESETS:
-        return PRESETS[name].factory(device=meta, dtype=torch.float32).stages_for(height, width, frames)
-    config, build_skeleton = _config_and_factory(name, trust_remote_code, SKELETONS)
-    skeleton = build_skeleton(name, config, trust_remote_code=trust_remote_code)
-    return skeleton.stages_for(height, width, frames)
+    return skeleton(name, trust_remote_code).stages_for(height, width, frames)
+
+
+def check_image_tiles(
+    name: str, sizes: Sequence[tuple[int, int]], max_tiles: int | None, trust_remote_code: bool = False
+) -> None:
+    """Refuse (UserInputError) an image size (height, width) the model's processor would cut into more tiles
+    than `max_tiles`, or than the processor keeps cell by cell — before any weight is read. A model that
+    takes each image whole (no tiles) accepts every size."""
+    model = skeleton(name, trust_remote_code)
+    check_tiles = getattr(model, "check_tiles", None)
+    if check_tiles is None:
+        return
+    model.max_tiles = max_tiles  # type: ignore[attr-defined]
+    for height, width in sizes:
+        check_tiles(height, width)
 
 
 def check_stage_patterns(

@@ -55,6 +55,11 @@ class SmolVLMModel(TiledVLModel):
     def merge(self) -> int:
         return int(self.config.scale_factor)
 
+    def fewer_tiles(self, most: int) -> str:
+        longest = int(self.processor.image_processor.size["longest_edge"])
+        return (f"its processor scales every image's longest edge to {longest} px first, so smaller images are cut "
+                "the same way: only a squarer aspect ratio or a processor with a smaller size.longest_edge cuts fewer")
+
     def tile_grid(self, height: int, width: int) -> tuple[int, int]:
         """The processor's own arithmetic: longest edge to `size.longest_edge`, then up to whole tiles."""
         from transformers.models.smolvlm import image_processing_smolvlm as rules

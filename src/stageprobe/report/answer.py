@@ -15,11 +15,44 @@ from stageprobe.report.analysis import Analysis
 from stageprobe.report.document import Block, Heading, Para, Table
 from stageprobe.report.fmt import MISSING, fmt, fmt_row
 from stageprobe.report.schema import MetricRow, stage_sort_key
-from stageprobe.report.verdicts import Verdict, pixel_ceiling
+from stageprobe.report.verdicts import Verdict, pixel_ceiling, studies_pixels
 from stageprobe.stats import mde_from_ci, minimum_detectable_effect, standard_error_from_ci
 
 if TYPE_CHECKING:
     from stageprobe.suites._spec import InformationType
+
+
+#: what a connector is, by the output stage of the pair its adapter declares (`StageModel.connector_stages`);
+#: the block of patches it folds into one token is measured (the run's token compression), not assumed
+CONNECTOR_KINDS: dict[str, str] = {
+    "vision.post_merge": "merger", "vision.post_pool": "average pool",
+    "vision.post_shuffle": "pixel shuffle", "vision.post_projector": "projector",
+}
+PIXEL_COARSENING = "the coarsening of the pixel grid"
+
+
+def connector_name(rows: Sequence[MetricRow], post_stage: str | None = None) -> str:
+    """The model's own connector in words — "the 4×4 average pool", "the 2×2 pixel shuffle", "the projector":
+    the kind its declared pair names (`post_stage`, the decision's, else the first declared output among the
+    rows' stages) and, where it folds k×k tokens into one, k from the measured token compression."""
+    if studies_pixels(rows):
+        return PIXEL_COARSENING
+    own = {r.stage for r in rows if r.of_model}
+    post = post_stage if post_stage in CONNECTOR_KINDS else next((s for s in CONNECTOR_KINDS if s in own), None)
+    if post is None:
+        return "the connector"
+    ratio = connector_compression(rows, post)
+    side = round(math.sqrt(ratio)) if ratio is not None else 0
+    block = f"{side}×{side} " if side > 1 and math.isclose(side * side, ratio or 0.0) else ""
+    return f"the {block}{CONNECTOR_KINDS[post]}"
+
+
+def connector_compression(rows: Sequence[MetricRow], post_stage: str | None) -> float | None:
+    """Tokens before ÷ after the connector whose output is `post_stage`, as the run measured it (None: not
+    measured)."""
+    return next((r.value for r in rows if r.metric == "compression_ratio" and r.stage == post_stage and r.value),
+                None)
+
 
 def _standard_error(row: MetricRow | None) -> float | None:
     if row is None or not row.has_ci:

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from stageprobe.metrics._catalog import higher_is_better
 from stageprobe.report.analysis import Analysis, RunMeta, analyse, model_rows
 from stageprobe.report.answer import (
+    CONNECTOR_KINDS,
     calibration_blocks,
+    connector_name,
     detectable_phrase,
     paired_detectable,
     unpaired_detectable,
@@ -258,6 +260,16 @@ def _top(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow], a
         doc.add(Figure(path, TOP_FIGURES[path]))
 
 
+def _connector_para(rows: Sequence[MetricRow], analysis: Analysis, meta: RunMeta) -> list[Para]:
+    """The question in this model's terms: which connector the decision pair is (the adapter's declared pair)."""
+    decision = analysis.decision
+    if decision.pre is None or decision.post is None or decision.post.stage not in CONNECTOR_KINDS:
+        return []
+    return [Para(f"In {meta.model} the connector is {connector_name(rows, decision.post.stage)} "
+                 f"(`{decision.pre.stage}` → `{decision.post.stage}`): the decision reads location on both sides "
+                 "of it.")]
+
+
 def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow],
                             analysis: Analysis | None = None) -> Document:
     meta = RunMeta.from_results(results)
@@ -269,7 +281,7 @@ def build_findings_document(results: Mapping[str, Any], rows: Sequence[MetricRow
     if meta.protocol == "seed":
         doc.add(Callout("warning", "Seed protocol (pooled probes).", SEED_PROTOCOL_WARNING))
     _top(doc, results, rows, analysis, meta)
-    doc.add(Rule(), Heading(2, "The Question"), Para(suite.question),
+    doc.add(Rule(), Heading(2, "The Question"), Para(suite.question), *_connector_para(rows, analysis, meta),
             Heading(2, "The Answer"), *[Para(p) for p in suite.answer(analysis.decision, rows)],
             *([Para(f"**Architecture or training?** {causes}")] if (causes := cause_notes(rows, analysis))
               else []),

@@ -179,10 +179,11 @@ SUITE = Suite(
     name="q2",
     title="Q2: Information Preservation - Findings",
     question=("How much spatial, perceptual and temporal information survives at each stage of the VLM "
-              "pipeline — patch embedding, ViT blocks, the 2x2 token merger, LLM layers? Where does it get "
+              "pipeline — patch embedding, ViT blocks, the connector (a token merger, pool, pixel shuffle or "
+              "projector), LLM layers? Where does it get "
               "lost, and where should features be extracted from?"),
     claim=("Spatial, perceptual and temporal information survive each stage of the VLM pipeline "
-           "(patch embedding, ViT blocks, 2x2 token merger, LLM layers) well enough to extract "
+           "(patch embedding, ViT blocks, the connector, LLM layers) well enough to extract "
            "features for video generation."),
     experiments=EXPERIMENTS,
     information=INFORMATION,
@@ -213,7 +214,7 @@ SUITE = Suite(
            "attention), permuting tokens only within each object's cells (a full permutation with the targets "
            "left in place collapses on raw pixels as on any model, so it could not tell them apart); clips have "
            "no object cells, so temporal-dense has the control task only.",
-           "dense-context and recon-linear fit their control task at the stages verdicts are read at (the merge "
+           "dense-context and recon-linear fit their control task at the stages verdicts are read at (the connector "
            "pair; a ViT's first and last stage), the attention probe at the stage mAP is judged at "
            "(vision.post_merge, a ViT's vision.final), not at every stage. A --verdict-stage elsewhere has no "
            "control rows there. A --quick run fits dense-context's controls at vision.post_merge (a ViT's "

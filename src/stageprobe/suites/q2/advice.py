@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stageprobe.report.answer import paired_detectable
-from stageprobe.report.fmt import fmt_row
+from stageprobe.report.answer import connector_compression, connector_name, paired_detectable
+from stageprobe.report.fmt import fmt_row, fmt_target
 from stageprobe.report.schema import MetricRow
-from stageprobe.report.verdicts import Advice, Decision, studies_pixels
+from stageprobe.report.verdicts import Advice, Decision
 
 SEED_PIVOT_WORDING = "PIVOT - Use hybrid approach with dedicated spatial models"
 
@@ -52,15 +52,13 @@ def recommend(decision: Decision, weights_random: bool, protocol: str) -> Advice
                   "model)." + caveat)
 
 
-def merge_words(rows: Sequence[MetricRow]) -> str:
-    """How the answer names the 14 px → 28 px step: the pixel baseline has no merger."""
-    return "the 14 px → 28 px coarsening of the pixel grid" if studies_pixels(rows) else "the 2×2 merger"
-
-
 def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
     """The answer's paragraphs: where object location is lost, the paired drop and its excess over the pixel
     pair's, what the probe cannot judge."""
-    across = merge_words(rows)
+    post_stage = decision.post.stage if decision.post is not None else None
+    across = connector_name(rows, post_stage)
+    # a projector keeps the grid (one token in, one out): there is no coarser grid to compare with
+    grid = "the same grid" if connector_compression(rows, post_stage) == 1 else "its coarser grid"
     spatial = {"GREEN": "**Object location survives to the stage the decision reads.**",
                "YELLOW": f"**Object location is present before {across} but lost across it.**",
                "RED": "**Object location is already weak at the first stage the decision reads.**",
@@ -71,11 +69,35 @@ def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
                           f"({paired_detectable(decision.drop)}: the minimum detectable effect at a two-sided "
                           "5 % level, from the paired drop's standard error).")
     if decision.excess is not None:
-        paragraphs.append(f"Excess drop beyond the pixel pair's (what {across} loses that the coarser grid alone "
-                          f"does not; difference in differences over the same test images): "
-                          f"{fmt_row(decision.excess)}.")
+        paragraphs.append(f"Excess drop beyond the pixel pair's (what {across} loses that raw pixels on {grid} "
+                          f"do not; difference in differences over the same test images): "
+                          f"{fmt_row(decision.excess)}: {_excess_words(decision.excess, across, grid)}.")
+    kept = _kept_against_ceiling(decision, across)
+    if kept:
+        paragraphs.append(kept)
     if decision.ceiling_problem:
         paragraphs.append(f"**The deciding probe cannot judge this:** {decision.ceiling_problem}.")
     if decision.pooled_only:
         paragraphs.append("These are pooled-probe numbers (seed protocol): they cannot show location.")
     return paragraphs
+
+
+def _excess_words(excess: MetricRow, across: str, grid: str) -> str:
+    """What the excess drop's CI says about the connector itself, beside what its output `grid` costs pixels."""
+    if excess.ci_low is not None and excess.ci_low > 0:
+        return f"{across} loses location beyond what {grid} costs raw pixels"
+    if excess.ci_high is not None and excess.ci_high < 0:
+        return f"{across} loses less location than raw pixels lose on {grid}, so it is not where location is lost"
+    return f"{across} loses no more location than raw pixels lose on {grid}, within the CI"
+
+
+def _kept_against_ceiling(decision: Decision, across: str) -> str:
+    """Where the target is out of reach on the connector's output grid even for raw pixels (a pool's coarser
+    cells): how much of that grid's pixel ceiling the output keeps, the number the absolute target cannot give."""
+    post, ceiling = decision.post, decision.post_ceiling
+    if (post is None or ceiling is None or post.value is None or ceiling.value is None or ceiling.value <= 0
+            or ceiling.value > decision.target):
+        return ""
+    return (f"On the output grid of {across} the {fmt_target(decision.target)} target is out of reach even for raw "
+            f"pixels ({fmt_row(ceiling)} at {ceiling.stage}); {post.stage} keeps {fmt_row(post)}, "
+            f"{post.value / ceiling.value:.0%} of that ceiling.")

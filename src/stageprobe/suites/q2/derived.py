@@ -82,7 +82,7 @@ def compression_rows(inputs: DeriveInput) -> list[MetricRow]:
     common = {"experiment": inputs.experiment, "stage": post, "probe": "geometry", "n": 1, "model": inputs.model}
     return [
         MetricRow(metric="compression_ratio", value=a.tokens / b.tokens,
-                  note=f"tokens: {a.tokens} before ÷ {b.tokens} after the merge", **common),
+                  note=f"tokens: {a.tokens} before ÷ {b.tokens} after the connector", **common),
         MetricRow(metric="width_ratio", value=b.dim / a.dim,
                   note=f"width: {a.tokens // b.tokens}×{a.dim} → {b.dim} per merged token", **common),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stageprobe.report._paired import rows_beyond
+from stageprobe.report.answer import connector_name
 from stageprobe.report.fmt import fmt, fmt_row
 from stageprobe.report.schema import MetricRow, sort_stages
 from stageprobe.report.verdicts import Verdict, best_row, row_at
@@ -43,11 +44,16 @@ def _verdict_parts(keys: Sequence[str], inputs: FindingInput) -> list[str]:
     return parts
 
 
+def _connector(inputs: FindingInput) -> str:
+    """The model's own connector in words (its declared pair, the measured token compression)."""
+    return connector_name(inputs.all_rows, inputs.decision.post.stage if inputs.decision.post else None)
+
+
 def pre_merge(inputs: FindingInput) -> str:
     decision = inputs.decision
     pre_stage = decision.pre.stage if decision.pre else "vision.pre_merge"
     pre = best_row(inputs.rows, "iou", stages=[pre_stage], probes=[_box_probe(inputs)])
-    parts = [_at(pre, "Bbox IoU before the merge")]
+    parts = [_at(pre, f"Bbox IoU before {_connector(inputs)}")]
     pooled = best_row(inputs.rows, "iou", stages=[pre_stage], probes=[POOLED])
     if pooled is not None:
         parts.append(f"the pooled-linear probe (seed protocol) gets {fmt_row(pooled)} on the same tokens")
@@ -64,7 +70,7 @@ def pre_merge(inputs: FindingInput) -> str:
 
 def post_merge(inputs: FindingInput) -> str:
     decision = inputs.decision
-    parts = [_at(decision.post, "Bbox IoU after the merge"), _at(decision.pre, "against")]
+    parts = [_at(decision.post, f"Bbox IoU after {_connector(inputs)}"), _at(decision.pre, "against")]
     if decision.drop is not None:
         parts.append(f"measured drop {fmt_row(decision.drop)} ({decision.drop.probe}, paired over test images)")
     pixel_drop = best_row(inputs.all_rows, "iou_drop", variant="pixels")
@@ -101,7 +107,7 @@ def language_decay(inputs: FindingInput) -> str:
     if per_layer[-1] is not per_layer[0] and per_layer[-1] is not best:
         parts.append(_at(per_layer[-1], "last layer"))
     if inputs.decision.post is not None:
-        parts.append(f"the merge output it starts from has {fmt_row(inputs.decision.post)}")
+        parts.append(f"the output of {_connector(inputs)} it starts from has {fmt_row(inputs.decision.post)}")
     parts.append(_survival(per_layer, inputs.decision.target))
     return "; ".join(parts) + "."
 
