@@ -7,7 +7,8 @@ the stage's full width on standardised features (no PCA, no random projection: a
 bottleneck gives a 28-px token 4× less bandwidth per pixel than a 14-px one and invents a drop at
 the merger), with λ chosen on val. On the pixel baseline the answer is the identity, so this probe
 is exact there; on a model stage it measures what a linear read-out of each token keeps of its
-own patch. Fits in seconds: one D×D eigendecomposition per stage.
+own patch. Fits in seconds: one eigendecomposition per stage, D×D or — where a token is wider than
+the training rows (SmolVLM's 64-px cells are 12,288 values) — the same ridge in its dual, n×n.
 """
 
 from __future__ import annotations

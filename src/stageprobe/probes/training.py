@@ -3,6 +3,8 @@
 - Closed form: `RidgeSolver` fits multi-output ridge regression on standardised features. The
   Gram matrix and its eigendecomposition are computed once per design matrix, so every head and
   every λ on the path costs only a (D×D)·(D×K) product; λ is chosen on val by the head's score.
+  Features wider than the rows (≥ `DUAL_MIN_DIM`) are solved in the dual: the n×n Gram of the rows,
+  the same maps, without a D×D matrix (a 12,288-wide pixel stage needed ~7 GB in the primal).
 - Gradient: `train_module` runs AdamW in minibatches with early stopping on the val loss,
   restores the best epoch and records the train/val curve.
 Seeds fix every random choice; the device is the GPU when one is present.
@@ -14,6 +16,7 @@ import contextlib
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,6 +27,12 @@ MAX_RIDGE_DIM = 1024
 # λ is relative to the mean eigenvalue of the standardised Gram matrix (= number of rows).
 LAMBDA_GRID = tuple(10.0**k for k in range(-6, 2))
 _CHUNK_ROWS = 1 << 16
+# Below this width the d×d eigendecomposition takes well under a second and ~32 MB, so the primal is
+# kept there even when the rows are fewer (narrow probes keep their numbers bit for bit).
+DUAL_MIN_DIM = 2048
+# Output (and feature) columns per block in the dual form: a 12,288-wide map is built 2,048 columns
+# at a time, so no float64 d×d matrix is ever held.
+_DUAL_COLUMNS = 2048
 
 
 def default_device() -> torch.device:
@@ -63,9 +72,12 @@ class RidgeSolver:
     """Ridge regression from one design matrix `x` (n, d) to any number of target sets."""
 
     def __init__(self, x: torch.Tensor, device: torch.device | None = None, max_dim: int = MAX_RIDGE_DIM,
-                 seed: int = 0, dtype: torch.dtype = torch.float32) -> None:
+                 seed: int = 0, dtype: torch.dtype = torch.float32,
+                 form: Literal["auto", "primal", "dual"] = "auto") -> None:
         """`dtype` of the Gram and cross products: float64 when the answer needs the small
-        eigen-directions (an exact identity on smooth images), float32 otherwise (twice as fast)."""
+        eigen-directions (an exact identity on smooth images), float32 otherwise (twice as fast).
+        `form`: "auto" solves in the dual where the (projected) width is at least `DUAL_MIN_DIM` and
+        exceeds the rows; both forms give the same maps (to float rounding)."""
         self.device = device or default_device()
         self.dtype = dtype
         x = x.reshape(len(x), -1)
@@ -80,19 +92,53 @@ class RidgeSolver:
         if n < 2:
             raise ValueError("ridge needs at least two training rows")
         self.n = n
+        #: the kernel (dual) form where the features are wider than the training rows: the same ridge
+        #: solved through the n×n Gram of the rows instead of the d×d Gram of the columns
+        self.dual = form == "dual" or (form == "auto" and n < d and d >= DUAL_MIN_DIM)
+        if self.dual:
+            self._standardise()
+            self.eigval, self.eigvec = torch.linalg.eigh(self._row_gram())
+        else:
+            self.eigval, self.eigvec = torch.linalg.eigh(self._column_correlation())
+        self.eigval = self.eigval.clamp_min(0)
+
+    def _column_correlation(self) -> torch.Tensor:
+        """XsᵀXs (d×d) of the standardised design matrix; sets `mean` and `scale` on the way."""
+        d = self.x.shape[1]
         gram = torch.zeros(d, d, dtype=torch.float64, device=self.device)
         total = torch.zeros(d, dtype=torch.float64, device=self.device)
-        for s in range(0, n, _CHUNK_ROWS):
-            chunk = self.x[s:s + _CHUNK_ROWS].to(self.device, dtype)
+        for s in range(0, self.n, _CHUNK_ROWS):
+            chunk = self.x[s:s + _CHUNK_ROWS].to(self.device, self.dtype)
             gram += (chunk.T @ chunk).double()
             total += chunk.sum(0).double()
-        self.mean = total / n
-        cov = gram - n * torch.outer(self.mean, self.mean)
+        self.mean = total / self.n
+        cov = gram - self.n * torch.outer(self.mean, self.mean)
         # Constant columns get unit scale so they are simply ignored rather than dividing by zero.
-        self.scale = torch.sqrt(torch.clamp(torch.diagonal(cov) / n, min=0)).clamp_min(1e-8)
-        corr = cov / torch.outer(self.scale, self.scale)
-        self.eigval, self.eigvec = torch.linalg.eigh(corr)
-        self.eigval = self.eigval.clamp_min(0)
+        self.scale = torch.sqrt(torch.clamp(torch.diagonal(cov) / self.n, min=0)).clamp_min(1e-8)
+        return cov / torch.outer(self.scale, self.scale)
+
+    def _standardise(self) -> None:
+        """`mean` and `scale` of the columns, as `_column_correlation` gives them, without the d×d Gram."""
+        d = self.x.shape[1]
+        total = torch.zeros(d, dtype=torch.float64, device=self.device)
+        squares = torch.zeros(d, dtype=torch.float64, device=self.device)
+        for s in range(0, self.n, _CHUNK_ROWS):
+            chunk = self.x[s:s + _CHUNK_ROWS].to(self.device, self.dtype)
+            total += chunk.sum(0).double()
+            squares += (chunk * chunk).sum(0).double()
+        self.mean = total / self.n
+        variance = (squares - self.n * self.mean**2) / self.n
+        self.scale = torch.sqrt(torch.clamp(variance, min=0)).clamp_min(1e-8)
+
+    def _row_gram(self) -> torch.Tensor:
+        """XsXsᵀ (n×n) of the standardised design matrix, built over column blocks (never all of Xs at once)."""
+        gram = torch.zeros(self.n, self.n, dtype=torch.float64, device=self.device)
+        for c in range(0, self.x.shape[1], _DUAL_COLUMNS):
+            cols = slice(c, c + _DUAL_COLUMNS)
+            block = (self.x[:, cols].to(self.device, torch.float64) - self.mean[cols]) / self.scale[cols]
+            block = block.to(self.dtype)
+            gram += (block @ block.T).double()
+        return gram
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         if self.projection is None:
@@ -102,23 +148,46 @@ class RidgeSolver:
                           for s in range(0, len(x), _CHUNK_ROWS)])
 
     def _cross(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Vᵀ·Xsᵀ·(Y − ȳ) and ȳ, with Xs the standardised design matrix."""
+        """The targets in the eigenbasis, and ȳ: Vᵀ·Xsᵀ·(Y − ȳ) in the primal, Uᵀ·(Y − ȳ) in the dual."""
         y = y.reshape(self.n, -1).to(self.device, torch.float64)
         y_mean = y.mean(0)
+        if self.dual:
+            return self.eigvec.T @ (y - y_mean), y_mean
+        xty = self._xt(y) - self.n * torch.outer(self.mean, y_mean)
+        return self.eigvec.T @ (xty / self.scale[:, None]), y_mean
+
+    def _xt(self, y: torch.Tensor) -> torch.Tensor:
+        """Xᵀ·y (d×k, float64) of the raw design matrix, products in `dtype`."""
         xty = torch.zeros(self.x.shape[1], y.shape[1], dtype=torch.float64, device=self.device)
         for s in range(0, self.n, _CHUNK_ROWS):
             chunk = self.x[s:s + _CHUNK_ROWS].to(self.device, self.dtype)
             xty += (chunk.T @ y[s:s + _CHUNK_ROWS].to(self.dtype)).double()
-        xty -= self.n * torch.outer(self.mean, y_mean)
-        return self.eigvec.T @ (xty / self.scale[:, None]), y_mean
+        return xty
 
     def _weights(self, q: torch.Tensor, y_mean: torch.Tensor, lam: float) -> LinearMap:
-        w_std = self.eigvec @ (q / (self.eigval + lam * self.n)[:, None])
-        weight = w_std / self.scale[:, None]
-        bias = y_mean - self.mean @ weight
+        shrunk = q / (self.eigval + lam * self.n)[:, None]
+        if self.dual:
+            weight, bias = self._dual_weights(shrunk, y_mean)
+        else:
+            weight = self.eigvec @ shrunk / self.scale[:, None]
+            bias = y_mean - self.mean @ weight
         if self.projection is not None:
             weight = self.projection.to(weight) @ weight
         return LinearMap(weight.float().cpu(), bias.float().cpu())
+
+    def _dual_weights(self, shrunk: torch.Tensor, y_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw-feature weights (float32) and bias from the dual: W = Xsᵀ·U·shrunk / scale, with
+        Xsᵀ·a = (Xᵀ·a − mean ⊗ Σa) / scale, so the standardised matrix is never formed; built a block
+        of outputs at a time, in float64, into one float32 matrix."""
+        weight = torch.empty(self.x.shape[1], shrunk.shape[1], dtype=torch.float32, device=self.device)
+        bias = torch.empty(shrunk.shape[1], dtype=torch.float64, device=self.device)
+        for c in range(0, shrunk.shape[1], _DUAL_COLUMNS):
+            cols = slice(c, c + _DUAL_COLUMNS)
+            alpha = self.eigvec @ shrunk[:, cols]
+            block = (self._xt(alpha) - torch.outer(self.mean, alpha.sum(0))) / self.scale[:, None] ** 2
+            weight[:, cols] = block
+            bias[cols] = y_mean[cols] - self.mean @ block
+        return weight, bias
 
     def fit(self, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
             score: Callable[[torch.Tensor, torch.Tensor], float] = negative_mse,
