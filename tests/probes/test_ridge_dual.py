@@ -80,3 +80,21 @@ def test_dual_reconstructs_wide_pixel_cells_exactly() -> None:
     head, history = solver.fit(x_tr, x_va.float(), x_va, negative_mse, tuple(10.0**k for k in range(-9, 1)))
     assert history["lambda"][max(range(10), key=lambda i: history["val_score"][i])] <= 1e-6
     torch.testing.assert_close(head(x_te.float()), x_te.float(), rtol=0, atol=2e-4)
+
+
+@pytest.mark.parametrize(("form", "n", "d", "max_dim"), [("primal", 80, 30, 30), ("dual", 40, 90, 90),
+                                                          ("primal", 80, 300, 50)])
+def test_lambda_path_scores_equal_each_lambdas_own_map(form: str, n: int, d: int, max_dim: int) -> None:
+    """The λ path scores val in the eigenbasis; each score must be what the map at that λ gives on val
+    (the old path built every λ's map and applied it), and the map returned is the chosen λ's. The
+    last case goes through the random projection (d > max_dim)."""
+    x_tr, x_va, y_tr, y_va = _problem(n=n, d=d, k=4, seed=2)
+    lambdas = tuple(10.0**k for k in range(-4, 2))
+    solver = RidgeSolver(x_tr, max_dim=max_dim, dtype=torch.float64, form=form)  # type: ignore[arg-type]
+    head, history = solver.fit(y_tr, x_va, y_va, negative_mse, lambdas)
+    q, y_mean = solver._cross(y_tr)
+    maps = [solver._weights(q, y_mean, lam) for lam in lambdas]
+    expected = [negative_mse(m(x_va), y_va) for m in maps]
+    torch.testing.assert_close(torch.tensor(history["val_score"]), torch.tensor(expected), rtol=1e-5, atol=1e-7)
+    chosen = maps[int(torch.tensor(expected).argmax())]
+    assert torch.equal(head.weight, chosen.weight) and torch.equal(head.bias, chosen.bias)

@@ -359,12 +359,28 @@ def trunk_provenance() -> dict[str, Any]:
     return {"source": None, "description": f"none: {reason}"}
 
 
+@contextlib.contextmanager
+def _no_default_init() -> Iterator[None]:
+    """Linear and conv layers built without their random initialisation: every weight of the LPIPS
+    net is then loaded (trunk and heads), and initialising torchvision's AlexNet — its 58M-parameter
+    classifier included, built and thrown away — took 1.5 CPU-s in every process that scores LPIPS."""
+    layers = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
+    saved = [layer.reset_parameters for layer in layers]
+    try:
+        for layer in layers:
+            layer.reset_parameters = lambda self: None  # type: ignore[method-assign]
+        yield
+    finally:
+        for layer, reset in zip(layers, saved, strict=True):
+            layer.reset_parameters = reset  # type: ignore[method-assign]
+
+
 def build_lpips_net(trunk: Trunk) -> torch.nn.Module:
     """`lpips.LPIPS(net="alex")` with `trunk` and the package's own linear heads, built without
     touching the global torch random state (the throwaway random initialisation would shift it)."""
     import lpips
 
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), _no_default_init():
         # lpips asks torchvision for the trunk with the deprecated `pretrained=` argument
         warnings.simplefilter("ignore", UserWarning)
         if trunk.source == "torchvision":

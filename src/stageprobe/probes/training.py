@@ -203,26 +203,46 @@ class RidgeSolver:
         with its own λ chosen on val; history keys are `<name>.lambda` / `<name>.val_score`."""
         widths = [y.reshape(self.n, -1).shape[1] for y, _, _ in heads.values()]
         q, y_mean = self._cross(torch.cat([y.reshape(self.n, -1).float() for y, _, _ in heads.values()], 1))
-        x_val = x_val.reshape(len(x_val), -1).float()
+        basis = self._val_basis(x_val)
         maps: dict[str, LinearMap] = {}
         history: dict[str, list[float]] = {}
         start = 0
         for (name, (_, y_val, score)), width in zip(heads.items(), widths, strict=True):
             cols = slice(start, start + width)
             start += width
-            y_val = y_val.reshape(len(x_val), -1).float()
-            history[f"{name}.lambda"], history[f"{name}.val_score"] = [], []
-            best: tuple[float, LinearMap] | None = None
-            for lam in lambdas:
-                candidate = self._weights(q[:, cols], y_mean[cols], lam)
-                value = score(candidate(x_val).cpu(), y_val)
-                history[f"{name}.lambda"].append(lam)
-                history[f"{name}.val_score"].append(value)
-                if best is None or value > best[0]:
-                    best = (value, candidate)
-            assert best is not None
-            maps[name] = best[1]
+            y_val = y_val.reshape(len(basis), -1).float()
+            values = [score(self._val_predictions(basis, q[:, cols], y_mean[cols], lam), y_val) for lam in lambdas]
+            history[f"{name}.lambda"], history[f"{name}.val_score"] = list(lambdas), values
+            maps[name] = self._weights(q[:, cols], y_mean[cols], lambdas[_best(values)])
         return maps, history
+
+    def _val_basis(self, x_val: torch.Tensor) -> torch.Tensor:
+        """The val rows in the eigenbasis — Xs_val·V (primal) or Xs_val·Xsᵀ·U (dual) — so each λ's val
+        predictions are one (n_val × r)·(r × k) product: no map of every λ, no pass over x_val per λ."""
+        x_val = self._project(x_val.reshape(len(x_val), -1)).to(self.device, torch.float64)
+        standardised = (x_val - self.mean) / self.scale
+        if not self.dual:
+            return standardised @ self.eigvec
+        kernel = torch.zeros(len(x_val), self.n, dtype=torch.float64, device=self.device)
+        for c in range(0, self.x.shape[1], _DUAL_COLUMNS):
+            cols = slice(c, c + _DUAL_COLUMNS)
+            train = (self.x[:, cols].to(self.device, torch.float64) - self.mean[cols]) / self.scale[cols]
+            kernel += standardised[:, cols] @ train.T
+        return kernel @ self.eigvec
+
+    def _val_predictions(self, basis: torch.Tensor, q: torch.Tensor, y_mean: torch.Tensor, lam: float
+                         ) -> torch.Tensor:
+        """Val predictions of the map at `lam` (float32 on the CPU, as a `LinearMap` gives them)."""
+        return (basis @ (q / (self.eigval + lam * self.n)[:, None]) + y_mean).float().cpu()
+
+
+def _best(values: list[float]) -> int:
+    """Index of the best score: the first of equal ones, and never a NaN after the first."""
+    best = 0
+    for i, value in enumerate(values):
+        if value > values[best]:
+            best = i
+    return best
 
 
 @contextlib.contextmanager

@@ -60,7 +60,7 @@ class ExperimentOutcome:
     #: per-image test scores, passed openly to the experiments that derive from them
     scores: Scores = field(default_factory=dict)
     #: where the time went: the experiment's wall seconds (extraction included) and each fit's worker
-    #: seconds (`benchmarks/run_times.py` tabulates them)
+    #: wall and CPU seconds (`benchmarks/run_times.py` tabulates them)
     timing: dict[str, Any] = field(default_factory=dict)
 
 
@@ -106,6 +106,7 @@ class Measurement:
         self._datasets: dict[str, Dataset] = {}
         self._test_groups: dict[str, list[str]] = {}
         self._last_finished = 0.0
+        self._last_finished_cpu = time.process_time()
         #: under a disk budget (`--max-disk`), the (variant, family, stage) triples of the stage group being
         #: measured, and the suffix that gives the group's stores their own folders; None: every stage at once
         self.stage_group: frozenset[tuple[str, str, str]] | None = None
@@ -339,7 +340,10 @@ class Measurement:
         # the wall time the run spent on this experiment: from its start or the previous one's end
         finished = time.perf_counter()
         outcome.timing["seconds"] = round(finished - max(started, self._last_finished), 2)
-        self._last_finished = finished
+        # this process's CPU seconds since the previous experiment ended (extraction, collection, derived
+        # metrics, figures); the fits' own are in `fits`
+        outcome.timing["main_cpu_seconds"] = round(time.process_time() - self._last_finished_cpu, 2)
+        self._last_finished, self._last_finished_cpu = finished, time.process_time()
         return outcome
 
     def _derive_input(self, spec: ExperimentSpec, outcome: ExperimentOutcome,
@@ -402,8 +406,9 @@ def _merge(into: ExperimentOutcome, part: ExperimentOutcome) -> None:
 def _fit_timing(fits: _StageFits, outputs: Sequence[FitOutput]) -> dict[str, Any]:
     """One probe's fits at one stage: how many and their worker seconds (0 when an earlier experiment made them)."""
     seconds = 0.0 if fits.reused else round(sum(o.seconds for o in outputs), 2)
+    cpu_seconds = 0.0 if fits.reused else round(sum(o.cpu_seconds for o in outputs), 2)
     return {"variant": fits.which, "stage": fits.stage, "probe": fits.probe.probe, "task": fits.probe.task,
-            "fits": len(outputs), "reused": fits.reused, "seconds": seconds}
+            "fits": len(outputs), "reused": fits.reused, "seconds": seconds, "cpu_seconds": cpu_seconds}
 
 
 def _add(outcome: ExperimentOutcome, rows: list[MetricRow]) -> None:

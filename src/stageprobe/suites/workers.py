@@ -64,6 +64,9 @@ class FitOutput:
     val_scores: dict[str, float] = field(default_factory=dict)
     #: wall seconds of the fit in its worker (loading the stage's features included)
     seconds: float = 0.0
+    #: the same fit's CPU seconds in its process (user + sys, all its threads): unlike wall seconds, not
+    #: inflated when the machine is shared
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -138,13 +141,14 @@ def _labels_of(dataset: Dataset) -> _Labels:
 def fit_request(request: FitRequest) -> FitOutput:
     """Fit one probe (in whichever process runs this) and return its result without the predictor,
     a closure over the fitted probe that cannot cross processes; the runner uses `predictions`."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     splits = _CACHE.splits(request)
     result = fit_probe(request.probe, request.task, splits["train"], splits["val"], splits["test"],
                        seed=request.seed, control=request.control, **dict(request.options))
     val_scores = validation_scores(result, splits["val"]) if request.score_val else {}
     result.predictor = None
-    return FitOutput(result, val_scores, time.perf_counter() - started)
+    return FitOutput(result, val_scores, time.perf_counter() - started,
+                     time.process_time() - cpu_started)
 
 
 def _start_worker(main_pid: int) -> None:
