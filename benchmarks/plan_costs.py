@@ -63,7 +63,7 @@ def provenance(argv: Sequence[str]) -> dict[str, Any]:
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "threads": 1, "torch": torch.__version__,
             "python": platform.python_version(), "date": datetime.date.today().isoformat(),
             "load_average_at_start": round(os.getloadavg()[0], 1),
-            "command": "python benchmarks/plan_costs.py " + " ".join(argv),
+            "command": " ".join(["python benchmarks/plan_costs.py", *argv]),
             "units": "CPU seconds of one thread (time.process_time, torch on one thread)"}
 
 

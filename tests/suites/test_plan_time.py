@@ -169,3 +169,12 @@ def test_more_seeds_make_more_fits(tmp_path: Path) -> None:
     three, _ = estimate_of(config.model_copy(update={"seeds": 3}), tmp_path)
     # the attention probe is gradient-trained: each of its fits gains two seeds; its controls stay one fit each
     assert [fit.count + 2 for fit in one.fits] == [fit.count for fit in three.fits]
+
+
+def test_run_prints_the_estimate_in_its_first_lines(tmp_path: Path, one_thread: None) -> None:
+    result = runner.invoke(app, ["run", "--model", "pixels", "--quick", "--limit", "12", "--experiments",
+                                 "e_q2_5_photos", "--out", str(tmp_path / "run")])
+    output = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert result.exit_code == 0, output
+    first = " ".join(output.split("\ne_q2_5_photos", 1)[0].split())  # before the experiment starts, unwrapped
+    assert "time, estimated" in first and "measured on" in first
