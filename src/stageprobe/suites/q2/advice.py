@@ -89,7 +89,7 @@ def _yellow_words(decision: Decision, across: str, grid: str) -> str:
     if excess is None or (excess.ci_low is not None and excess.ci_low > 0):
         return f"**Object location is present before {across} but lost across it.**"
     return (f"**Object location is above the target before {across} and below it after, but raw pixels on {grid} "
-            f"drop as much: the drop is not shown to be a loss of {across} itself.**")
+            f"drop at least as much: the drop is not shown to be a loss of {across} itself.**")
 
 
 def _excess_words(excess: MetricRow, across: str, grid: str) -> str:
