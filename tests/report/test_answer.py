@@ -169,6 +169,18 @@ def test_a_projector_is_compared_with_pixels_on_the_same_grid() -> None:
     assert "coarser" not in answer
 
 
+def test_a_drop_the_pixel_grid_shares_is_not_called_a_loss_of_the_connector() -> None:
+    """YELLOW by the target (0.85 before, 0.65 after) but an excess drop over the pixel pair whose CI holds 0:
+    the answer must not say location is lost across the merger; with the excess clear of 0 it does."""
+    rows = synthetic_rows(pre=0.853, post=0.65)
+    unclear = [*rows, row("e_q2_2", "vision.post_merge", BOX, "iou_excess_drop", -0.04, ci=(-0.13, 0.06))]
+    results, text = _findings(unclear)
+    assert results["decision_matrix"]["colour"] == "YELLOW"
+    assert "lost across it" not in text and "not shown to be a loss of the 2×2 merger itself" in text
+    clear = [*rows, row("e_q2_2", "vision.post_merge", BOX, "iou_excess_drop", 0.12, ci=(0.07, 0.17))]
+    assert "present before the 2×2 merger but lost across it" in _findings(clear)[1]
+
+
 def test_calibration_goes_into_results_and_the_report() -> None:
     rows = synthetic_rows()
     context = synthetic_context()

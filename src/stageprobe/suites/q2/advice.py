@@ -60,7 +60,7 @@ def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
     # a projector keeps the grid (one token in, one out): there is no coarser grid to compare with
     grid = "the same grid" if connector_compression(rows, post_stage) == 1 else "its coarser grid"
     spatial = {"GREEN": "**Object location survives to the stage the decision reads.**",
-               "YELLOW": f"**Object location is present before {across} but lost across it.**",
+               "YELLOW": _yellow_words(decision, across, grid),
                "RED": "**Object location is already weak at the first stage the decision reads.**",
                "UNAVAILABLE": "**Where object location is lost could not be decided.**"}[decision.colour]
     paragraphs = [f"{spatial} {decision.reason[0].upper()}{decision.reason[1:]}."]
@@ -80,6 +80,16 @@ def answer(decision: Decision, rows: Sequence[MetricRow]) -> list[str]:
     if decision.pooled_only:
         paragraphs.append("These are pooled-probe numbers (seed protocol): they cannot show location.")
     return paragraphs
+
+
+def _yellow_words(decision: Decision, across: str, grid: str) -> str:
+    """Above the target before the connector, below it after: lost in the connector only where the excess
+    drop over the pixel pair says so; otherwise the drop is the output grid's own cost."""
+    excess = decision.excess
+    if excess is None or (excess.ci_low is not None and excess.ci_low > 0):
+        return f"**Object location is present before {across} but lost across it.**"
+    return (f"**Object location is above the target before {across} and below it after, but raw pixels on {grid} "
+            f"drop at least as much: the drop is not shown to be a loss of {across} itself.**")
 
 
 def _excess_words(excess: MetricRow, across: str, grid: str) -> str:
