@@ -71,26 +71,3 @@ def test_dense_context_reads_positions_fast(pixel_features: FeatureGetter) -> No
 @pytest.mark.parametrize("stage", ["pixels.patch", "pixels.merged"])
 def test_dense_context_reaches_pixel_ceiling(pixel_features: FeatureGetter, stage: str) -> None:
     _context_checks(pixel_features, stage, 600)
-
-
-def test_context_head_in_channels_last_computes_the_nchw_maps() -> None:
-    """The head runs its convolutions channels-last (speed); its outputs and gradients are those of the
-    same weights in NCHW up to float rounding."""
-    import copy
-
-    import torch
-
-    from stageprobe.probes.dense_context import ContextHead
-
-    torch.manual_seed(0)
-    grid = torch.randn(4, 32, 8, 8)
-    fast = ContextHead(32, 3, 16)
-    reference = copy.deepcopy(fast.net)  # the same weights, NCHW, called as the head was before
-    fast = fast.to(memory_format=torch.channels_last)
-    assert fast.net[2].weight.is_contiguous(memory_format=torch.channels_last)
-    out_fast, out_ref = fast(grid), reference(grid)
-    assert out_fast.is_contiguous(memory_format=torch.channels_last) and out_ref.is_contiguous()
-    torch.testing.assert_close(out_fast, out_ref, rtol=1e-5, atol=1e-5)
-    grads = [torch.autograd.grad(out.square().mean(), net[2].weight)[0]
-             for out, net in ((out_fast, fast.net), (out_ref, reference))]
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)

@@ -82,12 +82,18 @@ def test_dual_reconstructs_wide_pixel_cells_exactly() -> None:
     torch.testing.assert_close(head(x_te.float()), x_te.float(), rtol=0, atol=2e-4)
 
 
-@pytest.mark.parametrize(("form", "n", "d", "max_dim"), [("primal", 80, 30, 30), ("dual", 40, 90, 90),
-                                                          ("primal", 80, 300, 50)])
-def test_lambda_path_scores_equal_each_lambdas_own_map(form: str, n: int, d: int, max_dim: int) -> None:
-    """The λ path scores val in the eigenbasis; each score must be what the map at that λ gives on val
-    (the old path built every λ's map and applied it), and the map returned is the chosen λ's. The
-    last case goes through the random projection (d > max_dim)."""
+@pytest.mark.parametrize(("form", "n", "d", "max_dim", "via_basis"),
+                         [("primal", 80, 30, 30, True), ("dual", 40, 90, 90, True), ("primal", 400, 30, 30, False),
+                          ("primal", 80, 300, 50, True)])
+def test_lambda_path_scores_equal_each_lambdas_own_map(form: str, n: int, d: int, max_dim: int, via_basis: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The λ path scores val in the eigenbasis where that is cheaper (else by each λ's map, as before);
+    each score must be what the map at that λ gives on val, and the map returned is the chosen λ's. The
+    third case has many val rows for few outputs (the direct path); the last goes through the random
+    projection (d > max_dim)."""
+    projected: list[int] = []
+    original = RidgeSolver._val_basis
+    monkeypatch.setattr(RidgeSolver, "_val_basis", lambda self, x: projected.append(1) or original(self, x))
     x_tr, x_va, y_tr, y_va = _problem(n=n, d=d, k=4, seed=2)
     lambdas = tuple(10.0**k for k in range(-4, 2))
     solver = RidgeSolver(x_tr, max_dim=max_dim, dtype=torch.float64, form=form)  # type: ignore[arg-type]
@@ -98,3 +104,4 @@ def test_lambda_path_scores_equal_each_lambdas_own_map(form: str, n: int, d: int
     torch.testing.assert_close(torch.tensor(history["val_score"]), torch.tensor(expected), rtol=1e-5, atol=1e-7)
     chosen = maps[int(torch.tensor(expected).argmax())]
     assert torch.equal(head.weight, chosen.weight) and torch.equal(head.bias, chosen.bias)
+    assert bool(projected) == via_basis

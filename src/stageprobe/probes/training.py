@@ -203,15 +203,22 @@ class RidgeSolver:
         with its own λ chosen on val; history keys are `<name>.lambda` / `<name>.val_score`."""
         widths = [y.reshape(self.n, -1).shape[1] for y, _, _ in heads.values()]
         q, y_mean = self._cross(torch.cat([y.reshape(self.n, -1).float() for y, _, _ in heads.values()], 1))
-        basis = self._val_basis(x_val)
+        x_val = x_val.reshape(len(x_val), -1).float()
+        rank = len(self.eigval)
+        # Val rows projected into the eigenbasis once (n_val·d·r) where that is cheaper than building and
+        # applying every λ's map (λs·k·d·(r + n_val)): wide outputs (recon-linear's 192 pixel columns), not a
+        # few heads over many val tokens (dense-linear), which keep the direct path.
+        basis = (self._val_basis(x_val) if len(x_val) * rank < len(lambdas) * q.shape[1] * (rank + len(x_val))
+                 else None)
         maps: dict[str, LinearMap] = {}
         history: dict[str, list[float]] = {}
         start = 0
         for (name, (_, y_val, score)), width in zip(heads.items(), widths, strict=True):
             cols = slice(start, start + width)
             start += width
-            y_val = y_val.reshape(len(basis), -1).float()
-            values = [score(self._val_predictions(basis, q[:, cols], y_mean[cols], lam), y_val) for lam in lambdas]
+            y_val = y_val.reshape(len(x_val), -1).float()
+            values = [score(self._val_predictions(basis, x_val, q[:, cols], y_mean[cols], lam), y_val)
+                      for lam in lambdas]
             history[f"{name}.lambda"], history[f"{name}.val_score"] = list(lambdas), values
             maps[name] = self._weights(q[:, cols], y_mean[cols], lambdas[_best(values)])
         return maps, history
@@ -230,9 +237,11 @@ class RidgeSolver:
             kernel += standardised[:, cols] @ train.T
         return kernel @ self.eigvec
 
-    def _val_predictions(self, basis: torch.Tensor, q: torch.Tensor, y_mean: torch.Tensor, lam: float
-                         ) -> torch.Tensor:
-        """Val predictions of the map at `lam` (float32 on the CPU, as a `LinearMap` gives them)."""
+    def _val_predictions(self, basis: torch.Tensor | None, x_val: torch.Tensor, q: torch.Tensor,
+                         y_mean: torch.Tensor, lam: float) -> torch.Tensor:
+        """Val predictions of the map at `lam` (float32 on the CPU): from the eigenbasis, or by the map."""
+        if basis is None:
+            return self._weights(q, y_mean, lam)(x_val).cpu()
         return (basis @ (q / (self.eigval + lam * self.n)[:, None]) + y_mean).float().cpu()
 
 
