@@ -370,7 +370,6 @@ def run(
         "probe_workers": probe_workers, "experiments": experiments, "calibrate": calibrate, "out": out,
         "cache_dir": cache_dir, "data": data, "max_disk": max_disk, "max_tiles": max_tiles})
     from stageprobe.suites._plan import disk_budget, plan_run
-    from stageprobe.suites.runner import run_study
 
     config = _run_config({
         "model": model, "suite": suite, "size": "quick" if quick else "full" if full else "default",
@@ -381,20 +380,34 @@ def run(
         "data": options["data"] or None, "verdict_stage": verdict_stage, "seeds": seeds, "calibrate": calibrate,
         "max_disk": options["max_disk"], "twin": not no_twin,
     })
-    suite_spec = config.the_suite()
-    check_run_plan(suite_spec, config.experiments or suite_spec.experiment_ids, config.size, config.data,
-                   config.limit, config.seed)
-    _check_stage_patterns(model, stages or ["*"], trust_remote_code)  # also: the model's config can be read
-    _check_verdict_stage(model, verdict_stage, trust_remote_code)
-    check_run_tiles(model, max_tiles, suite_spec, config.experiments or suite_spec.experiment_ids, config.size,
-                    config.data, config.limit, config.seed, trust_remote_code)
-    if use_wandb and importlib.util.find_spec("wandb") is None:
-        raise UserInputError("--wandb needs the wandb client: pip install 'stageprobe[wandb]'")
+    _check_run_inputs(config, stages or ["*"], max_tiles, use_wandb)
     run_dir = _run_dir(out, resume, config)
     # the stores against the disk budget, before the run is announced (a stage too large for it: exit 2, the recipe)
     the_plan = plan_run(config, cache_dir or run_dir / "features")
     the_plan.stage_groups(disk_budget(the_plan, config.max_disk))
     overwrite = overwrite or _check_run_folder(run_dir, config)
+    _execute_run(ctx, config, run_dir, cache_dir, overwrite, wandb_project if use_wandb else None)
+
+
+def _check_run_inputs(config: RunConfig, stages: list[str], max_tiles: int | None, use_wandb: bool) -> None:
+    """What `run` refuses once its options parse: data the suite cannot use, stages and a verdict stage the
+    model lacks, images over the tile limit, a missing W&B client — all before anything is written."""
+    suite_spec = config.the_suite()
+    experiment_ids = config.experiments or suite_spec.experiment_ids
+    check_run_plan(suite_spec, experiment_ids, config.size, config.data, config.limit, config.seed)
+    _check_stage_patterns(config.model, stages, config.trust_remote_code)  # also: the model's config can be read
+    _check_verdict_stage(config.model, config.verdict_stage, config.trust_remote_code)
+    check_run_tiles(config.model, max_tiles, suite_spec, experiment_ids, config.size, config.data, config.limit,
+                    config.seed, config.trust_remote_code)
+    if use_wandb and importlib.util.find_spec("wandb") is None:
+        raise UserInputError("--wandb needs the wandb client: pip install 'stageprobe[wandb]'")
+
+
+def _execute_run(ctx: typer.Context, config: RunConfig, run_dir: Path, cache_dir: Path | None, overwrite: bool,
+                 wandb_project: str | None) -> None:
+    """Announce the run directory and its resume command, run the study, log to W&B when asked."""
+    from stageprobe.suites.runner import run_study
+
     rerun = _resume_command(ctx, run_dir)
     err_console.print(f"run directory: {run_dir}\nto resume it if interrupted: {rerun}", highlight=False,
                       soft_wrap=True)
@@ -404,7 +417,7 @@ def run(
         err_console.print(f"interrupted: finished feature shards and experiments are kept in {run_dir}; "
                           f"rerun the same command to resume: {rerun}", highlight=False, soft_wrap=True)
         raise typer.Exit(interrupted_code(error)) from None
-    if use_wandb:
+    if wandb_project is not None:
         from stageprobe.report.wandb_log import log_to_wandb
 
         log_to_wandb(run_dir, project=wandb_project)

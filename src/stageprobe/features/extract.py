@@ -168,41 +168,12 @@ def extract_dataset(
     stage_names = select_stages([info.name for info in infos], stages)
     if not stage_names:
         raise UserInputError("no stages selected: pass at least one --stages pattern")
-    config = model.config_summary()
-    config_json = json.dumps(config, sort_keys=True, default=str)
-    identity: dict[str, Any] = {
-        "model_name": model.name,
-        "weights_id": model.weights_id,
-        "model_config_hash": hashlib.sha256(config_json.encode()).hexdigest(),
-        "dataset_spec": dataset.spec(),
-        "dataset_content_hash": dataset.content_hash(),
-        "num_samples": num_samples,
-        "input_mode": mode,
-        "input_size": list(input_size),
-        "stage_names": stage_names,
-        "store_dtype": dtype_name,
-        "shard_size": shard_size,
-    }
+    identity, config_json = _store_identity(model, dataset, num_samples, mode, input_size, stage_names,
+                                            dtype_name, shard_size)
     root = Path(out_dir)
     manifest = _existing_manifest(root, identity)
     if manifest is None:
-        manifest = {
-            "format": STORE_FORMAT,
-            "format_version": STORE_FORMAT_VERSION,
-            "stageprobe_version": stageprobe.__version__,
-            **identity,
-            "model_config": json.loads(config_json),
-            "model_supports_video": model.supports_video,
-            "temporal_patch_size": model.temporal_patch_size,
-            "dataset_name": _dataset_name(dataset),
-            "dataset_kind": dataset.kind,
-            "frames_as_images": mode == "frames_as_images",
-            "limit": limit,
-            "skipped": _skipped_items(dataset),
-            "stages": None,  # filled from the first batch's actual outputs
-            "complete": False,
-            "samples": None,  # keys and splits in order, written when every shard is done
-        }
+        manifest = _new_manifest(identity, config_json, model, dataset, mode, limit)
     ranges = shard_ranges(num_samples, shard_size)
     main = ranks is None or ranks.is_main
     if ranks is not None:
@@ -218,23 +189,7 @@ def extract_dataset(
         descriptions={info.name: info.description for info in infos}, batch_size=batch_size,
         store_dtype=STORE_DTYPES[dtype_name],
     )
-    console = Console(stderr=True)
-    # One bar, rank 0's, counting its own share: N interleaved bars would be unreadable.
-    rank_note = "" if ranks is None else f" (rank 0 of {ranks.world_size}, its shards only)"
-    if ranks is None:
-        total, done_samples = num_samples, num_samples - sum(len(ranges[i]) for i in todo)
-    else:
-        total, done_samples = sum(len(ranges[i]) for i in todo), 0
-    with Steps(console, f"{model.name} on {_dataset_name(dataset)}{rank_note}", total, completed=done_samples,
-               disable=not (progress and main)) as bar:
-        writer = _ShardWriter(root)
-        try:
-            for index in todo:
-                writer.submit(run.extract_shard(index, ranges[index], bar.advance, console))
-        finally:
-            writer.close()
-        writer.raise_error()
-
+    _extract_shards(run, ranges, todo, ranks, num_samples, progress and main)
     if ranks is not None:
         barrier()  # every rank's shards are on disk
     if main:
@@ -242,6 +197,69 @@ def extract_dataset(
     if ranks is not None:
         barrier()  # no rank opens the store before its finished manifest is written
     return FeatureStore.open(root)
+
+
+def _store_identity(model: StageModel, dataset: Dataset, num_samples: int, mode: str,
+                    input_size: tuple[int, int, int], stage_names: list[str], dtype_name: str,
+                    shard_size: int) -> tuple[dict[str, Any], str]:
+    """What makes two stores the same store (a resumed store must match it), and the model config's JSON."""
+    config_json = json.dumps(model.config_summary(), sort_keys=True, default=str)
+    identity: dict[str, Any] = {
+        "model_name": model.name,
+        "weights_id": model.weights_id,
+        "model_config_hash": hashlib.sha256(config_json.encode()).hexdigest(),
+        "dataset_spec": dataset.spec(),
+        "dataset_content_hash": dataset.content_hash(),
+        "num_samples": num_samples,
+        "input_mode": mode,
+        "input_size": list(input_size),
+        "stage_names": stage_names,
+        "store_dtype": dtype_name,
+        "shard_size": shard_size,
+    }
+    return identity, config_json
+
+
+def _new_manifest(identity: dict[str, Any], config_json: str, model: StageModel, dataset: Dataset, mode: str,
+                  limit: int | None) -> dict[str, Any]:
+    return {
+        "format": STORE_FORMAT,
+        "format_version": STORE_FORMAT_VERSION,
+        "stageprobe_version": stageprobe.__version__,
+        **identity,
+        "model_config": json.loads(config_json),
+        "model_supports_video": model.supports_video,
+        "temporal_patch_size": model.temporal_patch_size,
+        "dataset_name": _dataset_name(dataset),
+        "dataset_kind": dataset.kind,
+        "frames_as_images": mode == "frames_as_images",
+        "limit": limit,
+        "skipped": _skipped_items(dataset),
+        "stages": None,  # filled from the first batch's actual outputs
+        "complete": False,
+        "samples": None,  # keys and splits in order, written when every shard is done
+    }
+
+
+def _extract_shards(run: _ExtractionRun, ranges: list[range], todo: list[int], ranks: Ranks | None, num_samples: int,
+                    show_progress: bool) -> None:
+    """Extract this rank's unfinished shards, written by a background writer, under one progress bar."""
+    console = Console(stderr=True)
+    # One bar, rank 0's, counting its own share: N interleaved bars would be unreadable.
+    rank_note = "" if ranks is None else f" (rank 0 of {ranks.world_size}, its shards only)"
+    if ranks is None:
+        total, done_samples = num_samples, num_samples - sum(len(ranges[i]) for i in todo)
+    else:
+        total, done_samples = sum(len(ranges[i]) for i in todo), 0
+    with Steps(console, f"{run.model.name} on {_dataset_name(run.dataset)}{rank_note}", total,
+               completed=done_samples, disable=not show_progress) as bar:
+        writer = _ShardWriter(root=run.root)
+        try:
+            for index in todo:
+                writer.submit(run.extract_shard(index, ranges[index], bar.advance, console))
+        finally:
+            writer.close()
+        writer.raise_error()
 
 
 def check_extraction_options(batch_size: int, shard_size: int, limit: int | None, store_dtype: str) -> str:

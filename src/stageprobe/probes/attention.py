@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -236,6 +237,28 @@ def _map_50(targets: list[dict[str, Any]], detections: list[Detections], num_cla
     return 0.0 if np.isnan(value) else value
 
 
+def _train_epoch(model: QueryDetector, optimizer: torch.optim.Optimizer,
+                 schedule: torch.optim.lr_scheduler.LRScheduler, z_tr: torch.Tensor, y_tr: Targets,
+                 dense: dict[str, torch.Tensor], batches: Sequence[torch.Tensor]) -> list[float]:
+    """One pass over the training images in `batches` (index tensors); the loss of each step."""
+    model.train()
+    losses = []
+    for idx in batches:
+        outputs, token_out = model(z_tr[idx.to(z_tr.device)])
+        batch_targets = [y_tr[i] for i in idx.tolist()]
+        reference = model.reference.detach().sigmoid()
+        # DETR's auxiliary losses: every decoder layer's output is matched and scored.
+        loss = sum(hungarian_loss(logits, boxes, batch_targets, reference) for logits, boxes in outputs)
+        loss = loss + token_loss(token_out, dense["objectness"][idx], dense["offsets"][idx],
+                                 dense["owner"][idx] >= 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 @register_probe("attention", ["boxes"], "DETR-style: learned queries cross-attend to tokens + 2-D position, "
                 "linear class/box heads, Hungarian matching with no-object class")
 def fit_attention(task: str, train: ProbeData, val: ProbeData, test: ProbeData, seed: int,
@@ -271,21 +294,8 @@ def fit_attention(task: str, train: ProbeData, val: ProbeData, test: ProbeData, 
         history: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_map_50": []}
         best_map, best_state = -1.0, copy.deepcopy(model.state_dict())
         for epoch in range(epochs):
-            model.train()
-            losses = []
-            for idx in torch.randperm(len(train), generator=generator).split(batch_size):
-                outputs, token_out = model(z_tr[idx.to(device)])
-                batch_targets = [y_tr[i] for i in idx.tolist()]
-                reference = model.reference.detach().sigmoid()
-                # DETR's auxiliary losses: every decoder layer's output is matched and scored.
-                loss = sum(hungarian_loss(logits, boxes, batch_targets, reference) for logits, boxes in outputs)
-                loss = loss + token_loss(token_out, dense["objectness"][idx], dense["offsets"][idx],
-                                         dense["owner"][idx] >= 0)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                losses.append(float(loss.detach()))
+            losses = _train_epoch(model, optimizer, schedule, z_tr, y_tr, dense,
+                                  torch.randperm(len(train), generator=generator).split(batch_size))
             if (epoch + 1) % eval_every and epoch + 1 != epochs:
                 continue
             model.eval()

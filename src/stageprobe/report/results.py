@@ -147,10 +147,8 @@ def _run_status(analysis: Analysis) -> str:
     return "completed"
 
 
-def build_results(rows: Sequence[MetricRow], context: RunContext,
-                  analysis: Analysis | None = None) -> dict[str, Any]:
-    """The content of `results.yaml`: the seed's keys, then stageprobe's own."""
-    analysis = analysis or analyse(rows, RunMeta.from_context(context))
+def _experiment_entries(analysis: Analysis, context: RunContext) -> dict[str, Any]:
+    """Each experiment's status, finding, metrics read at its declared stage, artifacts and best stages."""
     experiments: dict[str, Any] = {}
     for experiment, state in analysis.experiment_status.items():
         reads = analysis.best[experiment]
@@ -165,6 +163,11 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
         if experiment in context.experiment_errors:
             entry["error"] = context.experiment_errors[experiment]
         experiments[experiment] = entry
+    return experiments
+
+
+def _assessment(analysis: Analysis) -> dict[str, Any]:
+    """The seed's assessment block: criteria counts, confidence, the decision and each target's value."""
     verdicts = analysis.verdicts
     assessment: dict[str, Any] = {
         "success_criteria_met": all(v.status == "PASS" for v in verdicts.values()),
@@ -180,6 +183,11 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
     for key, verdict in verdicts.items():
         if verdict.row is not None:
             assessment[f"{key}_achieved"] = verdict.row.value
+    return assessment
+
+
+def _controls_and_variants(rows: Sequence[MetricRow]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per control and per variant present in the rows: what it is, its models and its stage tables."""
     controls = {
         control: {"description": CONTROL_DESCRIPTIONS[control],
                   "models": sorted({r.model for r in rows if r.control == control and r.model}),
@@ -192,6 +200,15 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
                   "stage_metrics": stage_tables(rows, variant=variant)}
         for variant in VARIANT_DESCRIPTIONS if any(r.variant == variant for r in rows)
     }
+    return controls, variants
+
+
+def build_results(rows: Sequence[MetricRow], context: RunContext,
+                  analysis: Analysis | None = None) -> dict[str, Any]:
+    """The content of `results.yaml`: the seed's keys, then stageprobe's own."""
+    analysis = analysis or analyse(rows, RunMeta.from_context(context))
+    verdicts = analysis.verdicts
+    controls, variants = _controls_and_variants(rows)
     listed = [p for paths in context.artifacts.values() for p in paths]
     return {
         "experiment_id": f"{context.suite}-information-preservation",
@@ -206,8 +223,8 @@ def build_results(rows: Sequence[MetricRow], context: RunContext,
                     "experiments": list(t.experiments)}
             for t in analysis.suite.targets
         },
-        "results": {"experiments": experiments},
-        "assessment": assessment,
+        "results": {"experiments": _experiment_entries(analysis, context)},
+        "assessment": _assessment(analysis),
         "recommendation": analysis.advice.recommendation,
         "recommendation_headline": analysis.advice.headline,
         "recommendation_notes": " ".join(filter(None, [analysis.advice.notes, cause_notes(rows, analysis)])),
