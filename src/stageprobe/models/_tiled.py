@@ -75,14 +75,8 @@ class TiledVLModel(HFStageModel):
         video_prompt: str = DEFAULT_VIDEO_PROMPT,
         max_tiles: int | None = None,
     ) -> None:
-        self.hf_model = hf_model.eval()
-        self.processor = processor
-        self.name = name
-        self.weights_id = weights_id
-        self.prompt = prompt
-        self.video_prompt = video_prompt
+        self._bind(hf_model, processor, name, weights_id, prompt, video_prompt)
         self.device = next(hf_model.parameters()).device
-        self.dtype = next(hf_model.parameters()).dtype
         self.config = hf_model.config
         #: tiles one image may be cut into; None keeps the processor's own limit
         self.max_tiles = max_tiles

@@ -142,6 +142,18 @@ class HFStageModel(StageModel):
     hf_model: torch.nn.Module
     processor: Any
 
+    def _bind(self, hf_model: torch.nn.Module, processor: Any, name: str, weights_id: str,
+              prompt: str, video_prompt: str | None = None) -> None:
+        """What every VLM adapter keeps of its checkpoint (its device is the adapter's to choose)."""
+        self.hf_model = hf_model.eval()
+        self.processor = processor
+        self.name = name
+        self.weights_id = weights_id
+        self.prompt = prompt
+        if video_prompt is not None:
+            self.video_prompt = video_prompt
+        self.dtype = next(hf_model.parameters()).dtype
+
     @abstractmethod
     def stage_table(self, height: int, width: int, frames: int = 1) -> list[StageSpec]:
         """Every stage, in the order the forward pass reaches it, for an input of this size."""

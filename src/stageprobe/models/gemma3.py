@@ -46,13 +46,8 @@ class Gemma3Model(HFStageModel):
 
     def __init__(self, hf_model: nn.Module, processor: Any, name: str, weights_id: str,
                  prompt: str = DEFAULT_PROMPT) -> None:
-        self.hf_model = hf_model.eval()
-        self.processor = processor
-        self.name = name
-        self.weights_id = weights_id
-        self.prompt = prompt
+        self._bind(hf_model, processor, name, weights_id, prompt)
         self.device = next(hf_model.parameters()).device
-        self.dtype = next(hf_model.parameters()).dtype
         config = hf_model.config
         self.image_token_id = int(config.image_token_id)
         vision = config.vision_config

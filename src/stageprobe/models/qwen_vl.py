@@ -55,14 +55,8 @@ class QwenVLModel(HFStageModel):
         prompt: str = DEFAULT_PROMPT,
         video_prompt: str = DEFAULT_VIDEO_PROMPT,
     ) -> None:
-        self.hf_model = hf_model.eval()
-        self.processor = processor
-        self.name = name
-        self.weights_id = weights_id
-        self.prompt = prompt
-        self.video_prompt = video_prompt
+        self._bind(hf_model, processor, name, weights_id, prompt, video_prompt)
         self.device = _input_device(hf_model)
-        self.dtype = next(hf_model.parameters()).dtype
         config = hf_model.config
         self.vision_config = config.vision_config
         self.text_config = config.text_config
