@@ -95,6 +95,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "run max-disk below one stage": (["run", "--model", "pixels", "--max-disk", "1000", "--out", "{tmp}/r"],
                                      ["cannot hold even one stage"]),
     "plan max-disk unparsable": (["plan", "--max-disk", "10 gigs"], ["80G, 500M"]),
+    "plan seeds 0": (["plan", "--seeds", "0"], ["--seeds 0"]),
+    "plan probe workers 0": (["plan", "--probe-workers", "0"], ["--probe-workers must be at least 1"]),
     "run probe workers 0": (["run", "--model", "pixels", "--probe-workers", "0", "--out", "{tmp}/r"],
                             ["--probe-workers must be at least 1"]),
     "run quick and full": (["run", "--quick", "--full", "--out", "{tmp}/r"], ["--quick and --full"]),
