@@ -5,7 +5,7 @@ quick) and run in this process on one thread, as a worker runs it. Prints the CP
 functions with the most cumulative time.
 
 Run: python benchmarks/profile_fit.py RUN_DIR FAMILY STAGE PROBE [--task boxes] [--variant main]
-     [--control control-task] [--seed 0] [--top 25]
+     [--control control-task] [--seed 0] [--top 25] [--precision bfloat16]
 e.g. python benchmarks/profile_fit.py runs/quick spatial pixels.patch dense-context --variant pixels
 """
 
@@ -16,6 +16,7 @@ import cProfile
 import pstats
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -59,9 +60,11 @@ def main() -> None:
     parser.add_argument("--control")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                        help="the probe precision of the fit (a run's resolved --probe-precision)")
     args = parser.parse_args()
-    request = build_request(args.run_dir, args.family, args.stage, args.probe, args.task, args.variant,
-                            args.control, args.seed)
+    request = replace(build_request(args.run_dir, args.family, args.stage, args.probe, args.task, args.variant,
+                                    args.control, args.seed), precision=args.precision)
     torch.set_num_threads(1)
     profile = cProfile.Profile(time.process_time)  # CPU seconds: the machine may be shared
     cpu = time.process_time()

@@ -25,7 +25,7 @@ from stageprobe.probes.dense_linear import DensePredictor, box_probe_result, cho
 from stageprobe.probes.evaluation import num_classes_of
 from stageprobe.probes.targets import stack_dense_targets
 from stageprobe.probes.tokens import PCAReducer, time_mean_tokens
-from stageprobe.probes.training import default_device, seed_everything, train_module
+from stageprobe.probes.training import Precision, default_device, fit_precision, seed_everything, train_module
 
 
 class ContextHead(nn.Module):
@@ -45,14 +45,19 @@ class ContextHead(nn.Module):
 class ContextPredictor(DensePredictor):
     """`DensePredictor` whose maps come from the fitted `ContextHead` instead of linear heads."""
 
-    def __init__(self, reducer: PCAReducer, head: ContextHead, threshold: float, device: torch.device) -> None:
+    def __init__(self, reducer: PCAReducer, head: ContextHead, threshold: float, device: torch.device,
+                 precision: Precision | None = None) -> None:
         super().__init__({}, threshold)
         self.reducer, self.head, self.device = reducer, head, device
+        #: the precision the head was trained in, which every prediction (val thresholds, test) uses too
+        self.precision = precision or Precision()
 
     @torch.no_grad()
     def maps(self, data: ProbeData) -> dict[str, np.ndarray]:
-        grid = reduced_grid(data, self.reducer)
-        logits = torch.cat([self.head(grid[s:s + 64].to(self.device)).cpu() for s in range(0, len(grid), 64)])
+        grid = self.precision.layout(reduced_grid(data, self.reducer))
+        with self.precision.autocast():
+            logits = torch.cat([self.head(grid[s:s + 64].to(self.device)).float().cpu()
+                                for s in range(0, len(grid), 64)])
         logits = logits.permute(0, 2, 3, 1)
         return {"objectness": torch.sigmoid(logits[..., :1]).numpy(),
                 "class": logits[..., 1:2 + self.head.num_classes].softmax(-1).numpy(),
@@ -97,26 +102,29 @@ def fit_dense_context(task: str, train: ProbeData, val: ProbeData, test: ProbeDa
     """`pca_tokens` train tokens (a seeded sample) fit the whitened PCA to `pca_dim` components."""
     c = num_classes or num_classes_of(train.targets, val.targets, test.targets)
     device = default_device()
+    precision = fit_precision(device)
     generator = seed_everything(seed)
     flat = time_mean_tokens(train).reshape(-1, train.features.shape[-1])
     reducer = PCAReducer(flat[torch.randperm(len(flat), generator=generator)[:pca_tokens]], pca_dim, whiten=True)
-    x_tr, x_va = reduced_grid(train, reducer).to(device), reduced_grid(val, reducer).to(device)
+    x_tr, x_va = (precision.layout(reduced_grid(split, reducer).to(device)) for split in (train, val))
     y_tr, y_va = _tensor_targets(train, device), _tensor_targets(val, device)
-    head = ContextHead(x_tr.shape[1], c, width).to(device)
+    head = precision.layout(ContextHead(x_tr.shape[1], c, width).to(device))
 
+    # the loss in float32 whatever the forward's precision (`.float()` is a no-op in float32)
     def batch_loss(module: nn.Module, idx: torch.Tensor) -> torch.Tensor:
         idx = idx.to(device)
-        return dense_loss(module(x_tr[idx]), {k: v[idx] for k, v in y_tr.items()}, c)
+        return dense_loss(module(x_tr[idx]).float(), {k: v[idx] for k, v in y_tr.items()}, c)
 
     def val_loss(module: nn.Module) -> float:
-        return float(dense_loss(module(x_va), y_va, c))
+        return float(dense_loss(module(x_va).float(), y_va, c))
 
     history = train_module(head, batch_loss, val_loss, len(train), seed, batch_size=batch_size,
-                           max_epochs=epochs, patience=patience, lr=lr, anneal=True)
-    predictor = ContextPredictor(reducer, head, float("nan"), device)
+                           max_epochs=epochs, patience=patience, lr=lr, anneal=True, precision=precision)
+    predictor = ContextPredictor(reducer, head, float("nan"), device, precision)
     if task == "boxes":
         predictor.threshold, thresholds = choose_threshold(predictor, val)
         history.update(thresholds)
     class_maps = stack_dense_targets(test.targets, test.image_size, test.grid[1:])["class_map"]
-    config = {"pca_dim": pca_dim, "width": width, "epochs_run": len(history["epoch"]), "lr": lr}
+    config = {"pca_dim": pca_dim, "width": width, "epochs_run": len(history["epoch"]), "lr": lr,
+              "precision": precision.name}
     return box_probe_result("dense-context", task, predictor, test, class_maps, c, history, config)

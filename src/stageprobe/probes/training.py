@@ -7,6 +7,10 @@
   the same maps, without a D×D matrix (a 12,288-wide pixel stage needed ~7 GB in the primal).
 - Gradient: `train_module` runs AdamW in minibatches with early stopping on the val loss,
   restores the best epoch and records the train/val curve.
+- Precision: the gradient-trained probes compute their forward passes in bfloat16 under autocast where
+  the device does bfloat16 natively (`--probe-precision auto`): weights, optimiser state and losses stay
+  float32. `probe_precision` sets it around a fit; a probe reads it once (`fit_precision`) and keeps it
+  for its predictions. Ridge solves are never affected.
 Seeds fix every random choice; the device is the GPU when one is present.
 """
 
@@ -15,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -35,8 +40,92 @@ DUAL_MIN_DIM = 2048
 _DUAL_COLUMNS = 2048
 
 
+#: what `--probe-precision` accepts; "auto" is bfloat16 where the device computes it natively, else float32
+PRECISIONS = ("auto", "float32", "bfloat16")
+#: CPU features that compute bfloat16 in hardware (Intel AMX / AVX512-BF16); without them bfloat16 is
+#: emulated in float32 and slower than float32 itself
+NATIVE_BF16_CPU_FEATURES = ("amx_bf16", "avx512_bf16")
+_ACTIVE_PRECISION: ContextVar[str] = ContextVar("probe_precision", default="float32")
+_Layout = TypeVar("_Layout", torch.Tensor, torch.nn.Module)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 in hardware (torch's own capability checks)."""
+    if device.type == "cuda":
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # torch < 2.4 has no `including_emulation` and reports native support only
+            return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None:
+        return any(bool(capabilities().get(name)) for name in NATIVE_BF16_CPU_FEATURES)
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+def resolve_precision(requested: str, device: torch.device | None = None) -> str:
+    """The precision a run's gradient-trained probes use: "auto" → bfloat16 where `device` (default: where
+    the probes fit) does it natively, else float32. ValueError for an unknown name, and for bfloat16 asked
+    of a device that would only emulate it."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown probe precision {requested!r}; use {', '.join(PRECISIONS)}")
+    device = device or default_device()
+    native = native_bf16(device)
+    if requested == "bfloat16" and not native:
+        raise ValueError(f"this {device.type.upper()} does not compute bfloat16 natively (it would be emulated, "
+                         "slower than float32); use float32 or auto")
+    if requested == "auto":
+        return "bfloat16" if native else "float32"
+    return requested
+
+
+@contextlib.contextmanager
+def probe_precision(precision: str) -> Iterator[None]:
+    """Gradient-trained probes fitted inside compute in `precision` (float32 or bfloat16, resolved)."""
+    if precision not in PRECISIONS[1:]:
+        raise ValueError(f"probe precision must be resolved to float32 or bfloat16, got {precision!r}")
+    token = _ACTIVE_PRECISION.set(precision)
+    try:
+        yield
+    finally:
+        _ACTIVE_PRECISION.reset(token)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How one gradient-trained probe computes: float32, or its forward passes in bfloat16 under autocast
+    (standard mixed precision: float32 master weights, optimiser and loss). Outputs are read in float32."""
+
+    name: str = "float32"
+    device_type: str = "cpu"
+
+    @property
+    def reduced(self) -> bool:
+        return self.name == "bfloat16"
+
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
+        """The context forward passes run under: bfloat16 autocast, or nothing (float32 as before)."""
+        if not self.reduced:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16)
+
+    def layout(self, x: _Layout) -> _Layout:
+        """A conv module or 4-D input in channels-last under bfloat16, where oneDNN's bfloat16 convolutions
+        are fastest (a dense-context step 1.9× faster, measured); unchanged in float32, whose numbers stay
+        bit for bit."""
+        if not self.reduced:
+            return x
+        return x.to(memory_format=torch.channels_last)
+
+
+def fit_precision(device: torch.device) -> Precision:
+    """The precision a probe fitted now on `device` uses (set by `probe_precision`; float32 by default)."""
+    return Precision(_ACTIVE_PRECISION.get(), device.type)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -279,22 +368,24 @@ def train_module(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     anneal: bool = False,
+    precision: Precision | None = None,
 ) -> dict[str, list[float]]:
     """AdamW on minibatches of training indices; early stopping on `val_loss`, best epoch restored.
 
     `batch_loss(module, indices)` returns the mean loss of those training items; `val_loss(module)`
     the loss on the whole val split (called under no_grad, module in eval mode). `anneal` decays
     the learning rate to 0 over `max_epochs` (cosine), so the last epochs settle instead of jitter.
+    Both run under `precision`'s autocast (float32 when None); they should return float32 losses.
     """
     with small_model_threads(next(module.parameters()).device):
         return _train(module, batch_loss, val_loss, n_train, seed, batch_size, max_epochs, patience, lr,
-                      weight_decay, anneal)
+                      weight_decay, anneal, precision or Precision())
 
 
 def _train(module: torch.nn.Module, batch_loss: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
            val_loss: Callable[[torch.nn.Module], float], n_train: int, seed: int, batch_size: int,
            max_epochs: int, patience: int, lr: float, weight_decay: float,
-           anneal: bool) -> dict[str, list[float]]:
+           anneal: bool, precision: Precision) -> dict[str, list[float]]:
     generator = seed_everything(seed)
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     steps = max_epochs * -(-n_train // batch_size)
@@ -306,7 +397,8 @@ def _train(module: torch.nn.Module, batch_loss: Callable[[torch.nn.Module, torch
         order = torch.randperm(n_train, generator=generator)
         losses = []
         for s in range(0, n_train, batch_size):
-            loss = batch_loss(module, order[s:s + batch_size])
+            with precision.autocast():
+                loss = batch_loss(module, order[s:s + batch_size])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -314,7 +406,7 @@ def _train(module: torch.nn.Module, batch_loss: Callable[[torch.nn.Module, torch
                 schedule.step()
             losses.append(float(loss.detach()))
         module.eval()
-        with torch.no_grad():
+        with torch.no_grad(), precision.autocast():
             current = val_loss(module)
         history["epoch"].append(epoch)
         history["train_loss"].append(float(np.mean(losses)))

@@ -32,6 +32,7 @@ import torch
 from stageprobe.datasets import Dataset, Sample, dataset_from_spec
 from stageprobe.features.store import FeatureStore
 from stageprobe.probes import ProbeData, ProbeResult, fit_probe, split_probe_data
+from stageprobe.probes.training import probe_precision
 from stageprobe.suites._validation import validation_scores
 
 #: at most this many workers by default: more processes each hold a stage of features in memory
@@ -54,6 +55,9 @@ class FitRequest:
     options: tuple[tuple[str, Any], ...] = ()
     #: also score the fitted probe on the validation split (what picks the best stage)
     score_val: bool = False
+    #: the run's resolved probe precision (float32 | bfloat16) the gradient-trained probes compute in; part
+    #: of the request, so fits of different precision are never taken for one another
+    precision: str = "float32"
 
 
 @dataclass
@@ -143,8 +147,9 @@ def fit_request(request: FitRequest) -> FitOutput:
     a closure over the fitted probe that cannot cross processes; the runner uses `predictions`."""
     started, cpu_started = time.perf_counter(), time.process_time()
     splits = _CACHE.splits(request)
-    result = fit_probe(request.probe, request.task, splits["train"], splits["val"], splits["test"],
-                       seed=request.seed, control=request.control, **dict(request.options))
+    with probe_precision(request.precision):
+        result = fit_probe(request.probe, request.task, splits["train"], splits["val"], splits["test"],
+                           seed=request.seed, control=request.control, **dict(request.options))
     val_scores = validation_scores(result, splits["val"]) if request.score_val else {}
     result.predictor = None
     return FitOutput(result, val_scores, time.perf_counter() - started,
