@@ -70,7 +70,7 @@ _RUN_FLAGS: dict[str, tuple[str, Any]] = {
     "seed": ("--seed", 0), "batch_size": ("--batch-size", 8), "probe_workers": ("--probe-workers", None),
     "device": ("--device", "auto"), "device_map": ("--device-map", None), "dtype": ("--dtype", "auto"),
     "store_dtype": ("--store-dtype", "float16"), "limit": ("--limit", None), "seeds": ("--seeds", None),
-    "verdict_stage": ("--verdict-stage", None),
+    "verdict_stage": ("--verdict-stage", None), "probe_precision": ("--probe-precision", None),
 }
 
 

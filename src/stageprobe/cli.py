@@ -57,6 +57,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+#: `--probe-precision` of `run` and `calibrate`
+PROBE_PRECISION_HELP = ("what the gradient-trained probes compute in: auto (bfloat16 where the device does it "
+                        "natively, else float32) | float32 | bfloat16")
 
 DEFAULT_MODEL = "qwen2.5-vl-tiny"
 
@@ -359,6 +362,7 @@ def run(
     max_tiles: Annotated[int | None, typer.Option(
         help="tiling models (InternVL, SmolVLM, LLaVA-OneVision): refuse data whose images the processor would "
         "cut into more tiles than this, before any work (default: the processor's own limit)")] = None,
+    probe_precision: Annotated[str, typer.Option(help=PROBE_PRECISION_HELP)] = "auto",
 ) -> None:
     """The whole study: data → features → probes → metrics → report. Resumes an interrupted run."""
     if experiments == "list":
@@ -378,7 +382,7 @@ def run(
         "device_map": device_map, "dtype": dtype, "store_dtype": store_dtype, "trust_remote_code": trust_remote_code,
         "experiments": _experiment_ids(suite, experiments) if experiments else None, "limit": limit,
         "data": options["data"] or None, "verdict_stage": verdict_stage, "seeds": seeds, "calibrate": calibrate,
-        "max_disk": options["max_disk"], "twin": not no_twin,
+        "max_disk": options["max_disk"], "twin": not no_twin, "probe_precision": probe_precision,
     })
     _check_run_inputs(config, stages or ["*"], max_tiles, use_wandb)
     run_dir = _run_dir(out, resume, config)
@@ -681,6 +685,7 @@ def calibrate(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16")] = "auto",
     trust_remote_code: Annotated[bool, typer.Option(help="allow custom code from the model repo")] = False,
+    probe_precision: Annotated[str, typer.Option(help=PROBE_PRECISION_HELP)] = "auto",
 ) -> None:
     """Plant known losses at known stages and check the study's probes find them there, nowhere earlier."""
     _validated("calibrate", {"model": model, "out": out, "batch_size": batch_size, "device_map": device_map,
@@ -688,9 +693,14 @@ def calibrate(
     from stageprobe.calibrate import Calibrator, default_plants, write_calibration
     from stageprobe.models import load_model
     from stageprobe.models.planting import parse_plant
+    from stageprobe.probes import training
     from stageprobe.suites import DEFAULT_SUITE, get_suite
     from stageprobe.suites.runner import default_run_dir
 
+    try:
+        precision = training.resolve_precision(probe_precision)
+    except ValueError as error:
+        raise UserInputError(f"--probe-precision {probe_precision!r}: {error}") from None
     loaded = load_model(model, device=device, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
     study = get_suite(DEFAULT_SUITE)
     plants = [parse_plant(text, loaded) for text in plant] if plant else default_plants(loaded, study)
@@ -699,7 +709,8 @@ def calibrate(
     run_dir = out or default_run_dir(f"calibrate-{model}")
     calibrator = Calibrator(loaded, study, run_dir, size="quick" if quick else "default", seed=seed,
                             batch_size=batch_size)
-    result = calibrator.run(plants)
+    with training.probe_precision(precision):
+        result = calibrator.run(plants)
     data, markdown = write_calibration(result, run_dir)
     console.print(result.to_markdown(), highlight=False, soft_wrap=True)
     console.print(f"calibration: {markdown}\nresults:     {data}")

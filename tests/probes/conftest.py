@@ -1,8 +1,10 @@
-"""Pixel-baseline features of the synthetic datasets, extracted once per session."""
+"""Pixel-baseline features of the synthetic datasets, extracted once per session; every probe test runs in
+the probe precision a run resolves `auto` to on this machine (bfloat16 where the CPU does it natively), so
+the known answers hold for what a default run computes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -12,8 +14,17 @@ import torch
 import stageprobe as sp
 from stageprobe.datasets import load_dataset
 from stageprobe.probes import ProbeData, split_probe_data
+from stageprobe.probes.training import probe_precision, resolve_precision
 
 FeatureGetter = Callable[..., tuple[list[Any], dict[str, ProbeData]]]
+
+
+@pytest.fixture(autouse=True)
+def run_precision() -> Iterator[str]:
+    """The precision `--probe-precision auto` resolves to here, set around each test."""
+    precision = resolve_precision("auto")
+    with probe_precision(precision):
+        yield precision
 
 
 @pytest.fixture(scope="session")

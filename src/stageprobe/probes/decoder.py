@@ -35,7 +35,7 @@ from stageprobe.metrics.reconstruction import (
 from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
 from stageprobe.probes.recon_linear import input_images
 from stageprobe.probes.tokens import PCAReducer, time_mean_grid
-from stageprobe.probes.training import default_device, seed_everything, train_module
+from stageprobe.probes.training import default_device, fit_precision, seed_everything, train_module
 
 SEED_GRID = 7
 # PCA components per token pixel: 64 for a 14-px token, 256 for a 28-px one — the same bandwidth
@@ -119,13 +119,14 @@ def _fit_decoder(name: str, module_cls: type[nn.Module], train: ProbeData, val: 
                  seed: int, output_size: int, pca_dim: int | None, epochs: int, patience: int, batch_size: int,
                  lr: float, perceptual_weight: float, lpips_metric: LpipsMetric | None) -> ProbeResult:
     device = default_device()
+    precision = fit_precision(device)
     seed_everything(seed)
 
     pca_dim = pca_dim or token_components(train)
     reducer = PCAReducer(time_mean_grid(train), pca_dim)
     x_tr, x_va = reducer(time_mean_grid(train)).to(device), reducer(time_mean_grid(val)).to(device)
     y_tr, y_va = target_images(train, output_size).to(device), target_images(val, output_size).to(device)
-    model = module_cls(x_tr.shape[-1], output_size, tuple(x_tr.shape[1:3])).to(device)
+    model = precision.layout(module_cls(x_tr.shape[-1], output_size, tuple(x_tr.shape[1:3])).to(device))
     perceptual = None
     if perceptual_weight > 0:
         reason = lpips_weights_reason()
@@ -135,7 +136,9 @@ def _fit_decoder(name: str, module_cls: type[nn.Module], train: ProbeData, val: 
         for p in perceptual.parameters():
             p.requires_grad_(False)
 
+    # the loss in float32 whatever the forward's precision (`.float()` is a no-op in float32)
     def loss_of(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        pred = pred.float()
         loss = F.l1_loss(pred, truth)
         if perceptual is not None:
             loss = loss + perceptual_weight * perceptual(pred * 2 - 1, truth * 2 - 1).mean()
@@ -149,12 +152,13 @@ def _fit_decoder(name: str, module_cls: type[nn.Module], train: ProbeData, val: 
                               for s in range(0, len(x_va), 64)]))
 
     history = train_module(model, batch_loss, val_loss, len(train), seed, batch_size=batch_size,
-                           max_epochs=epochs, patience=patience, lr=lr)
+                           max_epochs=epochs, patience=patience, lr=lr, precision=precision)
 
     @torch.no_grad()
     def predict(data: ProbeData) -> dict[str, Any]:
         x = reducer(time_mean_grid(data)).to(device)
-        recs = torch.cat([model(x[s:s + 64]).cpu() for s in range(0, len(x), 64)])
+        with precision.autocast():
+            recs = torch.cat([model(x[s:s + 64]).float().cpu() for s in range(0, len(x), 64)])
         return {"reconstructions": recs.permute(0, 2, 3, 1).numpy()}
 
     predictions = predict(test)
@@ -166,6 +170,7 @@ def _fit_decoder(name: str, module_cls: type[nn.Module], train: ProbeData, val: 
                                                   lpips_metric)
     metrics = {k: float(np.nanmean(v)) for k, v in per_item.items()}
     config = {"output_size": output_size, "pca_dim": pca_dim, "epochs_run": len(history["epoch"]),
+              "precision": precision.name,
               "perceptual_weight": perceptual_weight, "gram_features": "gram_gabor (grey + 12 Gabor filters)",
               "edge_f1": edge_f1_config(per_item["edge_f1"], references.shape[1:3])}
     return ProbeResult(name, "reconstruction", metrics, per_item, predictions, history, unavailable,

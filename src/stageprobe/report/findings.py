@@ -338,6 +338,11 @@ def _closing(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow
     lpips_trunk = (results.get("env") or {}).get("lpips_trunk") or {}
     if lpips_trunk.get("source") and any(r.metric == "lpips" and r.value is not None for r in rows):
         doc.add(Para(f"**LPIPS trunk:** {lpips_trunk['description']}."))
+    precision = (results.get("config") or {}).get("probe_precision")
+    if precision:
+        doc.add(Para(f"**Probe precision:** the gradient-trained probes computed in {precision}"
+                     + (" (autocast: float32 weights, optimiser and losses)" if precision == "bfloat16" else "")
+                     + "; `--probe-precision float32` reproduces full precision."))
     figures = artifact_paths(results)
     pngs = [p for p in figures if p.lower().endswith(".png") and p not in TOP_FIGURES]
     doc.add(Rule(), Heading(2, "Artifacts"),

@@ -361,7 +361,8 @@ class Measurement:
             options.update(self.suite.quick_probe_options.get(probe.probe, {}))
         request = FitRequest(probe.probe, probe.task, str(store.root), stage, dataset_key,
                              with_images=probe.task == "reconstruction", seed=self.config.seed,
-                             options=tuple(sorted(options.items())), score_val=which == "main")
+                             options=tuple(sorted(options.items())), score_val=which == "main",
+                             precision=self.config.probe_precision)
         seeds = probe_seeds(self.suite, probe, stage, self.config.size, self.config.seeds)
         reused = self.pool.started(request)
         fits = [self.pool.submit(replace(request, seed=self.config.seed + k)) for k in range(seeds)]

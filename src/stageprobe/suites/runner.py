@@ -29,7 +29,7 @@ from stageprobe.datasets import DATA_FAMILIES, dataset_record
 from stageprobe.errors import UserInputError
 from stageprobe.models import StageModel, load_model
 from stageprobe.models.pixels import pixel_baseline_for
-from stageprobe.probes.training import default_device
+from stageprobe.probes.training import default_device, probe_precision, resolve_precision
 from stageprobe.report.render import ReportPaths, write_run_report
 from stageprobe.report.schema import RunContext
 from stageprobe.suites import DEFAULT_SUITE, SUITES, get_suite
@@ -100,6 +100,10 @@ class RunConfig(BaseModel):
     max_disk: int | None = Field(default=None, ge=1)
     #: measure the random-init twin of a pretrained model (what training did); `--no-twin` skips it
     twin: bool = True
+    #: what the gradient-trained probes compute in (`--probe-precision`), resolved once, here, in the main
+    #: process: "auto" → bfloat16 where the probes' device does it natively, else float32. The resolved
+    #: value is recorded, sent with every fit and part of the identity (a resume in another precision refits)
+    probe_precision: str = Field(default="auto", validate_default=True)
 
     @field_validator("suite")
     @classmethod
@@ -130,6 +134,11 @@ class RunConfig(BaseModel):
             raise ValueError(f"unknown data family {', '.join(unknown)}; use {', '.join(FAMILIES)} "
                              "(e.g. spatial=coco:/path/instances.json)")
         return data
+
+    @field_validator("probe_precision")
+    @classmethod
+    def _resolved_precision(cls, precision: str) -> str:
+        return resolve_precision(precision)
 
     def identity_settings(self) -> dict[str, Any]:
         return self.model_dump(exclude=set(NOT_IN_IDENTITY))
@@ -299,10 +308,11 @@ class StudyRun:
 
         self.measurement.say("[bold]calibration[/] planted losses")
         main = self.model("main")
-        result = Calibrator(main, self.suite, self.out / "calibration", size=self.config.size,  # type: ignore[arg-type]
-                            seed=self.config.seed, n_bootstrap=self.config.n_bootstrap,
-                            batch_size=self.config.batch_size, stage_patterns=self.config.stages
-                            ).run(default_plants(main, self.suite))
+        calibrator = Calibrator(main, self.suite, self.out / "calibration", size=self.config.size,  # type: ignore[arg-type]
+                                seed=self.config.seed, n_bootstrap=self.config.n_bootstrap,
+                                batch_size=self.config.batch_size, stage_patterns=self.config.stages)
+        with probe_precision(self.config.probe_precision):
+            result = calibrator.run(default_plants(main, self.suite))
         write_calibration(result, self.out / "calibration")
         return result.to_dict()
 
