@@ -100,6 +100,10 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "run probe workers 0": (["run", "--model", "pixels", "--probe-workers", "0", "--out", "{tmp}/r"],
                             ["--probe-workers must be at least 1"]),
     "run quick and full": (["run", "--quick", "--full", "--out", "{tmp}/r"], ["--quick and --full"]),
+    "run unknown probe precision": (["run", "--probe-precision", "fp8", "--out", "{tmp}/r"],
+                                    ["--probe-precision 'fp8'", "use auto, float32, bfloat16"]),
+    "calibrate unknown probe precision": (["calibrate", "--probe-precision", "half", "--out", "{tmp}/c"],
+                                          ["--probe-precision 'half'", "use auto, float32, bfloat16"]),
     "run unknown protocol": (["run", "--protocol", "mine", "--out", "{tmp}/r"], ["--protocol 'mine'"]),
     "run unknown dtype": (["run", "--dtype", "fp8", "--out", "{tmp}/r"], ["--dtype 'fp8'"]),
     "run unknown device map": (["run", "--device-map", "diagonal", "--out", "{tmp}/r"], ["--device-map 'diagonal'"]),
@@ -256,6 +260,21 @@ def test_an_out_directory_without_write_permission_is_refused(tmp_path: Path, mo
         assert result.exit_code == 2, result.output
         assert "not writable" in result.output.splitlines()[0]
     assert not any(locked.iterdir())
+
+
+@pytest.mark.parametrize("command", [["run", "--model", "pixels", "--quick"],
+                                     ["calibrate", "--model", "qwen2.5-vl-tiny"]])
+def test_bfloat16_on_a_device_without_it_is_refused_before_any_work(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bfloat16 asked where it would only be emulated (slower than float32): exit 2, offering float32 / auto."""
+    monkeypatch.setattr("stageprobe.probes.training.native_bf16", lambda _device: False)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, [*command, "--probe-precision", "bfloat16", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    first = result.output.strip().splitlines()[0]
+    assert "does not compute bfloat16 natively" in first and "use float32 or auto" in first, first
+    assert "Traceback" not in result.output and not any(tmp_path.iterdir())
 
 
 #: a user's process: runs the command line in argv, then says whether torch was imported, and the exit code
