@@ -56,7 +56,8 @@ def test_float32_changes_nothing_in_the_computation() -> None:
     assert reduced.layout(grid).is_contiguous(memory_format=torch.channels_last)
     with reduced.autocast():
         assert conv(grid).dtype == torch.bfloat16
-    assert fit_precision(torch.device("cpu")).name == "float32"  # outside a run's setting: full precision
+    # outside any setting (a fresh context; conftest sets the resolved auto around this test): full precision
+    assert contextvars.Context().run(fit_precision, torch.device("cpu")).name == "float32"
     with probe_precision("bfloat16"):
         assert fit_precision(torch.device("cpu")) == reduced
 
