@@ -90,3 +90,21 @@ def test_bfloat16_fit_records_its_precision_and_reads_out_float32(pixel_features
     assert all(m.dtype == np.float32 for m in maps.values())
     # bfloat16 did compute something else than float32
     assert reduced.history["val_loss"] != _small_fit(splits, "float32").history["val_loss"]
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_every_mixed_precision_probe_records_the_precision_it_ran_in(pixel_features: FeatureGetter,
+                                                                     precision: str) -> None:
+    """The probes the findings note names (`MIXED_PRECISION_PROBES`) are the ones that read the setting."""
+    if precision == "bfloat16" and not training.native_bf16(torch.device("cpu")):
+        pytest.skip("this CPU has no native bfloat16")
+    _, boxes = pixel_features("shapes", "pixels.merged", 60)
+    _, images = pixel_features("textures", "pixels.merged", 40, with_images=True)
+    options = {"dense-context": ("boxes", boxes, {"epochs": 1, "pca_dim": 8, "width": 8}),
+               "decoder": ("reconstruction", images, {"epochs": 1}),
+               "decoder-pooled": ("reconstruction", images, {"epochs": 1})}
+    assert set(options) == set(training.MIXED_PRECISION_PROBES)
+    with probe_precision(precision):
+        for probe, (task, splits, kwargs) in options.items():
+            result = fit_probe(probe, task, splits["train"], splits["val"], splits["test"], seed=0, **kwargs)
+            assert result.config["precision"] == precision, probe

@@ -52,7 +52,7 @@ from stageprobe.probes.base import ProbeData, ProbeResult, register_probe
 from stageprobe.probes.evaluation import evaluate_boxes, ground_truth, num_classes_of
 from stageprobe.probes.targets import stack_dense_targets
 from stageprobe.probes.tokens import PCAReducer, sincos_2d, time_mean_tokens
-from stageprobe.probes.training import Precision, default_device, fit_precision, seed_everything, small_model_threads
+from stageprobe.probes.training import default_device, seed_everything, small_model_threads
 
 NO_OBJECT_WEIGHT = 0.1
 L1_WEIGHT, GIOU_WEIGHT, CLASS_COST, REFERENCE_COST = 5.0, 2.0, 1.0, 5.0
@@ -221,18 +221,9 @@ def token_loss(token_out: torch.Tensor, objectness: torch.Tensor, offsets: torch
     return loss
 
 
-def _forward(model: QueryDetector, tokens: torch.Tensor,
-             precision: Precision) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-    """The model's outputs computed in `precision`, read in float32 (the losses and matching are float32)."""
-    with precision.autocast():
-        outputs, token_out = model(tokens)
-    return [(logits.float(), boxes.float()) for logits, boxes in outputs], token_out.float()
-
-
-def _detections(model: QueryDetector, tokens: torch.Tensor, image_size: tuple[int, int],
-                precision: Precision) -> list[Detections]:
+def _detections(model: QueryDetector, tokens: torch.Tensor, image_size: tuple[int, int]) -> list[Detections]:
     """Every query of the last layer as one detection, scored by its most likely object class."""
-    outputs, _ = _forward(model, tokens, precision)
+    outputs, _ = model(tokens)
     logits, boxes = outputs[-1]
     scores, labels = logits.softmax(-1)[..., :-1].cpu().max(-1)
     h, w = image_size
@@ -248,12 +239,12 @@ def _map_50(targets: list[dict[str, Any]], detections: list[Detections], num_cla
 
 def _train_epoch(model: QueryDetector, optimizer: torch.optim.Optimizer,
                  schedule: torch.optim.lr_scheduler.LRScheduler, z_tr: torch.Tensor, y_tr: Targets,
-                 dense: dict[str, torch.Tensor], batches: Sequence[torch.Tensor], precision: Precision) -> list[float]:
+                 dense: dict[str, torch.Tensor], batches: Sequence[torch.Tensor]) -> list[float]:
     """One pass over the training images in `batches` (index tensors); the loss of each step."""
     model.train()
     losses = []
     for idx in batches:
-        outputs, token_out = _forward(model, z_tr[idx.to(z_tr.device)], precision)
+        outputs, token_out = model(z_tr[idx.to(z_tr.device)])
         batch_targets = [y_tr[i] for i in idx.tolist()]
         reference = model.reference.detach().sigmoid()
         # DETR's auxiliary losses: every decoder layer's output is matched and scored.
@@ -279,7 +270,6 @@ def fit_attention(task: str, train: ProbeData, val: ProbeData, test: ProbeData, 
     tokens sampled for the PCA."""
     c = num_classes or num_classes_of(train.targets, val.targets, test.targets)
     device = default_device()
-    precision = fit_precision(device)
     generator = seed_everything(seed)
     with small_model_threads(device):
         x_tr, grid, folds = space_to_depth_tokens(train, max_grid)
@@ -305,12 +295,12 @@ def fit_attention(task: str, train: ProbeData, val: ProbeData, test: ProbeData, 
         best_map, best_state = -1.0, copy.deepcopy(model.state_dict())
         for epoch in range(epochs):
             losses = _train_epoch(model, optimizer, schedule, z_tr, y_tr, dense,
-                                  torch.randperm(len(train), generator=generator).split(batch_size), precision)
+                                  torch.randperm(len(train), generator=generator).split(batch_size))
             if (epoch + 1) % eval_every and epoch + 1 != epochs:
                 continue
             model.eval()
             with torch.no_grad():
-                current = _map_50(val.targets, _detections(model, z_va, val.image_size, precision), c)
+                current = _map_50(val.targets, _detections(model, z_va, val.image_size), c)
             history["epoch"].append(epoch)
             history["train_loss"].append(float(np.mean(losses)))
             history["val_map_50"].append(current)
@@ -321,7 +311,7 @@ def fit_attention(task: str, train: ProbeData, val: ProbeData, test: ProbeData, 
 
     @torch.no_grad()
     def predict(data: ProbeData) -> dict[str, Any]:
-        detections = _detections(model, reduce(data), data.image_size, precision)
+        detections = _detections(model, reduce(data), data.image_size)
         # Every query is a ranked detection for mAP; the box scores use the confident ones only.
         confident = [Detections(d.boxes[d.scores > 0.5], d.scores[d.scores > 0.5], d.labels[d.scores > 0.5])
                      for d in detections]
@@ -335,7 +325,7 @@ def fit_attention(task: str, train: ProbeData, val: ProbeData, test: ProbeData, 
     metrics.update({name: float(np.nanmean(v)) for name, v in confident.items()})
     config = {"num_classes": c, "d_model": d_model, "queries": queries, "layers": layers, "heads": heads,
               "width": width, "pca_dim": pca_dim, "grid": list(grid), "epochs": epochs, "lr": lr,
-              "best_val_map_50": best_map, "precision": precision.name,
+              "best_val_map_50": best_map,
               "grid_reader": f"space-to-depth 2×2, {folds}× (lossless)" if folds else "native grid"}
     return ProbeResult("attention", task, metrics, per_item, predictions, history, unavailable, evaluation,
                        predict, config=config)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stageprobe.metrics._catalog import higher_is_better
+from stageprobe.probes.training import MIXED_PRECISION_PROBES
 from stageprobe.report.analysis import Analysis, RunMeta, analyse, model_rows
 from stageprobe.report.answer import (
     CONNECTOR_KINDS,
@@ -340,9 +341,9 @@ def _closing(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow
         doc.add(Para(f"**LPIPS trunk:** {lpips_trunk['description']}."))
     precision = (results.get("config") or {}).get("probe_precision")
     if precision:
-        doc.add(Para(f"**Probe precision:** the gradient-trained probes computed in {precision}"
+        doc.add(Para(f"**Probe precision:** {', '.join(MIXED_PRECISION_PROBES)} computed in {precision}"
                      + (" (autocast: float32 weights, optimiser and losses)" if precision == "bfloat16" else "")
-                     + "; `--probe-precision float32` reproduces full precision."))
+                     + ", every other probe in float32; `--probe-precision float32` reproduces full precision."))
     figures = artifact_paths(results)
     pngs = [p for p in figures if p.lower().endswith(".png") and p not in TOP_FIGURES]
     doc.add(Rule(), Heading(2, "Artifacts"),
