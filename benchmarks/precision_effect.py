@@ -66,18 +66,21 @@ def main() -> None:
     probe = KEY.index("probe")
     print(f"{len(a.keys() & b.keys())} rows in both, {len(a.keys() ^ b.keys())} in one only; {len(moved)} moved, "
           f"by probe: {dict(Counter(key[probe] for _, _, key in moved))}")
-    finite = [m for m in moved if math.isfinite(m[0])]
-    if finite:
-        largest = max(finite, key=lambda m: m[0])
-        print(f"largest |Δ| {largest[0]:.4g} ({label(largest[2])}); |Δ| / CI half-width: median "
-              f"{sorted(m[1] for m in finite)[len(finite) // 2]:.2f}, max {finite[0][1]:.2f}; "
-              f"{sum(m[1] > 1 for m in finite)} rows moved by more than their CI half-width")
+    with_ci = [m for m in moved if math.isfinite(m[0]) and math.isfinite(m[1])]
+    if moved:
+        largest = max((m for m in moved if math.isfinite(m[0])), key=lambda m: m[0])
+        print(f"largest |Δ| {largest[0]:.4g} ({label(largest[2])}); {len(moved) - len(with_ci)} moved rows have no "
+              "CI (validation scores) or a NaN on one side")
+    if with_ci:
+        print(f"|Δ| / CI half-width over the {len(with_ci)} moved rows with a CI: median "
+              f"{sorted(m[1] for m in with_ci)[len(with_ci) // 2]:.2f}, max {with_ci[0][1]:.2f}; "
+              f"{sum(m[1] > 1 for m in with_ci)} moved by more than their CI half-width")
     print(f"\nlargest |Δ| / CI half-width (top {args.top}):")
-    for gap, ratio, key in moved[:args.top]:
+    for gap, ratio, key in with_ci[:args.top]:
         print(f"  {ratio:6.2f}  Δ {gap:.4g}  {label(key)}: {a[key]['value']} → {b[key]['value']}")
     stage = KEY.index("stage")
     ceilings = [m for m in moved if m[2][stage] in PIXEL_CEILINGS and m[2][probe] == "dense-context"
-                and not m[2][KEY.index("control")]]
+                and m[2][KEY.index("control")] in ("", "none")]
     print("\ndense-context at the pixel ceilings:")
     for gap, ratio, key in sorted(ceilings, key=lambda m: m[2]):
         print(f"  {label(key)}: {a[key]['value']} [{a[key]['ci_low']}, {a[key]['ci_high']}] → {b[key]['value']} "
