@@ -340,10 +340,12 @@ def _closing(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow
     if lpips_trunk.get("source") and any(r.metric == "lpips" and r.value is not None for r in rows):
         doc.add(Para(f"**LPIPS trunk:** {lpips_trunk['description']}."))
     precision = (results.get("config") or {}).get("probe_precision")
-    if precision:
-        doc.add(Para(f"**Probe precision:** {', '.join(MIXED_PRECISION_PROBES)} computed in {precision}"
-                     + (" (autocast: float32 weights, optimiser and losses)" if precision == "bfloat16" else "")
-                     + ", every other probe in float32; `--probe-precision float32` reproduces full precision."))
+    if precision == "bfloat16":
+        doc.add(Para(f"**Probe precision:** {', '.join(MIXED_PRECISION_PROBES)} computed in bfloat16 (autocast: "
+                     "float32 weights, optimiser and losses), every other probe in float32; `--probe-precision "
+                     "float32` reproduces full precision."))
+    elif precision:
+        doc.add(Para(f"**Probe precision:** every probe computed in {precision} (full precision)."))
     figures = artifact_paths(results)
     pngs = [p for p in figures if p.lower().endswith(".png") and p not in TOP_FIGURES]
     doc.add(Rule(), Heading(2, "Artifacts"),
