@@ -316,6 +316,15 @@ def _experiments(doc: Document, rows: Sequence[MetricRow], analysis: Analysis) -
             doc.add(Para(table.caption[0].upper() + table.caption[1:]))
 
 
+def _precision_note(precision: str | None) -> str | None:
+    """One line on what the gradient-trained probes computed in (`--probe-precision`; None: a run from before it)."""
+    if precision == "bfloat16":
+        return (f"**Probe precision:** {', '.join(MIXED_PRECISION_PROBES)} computed in bfloat16 (autocast: float32 "
+                "weights, optimiser and losses), every other probe in float32; `--probe-precision float32` "
+                "reproduces full precision.")
+    return f"**Probe precision:** every probe computed in {precision} (full precision)." if precision else None
+
+
 def _closing(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow], analysis: Analysis) -> None:
     doc.add(Rule(), Heading(2, "Recommendations"),
             Para(f"**{analysis.advice.headline}** ({analysis.advice.recommendation})"),
@@ -339,13 +348,9 @@ def _closing(doc: Document, results: Mapping[str, Any], rows: Sequence[MetricRow
     lpips_trunk = (results.get("env") or {}).get("lpips_trunk") or {}
     if lpips_trunk.get("source") and any(r.metric == "lpips" and r.value is not None for r in rows):
         doc.add(Para(f"**LPIPS trunk:** {lpips_trunk['description']}."))
-    precision = (results.get("config") or {}).get("probe_precision")
-    if precision == "bfloat16":
-        doc.add(Para(f"**Probe precision:** {', '.join(MIXED_PRECISION_PROBES)} computed in bfloat16 (autocast: "
-                     "float32 weights, optimiser and losses), every other probe in float32; `--probe-precision "
-                     "float32` reproduces full precision."))
-    elif precision:
-        doc.add(Para(f"**Probe precision:** every probe computed in {precision} (full precision)."))
+    precision = _precision_note((results.get("config") or {}).get("probe_precision"))
+    if precision:
+        doc.add(Para(precision))
     figures = artifact_paths(results)
     pngs = [p for p in figures if p.lower().endswith(".png") and p not in TOP_FIGURES]
     doc.add(Rule(), Heading(2, "Artifacts"),
