@@ -7,6 +7,7 @@ no pyplot state or global backend is touched (safe inside notebooks, threads and
 from __future__ import annotations
 
 import itertools
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from PIL import Image
 
 from stageprobe.metrics._catalog import higher_is_better
@@ -214,7 +215,8 @@ def plot_stage_heatmap(rows: Sequence[MetricRow], suite: Suite, path: str | Path
             if stage in line:
                 ax.text(j, i, fmt(line[stage].value), ha="center", va="center", fontsize=6.5,
                         color="white" if grid[i, j] < 0.6 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="value (0–1; distances as 1 − value)")
+    fig.colorbar(image, cax=ax.inset_axes((1.02, 0.0, 0.04 * 5 / max(len(columns), 1), 1.0)),
+                 label="value (0–1; distances as 1 − value)")
     ax.set_title(title or "Stage × information type, deciding probes (cell text: measured value)", fontsize=10,
                  loc="left")
     fig.tight_layout()
@@ -398,8 +400,14 @@ def save_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str |
         for j in range(matrix.shape[1]):
             ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7,
                     color="white" if rates[i, j] > 0.55 else INK)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_title(title or "Confusion matrix", fontsize=10, loc="left")
+    # an inset colour bar is part of the axes' extent, so tight_layout keeps its labels on the figure
+    bar = fig.colorbar(image, cax=ax.inset_axes((1.04, 0.0, 0.05, 1.0)), ticks=[0.0, 0.5, 1.0])
+    bar.set_label("rate in its row", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    # wrapped to the figure's width (10 pt text: at most ~10 characters an inch): a small matrix's
+    # figure is narrower than its title, and the figure is saved at its own size
+    fig.suptitle(textwrap.fill(title or "Confusion matrix", width=int(10 * fig.get_figwidth())), fontsize=10,
+                 x=0.02, ha="left")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -459,6 +467,21 @@ def _focus(ax, values: Sequence[float], lower_is_better: bool) -> None:  # type:
     ax.set_ylim(low - pad, high + pad)
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _power_of_ten(value: float, _position: int) -> str:
+    """10⁻⁶ as plain text: matplotlib's default log labels are mathtext, parsed per label and figure."""
+    return "10" + str(round(np.log10(value))).translate(_SUPERSCRIPT) if value > 0 else ""
+
+
+def _log_x(ax: Axes) -> None:  # the λ path is a grid of powers of ten: major ticks are all it needs
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
+    ax.xaxis.set_major_formatter(FuncFormatter(_power_of_ten))
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def save_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path,
                          title: str = "", columns: int = 4) -> Path:
     """Small multiples: one panel per experiment, probe and task, one validation curve per stage,
@@ -467,10 +490,12 @@ def save_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], pa
     cols = max(1, min(columns, len(groups)))
     rows_n = -(-len(groups) // cols)
     fig = Figure(figsize=(3.4 * cols, 2.5 * rows_n + 0.5))
-    axes = np.atleast_1d(fig.subplots(rows_n, cols)).ravel()
     cmap = matplotlib.colormaps["viridis_r"]
-    for ax, (group, lines) in zip(axes, groups.items(), strict=False):
+    for index, (group, lines) in enumerate(groups.items(), start=1):
+        ax = fig.add_subplot(rows_n, cols, index)  # no axes for the grid's empty cells
         _style(ax, group)
+        # five y ticks are plenty on a 2.5-inch panel, and each tick label is laid out twice per figure
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
         for k, curve in enumerate(lines):
             shade = cmap(0.15 + 0.75 * k / max(len(lines) - 1, 1))
             # only the first and last stage are named: a legend of 20 stages hides the curves
@@ -481,13 +506,10 @@ def save_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], pa
             ax.set_ylabel(lines[0].y_label, fontsize=7)
             _focus(ax, [v for c in lines for v in c.y], lower_is_better="loss" in lines[0].y_label)
             if lines[0].x_label.startswith("λ"):
-                ax.set_xscale("log")
+                _log_x(ax)
             elif lines[0].x_label == "epoch":
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if lines:
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
             ax.legend(fontsize=6.5, frameon=False)
-    for ax in axes[len(groups):]:
-        ax.axis("off")
     fig.suptitle(title or "Probe validation curves (one line per stage; light = early, dark = late)",
                  fontsize=10, x=0.01, ha="left")
     fig.tight_layout()
