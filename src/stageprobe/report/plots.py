@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
+from matplotlib.backend_bases import RendererBase
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -286,15 +288,35 @@ def mosaic(images: Sequence[ImageLike | None], columns: int, tile: int = TILE_PX
     return Mosaic(canvas, extents, scales)
 
 
+class _Pixels(Artist):
+    """An RGB array drawn 1:1 with its bottom-left corner at figure pixel (x, y): no resampling, which
+    `imshow` does even at 1:1."""
+
+    def __init__(self, rgb: np.ndarray, x: int, y: int) -> None:
+        super().__init__()
+        alpha = np.full((*rgb.shape[:2], 1), 255, dtype=np.uint8)
+        self.rgba = np.ascontiguousarray(np.concatenate([rgb, alpha], axis=2)[::-1])  # Agg fills bottom-up
+        self.x, self.y = x, y
+
+    def draw(self, renderer: RendererBase) -> None:
+        gc = renderer.new_gc()
+        renderer.draw_image(gc, self.x, self.y, self.rgba)
+        gc.restore()
+
+
 def _mosaic_figure(grid: Mosaic, title: str, top_px: int = TITLE_PX, legend: bool = False) -> tuple[Figure, Axes]:
-    """A figure of the canvas's size plus a title band (and a legend band below); one axes shows the
-    canvas pixel for pixel."""
+    """A figure of the canvas's size plus a title band (and a legend band below): the canvas drawn pixel
+    for pixel, under an invisible axes whose data coordinates are the canvas's pixels (for the boxes)."""
     height, width = grid.canvas.shape[:2]
     below = LEGEND_PX if legend else MARGIN_PX
     fig_w, fig_h = width + 2 * MARGIN_PX, height + top_px + below
-    fig = Figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)
-    ax = fig.add_axes((MARGIN_PX / fig_w, below / fig_h, width / fig_w, height / fig_h))
-    ax.imshow(grid.canvas, interpolation="nearest")
+    # half a pixel more: Agg truncates the figure's size in pixels
+    fig = Figure(figsize=((fig_w + 0.5) / DPI, (fig_h + 0.5) / DPI), dpi=DPI)
+    fig.add_artist(_Pixels(grid.canvas, MARGIN_PX, below))
+    ax = fig.add_axes((MARGIN_PX / fig.bbox.width, below / fig.bbox.height, width / fig.bbox.width,
+                       height / fig.bbox.height))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
     ax.set_axis_off()
     fig.suptitle(title, fontsize=10, y=1 - 8 / fig_h, va="top")
     return fig, ax
