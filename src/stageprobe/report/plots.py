@@ -508,6 +508,12 @@ def save_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], pa
                          title: str = "", columns: int = 4) -> Path:
     """Small multiples: one panel per experiment, probe and task, one validation curve per stage,
     coloured from early (light) to late (dark) stages — a few readable panels, not one per fit."""
+    return _save(training_curves_figure(curves, title, columns), path)
+
+
+def training_curves_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str = "",
+                           columns: int = 4) -> Figure:
+    """`save_training_curves`'s figure, laid out, not yet drawn."""
     groups = _curve_groups(curves) or {"(no curves)": []}
     cols = max(1, min(columns, len(groups)))
     rows_n = -(-len(groups) // cols)
@@ -535,4 +541,4 @@ def save_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], pa
     fig.suptitle(title or "Probe validation curves (one line per stage; light = early, dark = late)",
                  fontsize=10, x=0.01, ha="left")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
