@@ -217,7 +217,9 @@ def plot_stage_heatmap(rows: Sequence[MetricRow], suite: Suite, path: str | Path
             if stage in line:
                 ax.text(j, i, fmt(line[stage].value), ha="center", va="center", fontsize=6.5,
                         color="white" if grid[i, j] < 0.6 else "black")
-    fig.colorbar(image, cax=ax.inset_axes((1.02, 0.0, 0.04 * 5 / max(len(columns), 1), 1.0)),
+    # inset (inside the axes' extent, so tight_layout keeps its labels on the figure), about 0.2 inch wide
+    # whatever the column count (the axes are ~1.1 inch a column)
+    fig.colorbar(image, cax=ax.inset_axes((1.02, 0.0, 0.2 / max(len(columns), 1), 1.0)),
                  label="value (0–1; distances as 1 − value)")
     ax.set_title(title or "Stage × information type, deciding probes (cell text: measured value)", fontsize=10,
                  loc="left")
