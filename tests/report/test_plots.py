@@ -171,3 +171,12 @@ def test_every_figure_the_run_lists_is_a_png_of_its_content(tmp_path: Path) -> N
         pixels = _png_pixels(png)
         assert pixels.shape[1] >= 300 and pixels.shape[0] >= 150, (png.name, pixels.shape)
         assert pixels.std() > 10, png.name  # something drawn on the white page
+
+
+def test_every_image_of_a_grid_is_shown_at_the_same_size() -> None:
+    """A decoder's small reconstructions beside 448-px originals: each fills its cell, as its own axes
+    panel did, so the two rows compare at the same scale."""
+    sizes = [(448, 448), (56, 56), (100, 100), (200, 100)]
+    grid = plots.mosaic([np.zeros((*s, 3), dtype=np.uint8) for s in sizes], columns=4, tile=192)
+    assert [extent[2:] for extent in grid.extents] == [(192, 192), (192, 192), (192, 192), (96, 192)]
+    assert grid.scales[:3] == [192 / 448, 192 / 56, 192 / 100]

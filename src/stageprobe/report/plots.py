@@ -227,9 +227,9 @@ def plot_stage_heatmap(rows: Sequence[MetricRow], suite: Suite, path: str | Path
     return _save(fig, path)
 
 
-# Image grids: one canvas, not an axes per image. Each image is resized once (PIL: area-averaged down,
-# whole-pixel repeats up) to the size it is shown at and pasted into one array that a single axes shows
-# pixel for pixel, so matplotlib neither builds an axes nor resamples a large image per panel.
+# Image grids: one canvas, not an axes per image. Each image is resized once (PIL) to the size it is
+# shown at and pasted into one array drawn pixel for pixel, so matplotlib neither builds an axes nor
+# resamples a large image per panel.
 TILE_PX = 256  # the longest side an image of a grid is shown at (the old 2.6-inch panels at 110 dpi)
 GAP_PX = 10
 TITLE_PX, LEGEND_PX, MARGIN_PX = 34, 28, 8
@@ -248,14 +248,16 @@ def _as_rgb8(image: ImageLike) -> np.ndarray:
 
 
 def _shown(image: np.ndarray, tile: int) -> np.ndarray:
-    """The image at the size it is shown: area-averaged down to `tile` px on its longest side, or each
-    pixel repeated a whole number of times up to at most `tile` (a small image stays crisp)."""
+    """The image at the size it is shown, `tile` px on its longest side (as an axes panel stretched it):
+    area-averaged down; up, nearest-pixel from 3× (pixels stay visible) and bilinear below, as
+    matplotlib's default interpolation does."""
     side = max(image.shape[:2])
-    if side > tile:
-        size = (max(1, round(image.shape[1] * tile / side)), max(1, round(image.shape[0] * tile / side)))
-        return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
-    factor = max(1, tile // side)
-    return image.repeat(factor, axis=0).repeat(factor, axis=1)
+    if side == tile:
+        return image
+    size = (max(1, round(image.shape[1] * tile / side)), max(1, round(image.shape[0] * tile / side)))
+    method = (Image.Resampling.BOX if side > tile else
+              Image.Resampling.NEAREST if tile >= 3 * side else Image.Resampling.BILINEAR)
+    return np.asarray(Image.fromarray(image).resize(size, method))
 
 
 @dataclass(frozen=True)
