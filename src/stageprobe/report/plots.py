@@ -233,6 +233,7 @@ def plot_stage_heatmap(rows: Sequence[MetricRow], suite: Suite, path: str | Path
 TILE_PX = 256  # the longest side an image of a grid is shown at (the old 2.6-inch panels at 110 dpi)
 GAP_PX = 10
 TITLE_PX, LEGEND_PX, MARGIN_PX = 34, 28, 8
+MIN_WIDTH_PX = 560  # room for a one-line legend and a two-line title
 
 
 def _as_rgb8(image: ImageLike) -> np.ndarray:
@@ -309,15 +310,20 @@ class _Pixels(Artist):
 
 
 def _mosaic_figure(grid: Mosaic, title: str, top_px: int = TITLE_PX, legend: bool = False) -> tuple[Figure, Axes]:
-    """A figure of the canvas's size plus a title band (and a legend band below): the canvas drawn pixel
-    for pixel, under an invisible axes whose data coordinates are the canvas's pixels (for the boxes)."""
+    """A figure of the canvas's size (at least `MIN_WIDTH_PX` wide, the canvas centred) plus a title band
+    (and a legend band below): the canvas drawn pixel for pixel, under an invisible axes whose data
+    coordinates are the canvas's pixels (for the boxes)."""
     height, width = grid.canvas.shape[:2]
     below = LEGEND_PX if legend else MARGIN_PX
-    fig_w, fig_h = width + 2 * MARGIN_PX, height + top_px + below
+    fig_w = max(width + 2 * MARGIN_PX, MIN_WIDTH_PX)
+    # 10 pt at 110 dpi: about 8.5 px a character and 16 px a line; a narrow grid's title wraps
+    title = textwrap.fill(title, width=int(fig_w / 8.5))
+    fig_h = height + top_px + 16 * title.count("\n") + below
+    left = (fig_w - width) // 2
     # half a pixel more: Agg truncates the figure's size in pixels
     fig = Figure(figsize=((fig_w + 0.5) / DPI, (fig_h + 0.5) / DPI), dpi=DPI)
-    fig.add_artist(_Pixels(grid.canvas, MARGIN_PX, below))
-    ax = fig.add_axes((MARGIN_PX / fig.bbox.width, below / fig.bbox.height, width / fig.bbox.width,
+    fig.add_artist(_Pixels(grid.canvas, left, below))
+    ax = fig.add_axes((left / fig.bbox.width, below / fig.bbox.height, width / fig.bbox.width,
                        height / fig.bbox.height))
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
