@@ -7,6 +7,7 @@ no pyplot state or global backend is touched (safe inside notebooks, threads and
 from __future__ import annotations
 
 import itertools
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +15,14 @@ from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.backend_bases import RendererBase
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from PIL import Image
 
 from stageprobe.metrics._catalog import higher_is_better
@@ -40,18 +45,22 @@ CONTROL_STYLE: dict[str, tuple[str, str]] = {
     "token-shuffle": ("#0f766e", "token shuffle"),
 }
 
+DPI = 110
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
+    """Render once through Agg and write an RGB PNG. The figures are laid out before they are saved
+    (`tight_layout` or fixed margins), so no `bbox_inches="tight"`: that draws the figure a second
+    time to measure it. RGB at zlib level 3: a third less time than matplotlib's RGBA at level 6,
+    a few per cent more bytes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight", facecolor="white")
+    fig.set_dpi(DPI)
+    fig.set_facecolor("white")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]).save(path, format="png", compress_level=3)
     return path
-
-
-def _as_array(image: ImageLike) -> np.ndarray:
-    array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
-    if array.dtype != np.uint8:
-        array = np.clip(array.astype(np.float32), 0.0, 1.0)
-    return array
 
 
 def _style(ax, title: str = "") -> None:  # type: ignore[no-untyped-def]
@@ -208,19 +217,132 @@ def plot_stage_heatmap(rows: Sequence[MetricRow], suite: Suite, path: str | Path
             if stage in line:
                 ax.text(j, i, fmt(line[stage].value), ha="center", va="center", fontsize=6.5,
                         color="white" if grid[i, j] < 0.6 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="value (0–1; distances as 1 − value)")
+    # inset (inside the axes' extent, so tight_layout keeps its labels on the figure), about 0.2 inch wide
+    # whatever the column count (the axes are ~1.1 inch a column)
+    fig.colorbar(image, cax=ax.inset_axes((1.02, 0.0, 0.2 / max(len(columns), 1), 1.0)),
+                 label="value (0–1; distances as 1 − value)")
     ax.set_title(title or "Stage × information type, deciding probes (cell text: measured value)", fontsize=10,
                  loc="left")
     fig.tight_layout()
     return _save(fig, path)
 
 
-def _draw_boxes(ax, boxes: np.ndarray, colour: str, style: str = "-",  # type: ignore[no-untyped-def]
+# Image grids: one canvas, not an axes per image. Each image is resized once (PIL) to the size it is
+# shown at and pasted into one array drawn pixel for pixel, so matplotlib neither builds an axes nor
+# resamples a large image per panel.
+TILE_PX = 256  # the longest side an image of a grid is shown at (the old 2.6-inch panels at 110 dpi)
+GAP_PX = 10
+TITLE_PX, LEGEND_PX, MARGIN_PX = 34, 28, 8
+MIN_WIDTH_PX = 560  # room for a one-line legend and a two-line title
+
+
+def _as_rgb8(image: ImageLike) -> np.ndarray:
+    """(H, W, 3) uint8; float arrays are read as 0–1 and clipped, grey arrays repeated to RGB."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    return array[..., :3]
+
+
+def _shown(image: np.ndarray, tile: int) -> np.ndarray:
+    """The image at the size it is shown, `tile` px on its longest side (as an axes panel stretched it):
+    area-averaged down; up, nearest-pixel from 3× (pixels stay visible) and bilinear below, as
+    matplotlib's default interpolation does."""
+    side = max(image.shape[:2])
+    if side == tile:
+        return image
+    size = (max(1, round(image.shape[1] * tile / side)), max(1, round(image.shape[0] * tile / side)))
+    method = (Image.Resampling.BOX if side > tile else
+              Image.Resampling.NEAREST if tile >= 3 * side else Image.Resampling.BILINEAR)
+    return np.asarray(Image.fromarray(image).resize(size, method))
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    """Images on one canvas: image k covers `extents[k]` = (left, top, width, height) in canvas px, at
+    `scales[k]` canvas px per image px."""
+
+    canvas: np.ndarray
+    extents: list[tuple[int, int, int, int]]
+    scales: list[float]
+
+
+def mosaic(images: Sequence[ImageLike | None], columns: int, tile: int = TILE_PX,
+           row_gap: int = GAP_PX) -> Mosaic:
+    """`images` row by row, `columns` to a row, each centred in its cell; None leaves a cell empty."""
+    arrays = [None if image is None else _as_rgb8(image) for image in images]
+    shown = [None if array is None else _shown(array, tile) for array in arrays]
+    cell = max([max(s.shape[:2]) for s in shown if s is not None], default=1)
+    rows_n = max(1, -(-len(images) // columns))
+    canvas = np.full((rows_n * cell + (rows_n - 1) * row_gap, columns * cell + (columns - 1) * GAP_PX, 3),
+                     255, dtype=np.uint8)
+    extents, scales = [], []
+    for k, (array, small) in enumerate(zip(arrays, shown, strict=True)):
+        height, width = small.shape[:2] if small is not None else (cell, cell)
+        row, column = divmod(k, columns)
+        top = row * (cell + row_gap) + (cell - height) // 2
+        left = column * (cell + GAP_PX) + (cell - width) // 2
+        if small is not None:
+            canvas[top:top + height, left:left + width] = small
+        extents.append((left, top, width, height))
+        scales.append(width / array.shape[1] if array is not None else 1.0)
+    return Mosaic(canvas, extents, scales)
+
+
+class _Pixels(Artist):
+    """An RGB array drawn 1:1 with its bottom-left corner at figure pixel (x, y): no resampling, which
+    `imshow` does even at 1:1."""
+
+    def __init__(self, rgb: np.ndarray, x: int, y: int) -> None:
+        super().__init__()
+        alpha = np.full((*rgb.shape[:2], 1), 255, dtype=np.uint8)
+        self.rgba = np.ascontiguousarray(np.concatenate([rgb, alpha], axis=2)[::-1])  # Agg fills bottom-up
+        self.x, self.y = x, y
+
+    def draw(self, renderer: RendererBase) -> None:
+        gc = renderer.new_gc()
+        renderer.draw_image(gc, self.x, self.y, self.rgba)
+        gc.restore()
+
+
+def _mosaic_figure(grid: Mosaic, title: str, top_px: int = TITLE_PX, legend: bool = False) -> tuple[Figure, Axes]:
+    """A figure of the canvas's size (at least `MIN_WIDTH_PX` wide, the canvas centred) plus a title band
+    (and a legend band below): the canvas drawn pixel for pixel, under an invisible axes whose data
+    coordinates are the canvas's pixels (for the boxes)."""
+    height, width = grid.canvas.shape[:2]
+    below = LEGEND_PX if legend else MARGIN_PX
+    fig_w = max(width + 2 * MARGIN_PX, MIN_WIDTH_PX)
+    # 10 pt at 110 dpi: about 8.5 px a character and 16 px a line; a narrow grid's title wraps
+    title = textwrap.fill(title, width=int(fig_w / 8.5))
+    fig_h = height + top_px + 16 * title.count("\n") + below
+    left = (fig_w - width) // 2
+    # half a pixel more: Agg truncates the figure's size in pixels
+    fig = Figure(figsize=((fig_w + 0.5) / DPI, (fig_h + 0.5) / DPI), dpi=DPI)
+    fig.add_artist(_Pixels(grid.canvas, left, below))
+    ax = fig.add_axes((left / fig.bbox.width, below / fig.bbox.height, width / fig.bbox.width,
+                       height / fig.bbox.height))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_axis_off()
+    fig.suptitle(title, fontsize=10, y=1 - 8 / fig_h, va="top")
+    return fig, ax
+
+
+def _draw_boxes(ax: Axes, grid: Mosaic, k: int, boxes: np.ndarray, colour: str, style: str = "-",
                 labels: Sequence[str] | None = None) -> None:
-    for k, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=float).reshape(-1, 4)):
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.8, ec=colour, ls=style))
-        if labels is not None and k < len(labels):
-            ax.text(x0, y0 - 2, labels[k], color="white", fontsize=6.5,
+    """Image k's xyxy boxes (image px) on the canvas, clipped to the image as its own panel clipped them."""
+    left, top, width, height = grid.extents[k]
+    image_area = Rectangle((left, top), width, height, transform=ax.transData)
+    for j, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=float).reshape(-1, 4) * grid.scales[k]):
+        patch = Rectangle((left + x0, top + y0), x1 - x0, y1 - y0, fill=False, lw=1.8, ec=colour, ls=style)
+        ax.add_patch(patch)
+        patch.set_clip_path(image_area)
+        if labels is not None and j < len(labels):
+            ax.text(left + x0, top + y0 - 2, labels[j], color="white", fontsize=6.5,
                     bbox={"facecolor": colour, "edgecolor": "none", "pad": 1})
 
 
@@ -234,20 +356,13 @@ def save_box_overlay(images: Sequence[ImageLike], gt_boxes: Sequence[np.ndarray]
                      pred_boxes: Sequence[np.ndarray], path: str | Path, title: str = "",
                      columns: int = 4) -> Path:
     """Ground-truth (green, solid) vs predicted (orange, dashed) boxes, xyxy in pixels, per image."""
-    count = len(images)
-    cols = max(1, min(columns, count))
-    rows_n = max(1, -(-count // cols))
-    fig = Figure(figsize=(2.6 * cols, 2.6 * rows_n + 0.4))
-    axes = np.atleast_1d(fig.subplots(rows_n, cols)).ravel()
-    for ax, image, gt, pred in zip(axes, images, gt_boxes, pred_boxes, strict=False):
-        ax.imshow(_as_array(image))
-        _draw_boxes(ax, gt, "#16a34a")
-        _draw_boxes(ax, pred, "#ea580c", "--")
-    for ax in axes:
-        ax.axis("off")
+    grid = mosaic(images, max(1, min(columns, len(images))))
+    fig, ax = _mosaic_figure(grid, title or "Boxes: ground truth (green) vs predicted (orange, dashed)",
+                             legend=True)
+    for k, (gt, pred) in enumerate(zip(gt_boxes, pred_boxes, strict=False)):
+        _draw_boxes(ax, grid, k, gt, "#16a34a")
+        _draw_boxes(ax, grid, k, pred, "#ea580c", "--")
     _box_legend(fig, [("#16a34a", "-", "ground truth"), ("#ea580c", "--", "predicted")])
-    fig.suptitle(title or "Boxes: ground truth (green) vs predicted (orange, dashed)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))  # room for the legend below the panels
     return _save(fig, path)
 
 
@@ -256,45 +371,34 @@ def save_detection_overlay(images: Sequence[ImageLike], gt_boxes: Sequence[np.nd
                            path: str | Path, score_threshold: float = 0.3, title: str = "",
                            columns: int = 4) -> Path:
     """Detections above `score_threshold` with their scores, over the ground truth."""
-    count = len(images)
-    cols = max(1, min(columns, count))
-    rows_n = max(1, -(-count // cols))
-    fig = Figure(figsize=(2.6 * cols, 2.6 * rows_n + 0.4))
-    axes = np.atleast_1d(fig.subplots(rows_n, cols)).ravel()
-    for ax, image, gt, pred, scores in zip(axes, images, gt_boxes, pred_boxes, pred_scores, strict=False):
-        ax.imshow(_as_array(image))
-        _draw_boxes(ax, gt, "#16a34a")
+    grid = mosaic(images, max(1, min(columns, len(images))))
+    fig, ax = _mosaic_figure(grid, title or f"Detections with score ≥ {score_threshold:g} (blue) vs ground truth "
+                             "(green)", legend=True)
+    for k, (gt, pred, scores) in enumerate(zip(gt_boxes, pred_boxes, pred_scores, strict=False)):
+        _draw_boxes(ax, grid, k, gt, "#16a34a")
         scores = np.asarray(scores, dtype=float).reshape(-1)
         keep = scores >= score_threshold
-        _draw_boxes(ax, np.asarray(pred, dtype=float).reshape(-1, 4)[keep], "#2563eb", "--",
+        _draw_boxes(ax, grid, k, np.asarray(pred, dtype=float).reshape(-1, 4)[keep], "#2563eb", "--",
                     [f"{s:.2f}" for s in scores[keep]])
-    for ax in axes:
-        ax.axis("off")
     _box_legend(fig, [("#16a34a", "-", "ground truth"), ("#2563eb", "--", f"detection (score ≥ {score_threshold:g})")])
-    fig.suptitle(title or f"Detections with score ≥ {score_threshold:g} (blue) vs ground truth (green)",
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))  # room for the legend below the panels
     return _save(fig, path)
+
+
+RECONSTRUCTION_TILE_PX = 192  # the old 1.9-inch panels at 110 dpi
+ROW_LABEL_PX = 16
 
 
 def save_reconstruction_grid(originals: Sequence[ImageLike], reconstructions: Sequence[ImageLike],
                              path: str | Path, title: str = "") -> Path:
-    """Two rows: originals on top, the decoder's reconstructions below."""
+    """Two rows: originals on top, the decoder's reconstructions below, each row named above it."""
     count = max(1, len(originals))
-    fig = Figure(figsize=(1.9 * count, 4.2))
-    axes = np.atleast_2d(fig.subplots(2, count))
-    if axes.shape[0] != 2:
-        axes = axes.T
-    for k in range(count):
-        for r, source in enumerate((originals, reconstructions)):
-            ax = axes[r, k]
-            if k < len(source):
-                ax.imshow(_as_array(source[k]))
-            ax.axis("off")
-    axes[0, 0].set_title("original", fontsize=8, loc="left")
-    axes[1, 0].set_title("reconstruction", fontsize=8, loc="left")
-    fig.suptitle(title or "Reconstructions from the token grid", fontsize=10)
-    fig.tight_layout()
+    cells = [*originals, *[None] * (count - len(originals)),
+             *reconstructions[:count], *[None] * (count - len(reconstructions[:count]))]
+    grid = mosaic(cells, count, RECONSTRUCTION_TILE_PX, row_gap=GAP_PX + ROW_LABEL_PX)
+    fig, ax = _mosaic_figure(grid, title or "Reconstructions from the token grid", top_px=TITLE_PX + ROW_LABEL_PX)
+    for row, label in enumerate(("original", "reconstruction")):
+        left, top, _, _ = grid.extents[row * count]
+        ax.text(left, top - 4, label, fontsize=8, va="bottom", ha="left", color=INK)
     return _save(fig, path)
 
 
@@ -328,8 +432,14 @@ def save_confusion_matrix(matrix: np.ndarray, labels: Sequence[str], path: str |
         for j in range(matrix.shape[1]):
             ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7,
                     color="white" if rates[i, j] > 0.55 else INK)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    ax.set_title(title or "Confusion matrix", fontsize=10, loc="left")
+    # an inset colour bar is part of the axes' extent, so tight_layout keeps its labels on the figure
+    bar = fig.colorbar(image, cax=ax.inset_axes((1.04, 0.0, 0.05, 1.0)), ticks=[0.0, 0.5, 1.0])
+    bar.set_label("rate in its row", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    # wrapped to the figure's width (10 pt text: at most ~10 characters an inch): a small matrix's
+    # figure is narrower than its title, and the figure is saved at its own size
+    fig.suptitle(textwrap.fill(title or "Confusion matrix", width=int(10 * fig.get_figwidth())), fontsize=10,
+                 x=0.02, ha="left")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -389,18 +499,41 @@ def _focus(ax, values: Sequence[float], lower_is_better: bool) -> None:  # type:
     ax.set_ylim(low - pad, high + pad)
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _power_of_ten(value: float, _position: int) -> str:
+    """10⁻⁶ as plain text: matplotlib's default log labels are mathtext, parsed per label and figure."""
+    return "10" + str(round(np.log10(value))).translate(_SUPERSCRIPT) if value > 0 else ""
+
+
+def _log_x(ax: Axes) -> None:  # the λ path is a grid of powers of ten: major ticks are all it needs
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
+    ax.xaxis.set_major_formatter(FuncFormatter(_power_of_ten))
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
 def save_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path,
                          title: str = "", columns: int = 4) -> Path:
     """Small multiples: one panel per experiment, probe and task, one validation curve per stage,
     coloured from early (light) to late (dark) stages — a few readable panels, not one per fit."""
+    return _save(training_curves_figure(curves, title, columns), path)
+
+
+def training_curves_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str = "",
+                           columns: int = 4) -> Figure:
+    """`save_training_curves`'s figure, laid out, not yet drawn."""
     groups = _curve_groups(curves) or {"(no curves)": []}
     cols = max(1, min(columns, len(groups)))
     rows_n = -(-len(groups) // cols)
     fig = Figure(figsize=(3.4 * cols, 2.5 * rows_n + 0.5))
-    axes = np.atleast_1d(fig.subplots(rows_n, cols)).ravel()
     cmap = matplotlib.colormaps["viridis_r"]
-    for ax, (group, lines) in zip(axes, groups.items(), strict=False):
+    for index, (group, lines) in enumerate(groups.items(), start=1):
+        ax = fig.add_subplot(rows_n, cols, index)  # no axes for the grid's empty cells
         _style(ax, group)
+        # five y ticks are plenty on a 2.5-inch panel, and each tick label is laid out twice per figure
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
         for k, curve in enumerate(lines):
             shade = cmap(0.15 + 0.75 * k / max(len(lines) - 1, 1))
             # only the first and last stage are named: a legend of 20 stages hides the curves
@@ -411,14 +544,11 @@ def save_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], pa
             ax.set_ylabel(lines[0].y_label, fontsize=7)
             _focus(ax, [v for c in lines for v in c.y], lower_is_better="loss" in lines[0].y_label)
             if lines[0].x_label.startswith("λ"):
-                ax.set_xscale("log")
+                _log_x(ax)
             elif lines[0].x_label == "epoch":
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if lines:
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
             ax.legend(fontsize=6.5, frameon=False)
-    for ax in axes[len(groups):]:
-        ax.axis("off")
     fig.suptitle(title or "Probe validation curves (one line per stage; light = early, dark = late)",
                  fontsize=10, x=0.01, ha="left")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
