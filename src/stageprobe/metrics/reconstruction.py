@@ -161,7 +161,11 @@ def _reference_gram(image: np.ndarray) -> np.ndarray:
 def gram_distance(a: np.ndarray, b: np.ndarray) -> float:
     """`gram_gabor`: relative Frobenius distance between Gram matrices of grey + 12 Gabor responses
     (`a` is the reference)."""
-    ga, gb = _reference_gram(a), _gram(b)
+    return _gram_distance_from(_reference_gram(a), b)
+
+
+def _gram_distance_from(reference_gram: np.ndarray, candidate: np.ndarray) -> float:
+    ga, gb = reference_gram, _gram(candidate)
     return float(np.linalg.norm(ga - gb) / (np.linalg.norm(ga) + np.linalg.norm(gb) + 1e-12))
 
 
@@ -265,14 +269,21 @@ def load_lpips(device: str | torch.device = "cpu") -> LpipsMetric | MetricValue:
 
 class ReferenceImages:
     """Reference images (N, H, W, 3) in [0, 1] that several reconstructions are scored against: what a
-    metric reads from the references alone (Canny edges and their distance map, LPIPS trunk features)
-    is computed on first use and kept, so the reference degradations do not recompute it for each one."""
+    metric reads from the references alone (Canny edges and their distance map, Gram matrices, LPIPS trunk
+    features) is computed on first use and kept, so the reference degradations do not recompute it for each one."""
 
     def __init__(self, references: np.ndarray) -> None:
         self.images = np.asarray(references, dtype=np.float64)
         self._edges: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+        self._grams: list[np.ndarray] | None = None
         #: LPIPS reference features by net (kept alive here, so its id is not reused) and batch size
         self._lpips: dict[tuple[int, int], tuple[torch.nn.Module, list[list[torch.Tensor]] | None]] = {}
+
+    def grams(self) -> list[np.ndarray]:
+        """Each reference's Gram matrix, looked up (by content, across calls) once per image here."""
+        if self._grams is None:
+            self._grams = [_reference_gram(image) for image in self.images]
+        return self._grams
 
     def edges(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
         if self._edges is None:
@@ -298,7 +309,7 @@ def reconstruction_scores(references: np.ndarray | ReferenceImages, reconstructi
         "ssim": np.array([ssim(a, b) for a, b in zip(refs, recs, strict=True)]),
         "psnr": np.array([psnr(a, b) for a, b in zip(refs, recs, strict=True)]),
         "edge_f1": np.array([_edge_f1_against(a, b) for a, b in zip(reference.edges(), recs, strict=True)]),
-        "gram_gabor": np.array([gram_distance(a, b) for a, b in zip(refs, recs, strict=True)]),
+        "gram_gabor": np.array([_gram_distance_from(a, b) for a, b in zip(reference.grams(), recs, strict=True)]),
     }
     unavailable = {}
     metric = load_lpips() if lpips_metric is None else lpips_metric
