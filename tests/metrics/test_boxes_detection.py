@@ -164,3 +164,24 @@ def test_crowd_regions_make_detections_on_them_ignored() -> None:
     assert detection_map([gt], preds, 1)["map_50"] == pytest.approx(1.0)
     without_crowd = GroundTruth(GT, np.array([0, 0]))
     assert detection_map([without_crowd], preds, 1)["map_50"] < 1.0
+
+
+def test_interpolated_precision_reads_cocoeval_recipe_exactly() -> None:
+    """The per-draw interpolation (one preallocated index table) gives exactly what the plain recipe
+    gives: precision made non-increasing from the right, a zero column appended, `np.searchsorted` per
+    row, `np.take_along_axis` — on rows with ties at the thresholds and thresholds no detection reaches."""
+    from stageprobe.metrics.detection import _interpolated_precision
+
+    rec_thrs = np.linspace(0.0, 1.00, 101)
+    rng = np.random.default_rng(0)
+    for n_dets, npig in ((0, 4.0), (1, 1.0), (7, 10.0), (40, 25.0)):
+        hits = rng.random((10, n_dets)) < 0.6
+        w = rng.integers(0, 3, n_dets).astype(float)
+        tp, fp = np.cumsum(hits * w, axis=1), np.cumsum(~hits * w, axis=1)
+        recall = tp / npig
+        pr = np.maximum.accumulate((tp / (tp + fp + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+        pr = np.concatenate([pr, np.zeros((10, 1))], axis=1)
+        idx = np.stack([np.searchsorted(row, rec_thrs, side="left") for row in recall])
+        expected = np.take_along_axis(pr, idx, axis=1)
+        assert np.array_equal(_interpolated_precision(tp, fp, recall, rec_thrs), expected), n_dets
+        assert n_dets < 7 or (expected > 0).any()  # not an all-zero table

@@ -138,3 +138,61 @@ def test_gram_distance_equals_the_direct_convolution_definition() -> None:
     # the reference-side cache never answers for different content
     assert gram_distance(other, reference) == pytest.approx(_direct_gram_distance(other, reference), rel=1e-9)
     assert gram_distance(reference, blurred) < gram_distance(reference, other)
+
+
+def _package_lpips(metric: LpipsMetric, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The lpips package's one-call forward on each pair, one pair at a time: the independent reference."""
+    import torch
+
+    def tensor(image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None] * 2 - 1
+
+    with torch.no_grad():
+        return np.array([float(metric.net(tensor(x), tensor(y))) for x, y in zip(a, b, strict=True)])
+
+
+def test_lpips_in_two_halves_equals_the_package_forward(random_lpips: LpipsMetric) -> None:
+    references = np.stack([_photo(name, 64) for name in ("astronaut", "coffee", "chelsea")])
+    candidates = {"blur": np.stack([_blur(x, 2.0) for x in references]),
+                  "other": np.roll(references, 1, axis=0), "same": references.copy()}
+    # the reference side computed once (batches of 2: a whole and a partial batch) for every candidate stack
+    features = random_lpips.reference_features(references, batch_size=2)
+    assert features is not None and len(features) == 2
+    for name, stack in candidates.items():
+        expected = _package_lpips(random_lpips, references, stack)
+        assert np.allclose(random_lpips(references, stack, batch_size=2, reference=features), expected,
+                           rtol=0, atol=1e-6), name
+        assert np.allclose(random_lpips(references, stack), expected, rtol=0, atol=1e-6), name
+    assert np.all(_package_lpips(random_lpips, references, candidates["other"]) > 0.01)  # not a trivial zero
+
+
+def _direct_edge_f1(reference: np.ndarray, candidate: np.ndarray, tolerance: float = 1.5) -> float:
+    from skimage.color import rgb2gray
+    from skimage.feature import canny
+
+    e_ref, e_cand = (canny(rgb2gray(x), sigma=1.0, low_threshold=0.2, high_threshold=0.4)
+                     for x in (reference, candidate))
+    if not e_ref.any():
+        return float("nan")
+    if not e_cand.any():
+        return 0.0
+    precision = np.mean(ndimage.distance_transform_edt(~e_ref)[e_cand] <= tolerance)
+    recall = np.mean(ndimage.distance_transform_edt(~e_cand)[e_ref] <= tolerance)
+    return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
+
+
+def test_kept_reference_side_scores_as_each_pair_alone(random_lpips: LpipsMetric) -> None:
+    from stageprobe.metrics.reconstruction import ReferenceImages
+
+    flat = np.full((64, 64, 3), 0.5)
+    references = np.stack([_photo("astronaut", 64), _photo("coffee", 64), flat])
+    kept = ReferenceImages(references)
+    for candidates in (np.stack([_blur(x, 1.0) for x in references]), references[::-1].copy(),
+                       np.stack([flat, flat, _photo("chelsea", 64)])):
+        scores, _ = reconstruction_scores(kept, candidates, random_lpips)
+        alone, _ = reconstruction_scores(references, candidates, random_lpips)
+        for metric, values in alone.items():
+            assert np.array_equal(scores[metric], values, equal_nan=True), metric
+        direct = [_direct_edge_f1(r, c) for r, c in zip(references, candidates, strict=True)]
+        assert np.array_equal(scores["edge_f1"], direct, equal_nan=True)
+        assert np.allclose(scores["lpips"], _package_lpips(random_lpips, references, candidates), rtol=0, atol=1e-6)

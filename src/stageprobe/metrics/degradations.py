@@ -18,7 +18,12 @@ from scipy import ndimage
 from skimage.transform import resize
 
 from stageprobe.metrics.base import MetricValue
-from stageprobe.metrics.reconstruction import LpipsMetric, reconstruction_scores
+from stageprobe.metrics.reconstruction import (
+    LpipsMetric,
+    ReferenceImages,
+    load_lpips,
+    reconstruction_scores,
+)
 
 
 def _blur(sigma: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -59,6 +64,7 @@ def reference_scores(references: np.ndarray, lpips_metric: LpipsMetric | MetricV
                      ) -> dict[str, tuple[dict[str, np.ndarray], dict[str, str]]]:
     """Every reference degradation of `references` (N, H, W, 3) scored against them with
     `reconstruction_scores`: name → (per-image scores, unavailable metrics with reasons)."""
-    refs = np.asarray(references, dtype=np.float64)
-    return {name: reconstruction_scores(refs, degrade(refs, name), lpips_metric)
+    refs = ReferenceImages(references)  # each metric's reference side computed once for all six
+    metric = load_lpips() if lpips_metric is None else lpips_metric
+    return {name: reconstruction_scores(refs, degrade(refs.images, name), metric)
             for name in REFERENCE_DEGRADATIONS}

@@ -176,29 +176,24 @@ class CocoDetectionEval:
                 else:
                     m = ig = np.zeros((n_thr, 0), dtype=bool)
                     img = np.zeros(0, dtype=int)
-                tables[k, area_name] = {"tp": m & ~ig, "fp": ~m & ~ig, "img": img, "n_gt": n_gt}
+                # as floats once: each draw multiplies them by the images' weights
+                tables[k, area_name] = {"tp": (m & ~ig).astype(np.float64), "fp": (~m & ~ig).astype(np.float64),
+                                        "img": img, "n_gt": n_gt}
         return tables
 
     def resampled(self, weights: np.ndarray) -> dict[str, float]:
         """The six COCO stats with image i counted `weights[i]` times (a bootstrap draw)."""
         weights = np.asarray(weights, dtype=np.float64)
         p = self.cocoeval.params
-        rec_thrs = p.recThrs
         per_area: dict[str, list[np.ndarray]] = {name: [] for name in _AREA_NAMES}
         for (_, area_name), t in self._tables.items():
             npig = float(weights @ t["n_gt"])
             if npig == 0:
                 continue
             w = weights[t["img"]]
-            tp = np.cumsum(t["tp"] * w, axis=1)
-            fp = np.cumsum(t["fp"] * w, axis=1)
-            recall = tp / npig
-            # COCOeval's interpolation: precision made non-increasing from the right, then read at the
-            # first detection reaching each recall threshold (0 where none does)
-            pr = np.maximum.accumulate((tp / (tp + fp + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
-            pr = np.concatenate([pr, np.zeros((len(pr), 1))], axis=1)
-            idx = np.stack([np.searchsorted(row, rec_thrs, side="left") for row in recall])
-            per_area[area_name].append(np.take_along_axis(pr, idx, axis=1))
+            tp = (t["tp"] * w).cumsum(axis=1)
+            fp = (t["fp"] * w).cumsum(axis=1)
+            per_area[area_name].append(_interpolated_precision(tp, fp, tp / npig, p.recThrs))
         out = {}
         iou_50 = int(np.argmin(np.abs(p.iouThrs - 0.5)))
         iou_75 = int(np.argmin(np.abs(p.iouThrs - 0.75)))
@@ -208,6 +203,21 @@ class CocoDetectionEval:
             arrays = per_area[area]
             out[name] = float(np.mean([a[sel] for a in arrays])) if arrays else float("nan")
         return out
+
+
+def _interpolated_precision(tp: np.ndarray, fp: np.ndarray, recall: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
+    """(IoU thresholds, recall thresholds): COCOeval's interpolation — precision made non-increasing
+    from the right, then read at the first detection reaching each recall threshold (0 where none does).
+    Per row, `ndarray.searchsorted` into one preallocated index table: this runs for every table of
+    every bootstrap draw, where `np.stack` of per-row results and `np.take_along_axis` cost more than
+    the searches."""
+    n_rows, n_dets = tp.shape
+    pr = np.zeros((n_rows, n_dets + 1))  # the last column: where no detection reaches the threshold
+    pr[:, :n_dets] = np.maximum.accumulate((tp / (tp + fp + np.spacing(1)))[:, ::-1], axis=1)[:, ::-1]
+    idx = np.empty((n_rows, len(rec_thrs)), dtype=np.intp)
+    for row in range(n_rows):
+        idx[row] = recall[row].searchsorted(rec_thrs, side="left")
+    return pr[np.arange(n_rows)[:, None], idx]
 
 
 def detection_map(gts: Sequence[GroundTruth], preds: Sequence[Detections],

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -69,12 +69,24 @@ def edge_f1(reference: np.ndarray, candidate: np.ndarray, tolerance_px: float = 
     NaN when the reference has no edges: there are no boundaries to keep, so the score is
     undefined (excluded from means and counted by `edge_f1_config`), never a free 1.0.
     A candidate without edges against a reference with edges scores 0."""
-    e_ref, e_cand = edge_map(reference, sigma), edge_map(candidate, sigma)
-    if not e_ref.any():
+    return _edge_f1_against(reference_edges(reference, sigma), candidate, tolerance_px, sigma)
+
+
+def reference_edges(reference: np.ndarray, sigma: float = EDGE_SIGMA) -> tuple[np.ndarray, np.ndarray | None]:
+    """A reference's Canny edges and each pixel's distance to the nearest one (None without edges):
+    the reference's half of `edge_f1`, the same for every candidate it is compared with."""
+    edges = edge_map(reference, sigma)
+    return edges, (ndimage.distance_transform_edt(~edges) if edges.any() else None)
+
+
+def _edge_f1_against(reference: tuple[np.ndarray, np.ndarray | None], candidate: np.ndarray,
+                     tolerance_px: float = EDGE_TOLERANCE_PX, sigma: float = EDGE_SIGMA) -> float:
+    e_ref, dist_to_ref = reference
+    if dist_to_ref is None:
         return float("nan")
+    e_cand = edge_map(candidate, sigma)
     if not e_cand.any():
         return 0.0
-    dist_to_ref = ndimage.distance_transform_edt(~e_ref)
     dist_to_cand = ndimage.distance_transform_edt(~e_cand)
     precision = float(np.mean(dist_to_ref[e_cand] <= tolerance_px))
     recall = float(np.mean(dist_to_cand[e_ref] <= tolerance_px))
@@ -149,7 +161,11 @@ def _reference_gram(image: np.ndarray) -> np.ndarray:
 def gram_distance(a: np.ndarray, b: np.ndarray) -> float:
     """`gram_gabor`: relative Frobenius distance between Gram matrices of grey + 12 Gabor responses
     (`a` is the reference)."""
-    ga, gb = _reference_gram(a), _gram(b)
+    return _gram_distance_from(_reference_gram(a), b)
+
+
+def _gram_distance_from(reference_gram: np.ndarray, candidate: np.ndarray) -> float:
+    ga, gb = reference_gram, _gram(candidate)
     return float(np.linalg.norm(ga - gb) / (np.linalg.norm(ga) + np.linalg.norm(gb) + 1e-12))
 
 
@@ -184,17 +200,63 @@ class LpipsMetric:
             net = _default_net(trunk, str(self.device))
         self.net = net.to(self.device).eval()
 
+    def _batches(self, images: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
+        """(B, 3, H, W) tensors in [-1, 1], as the package expects them."""
+        for s in range(0, len(images), batch_size):
+            yield torch.from_numpy(images[s:s + batch_size]).permute(0, 3, 1, 2).to(self.device) * 2 - 1
+
+    def _splits(self) -> bool:
+        """Whether the distance is the package's default sum of per-layer averages, which
+        `reference_features` + `_against` compute in two halves (any other configuration runs whole)."""
+        import lpips
+
+        return (isinstance(self.net, lpips.LPIPS) and bool(self.net.lpips) and not self.net.spatial
+                and self.net.version == "0.1")
+
+    @torch.no_grad()
+    def reference_features(self, a: Sequence[np.ndarray] | np.ndarray, batch_size: int = 32
+                           ) -> list[list[torch.Tensor]] | None:
+        """The references' half of `lpips.LPIPS.forward`, batch by batch: the trunk's unit-normalised
+        features of each layer. None where the net is not one `_splits` covers."""
+        if not self._splits():
+            return None
+        return [self._reference_batch(batch) for batch in self._batches(np.asarray(a, dtype=np.float32), batch_size)]
+
+    def _reference_batch(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        import lpips
+
+        net = self.net
+        return [lpips.normalize_tensor(layer) for layer in net.net.forward(net.scaling_layer(batch))]
+
+    def _against(self, reference: list[torch.Tensor], candidate: torch.Tensor) -> torch.Tensor:
+        """The rest of `lpips.LPIPS.forward` (version 0.1, linear heads, spatial average) with the
+        package's own modules and functions, in its order: the same number as the one-call forward."""
+        import lpips
+
+        net = self.net
+        layers = net.net.forward(net.scaling_layer(candidate))
+        val: torch.Tensor | int = 0
+        for kk in range(net.L):
+            diff = (reference[kk] - lpips.normalize_tensor(layers[kk])) ** 2
+            val += lpips.lpips.spatial_average(net.lins[kk](diff), keepdim=True)
+        assert isinstance(val, torch.Tensor)
+        return val
+
     @torch.no_grad()
     def __call__(self, a: Sequence[np.ndarray] | np.ndarray, b: Sequence[np.ndarray] | np.ndarray,
-                 batch_size: int = 32) -> np.ndarray:
-        """Per-image LPIPS of two stacks of (H, W, 3) images in [0, 1]."""
+                 batch_size: int = 32, reference: list[list[torch.Tensor]] | None = None) -> np.ndarray:
+        """Per-image LPIPS of two stacks of (H, W, 3) images in [0, 1]. `reference`: `a`'s
+        `reference_features` at this `batch_size`, computed once for several `b`."""
         a_arr, b_arr = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
-        out = []
-        for s in range(0, len(a_arr), batch_size):
-            ta = torch.from_numpy(a_arr[s:s + batch_size]).permute(0, 3, 1, 2).to(self.device) * 2 - 1
-            tb = torch.from_numpy(b_arr[s:s + batch_size]).permute(0, 3, 1, 2).to(self.device) * 2 - 1
-            out.append(self.net(ta, tb).flatten().cpu().numpy())
-        return np.concatenate(out).astype(np.float64)
+        candidates = self._batches(b_arr, batch_size)
+        if reference is not None:
+            out = [self._against(feats, tb) for feats, tb in zip(reference, candidates, strict=True)]
+        elif self._splits():  # batch by batch: a whole stack's features need not be held at once
+            out = [self._against(self._reference_batch(ta), tb)
+                   for ta, tb in zip(self._batches(a_arr, batch_size), candidates, strict=True)]
+        else:
+            out = [self.net(ta, tb) for ta, tb in zip(self._batches(a_arr, batch_size), candidates, strict=True)]
+        return np.concatenate([o.flatten().cpu().numpy() for o in out]).astype(np.float64)
 
 
 def load_lpips(device: str | torch.device = "cpu") -> LpipsMetric | MetricValue:
@@ -205,23 +267,54 @@ def load_lpips(device: str | torch.device = "cpu") -> LpipsMetric | MetricValue:
     return LpipsMetric(device=device)
 
 
-def reconstruction_scores(references: np.ndarray, reconstructions: np.ndarray,
+class ReferenceImages:
+    """Reference images (N, H, W, 3) in [0, 1] that several reconstructions are scored against: what a
+    metric reads from the references alone (Canny edges and their distance map, Gram matrices, LPIPS trunk
+    features) is computed on first use and kept, so the reference degradations do not recompute it for each one."""
+
+    def __init__(self, references: np.ndarray) -> None:
+        self.images = np.asarray(references, dtype=np.float64)
+        self._edges: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+        self._grams: list[np.ndarray] | None = None
+        #: LPIPS reference features by net (kept alive here, so its id is not reused) and batch size
+        self._lpips: dict[tuple[int, int], tuple[torch.nn.Module, list[list[torch.Tensor]] | None]] = {}
+
+    def grams(self) -> list[np.ndarray]:
+        """Each reference's Gram matrix, looked up (by content, across calls) once per image here."""
+        if self._grams is None:
+            self._grams = [_reference_gram(image) for image in self.images]
+        return self._grams
+
+    def edges(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        if self._edges is None:
+            self._edges = [reference_edges(image) for image in self.images]
+        return self._edges
+
+    def lpips_features(self, metric: LpipsMetric, batch_size: int = 32) -> list[list[torch.Tensor]] | None:
+        key = (id(metric.net), batch_size)
+        if key not in self._lpips:
+            self._lpips[key] = metric.net, metric.reference_features(self.images, batch_size)
+        return self._lpips[key][1]
+
+
+def reconstruction_scores(references: np.ndarray | ReferenceImages, reconstructions: np.ndarray,
                           lpips_metric: LpipsMetric | MetricValue | None = None
                           ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Per-image ssim, psnr, edge_f1, gram_gabor and lpips; the second dict names unavailable metrics."""
-    refs, recs = np.asarray(references, dtype=np.float64), np.asarray(reconstructions, dtype=np.float64)
+    reference = references if isinstance(references, ReferenceImages) else ReferenceImages(references)
+    refs, recs = reference.images, np.asarray(reconstructions, dtype=np.float64)
     if refs.shape != recs.shape:
         raise ValueError(f"reference shape {refs.shape} differs from reconstruction shape {recs.shape}")
     scores = {
         "ssim": np.array([ssim(a, b) for a, b in zip(refs, recs, strict=True)]),
         "psnr": np.array([psnr(a, b) for a, b in zip(refs, recs, strict=True)]),
-        "edge_f1": np.array([edge_f1(a, b) for a, b in zip(refs, recs, strict=True)]),
-        "gram_gabor": np.array([gram_distance(a, b) for a, b in zip(refs, recs, strict=True)]),
+        "edge_f1": np.array([_edge_f1_against(a, b) for a, b in zip(reference.edges(), recs, strict=True)]),
+        "gram_gabor": np.array([_gram_distance_from(a, b) for a, b in zip(reference.grams(), recs, strict=True)]),
     }
     unavailable = {}
     metric = load_lpips() if lpips_metric is None else lpips_metric
     if isinstance(metric, MetricValue):
         unavailable["lpips"] = metric.reason or "unavailable"
     else:
-        scores["lpips"] = metric(refs, recs)
+        scores["lpips"] = metric(refs, recs, reference=reference.lpips_features(metric))
     return scores, unavailable
