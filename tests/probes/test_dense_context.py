@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from stageprobe.probes import ProbeData, fit_probe
 from stageprobe.probes.dense_linear import decode_boxes, object_blobs
-from stageprobe.stats import bootstrap_ci
+from stageprobe.stats import bootstrap_ci, paired_bootstrap_diff
 
 FeatureGetter = Callable[..., tuple[list[Any], dict[str, ProbeData]]]
 
@@ -45,12 +45,19 @@ def _iou_and_ci(result: Any) -> tuple[float, float]:
 def _context_checks(get: FeatureGetter, stage: str, n: int, **options: Any) -> None:
     _, splits = get("shapes", stage, n)
     args = (splits["train"], splits["val"], splits["test"])
-    iou, low = _iou_and_ci(fit_probe("dense-context", "boxes", *args, seed=0, **options))
+    first = fit_probe("dense-context", "boxes", *args, seed=0, **options)
+    iou, low = _iou_and_ci(first)
     shuffled = fit_probe("dense-context", "boxes", *args, seed=0, control="token-shuffle", **options)
     control = fit_probe("dense-context", "boxes", *args, seed=0, control="control-task", **options)
     pooled = fit_probe("pooled-linear", "boxes", *args, seed=0).metrics["matched_iou"]
     assert iou > 0.8 and low > 0.7, (iou, low)
-    assert shuffled.metrics["matched_iou"] <= iou - 0.3, shuffled.metrics
+    # The within-object shuffle keeps which cells an object covers and takes away only where inside it each
+    # token sits, i.e. the sub-cell edges: the drop it must cause is real (paired CI above 0), and it is
+    # larger on the coarser grid (fast test below: ≥ 0.2 at 28 px). At 14 px the cell-level box alone keeps
+    # IoU 0.72 of 0.92 (measured), so the 0.3 margin, set for the full permutation this shuffle replaced,
+    # no longer applies there.
+    drop = paired_bootstrap_diff(first.per_item["matched_iou"], shuffled.per_item["matched_iou"])
+    assert drop.low > 0, (drop, shuffled.metrics)
     assert control.metrics["matched_iou"] <= iou - 0.3, control.metrics
     assert pooled <= 0.3, pooled
 
