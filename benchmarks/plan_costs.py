@@ -10,11 +10,12 @@ by the cores used. What is measured (`stageprobe.suites._costs` says how the pla
    median per module and image. Two widths per kind give the law a + b·tokens·width². What lies outside
    the stage modules (processor, data, writing the store) is measured with `extract_dataset` on the tiny
    preset, per input pixel; so is the pixel baseline.
-2. **Probe fits, per (probe, task, options)** the default and quick studies make: features of the tiny
-   preset at a stage that fit reads, on that experiment's own data and targets, widened to the 7B width of
-   that grid by a fixed random projection (the same information in a wider space), at two image counts
-   and two widths; `c · n^α · (tokens·width)^β` fitted by least squares in logs, and its largest miss on
-   the four points kept beside it.
+2. **Probe fits, per (probe, task, options)** the default and quick studies make (the mixed-precision
+   probes twice where this CPU computes bfloat16 natively: in float32 and, as `key@bfloat16`, in
+   bfloat16): features of the tiny preset at a stage that fit reads, on that experiment's own data and
+   targets, widened to the 7B width of that grid by a fixed random projection (the same information in a
+   wider space), at two image counts and two widths; `c · n^α · (tokens·width)^β` fitted by least squares
+   in logs, and its largest miss on the four points kept beside it.
 
     python benchmarks/plan_costs.py                      # writes src/stageprobe/suites/_costs.json
     python benchmarks/plan_costs.py --out /tmp/costs.json --images 48 400 --wide-images 48 96
@@ -46,7 +47,8 @@ from stageprobe.features.extract import extract_dataset
 from stageprobe.features.store import FeatureStore
 from stageprobe.models import StageModel, load_model
 from stageprobe.probes import fit_probe, split_probe_data
-from stageprobe.suites._costs import COSTS_FILE, FitPlan, stage_kind
+from stageprobe.probes.training import native_bf16, probe_precision
+from stageprobe.suites._costs import COSTS_FILE, FitPlan, precision_key, stage_kind
 from stageprobe.suites._plan import meta_measurement, plan_run
 from stageprobe.suites.runner import RunConfig
 from stageprobe.suites.workers import image_array
@@ -180,7 +182,7 @@ def stage_features(family: str, stage: str, n: int) -> tuple[torch.Tensor, Any]:
     return features, dataset
 
 
-def fit_cpu_s(fit: FitPlan, features: torch.Tensor, dataset: Any) -> float:
+def fit_cpu_s(fit: FitPlan, features: torch.Tensor, dataset: Any, precision: str = "float32") -> float:
     probe, task = fit.key.split("[")[0].split("/")
     options = {}
     if "[" in fit.key:
@@ -189,7 +191,9 @@ def fit_cpu_s(fit: FitPlan, features: torch.Tensor, dataset: Any) -> float:
             options[name] = int(value)
     images = image_array(dataset) if task == "reconstruction" else None
     splits = split_probe_data(features, list(dataset), images)
-    return cpu_of(lambda: fit_probe(probe, task, splits["train"], splits["val"], splits["test"], seed=0, **options))
+    with probe_precision(precision):
+        return cpu_of(lambda: fit_probe(probe, task, splits["train"], splits["val"], splits["test"], seed=0,
+                                        **options))
 
 
 def widened(features: torch.Tensor, dim: int) -> torch.Tensor:
@@ -208,15 +212,24 @@ def fit_law(points: list[dict[str, float]]) -> dict[str, float]:
             "max_relative_miss": float(np.max(np.abs(predicted / seconds - 1)))}
 
 
-def measure_fit(fit: FitPlan, images: Sequence[int], wide_images: Sequence[int]) -> dict[str, Any]:
+def fit_precisions(key: str) -> list[str]:
+    """float32 for every fit; bfloat16 too for a mixed-precision probe where this CPU computes it natively."""
+    native = native_bf16(torch.device("cpu"))
+    return ["float32"] + (["bfloat16"] if native and precision_key(key, "bfloat16") != key else [])
+
+
+def measure_fit(fit: FitPlan, images: Sequence[int], wide_images: Sequence[int],
+                precision: str = "float32") -> dict[str, Any]:
     wide = WIDE_DIMS["merged" if fit.stage.startswith("language.") or fit.stage == "vision.post_merge" else "patch"]
     points = []
     for n in sorted({*images, *wide_images}):
         features, dataset = stage_features(fit.family, fit.stage, n)
         for dim in ([fit.dim] if n in images else []) + ([wide] if n in wide_images else []):
             x = features if dim == fit.dim else widened(features, dim)
-            points.append({"n": n, "tokens": fit.tokens, "dim": dim, "cpu_s": fit_cpu_s(fit, x, dataset)})
-            print(f"    {fit.key} n={n} dim={dim}: {points[-1]['cpu_s']:.2f} CPU-s", flush=True)
+            points.append({"n": n, "tokens": fit.tokens, "dim": dim,
+                           "cpu_s": fit_cpu_s(fit, x, dataset, precision)})
+            print(f"    {precision_key(fit.key, precision)} n={n} dim={dim}: {points[-1]['cpu_s']:.2f} CPU-s",
+                  flush=True)
             del x
     return {**fit_law(points), "family": fit.family, "stage": fit.stage, "points": points}
 
@@ -262,9 +275,10 @@ def main() -> None:
     for key, fit in fit_kinds().items():
         if args.only is not None and key not in args.only:
             continue
-        print(f"  {key} at {fit.stage} ({fit.family}):", flush=True)
-        result["fits"][key] = measure_fit(fit, args.images, args.wide_images)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")  # kept after each fit kind: a long run can stop
+        for precision in fit_precisions(key):
+            print(f"  {precision_key(key, precision)} at {fit.stage} ({fit.family}):", flush=True)
+            result["fits"][precision_key(key, precision)] = measure_fit(fit, args.images, args.wide_images, precision)
+            args.out.write_text(json.dumps(result, indent=1) + "\n")  # kept after each fit: a long run can stop
     result["provenance"]["load_average_at_end"] = round(os.getloadavg()[0], 1)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")

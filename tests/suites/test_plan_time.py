@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from stageprobe.cli import app
 from stageprobe.models import load_model
 from stageprobe.models.pixels import pixel_baseline_for
-from stageprobe.suites._costs import Costs, forward_costs, load_costs, stage_kind
+from stageprobe.suites._costs import Costs, forward_costs, load_costs, planned_fits, precision_key, stage_kind
 from stageprobe.suites._measure import Measurement
-from stageprobe.suites._plan import RunPlan, meta_model, plan_run
+from stageprobe.suites._plan import RunPlan, meta_measurement, meta_model, plan_run
 from stageprobe.suites._spec import with_connector
 from stageprobe.suites.runner import RunConfig
 from stageprobe.suites.workers import FitRequest, dataset_key
@@ -70,7 +70,28 @@ def test_doubling_the_images_doubles_extraction_and_scales_fits_by_the_measured_
     assert costs is not None
     for before, after in zip(small.fits, large.fits, strict=True):
         assert (after.samples, after.key) == (2 * before.samples, before.key)
-        assert after.cpu_s / before.cpu_s == pytest.approx(2 ** costs.fits[before.key][1])
+        law = costs.law(precision_key(before.key, config.probe_precision))
+        assert law is not None and after.cpu_s / before.cpu_s == pytest.approx(2 ** law[1])
+
+
+@pytest.mark.parametrize(("precision", "laws", "seconds"), [
+    ("float32", {"dense-context/boxes": (2.0, 0.0, 0.0), "dense-context/boxes@bfloat16": (1.0, 0.0, 0.0)}, 2.0),
+    ("bfloat16", {"dense-context/boxes": (2.0, 0.0, 0.0), "dense-context/boxes@bfloat16": (1.0, 0.0, 0.0)}, 1.0),
+    # no bfloat16 law measured: the float32 one, an upper bound
+    ("bfloat16", {"dense-context/boxes": (2.0, 0.0, 0.0)}, 2.0),
+])
+def test_a_mixed_precision_probe_costs_its_own_precision_law(tmp_path: Path, precision: str,
+                                                             laws: dict[str, tuple[float, float, float]],
+                                                             seconds: float) -> None:
+    costs = Costs({"cpu": "test"}, {}, 0.0, 0.0, {**laws, "dense-linear/boxes": (3.0, 0.0, 0.0)})
+    config = RunConfig.model_construct(**{**RunConfig(model="qwen2.5-vl-tiny", size="quick",
+                                                      experiments=["e_q2_2"]).model_dump(),
+                                          "probe_precision": precision})
+    measurement = meta_measurement(config, tmp_path)
+    fits = planned_fits(measurement, [s for s in measurement.suite.experiments if s.id == "e_q2_2"], costs)
+    by_probe = {fit.key: fit.cpu_s for fit in fits}
+    assert by_probe["dense-context/boxes"] == seconds
+    assert by_probe["dense-linear/boxes"] == 3.0  # a float32-only probe: one law whatever the precision
 
 
 def test_fewer_stages_estimate_less_and_stage_groups_re_run_the_forward(tmp_path: Path) -> None:

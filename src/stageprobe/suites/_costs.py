@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stageprobe.models import StageInfo, StageModel
+from stageprobe.probes.training import MIXED_PRECISION_PROBES
 from stageprobe.suites._seeds import probe_seeds
 from stageprobe.suites._spec import ExperimentSpec, probes_for
 
@@ -67,6 +68,13 @@ def fit_key(probe: str, task: str, options: Sequence[tuple[str, Any]]) -> str:
     return f"{probe}/{task}" + (f"[{extra}]" if extra else "")
 
 
+def precision_key(key: str, precision: str) -> str:
+    """The cost key of a fit in the run's probe precision: a mixed-precision probe fitted in bfloat16 has its
+    own measured law (`key@bfloat16`); every other fit costs the same in either precision."""
+    probe = key.split("/", 1)[0]
+    return f"{key}@{precision}" if precision != "float32" and probe in MIXED_PRECISION_PROBES else key
+
+
 @dataclass(frozen=True)
 class Costs:
     """The measured cost laws of one machine (the contents of `_costs.json`)."""
@@ -94,10 +102,16 @@ class Costs:
         a, b = self.extraction[kind]
         return a + b * tokens * dim * dim
 
+    def law(self, key: str) -> tuple[float, float, float] | None:
+        """(c, α, β) of a fit key; a bfloat16 key not measured (a machine without native bfloat16 wrote
+        the file) falls back to the float32 law, an upper bound."""
+        return self.fits.get(key, self.fits.get(key.split("@", 1)[0]))
+
     def fit_seconds(self, key: str, samples: int, tokens: int, dim: int) -> float | None:
-        if key not in self.fits:
+        law = self.law(key)
+        if law is None:
             return None
-        c, alpha, beta = self.fits[key]
+        c, alpha, beta = law
         return c * samples**alpha * float(tokens * dim) ** beta
 
 
@@ -171,7 +185,8 @@ def planned_fits(measurement: Measurement, specs: Sequence[ExperimentSpec], cost
                         if which == "main" and measurement.probe_controls else ()
                     count = probe_seeds(suite, probe, stage, config.size, config.seeds) + len(controls)
                     info = infos[stage]
-                    cpu_s = costs.fit_seconds(key, len(dataset), info.tokens, info.dim) if costs else None
+                    cost_key = precision_key(key, config.probe_precision)
+                    cpu_s = costs.fit_seconds(cost_key, len(dataset), info.tokens, info.dim) if costs else None
                     fits.append(FitPlan(which, spec.family, stage, key, len(dataset), info.tokens, info.dim,
                                         count, cpu_s))
     return fits
