@@ -97,6 +97,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "plan max-disk unparsable": (["plan", "--max-disk", "10 gigs"], ["80G, 500M"]),
     "plan seeds 0": (["plan", "--seeds", "0"], ["--seeds 0"]),
     "plan probe workers 0": (["plan", "--probe-workers", "0"], ["--probe-workers must be at least 1"]),
+    "plan unknown probe precision": (["plan", "--probe-precision", "fp8"],
+                                     ["--probe-precision 'fp8'", "use auto, float32, bfloat16"]),
     "run probe workers 0": (["run", "--model", "pixels", "--probe-workers", "0", "--out", "{tmp}/r"],
                             ["--probe-workers must be at least 1"]),
     "run quick and full": (["run", "--quick", "--full", "--out", "{tmp}/r"], ["--quick and --full"]),

@@ -749,6 +749,7 @@ def plan(
     seeds: Annotated[int | None, typer.Option(help="probe seeds, as for `run` (more fits, more time)")] = None,
     probe_workers: Annotated[int | None, typer.Option(
         help="probe fits at once, as for `run` (default: one per core, at most 4)")] = None,
+    probe_precision: Annotated[str, typer.Option(help=PROBE_PRECISION_HELP + ", as for `run`")] = "auto",
     no_controls: Annotated[bool, typer.Option("--no-controls", help="without pixel / twin controls")] = False,
     batch_size: Annotated[int, typer.Option(help="images (or clips) per forward pass")] = 8,
     store_dtype: Annotated[str, typer.Option(help="feature dtype on disk: float16 | bfloat16 | float32")] = "float16",
@@ -769,7 +770,7 @@ def plan(
     budget = parse_size(max_disk) if max_disk is not None else None
     config = _run_config({
         "model": model, "size": "quick" if quick else "full" if full else "default", "stages": stages or None,
-        "seeds": seeds, "probe_workers": probe_workers,
+        "seeds": seeds, "probe_workers": probe_workers, "probe_precision": probe_precision,
         "controls": not no_controls, "batch_size": batch_size, "store_dtype": store_dtype,
         "trust_remote_code": trust_remote_code, "limit": limit,
         "experiments": _experiment_ids("q2", experiments) if experiments else None,
