@@ -5,7 +5,7 @@ spatial / 160 detail images), with the study's probe options (and `--quick`'s wh
 thread, as a probe worker fits. Prints per probe and stage: CPU-s of the fit in each precision (the
 features are extracted once, before), their ratio and the probe's headline test metric in each.
 A probe keeps bfloat16 only where the ratio is ≥ 1.3 (the rule of issue 24 item 5). Default probes: those that
-compute in the run's precision (`MIXED_PRECISION_PROBES`); `attention` can be named, but it now computes in
+compute in the run's precision (`mixed_precision_probes()`); `attention` can be named, but it now computes in
 float32 whatever the setting (its bfloat16 version gained 1.26× and 1.10×: benchmarks/README.md).
 
 Run: python benchmarks/precision_fits.py [--size default] [--probes dense-context,decoder,decoder-pooled]
@@ -21,8 +21,8 @@ import torch
 
 import stageprobe as sp
 from stageprobe.datasets import load_dataset
-from stageprobe.probes import ProbeData, fit_probe, split_probe_data
-from stageprobe.probes.training import MIXED_PRECISION_PROBES, probe_precision
+from stageprobe.probes import ProbeData, fit_probe, mixed_precision_probes, split_probe_data
+from stageprobe.probes.training import probe_precision
 from stageprobe.suites import get_suite
 from stageprobe.suites.workers import image_array
 
@@ -65,7 +65,7 @@ def timed_fit(probe: str, splits: dict[str, ProbeData], precision: str, options:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="default", choices=("quick", "default"))
-    parser.add_argument("--probes", default=",".join(MIXED_PRECISION_PROBES))
+    parser.add_argument("--probes", default=",".join(mixed_precision_probes()))
     parser.add_argument("--stages", default=",".join(STAGES))
     args = parser.parse_args()
     torch.set_num_threads(1)

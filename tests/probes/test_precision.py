@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from stageprobe.probes import ProbeData, ProbeResult, fit_probe, training
+from stageprobe.probes import ProbeData, ProbeResult, fit_probe, mixed_precision_probes, training
 from stageprobe.probes.training import Precision, fit_precision, probe_precision, resolve_precision
 
 FeatureGetter = Callable[..., tuple[list[Any], dict[str, ProbeData]]]
@@ -95,7 +95,7 @@ def test_bfloat16_fit_records_its_precision_and_reads_out_float32(pixel_features
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_every_mixed_precision_probe_records_the_precision_it_ran_in(pixel_features: FeatureGetter,
                                                                      precision: str) -> None:
-    """The probes the findings note names (`MIXED_PRECISION_PROBES`) are the ones that read the setting."""
+    """The probes the findings note names (`mixed_precision_probes()`) are the ones that read the setting."""
     if precision == "bfloat16" and not training.native_bf16(torch.device("cpu")):
         pytest.skip("this CPU has no native bfloat16")
     _, boxes = pixel_features("shapes", "pixels.merged", 60)
@@ -103,7 +103,7 @@ def test_every_mixed_precision_probe_records_the_precision_it_ran_in(pixel_featu
     options = {"dense-context": ("boxes", boxes, {"epochs": 1, "pca_dim": 8, "width": 8}),
                "decoder": ("reconstruction", images, {"epochs": 1}),
                "decoder-pooled": ("reconstruction", images, {"epochs": 1})}
-    assert set(options) == set(training.MIXED_PRECISION_PROBES)
+    assert set(options) == set(mixed_precision_probes())
     with probe_precision(precision):
         for probe, (task, splits, kwargs) in options.items():
             result = fit_probe(probe, task, splits["train"], splits["val"], splits["test"], seed=0, **kwargs)

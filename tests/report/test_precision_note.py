@@ -20,7 +20,7 @@ def _note(precision: str | None) -> list[str]:
 
 def test_bfloat16_is_named_with_the_probes_and_the_way_back_to_float32() -> None:
     (line,) = _note("bfloat16")
-    assert "dense-context, decoder, decoder-pooled computed in bfloat16" in line
+    assert "decoder, decoder-pooled, dense-context computed in bfloat16" in line  # in registration order
     assert "every other probe in float32" in line and "`--probe-precision float32`" in line
 
 

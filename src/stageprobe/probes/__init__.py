@@ -23,11 +23,18 @@ from stageprobe.probes import (  # noqa: F401  (importing registers the probes)
     temporal,
     token_flow,
 )
-from stageprobe.probes.base import TASKS, ProbeData, ProbeResult, register_probe, registered_probes
+from stageprobe.probes.base import (
+    TASKS,
+    ProbeData,
+    ProbeResult,
+    mixed_precision_probes,
+    register_probe,
+    registered_probes,
+)
 from stageprobe.probes.controls import CONTROLS, apply_control
 from stageprobe.probes.training import default_device, small_model_threads
 
-__all__ = ["CONTROLS", "TASKS", "ProbeData", "ProbeResult", "fit_probe", "register_probe",
+__all__ = ["CONTROLS", "TASKS", "ProbeData", "ProbeResult", "fit_probe", "mixed_precision_probes", "register_probe",
            "registered_probes", "split_probe_data"]
 
 

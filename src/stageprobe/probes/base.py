@@ -111,13 +111,18 @@ class ProbeEntry:
     tasks: tuple[str, ...]
     description: str
     fn: ProbeFn
+    #: computes its forward passes in the run's probe precision (`--probe-precision`; see training.Precision)
+    mixed_precision: bool = False
 
 
 _REGISTRY: dict[str, ProbeEntry] = {}
 
 
-def register_probe(name: str, tasks: Sequence[str], description: str) -> Callable[[ProbeFn], ProbeFn]:
-    """Register `fn(task, train, val, test, seed, **options) -> ProbeResult` under `name`."""
+def register_probe(name: str, tasks: Sequence[str], description: str,
+                   mixed_precision: bool = False) -> Callable[[ProbeFn], ProbeFn]:
+    """Register `fn(task, train, val, test, seed, **options) -> ProbeResult` under `name`; `mixed_precision`
+    declares that it computes in the run's probe precision (only where bfloat16 made a default-size fit
+    ≥ 1.3× cheaper in CPU-s, benchmarks/precision_fits.py)."""
     unknown = set(tasks) - set(TASKS)
     if unknown:
         raise ValueError(f"probe {name!r} declares unknown tasks {sorted(unknown)}; known: {TASKS}")
@@ -125,7 +130,7 @@ def register_probe(name: str, tasks: Sequence[str], description: str) -> Callabl
     def wrap(fn: ProbeFn) -> ProbeFn:
         if name in _REGISTRY:
             raise ValueError(f"probe {name!r} is already registered")
-        _REGISTRY[name] = ProbeEntry(name, tuple(tasks), description, fn)
+        _REGISTRY[name] = ProbeEntry(name, tuple(tasks), description, fn, mixed_precision)
         return fn
 
     return wrap
@@ -133,3 +138,8 @@ def register_probe(name: str, tasks: Sequence[str], description: str) -> Callabl
 
 def registered_probes() -> dict[str, ProbeEntry]:
     return dict(_REGISTRY)
+
+
+def mixed_precision_probes() -> tuple[str, ...]:
+    """The registered probes that compute in the run's probe precision, as their registrations declare."""
+    return tuple(name for name, entry in _REGISTRY.items() if entry.mixed_precision)

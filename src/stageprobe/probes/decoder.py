@@ -178,7 +178,7 @@ def _fit_decoder(name: str, module_cls: type[nn.Module], train: ProbeData, val: 
 
 
 @register_probe("decoder", ["reconstruction"],
-                "stride-aware decoder: each token → its own output patch, 3×3 convs; L1 loss")
+                "stride-aware decoder: each token → its own output patch, 3×3 convs; L1 loss", mixed_precision=True)
 def fit_grid_decoder(task: str, train: ProbeData, val: ProbeData, test: ProbeData, seed: int,
                      output_size: int = 112, pca_dim: int | None = None, epochs: int = 30,
                      patience: int = 5, batch_size: int = 16, lr: float = 2e-3, perceptual_weight: float = 0.0,
@@ -190,7 +190,7 @@ def fit_grid_decoder(task: str, train: ProbeData, val: ProbeData, test: ProbeDat
 
 
 @register_probe("decoder-pooled", ["reconstruction"],
-                "THE SEED PROTOCOL: mean-pooled vector → 7×7 seed → upsampling decoder")
+                "THE SEED PROTOCOL: mean-pooled vector → 7×7 seed → upsampling decoder", mixed_precision=True)
 def fit_pooled_decoder(task: str, train: ProbeData, val: ProbeData, test: ProbeData, seed: int,
                        output_size: int = 112, pca_dim: int | None = None, epochs: int = 30, patience: int = 5,
                        batch_size: int = 16, lr: float = 2e-3, perceptual_weight: float = 0.0,

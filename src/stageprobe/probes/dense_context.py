@@ -95,7 +95,7 @@ def _tensor_targets(data: ProbeData, device: torch.device) -> dict[str, torch.Te
 
 @register_probe("dense-context", ["boxes", "patch_class"],
                 "per-token MLP over the token and its 3×3 neighbourhood: objectness, class, edge offsets "
-                "→ boxes by the dense-linear blob decoding")
+                "→ boxes by the dense-linear blob decoding", mixed_precision=True)
 def fit_dense_context(task: str, train: ProbeData, val: ProbeData, test: ProbeData, seed: int,
                       num_classes: int | None = None, pca_dim: int = 128, pca_tokens: int = 32768, width: int = 64,
                       epochs: int = 30, patience: int = 8, batch_size: int = 16, lr: float = 3e-3) -> ProbeResult:

@@ -45,10 +45,6 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 #: CPU features that compute bfloat16 in hardware (Intel AMX / AVX512-BF16); without them bfloat16 is
 #: emulated in float32 and slower than float32 itself
 NATIVE_BF16_CPU_FEATURES = ("amx_bf16", "avx512_bf16")
-#: the probes that compute in the run's precision: where bfloat16 made a default-size fit ≥ 1.3× cheaper in
-#: CPU-s (benchmarks/precision_fits.py; the attention probe gained 1.26×, Hungarian matching and small ops, so
-#: it stays float32, as do the closed-form ridge probes)
-MIXED_PRECISION_PROBES = ("dense-context", "decoder", "decoder-pooled")
 _ACTIVE_PRECISION: ContextVar[str] = ContextVar("probe_precision", default="float32")
 _Layout = TypeVar("_Layout", torch.Tensor, torch.nn.Module)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stageprobe.metrics._catalog import higher_is_better
-from stageprobe.probes.training import MIXED_PRECISION_PROBES
+from stageprobe.probes import mixed_precision_probes
 from stageprobe.report.analysis import Analysis, RunMeta, analyse, model_rows
 from stageprobe.report.answer import (
     CONNECTOR_KINDS,
@@ -319,7 +319,7 @@ def _experiments(doc: Document, rows: Sequence[MetricRow], analysis: Analysis) -
 def _precision_note(precision: str | None) -> str | None:
     """One line on what the gradient-trained probes computed in (`--probe-precision`; None: a run from before it)."""
     if precision == "bfloat16":
-        return (f"**Probe precision:** {', '.join(MIXED_PRECISION_PROBES)} computed in bfloat16 (autocast: float32 "
+        return (f"**Probe precision:** {', '.join(mixed_precision_probes())} computed in bfloat16 (autocast: float32 "
                 "weights, optimiser and losses), every other probe in float32; `--probe-precision float32` "
                 "reproduces full precision.")
     return f"**Probe precision:** every probe computed in {precision} (full precision)." if precision else None

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stageprobe.models import StageInfo, StageModel
-from stageprobe.probes.training import MIXED_PRECISION_PROBES
+from stageprobe.probes import mixed_precision_probes
 from stageprobe.suites._seeds import probe_seeds
 from stageprobe.suites._spec import ExperimentSpec, probes_for
 
@@ -72,7 +72,7 @@ def precision_key(key: str, precision: str) -> str:
     """The cost key of a fit in the run's probe precision: a mixed-precision probe fitted in bfloat16 has its
     own measured law (`key@bfloat16`); every other fit costs the same in either precision."""
     probe = key.split("/", 1)[0]
-    return f"{key}@{precision}" if precision != "float32" and probe in MIXED_PRECISION_PROBES else key
+    return f"{key}@{precision}" if precision != "float32" and probe in mixed_precision_probes() else key
 
 
 @dataclass(frozen=True)
