@@ -4,6 +4,7 @@ values with CIs computed from the per-image scores handed to them."""
 from __future__ import annotations
 
 import fnmatch
+import warnings
 
 import numpy as np
 import pytest
@@ -89,3 +90,20 @@ def test_irs_combines_both_test_sets_with_a_ci() -> None:
     assert "spatial data" in irs.note and "detail data" in irs.note
     missing = spec.derive(_inputs("e_q2_5", {"e_q2_5": detail}))
     assert missing[0].value is None and "IoU" in (missing[0].unavailable_reason or "")
+
+
+def test_irs_ci_drops_draws_of_only_edgeless_images_without_a_warning() -> None:
+    """Edgeless references have no edge F1 (NaN): with 2 scored images of 4, some bootstrap draws hold
+    none, and those draws are left out of the CI instead of raising numpy's empty-slice warning."""
+    spatial: Scores = {("model", POST, DECIDING_BOX_PROBE, "iou"): np.full(40, 0.85)}
+    detail: Scores = {("model", POST, RECONSTRUCTION_PROBE, "lpips"): np.array([0.1, 0.2, 0.3, 0.4]),
+                      ("model", POST, RECONSTRUCTION_PROBE, "edge_f1"): np.array([0.8, np.nan, 0.4, np.nan])}
+    spec = SUITE.experiment("e_q2_5")
+    assert spec.derive is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = spec.derive(_inputs("e_q2_5", {"e_q2_2": spatial, "e_q2_5": detail}))
+    irs = next(r for r in rows if r.metric == "irs")
+    assert irs.n == 2 and irs.value == pytest.approx(0.4 + 0.3 * 0.75 / 0.7 + 0.3 * 0.6 / 0.8)
+    assert irs.ci_low is not None and irs.ci_high is not None and np.isfinite([irs.ci_low, irs.ci_high]).all()
+    assert irs.ci_low < irs.value < irs.ci_high
