@@ -42,8 +42,8 @@ def test_rows_of_three_test_photos_resample_photos_and_say_so() -> None:
 def test_selectivity_over_three_photos_resamples_photos() -> None:
     label = FitLabel("e_q2_6", "pixels.merged", "token-flow", "model", "pixels", control="selectivity")
     control = _clips(1, (0.2, 0.2, 0.2))  # the control task scores alike on every photo
-    clip = selectivity_rows(label, _clips(0), control, (), 500, 0)[0]
-    photo = selectivity_rows(label, _clips(0), control, (), 500, 0, groups=PHOTOS)[0]
+    clip = selectivity_rows(label, [_clips(0)], [control], (), 500, 0)[0]
+    photo = selectivity_rows(label, [_clips(0)], [control], (), 500, 0, groups=PHOTOS)[0]
     assert photo.value == clip.value
     assert photo.ci_high - photo.ci_low > 3 * (clip.ci_high - clip.ci_low)  # type: ignore[operator]
 
@@ -57,10 +57,10 @@ def test_selectivity_of_a_lower_is_better_metric_is_sign_corrected() -> None:
         return ProbeResult("token-flow", "direction", {"flow_angle_error_deg": value},
                            {"flow_angle_error_deg": per_item}, {}, {})
 
-    row = selectivity_rows(label, errors(10.0), errors(60.0), (), 200, 0)[0]
+    row = selectivity_rows(label, [errors(10.0)], [errors(60.0)], (), 200, 0)[0]
     assert row.value == pytest.approx(50.0) and row.ci_low > 0  # type: ignore[operator]
     assert "control task 60.0000 − task 10.0000 (lower is better)" in row.note
-    higher = selectivity_rows(label, _clips(0), _clips(1, (0.2, 0.2, 0.2)), (), 200, 0)[0]
+    higher = selectivity_rows(label, [_clips(0)], [_clips(1, (0.2, 0.2, 0.2))], (), 200, 0)[0]
     assert higher.value > 0 and higher.note.startswith("task ")  # type: ignore[operator]
 
 

@@ -347,8 +347,8 @@ def run(
         help="judge every target at this stage (default: vision.post_merge; a ViT's last stage)")] = None,
     seeds: Annotated[int | None, typer.Option(
         help="probe seeds per fit of the deciding probes at their verdict stages and of every gradient-trained "
-             "probe, SEED, SEED+1, …: their spread goes into the CI (1–20; default: 3 for the deciding probes at "
-             "the default size, 1 elsewhere)")] = None,
+             "probe, SEED, SEED+1, …, their controls fitted over the same seeds: their spread goes into the CI "
+             "(1–20; default: 3 for the deciding probes at the default size, 1 elsewhere)")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="start afresh in --out, discarding a run with other settings found there")] = False,
     calibrate: Annotated[bool, typer.Option(

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from stageprobe.cli import app
 from stageprobe.errors import UserInputError
 from stageprobe.probes import ProbeResult
+from stageprobe.stats import paired_bootstrap_diff
 from stageprobe.suites._rows import FitLabel, result_rows, seeded_ci, selectivity_rows, validation_rows
 from stageprobe.suites.runner import RunConfig, StudyRun
 
@@ -51,10 +52,31 @@ def test_probe_seeds_average_and_widen_the_ci() -> None:
 
 def test_selectivity_is_paired_and_validation_rows_are_marked() -> None:
     task, control = _result([0.9, 0.8, 0.7]), _result([0.2, 0.3, 0.1])
-    rows = selectivity_rows(FitLabel("e_x", "s", "p", "model", "m", control="selectivity"), task, control, (), 200, 0)
+    rows = selectivity_rows(FitLabel("e_x", "s", "p", "model", "m", control="selectivity"), [task], [control], (),
+                            200, 0)
     assert rows[0].value == pytest.approx(0.6) and rows[0].n == 3 and "same 3 test images" in rows[0].note
     val = validation_rows(LABEL, [{"matched_iou": 0.4}, {"matched_iou": 0.6}], ())
     assert val[0].control == "validation" and val[0].metric == "iou" and val[0].value == pytest.approx(0.5)
+
+
+def test_selectivity_pairs_each_seed_with_its_own_control_fit() -> None:
+    """Over probe seeds, each task fit is paired with its seed's control fit: the value is the mean paired
+    difference, the CI carries the seeds' spread, and one seed gives the paired bootstrap exactly."""
+    label = FitLabel("e_x", "s", "p", "model", "m", control="selectivity")
+    tasks = [_result([0.9] * 20), _result([0.8] * 20, 1), _result([0.7] * 20, 2)]
+    controls = [_result([0.2] * 20), _result([0.5] * 20, 1), _result([0.1] * 20, 2)]
+    row = selectivity_rows(label, tasks, controls, (), 500, 0)[0]
+    assert row.value == pytest.approx((0.7 + 0.3 + 0.6) / 3) and row.n == 20
+    # no image varies within a fit: the whole width is the seeds' spread of the paired differences
+    assert row.ci_low == pytest.approx(0.3) and row.ci_high == pytest.approx(0.7)
+    assert "3 probe seeds" in row.note and "its seed's control fit" in row.note
+    rng = np.random.default_rng(0)
+    task, control = _result(list(rng.uniform(0.5, 1.0, 30))), _result(list(rng.uniform(0.0, 0.5, 30)))
+    one = selectivity_rows(label, [task], [control], (), 300, 0)[0]
+    paired = paired_bootstrap_diff(task.per_item["matched_iou"], control.per_item["matched_iou"], 300, 0)
+    assert (one.value, one.ci_low, one.ci_high) == (paired.estimate, paired.low, paired.high)
+    with pytest.raises(ValueError, match="2 task fits, 1 control fits"):
+        selectivity_rows(label, tasks[:2], controls[:1], (), 100, 0)
 
 
 def test_seeds_must_be_positive_and_data_families_known() -> None:

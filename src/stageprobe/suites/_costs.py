@@ -183,7 +183,8 @@ def planned_fits(measurement: Measurement, specs: Sequence[ExperimentSpec], cost
                     seen.add((which, spec.family, stage, key))
                     controls = suite.controls_at(probe, stage, config.size) \
                         if which == "main" and measurement.probe_controls else ()
-                    count = probe_seeds(suite, probe, stage, config.size, config.seeds) + len(controls)
+                    # the probe and each of its controls, over the same probe seeds
+                    count = probe_seeds(suite, probe, stage, config.size, config.seeds) * (1 + len(controls))
                     info = infos[stage]
                     cost_key = precision_key(key, config.probe_precision)
                     cpu_s = costs.fit_seconds(cost_key, len(dataset), info.tokens, info.dim) if costs else None

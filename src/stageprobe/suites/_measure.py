@@ -66,13 +66,14 @@ class ExperimentOutcome:
 
 @dataclass
 class _StageFits:
-    """One probe's fits on one stage, in flight: one per probe seed and, on the main model, its controls."""
+    """One probe's fits on one stage, in flight: one per probe seed and, on the main model, its controls
+    (each over the same probe seeds, so a control row's CI carries the fit-to-fit spread its value has)."""
 
     which: str
     stage: str
     probe: ProbeSpec
     fits: list[Future[FitOutput]]
-    controls: dict[str, Future[FitOutput]]
+    controls: dict[str, list[Future[FitOutput]]]
     #: the same fit already ran for an earlier experiment on the same data (its seconds are not counted again)
     reused: bool = False
 
@@ -366,7 +367,8 @@ class Measurement:
         seeds = probe_seeds(self.suite, probe, stage, self.config.size, self.config.seeds)
         reused = self.pool.started(request)
         fits = [self.pool.submit(replace(request, seed=self.config.seed + k)) for k in range(seeds)]
-        controls = ({name: self.pool.submit(replace(request, control=name, score_val=False))
+        controls = ({name: [self.pool.submit(replace(request, seed=self.config.seed + k, control=name,
+                                                     score_val=False)) for k in range(seeds)]
                      for name in self.suite.controls_at(probe, stage, self.config.size)}
                     if which == "main" and self.probe_controls else {})
         return _StageFits(which, stage, probe, fits, controls, reused)
@@ -378,8 +380,8 @@ class Measurement:
                          self.model(fits.which).name)
         outputs = [f.result() for f in fits.fits]
         results = [o.result for o in outputs]
-        control_outputs = {name: future.result() for name, future in fits.controls.items()}
-        outcome.timing["fits"].append(_fit_timing(fits, [*outputs, *control_outputs.values()]))
+        control_outputs = {name: [future.result() for future in futures] for name, futures in fits.controls.items()}
+        outcome.timing["fits"].append(_fit_timing(fits, [*outputs, *(o for c in control_outputs.values() for o in c)]))
         groups = self.test_groups(spec.family)
         _add(outcome, result_rows(label, results, spec.skip_metrics, nb, seed, groups))
         for metric, values in per_image_scores(results).items():
@@ -388,12 +390,11 @@ class Measurement:
             outcome.rows += validation_rows(label, [o.val_scores for o in outputs], spec.skip_metrics)
             outcome.curves[f"{spec.id}/{fits.stage}/{fits.probe.probe}/{fits.probe.task}"] = results[0].history
             _keep_best(best, f"{fits.probe.probe}/{fits.probe.task}", fits.stage, outputs[0])
-        for name, output in control_outputs.items():
-            controlled = output.result
-            _add(outcome, result_rows(replace(label, control=name), [controlled], spec.skip_metrics, nb, seed,
-                                      groups))
+        for name, control in control_outputs.items():
+            controlled = [output.result for output in control]
+            _add(outcome, result_rows(replace(label, control=name), controlled, spec.skip_metrics, nb, seed, groups))
             if name == "control-task":
-                _add(outcome, selectivity_rows(replace(label, control="selectivity"), results[0], controlled,
+                _add(outcome, selectivity_rows(replace(label, control="selectivity"), results, controlled,
                                                spec.skip_metrics, nb, seed, groups))
 
 

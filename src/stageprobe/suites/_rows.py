@@ -126,29 +126,47 @@ def _map_cis(results: Sequence[ProbeResult], metrics: Sequence[str], n_bootstrap
     return bootstrap_map_cis(results[0].detection, metrics, n_bootstrap, seed, groups=groups)
 
 
-def selectivity_rows(label: FitLabel, task: ProbeResult, control: ProbeResult, skip: Sequence[str],
-                     n_bootstrap: int, seed: int, groups: Sequence[str] | None = None) -> list[MetricRow]:
-    """Task − control-task score with the paired bootstrap CI, both on the same test images (their
-    sources resampled where they share them, as in `result_rows`). For a lower-is-better metric
-    (LPIPS, angle and path errors) it is control − task, so a positive selectivity always means the
-    probe does better on the task than on the control task."""
+def selectivity_rows(label: FitLabel, tasks: Sequence[ProbeResult], controls: Sequence[ProbeResult],
+                     skip: Sequence[str], n_bootstrap: int, seed: int,
+                     groups: Sequence[str] | None = None) -> list[MetricRow]:
+    """Task − control-task score, both on the same test images (their sources resampled where they share
+    them, as in `result_rows`). `tasks` and `controls` are the fits of the same probe seeds, in order: each
+    task fit is paired with its seed's control fit, the value is the mean over seeds and, with several, the
+    CI resamples seeds and test images together (`seeded_bootstrap_ci`; with one, the paired bootstrap).
+    For a lower-is-better metric (LPIPS, angle and path errors) it is control − task, so a positive
+    selectivity always means the probe does better on the task than on the control task."""
+    if len(tasks) != len(controls):
+        raise ValueError(f"selectivity pairs each task fit with its seed's control fit: {len(tasks)} task fits, "
+                         f"{len(controls)} control fits")
     groups = source_groups(groups)
     rows = []
-    for raw, per_item in task.per_item.items():
-        if raw not in control.per_item or not _kept(raw, skip):
+    for raw in tasks[0].per_item:
+        if not _kept(raw, skip) or any(raw not in c.per_item for c in controls):
             continue
-        if not (np.isfinite(per_item) & np.isfinite(control.per_item[raw])).any():
+        task_items = [np.asarray(t.per_item[raw], dtype=np.float64) for t in tasks]
+        control_items = [np.asarray(c.per_item[raw], dtype=np.float64) for c in controls]
+        if not any((np.isfinite(t) & np.isfinite(c)).any() for t, c in zip(task_items, control_items, strict=True)):
             continue  # undefined on every image for task or control (e.g. no reference edges): no pairs
-        task_mean, control_mean = float(np.nanmean(per_item)), float(np.nanmean(control.per_item[raw]))
-        if higher_is_better(raw):
-            ci = paired_bootstrap_diff(per_item, control.per_item[raw], n_bootstrap, seed, groups=groups)
-            how = f"task {task_mean:.4f} − control task {control_mean:.4f}"
-        else:
-            ci = paired_bootstrap_diff(control.per_item[raw], per_item, n_bootstrap, seed, groups=groups)
-            how = f"control task {control_mean:.4f} − task {task_mean:.4f} (lower is better)"
+        better, worse = (task_items, control_items) if higher_is_better(raw) else (control_items, task_items)
+        ci = _paired_ci(better, worse, n_bootstrap, seed, groups)
+        task_mean = float(np.mean([np.nanmean(t) for t in task_items]))
+        control_mean = float(np.mean([np.nanmean(c) for c in control_items]))
+        how = (f"task {task_mean:.4f} − control task {control_mean:.4f}" if higher_is_better(raw)
+               else f"control task {control_mean:.4f} − task {task_mean:.4f} (lower is better)")
+        seeds = (f"; mean over {len(tasks)} probe seeds, each task fit paired with its seed's control fit, "
+                 "CI resamples seeds and test images") if len(tasks) > 1 else ""
         rows.append(label.row(metric_info(raw).name, value=ci.estimate, ci_low=ci.low, ci_high=ci.high, n=ci.n,
-                              note=f"{how} on the same {ci.n} test images"))
+                              note=f"{how} on the same {ci.n} test images{seeds}"))
     return rows
+
+
+def _paired_ci(better: Sequence[np.ndarray], worse: Sequence[np.ndarray], n_bootstrap: int, seed: int,
+               groups: Sequence[str] | None) -> BootstrapCI:
+    """CI of mean(better − worse) per image over the images both score, pooled over seed pairs."""
+    if len(better) == 1:
+        return paired_bootstrap_diff(better[0], worse[0], n_bootstrap, seed, groups=groups)
+    diffs = [np.where(np.isfinite(b) & np.isfinite(w), b - w, np.nan) for b, w in zip(better, worse, strict=True)]
+    return seeded_bootstrap_ci(diffs, n_bootstrap, seed, groups=groups)
 
 
 def validation_rows(label: FitLabel, val_scores: Sequence[Mapping[str, float]], skip: Sequence[str]) -> list[MetricRow]:

@@ -227,7 +227,9 @@ SUITE = Suite(
            "The deciding probes (dense-context, attention, token-flow) are refitted over probe seeds at the stages "
            "their verdicts and the decision matrix read and at the pixel ceilings (3 seeds at the default size, 1 "
            "with --quick, --seeds N to change): their values are the mean over seeds and their CIs resample seeds "
-           "and test images together (mAP included)."),
+           "and test images together (mAP included). Their controls there are fitted over the same seeds, and "
+           "selectivity pairs each seed's task fit with that seed's control-task fit: a single control fit moved "
+           "by up to 1.7 of its image-only CI half-width under a float-rounding change (attention, measured)."),
 )
 
 #: every target, judged with its row's deciding probe on its row's data unless it names its own
