@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from stageprobe.cli import app
 from stageprobe.errors import UserInputError
+from stageprobe.metrics._catalog import metric_info
+from stageprobe.metrics.detection import CocoDetectionEval, Detections, GroundTruth
 from stageprobe.probes import ProbeResult
 from stageprobe.stats import paired_bootstrap_diff
 from stageprobe.suites._rows import FitLabel, result_rows, seeded_ci, selectivity_rows, validation_rows
@@ -134,3 +136,35 @@ def test_cli_refuses_bad_seeds_and_verdict_stage(args: list[str], says: str, tmp
     output = result.output + (result.stderr if result.stderr_bytes is not None else "")
     assert result.exit_code == 2 and says in output and "Traceback" not in output
     assert not (tmp_path / "run").exists()
+
+
+def _detections(seed: int) -> CocoDetectionEval:
+    rng = np.random.default_rng(seed)
+    truths, found = [], []
+    for _ in range(30):
+        corner = rng.uniform(0, 300, (2, 2))
+        boxes = np.concatenate([corner, corner + 60], 1)
+        truths.append(GroundTruth(boxes, np.array([0, 1])))
+        found.append(Detections(boxes + rng.normal(0, 8, boxes.shape), rng.uniform(0.5, 1, 2), np.array([0, 1])))
+    return CocoDetectionEval(truths, found, num_classes=2)
+
+
+def test_a_metric_only_some_seeds_measured_is_the_mean_of_those_fits() -> None:
+    """A control task draws its random boxes per seed: one seed's test set may hold nothing a COCO metric
+    scores (no small object). That metric is the mean over the fits that measured it, and says so."""
+    evaluations = [_detections(k) for k in range(3)]
+    results = []
+    for k, evaluation in enumerate(evaluations):
+        summary = evaluation.summary()
+        metrics, unavailable = {"map_50": summary["map_50"], "map_75": summary["map_75"]}, {}
+        if k == 1:
+            del metrics["map_75"]
+            unavailable["map_75"] = "no test objects in this size range"
+        results.append(ProbeResult("attention", "boxes", metrics, {}, {}, {}, unavailable, evaluation, seed=k))
+    rows = {r.metric: r for r in result_rows(LABEL, results, (), 200, 0)}
+    partial, whole = rows[metric_info("map_75").name], rows[metric_info("map_50").name]
+    expected = np.mean([evaluations[k].summary()["map_75"] for k in (0, 2)])
+    assert partial.value == pytest.approx(expected) and partial.ci_low <= partial.value <= partial.ci_high  # type: ignore[operator]
+    assert "2 probe seeds" in partial.note and "measured by 2 of the 3 probe seeds' fits" in partial.note
+    assert whole.value == pytest.approx(np.mean([e.summary()["map_50"] for e in evaluations]))
+    assert "3 probe seeds" in whole.note and "measured by" not in whole.note

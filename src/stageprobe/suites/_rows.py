@@ -80,38 +80,56 @@ def result_rows(label: FitLabel, results: Sequence[ProbeResult], skip: Sequence[
                 seed: int, groups: Sequence[str] | None = None) -> list[MetricRow]:
     """One row per metric the fit emitted (mean over probe seeds), with its bootstrap CI; `n` counts
     the test images with a finite score. `groups`: each test item's source (e.g. the photo a clip
-    pans over); where items share sources the CI resamples sources (`source_groups`)."""
+    pans over); where items share sources the CI resamples sources (`source_groups`). A metric only
+    some seeds' fits measured (a control task draws its random boxes per seed, and one draw may hold no
+    small object) is the mean over those fits, and its note says so."""
     groups = source_groups(groups)
-    first = results[0]
-    rows = []
-    map_metrics = [m for m in first.metrics if m.startswith("map") and _kept(m, skip)]
-    map_cis = _map_cis(results, map_metrics, n_bootstrap, seed, groups)
-    for raw, value in first.metrics.items():
-        if not _kept(raw, skip):
-            continue
-        metric = metric_info(raw).name
-        per_seed = [r.per_item[raw] for r in results if raw in r.per_item]
-        low = high = None
-        n = int(np.isfinite(per_seed[0]).sum()) if per_seed else len(first.per_item.get("matched_iou", []))
-        note = ""
-        if per_seed and n:
-            if len(per_seed) > 1:
-                value, low, high = seeded_ci(per_seed, n_bootstrap, seed, groups)
-                note = _spread_note([float(r.metrics[raw]) for r in results])
-            else:
-                # the mean of the per-image scores, so the value always sits inside its own CI
-                ci = bootstrap_ci(per_seed[0], n_bootstrap, seed, groups=groups)
-                value, low, high = ci.estimate, ci.low, ci.high
-            note = "; ".join(p for p in (note, group_note(n, groups)) if p)
-        elif raw in map_cis:
-            value, low, high, n = map_cis[raw].estimate, map_cis[raw].low, map_cis[raw].high, map_cis[raw].n
-            spread = _spread_note([float(r.metrics[raw]) for r in results]) if len(results) > 1 else ""
-            note = "; ".join(p for p in (spread, group_note(n, groups)) if p)
-        rows.append(label.row(metric, value=value, ci_low=low, ci_high=high, n=n, note=note))
-    for raw, reason in first.unavailable.items():
-        if _kept(raw, skip):
+    measured: dict[str, tuple[int, ...]] = {}
+    for result in results:
+        for raw in result.metrics:
+            if _kept(raw, skip) and raw not in measured:
+                measured[raw] = tuple(k for k, r in enumerate(results) if raw in r.metrics)
+    map_cis: dict[str, BootstrapCI] = {}
+    for fits in dict.fromkeys(measured.values()):  # the COCO metrics of the same fits: one bootstrap
+        names = [raw for raw, by in measured.items() if by == fits and raw.startswith("map")]
+        map_cis.update(_map_cis([results[k] for k in fits], names, n_bootstrap, seed, groups))
+    rows = [_metric_row(label, raw, [results[k] for k in fits], len(results), map_cis.get(raw), n_bootstrap,
+                        seed, groups) for raw, fits in measured.items()]
+    for raw in dict.fromkeys(raw for r in results for raw in r.unavailable):
+        if _kept(raw, skip) and raw not in measured:
+            reason = next(r.unavailable[raw] for r in results if raw in r.unavailable)
             rows.append(label.row(metric_info(raw).name, value=None, unavailable_reason=reason))
     return rows
+
+
+def _metric_row(label: FitLabel, raw: str, results: Sequence[ProbeResult], n_fits: int, map_ci: BootstrapCI | None,
+                n_bootstrap: int, seed: int, groups: Sequence[str] | None) -> MetricRow:
+    """The row of one metric from the fits that measured it (of `n_fits` probe seeds)."""
+    first = results[0]
+    value: float = first.metrics[raw]
+    per_seed = [r.per_item[raw] for r in results if raw in r.per_item]
+    low = high = None
+    n = int(np.isfinite(per_seed[0]).sum()) if per_seed else len(first.per_item.get("matched_iou", []))
+    parts: list[str] = []
+    if per_seed and n:
+        if len(per_seed) > 1:
+            value, low, high = seeded_ci(per_seed, n_bootstrap, seed, groups)
+            parts.append(_spread_note([float(r.metrics[raw]) for r in results]))
+        else:
+            # the mean of the per-image scores, so the value always sits inside its own CI
+            ci = bootstrap_ci(per_seed[0], n_bootstrap, seed, groups=groups)
+            value, low, high = ci.estimate, ci.low, ci.high
+    elif map_ci is not None:
+        value, low, high, n = map_ci.estimate, map_ci.low, map_ci.high, map_ci.n
+        if len(results) > 1:
+            parts.append(_spread_note([float(r.metrics[raw]) for r in results]))
+    if len(results) < n_fits:
+        parts.append(f"measured by {len(results)} of the {n_fits} probe seeds' fits (the others had nothing to "
+                     "score it on)")
+    if (per_seed and n) or map_ci is not None:
+        parts.append(group_note(n, groups))
+    return label.row(metric_info(raw).name, value=value, ci_low=low, ci_high=high, n=n,
+                     note="; ".join(p for p in parts if p))
 
 
 def _map_cis(results: Sequence[ProbeResult], metrics: Sequence[str], n_bootstrap: int, seed: int,
