@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stageprobe.metrics import CocoDetectionEval, Detections, GroundTruth
+from _detections import detection_eval
 from stageprobe.stats import (
     _counts,
     bootstrap_ci,
@@ -54,26 +54,15 @@ def test_paired_diff_detects_a_consistent_small_gain() -> None:
     assert paired.estimate == pytest.approx(0.02, abs=0.005)
 
 
-def _detection_eval(noise: float, seed: int) -> CocoDetectionEval:
-    rng = np.random.default_rng(seed)
-    gts, preds = [], []
-    for _ in range(40):
-        xy = rng.uniform(0, 300, (2, 2))
-        boxes = np.concatenate([xy, xy + 60], 1)
-        gts.append(GroundTruth(boxes, np.array([0, 1])))
-        preds.append(Detections(boxes + rng.normal(0, noise, boxes.shape), rng.uniform(0.5, 1, 2), np.array([0, 1])))
-    return CocoDetectionEval(gts, preds, num_classes=2)
-
-
 def test_map_bootstrap_interval_contains_estimate() -> None:
-    ev = _detection_eval(noise=10, seed=0)
+    ev = detection_eval(noise=10, seed=0)
     ci = bootstrap_map_ci(ev, "map_75", n_resamples=300, seed=0)
     assert ci.low <= ci.estimate <= ci.high
     assert 0 < ci.high - ci.low < 0.5
 
 
 def test_map_cis_from_shared_draws_equal_one_metric_at_a_time() -> None:
-    ev = _detection_eval(noise=10, seed=1)
+    ev = detection_eval(noise=10, seed=1)
     together = bootstrap_map_cis(ev, ["map_50", "map_75", "map_50_95"], n_resamples=200, seed=3)
     for metric, ci in together.items():
         assert ci == bootstrap_map_ci(ev, metric, n_resamples=200, seed=3)
@@ -82,7 +71,7 @@ def test_map_cis_from_shared_draws_equal_one_metric_at_a_time() -> None:
 
 
 def test_paired_map_diff_sees_better_predictions() -> None:
-    good, bad = _detection_eval(noise=3, seed=0), _detection_eval(noise=12, seed=0)
+    good, bad = detection_eval(noise=3, seed=0), detection_eval(noise=12, seed=0)
     diff = paired_bootstrap_map_diff(good, bad, "map_75", n_resamples=300)
     assert diff.low > 0
 
@@ -178,7 +167,7 @@ def test_seeded_ci_combines_seed_and_test_variation() -> None:
 def test_seeded_map_ci_spans_seeds_that_differ() -> None:
     """Three probe seeds whose detections differ in quality: the estimate is their mean mAP and the
     CI, which resamples seeds as well as images, is wider than one seed's."""
-    evaluations = [_detection_eval(noise=n, seed=4) for n in (4, 12, 24)]
+    evaluations = [detection_eval(noise=n, seed=4) for n in (4, 12, 24)]
     seeded = seeded_map_cis(evaluations, ["map_75"], n_resamples=150, seed=0)["map_75"]
     single = bootstrap_map_cis(evaluations[1], ["map_75"], n_resamples=150, seed=0)["map_75"]
     assert seeded.estimate == pytest.approx(np.mean([e.summary()["map_75"] for e in evaluations]))

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from _detections import detection_eval
 from stageprobe.cli import app
 from stageprobe.errors import UserInputError
 from stageprobe.metrics._catalog import metric_info
-from stageprobe.metrics.detection import CocoDetectionEval, Detections, GroundTruth
 from stageprobe.probes import ProbeResult
 from stageprobe.stats import paired_bootstrap_diff
 from stageprobe.suites._rows import FitLabel, result_rows, seeded_ci, selectivity_rows, validation_rows
@@ -138,21 +138,10 @@ def test_cli_refuses_bad_seeds_and_verdict_stage(args: list[str], says: str, tmp
     assert not (tmp_path / "run").exists()
 
 
-def _detections(seed: int) -> CocoDetectionEval:
-    rng = np.random.default_rng(seed)
-    truths, found = [], []
-    for _ in range(30):
-        corner = rng.uniform(0, 300, (2, 2))
-        boxes = np.concatenate([corner, corner + 60], 1)
-        truths.append(GroundTruth(boxes, np.array([0, 1])))
-        found.append(Detections(boxes + rng.normal(0, 8, boxes.shape), rng.uniform(0.5, 1, 2), np.array([0, 1])))
-    return CocoDetectionEval(truths, found, num_classes=2)
-
-
 def test_a_metric_only_some_seeds_measured_is_the_mean_of_those_fits() -> None:
     """A control task draws its random boxes per seed: one seed's test set may hold nothing a COCO metric
     scores (no small object). That metric is the mean over the fits that measured it, and says so."""
-    evaluations = [_detections(k) for k in range(3)]
+    evaluations = [detection_eval(8, k, images=30) for k in range(3)]
     results = []
     for k, evaluation in enumerate(evaluations):
         summary = evaluation.summary()
