@@ -229,7 +229,8 @@ SUITE = Suite(
            "with --quick, --seeds N to change): their values are the mean over seeds and their CIs resample seeds "
            "and test images together (mAP included). Their controls there are fitted over the same seeds, and "
            "selectivity pairs each seed's task fit with that seed's control-task fit: a single control fit moved "
-           "by up to 1.7 of its image-only CI half-width under a float-rounding change (attention, measured)."),
+           "by more than its image-only CI half-width under a float-rounding change (attention, measured; see "
+           "benchmarks/README.md)."),
 )
 
 #: every target, judged with its row's deciding probe on its row's data unless it names its own
