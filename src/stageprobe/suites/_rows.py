@@ -21,7 +21,6 @@ from stageprobe.stats import (
     BootstrapCI,
     bootstrap_ci,
     bootstrap_map_cis,
-    paired_bootstrap_diff,
     seeded_bootstrap_ci,
     seeded_map_cis,
 )
@@ -180,9 +179,8 @@ def selectivity_rows(label: FitLabel, tasks: Sequence[ProbeResult], controls: Se
 
 def _paired_ci(better: Sequence[np.ndarray], worse: Sequence[np.ndarray], n_bootstrap: int, seed: int,
                groups: Sequence[str] | None) -> BootstrapCI:
-    """CI of mean(better − worse) per image over the images both score, pooled over seed pairs."""
-    if len(better) == 1:
-        return paired_bootstrap_diff(better[0], worse[0], n_bootstrap, seed, groups=groups)
+    """CI of mean(better − worse) per image over the images both score, pooled over seed pairs (with one
+    pair this is `paired_bootstrap_diff`, draw for draw)."""
     diffs = [np.where(np.isfinite(b) & np.isfinite(w), b - w, np.nan) for b, w in zip(better, worse, strict=True)]
     return seeded_bootstrap_ci(diffs, n_bootstrap, seed, groups=groups)
 
